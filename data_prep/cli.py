@@ -1,0 +1,186 @@
+"""Entry point of ``python -m data_prep`` and of the ``synth`` and ``prep`` subcommands of ``strikecast``.
+
+Only this module parses the command line; the library functions take config objects.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from data_prep.config import PrepConfig, SequenceConfig, SynthConfig, load_config
+from data_prep.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors in one line with exit code 2."""
+
+    def error(self, message):  # noqa: D102
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def add_config_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML experiment config (e.g. configs/quickstart.yaml)")
+    p.add_argument(
+        "overrides", nargs="*", metavar="section.key=value", help="config overrides, applied last"
+    )
+
+
+def _section(args, cls, name: str, **cli_values):
+    """One config section: defaults <- YAML section <- overrides <- explicit CLI flags."""
+    import yaml
+
+    data = {}
+    if args.config:
+        full = load_config_dict(args.config)
+        data = full.get(name, {}) or {}
+    overrides = [o.split(".", 1)[1] for o in args.overrides if o.startswith(name + ".")]
+    stray = [o for o in args.overrides if "." not in o.split("=", 1)[0]]
+    if stray:
+        raise UserError(f"override {stray[0]!r} must name its section, e.g. {name}.key=value")
+    for key, value in cli_values.items():
+        if value is not None:
+            overrides.append(f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}")
+    from data_prep.config import apply_overrides, from_dict
+
+    return from_dict(cls, apply_overrides(dict(data), overrides), name + ".")
+
+
+def load_config_dict(path: str) -> dict:
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file {p} not found: pass a YAML file such as configs/quickstart.yaml")
+    try:
+        data = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError:
+        raise UserError(f"config file {p}: not valid YAML; check indentation and colons") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config file {p}: the top level must be a mapping of sections")
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# synth
+
+
+def _add_synth(sub) -> None:
+    p = sub.add_parser(
+        "synth",
+        help="generate the synthetic lightning world (strike records + oracle forecast)",
+        description="Generate strike records of the synthetic lightning world in the point-record "
+        "format users bring (Parquet), plus the oracle forecast and the world's metadata.",
+        epilog="example: strikecast synth --grid conus-0.25 --start 2021-01-01 --days 365 --seed 1 --out world/",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--grid", help="named grid (conus-0.25, plains-0.5, ...) or 'lat0,lat1,lon0,lon1,res'")
+    p.add_argument("--start", help="first day, YYYY-MM-DD (UTC)")
+    p.add_argument("--days", type=int, help="number of days")
+    p.add_argument("--seed", type=int, help="random seed; the same seed gives the same world")
+    p.add_argument("--out", required=True, help="output directory")
+    add_config_args(p)
+    p.set_defaults(run=run_synth)
+
+
+def run_synth(args) -> int:
+    from data_prep.synthetic import generate_world
+
+    cfg = _section(args, SynthConfig, "synth", grid=args.grid, start=args.start, days=args.days, seed=args.seed)
+    paths = generate_world(cfg, Path(args.out), progress=True)
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# prep
+
+
+def _add_prep(sub) -> None:
+    p = sub.add_parser(
+        "prep",
+        help="strike records or gridded maps -> CF netCDF count maps + window index",
+        description="Grid strike records (NCEI NLDN tiles, point CSV/Parquet, GOES GLM LCFA, gridded "
+        "netCDF) into CF-1.8 strike_count(time, lat, lon) maps with a coverage mask, and save the "
+        "window index of input/target sequences beside them.",
+        epilog="examples:\n"
+        "  strikecast prep nldn-tiles-202402.csv.gz --grid conus-0.25 --out maps.nc\n"
+        "  strikecast prep 'feed/*.parquet' --format points --time-step 1h --out maps.nc --workers 2\n"
+        "  strikecast prep world/strikes.parquet --grid plains-0.5 --out maps.nc",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("inputs", nargs="+", help="input files or glob patterns")
+    p.add_argument("--out", required=True, help="output maps netCDF; an existing file is appended to")
+    p.add_argument("--grid", help="named grid or 'lat0,lat1,lon0,lon1,res' (default conus-0.25)")
+    p.add_argument("--format", help="reader name, or 'auto' to detect from content")
+    p.add_argument("--time-step", dest="time_step", help="map step: 1D (default), 6h, 15min, ...")
+    p.add_argument("--start", help="first step kept, inclusive (UTC)")
+    p.add_argument("--end", help="last step kept, inclusive (UTC)")
+    p.add_argument("--workers", type=int, help="grid in parallel with a local dask cluster of N workers")
+    p.add_argument("--scheduler", help="address of an existing dask scheduler (tcp://host:8786)")
+    p.add_argument("--columns", help="point-record column names, e.g. time=ts,lat=latitude,lon=longitude")
+    add_config_args(p)
+    p.set_defaults(run=run_prep)
+
+
+def run_prep(args) -> int:
+    from data_prep.prep import prep
+
+    inputs = [a for a in args.inputs if "=" not in a or Path(a).exists()]
+    args.overrides = list(args.overrides) + [a for a in args.inputs if a not in inputs]
+    cfg = _section(
+        args,
+        PrepConfig,
+        "prep",
+        grid=args.grid,
+        format=args.format,
+        time_step=args.time_step,
+        start=args.start,
+        end=args.end,
+        workers=args.workers,
+    )
+    seq = _section(args, SequenceConfig, "data")
+    summary = prep(inputs, Path(args.out), cfg, seq, scheduler=args.scheduler, columns=args.columns)
+    print(summary)
+    return 0
+
+
+COMMANDS: dict[str, Callable] = {"synth": _add_synth, "prep": _add_prep}
+
+
+def add_commands(sub) -> None:
+    for add in COMMANDS.values():
+        add(sub)
+
+
+def run_parser(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
+    """Parse, run, and turn a :class:`UserError` into one line on stderr and exit code 2."""
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.run(args) or 0)
+    except UserError as e:
+        print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{parser.prog} {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130
+
+
+def build_parser(prog: str = "python -m data_prep") -> argparse.ArgumentParser:
+    parser = _Parser(prog=prog, description="strikecast data preparation: synth and prep.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_parser(build_parser(), argv)
+
+
+__all__ = ["add_commands", "add_config_args", "build_parser", "load_config", "main", "run_parser"]

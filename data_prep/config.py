@@ -1,0 +1,221 @@
+"""Typed configs: dataclasses hold every default, YAML states what differs, overrides come last.
+
+``load_config(ExperimentConfig, "configs/quickstart.yaml", ["train.epochs=3"])`` builds the
+dataclass from its defaults, applies the YAML, then the ``section.key=value`` overrides. Unknown
+keys and values of the wrong type raise :class:`ConfigError` naming the key.
+
+This module also holds the data_prep sections (synthetic world, gridding, sequences), so that
+``python -m data_prep`` needs nothing from ``forecast``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from data_prep.errors import ConfigError
+
+
+# --------------------------------------------------------------------------------------------
+# data_prep sections
+
+
+@dataclass
+class SynthConfig:
+    """The synthetic lightning world (see :mod:`data_prep.synthetic`)."""
+
+    grid: str = "conus-0.25"
+    start: str = "2021-01-01"
+    days: int = 365
+    seed: int = 1
+    storm_rate: float = 1.0  # multiplies the birth rate of storm clusters
+    detection_efficiency: float = 0.9  # share of strikes the network detects
+    location_error_km: float = 1.0  # 1-sigma location error of detected strikes
+    oracle_samples: int = 16  # Monte Carlo rollouts per forecast time (0 = no oracle)
+    n_in: int = 7  # the oracle is written for inits with at least this many past steps
+    n_out: int = 3  # oracle lead times 1..n_out
+
+
+@dataclass
+class PrepConfig:
+    """Strike records -> gridded maps (see :mod:`data_prep.grid`)."""
+
+    grid: str = "conus-0.25"
+    time_step: str = "1D"
+    start: str | None = None  # first step kept (inclusive); None = first record's step
+    end: str | None = None  # last step kept (inclusive); None = last record's step
+    format: str = "auto"
+    workers: int = 1
+    chunk_records: int = 5_000_000
+
+
+@dataclass
+class SequenceConfig:
+    """Maps -> input/target windows and time-blocked splits (see :mod:`data_prep.sequences`)."""
+
+    n_in: int = 7  # input steps, 5-10
+    n_out: int = 3  # lead times 1..n_out
+    min_coverage: float = 0.95  # a step is usable when this share of its cells is observed
+    split: str = "blocks"  # "blocks" (repeating train/val/test blocks) or "contiguous"
+    block_steps: int = 56  # length of one block in steps when split = "blocks"
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train, validation, test
+
+
+# --------------------------------------------------------------------------------------------
+# machinery
+
+
+def to_dict(cfg: Any) -> dict:
+    """A plain dict (tuples become lists) that ``from_dict`` turns back into ``cfg``."""
+
+    def plain(v):
+        if dataclasses.is_dataclass(v):
+            return {f.name: plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
+        if isinstance(v, tuple | list):
+            return [plain(x) for x in v]
+        return v
+
+    return plain(cfg)
+
+
+def from_dict(cls: type, data: dict | None, where: str = "") -> Any:
+    """Build dataclass ``cls`` from its defaults updated by ``data``; reject unknown keys."""
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section {where or '<top>'!r} must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in names:
+            raise ConfigError(
+                f"unknown config key {where + str(key)!r}; valid keys here: {', '.join(sorted(names))}"
+            )
+    kwargs = {}
+    for f in dataclasses.fields(cls):
+        if f.name in data:
+            kwargs[f.name] = _coerce(hints[f.name], data[f.name], where + f.name)
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, key: str) -> Any:
+    """Check ``value`` against type hint ``tp``; convert where it is lossless (int -> float)."""
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key + ".")
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"config key {key!r}: {value!r} is not a {_name(tp)}")
+    if origin in (tuple, list):
+        args = typing.get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"config key {key!r}: expected a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis and len(args) != len(value):
+            raise ConfigError(f"config key {key!r}: expected {len(args)} values, got {len(value)}")
+        item_types = [args[0]] * len(value) if (origin is list or args[-1] is Ellipsis) else list(args)
+        items = [_coerce(t, v, f"{key}[{i}]") for i, (t, v) in enumerate(zip(item_types, value, strict=True))]
+        return origin(items)
+    if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if tp is Any or (isinstance(tp, type) and isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
+        return value
+    raise ConfigError(f"config key {key!r}: {value!r} is not a {_name(tp)}")
+
+
+def _name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """Apply ``section.key=value`` strings (values parsed as YAML) to a nested dict, in order."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        dotted, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        parts = dotted.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {p!r} is not a config section")
+        node[parts[-1]] = value
+    return data
+
+
+def load_config(cls: type, path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Any:
+    """Defaults of ``cls``, updated by the YAML at ``path``, then by ``overrides``."""
+    data: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {p} not found: pass a YAML file such as configs/quickstart.yaml")
+        try:
+            data = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"config file {p}: not valid YAML{where}; check indentation and colons") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {p}: the top level must be a mapping of sections")
+    apply_overrides(data, list(overrides or []))
+    return from_dict(cls, data)
+
+
+def save_config(cfg: Any, path: str | os.PathLike) -> Path:
+    """Write the resolved config as YAML, atomically."""
+    text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
+    return atomic_write_text(Path(path), text)
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def replace(cfg: Any, **changes) -> Any:
+    """``dataclasses.replace`` re-exported for callers that build configs in code."""
+    return dataclasses.replace(cfg, **changes)
+
+
+__all__ = [
+    "PrepConfig",
+    "SequenceConfig",
+    "SynthConfig",
+    "apply_overrides",
+    "atomic_write_text",
+    "field",
+    "from_dict",
+    "load_config",
+    "replace",
+    "save_config",
+    "to_dict",
+]

@@ -1,0 +1,173 @@
+"""Names, units and the grid: the contract every file of strikecast follows.
+
+Maps file (written by ``prep``)::
+
+    strike_count(time, lat, lon)  int32   strikes detected in the cell during the step
+    coverage(time, lat, lon)      int8    1 = the network observed the cell, 0 = no data
+
+Forecast file (written by ``predict``, the synthetic oracle, or brought by a user)::
+
+    probability(init_time, lead_time, lat, lon)  float32 in [0, 1]
+        init_time: time label of the last observed step
+        lead_time: integer number of map steps ahead (1 = the next step)
+        optional extra dimension ``threshold`` (strike counts per cell, P(count >= threshold))
+
+Time labels are the *start* of each step, in UTC (a daily map labelled 2024-02-03 holds strikes
+from 2024-02-03T00:00Z up to, not including, 2024-02-04T00:00Z).
+
+Cell edges: a strike at (lat, lon) falls in cell (i, j) when
+``lat_min + i*res <= lat < lat_min + (i+1)*res`` and likewise for lon: the south and west edges of a
+cell are inclusive, the north and east edges exclusive. Strikes on the domain's north or east edge
+are outside the domain.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from data_prep.errors import UserError
+
+TIME, LAT, LON = "time", "lat", "lon"
+INIT_TIME, LEAD_TIME, THRESHOLD = "init_time", "lead_time", "threshold"
+COUNT = "strike_count"
+COVERAGE = "coverage"
+PROBABILITY = "probability"
+CF_CONVENTIONS = "CF-1.8"
+
+COORD_ATTRS = {
+    LAT: {"units": "degrees_north", "standard_name": "latitude", "long_name": "latitude of cell centre", "axis": "Y"},
+    LON: {"units": "degrees_east", "standard_name": "longitude", "long_name": "longitude of cell centre", "axis": "X"},
+    TIME: {"standard_name": "time", "long_name": "start of the accumulation step (UTC)", "axis": "T"},
+}
+COUNT_ATTRS = {
+    "long_name": "number of lightning strikes detected in the cell during the step",
+    "units": "1",
+    "coordinates": "time lat lon",
+}
+COVERAGE_ATTRS = {
+    "long_name": "observation coverage: 1 the cell was observed, 0 no data",
+    "units": "1",
+    "flag_values": np.array([0, 1], dtype=np.int8),
+    "flag_meanings": "no_data observed",
+}
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A regular latitude-longitude grid; cells are ``res`` degrees square.
+
+    Bounds are cell *edges*; ``lat`` and ``lon`` give cell centres, ascending.
+    """
+
+    lat_min: float
+    lat_max: float
+    lon_min: float
+    lon_max: float
+    res: float
+    name: str = "custom"
+
+    def __post_init__(self):
+        if not (self.res > 0 and self.lat_max > self.lat_min and self.lon_max > self.lon_min):
+            raise UserError(f"grid {self.name!r}: need lat_min < lat_max, lon_min < lon_max, res > 0")
+        if not (-90 <= self.lat_min and self.lat_max <= 90 and -180 <= self.lon_min and self.lon_max <= 360):
+            raise UserError(f"grid {self.name!r}: bounds out of range; lat in [-90, 90], lon in [-180, 360]")
+
+    @property
+    def nlat(self) -> int:
+        return int(round((self.lat_max - self.lat_min) / self.res))
+
+    @property
+    def nlon(self) -> int:
+        return int(round((self.lon_max - self.lon_min) / self.res))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.nlat, self.nlon
+
+    @property
+    def lat(self) -> np.ndarray:
+        return self.lat_min + (np.arange(self.nlat) + 0.5) * self.res
+
+    @property
+    def lon(self) -> np.ndarray:
+        return self.lon_min + (np.arange(self.nlon) + 0.5) * self.res
+
+    def cell_index(self, lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Cell row/column of each point and whether it lies inside the domain.
+
+        Returns ``(i, j, inside)``; ``i`` and ``j`` are only meaningful where ``inside``.
+        """
+        fi = np.floor((np.asarray(lat, dtype=np.float64) - self.lat_min) / self.res)
+        fj = np.floor((np.asarray(lon, dtype=np.float64) - self.lon_min) / self.res)
+        inside = (fi >= 0) & (fi < self.nlat) & (fj >= 0) & (fj < self.nlon)
+        return fi.astype(np.int64, copy=False), fj.astype(np.int64, copy=False), inside
+
+    def spec(self) -> str:
+        """The string that :func:`get_grid` parses back into this grid."""
+        if self.name in GRIDS:
+            return self.name
+        return f"{self.lat_min},{self.lat_max},{self.lon_min},{self.lon_max},{self.res}"
+
+    @classmethod
+    def from_coords(cls, lat: np.ndarray, lon: np.ndarray, name: str = "custom") -> Grid:
+        """Rebuild the grid of a maps file from its cell-centre coordinates."""
+        lat, lon = np.asarray(lat, dtype=float), np.asarray(lon, dtype=float)
+        res = float(np.round(lat[1] - lat[0], 9)) if lat.size > 1 else float(np.round(lon[1] - lon[0], 9))
+        return cls(
+            lat_min=float(np.round(lat[0] - res / 2, 9)),
+            lat_max=float(np.round(lat[-1] + res / 2, 9)),
+            lon_min=float(np.round(lon[0] - res / 2, 9)),
+            lon_max=float(np.round(lon[-1] + res / 2, 9)),
+            res=res,
+            name=name,
+        )
+
+
+# CONUS: 24-50 N, 125-66 W (conus-0.25 is 104 x 236 cells).
+GRIDS: dict[str, Grid] = {
+    "conus-0.1": Grid(24.0, 50.0, -125.0, -66.0, 0.1, "conus-0.1"),
+    "conus-0.25": Grid(24.0, 50.0, -125.0, -66.0, 0.25, "conus-0.25"),
+    "conus-0.5": Grid(24.0, 50.0, -125.0, -66.0, 0.5, "conus-0.5"),
+    # Small domain over the southern and central plains, for the quickstart and tests (32 x 48).
+    "plains-0.5": Grid(30.0, 46.0, -104.0, -80.0, 0.5, "plains-0.5"),
+}
+
+_CUSTOM = re.compile(r"^\s*([-+\d.eE]+)\s*,\s*([-+\d.eE]+)\s*,\s*([-+\d.eE]+)\s*,\s*([-+\d.eE]+)\s*,\s*([-+\d.eE]+)\s*$")
+
+
+def get_grid(spec: str | Grid) -> Grid:
+    """A named grid (``conus-0.25``) or custom bounds ``"lat_min,lat_max,lon_min,lon_max,res"``."""
+    if isinstance(spec, Grid):
+        return spec
+    if spec in GRIDS:
+        return GRIDS[spec]
+    m = _CUSTOM.match(spec)
+    if m is None:
+        raise UserError(
+            f"unknown grid {spec!r}: use one of {', '.join(GRIDS)} or 'lat_min,lat_max,lon_min,lon_max,res'"
+        )
+    a, b, c, d, r = (float(v) for v in m.groups())
+    return Grid(a, b, c, d, r, "custom")
+
+
+def parse_time_step(step: str) -> pd.Timedelta:
+    """``"1D"``, ``"6h"``, ``"15min"`` -> Timedelta; a whole number of minutes, at least one."""
+    try:
+        td = pd.Timedelta(step)
+    except (ValueError, TypeError):
+        raise UserError(f"time step {step!r} is not a duration: use e.g. '1D', '6h' or '15min'") from None
+    if td < pd.Timedelta("1min") or td % pd.Timedelta("1min") != pd.Timedelta(0):
+        raise UserError(f"time step {step!r} must be a whole number of minutes, at least '1min'")
+    return td
+
+
+def grid_coords(grid: Grid) -> dict:
+    """CF coordinate variables (lat, lon) of ``grid`` for an xarray Dataset."""
+    return {
+        LAT: ((LAT,), grid.lat.astype(np.float64), COORD_ATTRS[LAT]),
+        LON: ((LON,), grid.lon.astype(np.float64), COORD_ATTRS[LON]),
+    }

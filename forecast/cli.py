@@ -1,0 +1,217 @@
+"""Entry point of the ``strikecast`` console script and of ``python -m forecast``.
+
+Only this module (and :mod:`data_prep.cli`) parses the command line; library functions take config
+objects. Bad usage or bad input exits with code 2 and one line on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from data_prep import cli as prep_cli
+from data_prep.cli import _Parser, add_config_args, run_parser
+
+
+def _experiment(args):
+    from forecast.config import load_experiment
+
+    return load_experiment(args.config, args.overrides)
+
+
+def _parser(sub, name: str, help: str, example: str, description: str | None = None):
+    return sub.add_parser(
+        name,
+        help=help,
+        description=description or help,
+        epilog=f"example{'s' if chr(10) in example else ''}:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# train
+
+
+def _add_train(sub) -> None:
+    p = _parser(
+        sub,
+        "train",
+        "train the forecaster on prepared maps (GPU when present)",
+        "strikecast train --config configs/conus_daily.yaml train.maps=maps.nc train.out=runs/conus",
+        "Train encoder -> ConvRNN -> decoder on the windows of a maps file. Writes config.yaml, "
+        "best.pt, last.pt, log.csv and TensorBoard events into train.out. With --resume, continues "
+        "from last.pt exactly where it stopped.",
+    )
+    add_config_args(p)
+    p.add_argument("--resume", action="store_true", help="continue from train.out/last.pt if present")
+    p.set_defaults(run=run_train)
+
+
+def run_train(args) -> int:
+    from forecast.train import train
+
+    run_dir = train(_experiment(args), resume=args.resume)
+    print(f"run directory: {run_dir}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# predict
+
+
+def _add_predict(sub) -> None:
+    p = _parser(
+        sub,
+        "predict",
+        "forecast strike probability from the latest (or given) window of observed maps",
+        "strikecast predict --checkpoint runs/conus/best.pt --maps maps.nc --out forecast.nc\n"
+        "  strikecast predict --checkpoint best.pt --maps maps.nc --init 2024-02-01:2024-02-10 --out f.nc",
+        "Write probability(init_time, lead_time, lat, lon): init_time is the last observed step, "
+        "lead_time counts map steps ahead (1 = next step). No ground truth is needed.",
+    )
+    p.add_argument("--checkpoint", required=True, help="checkpoint written by train (best.pt)")
+    p.add_argument("--maps", required=True, help="observed maps netCDF written by prep")
+    p.add_argument("--init", help="init time DATE or range START:END (default: the latest possible)")
+    p.add_argument("--out", required=True, help="output forecast netCDF")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.set_defaults(run=run_predict)
+
+
+def run_predict(args) -> int:
+    from forecast.predict import predict_to_file
+
+    path = predict_to_file(Path(args.checkpoint), Path(args.maps), args.init, Path(args.out), device=args.device)
+    print(f"forecast: {path}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# evaluate
+
+
+def _add_evaluate(sub) -> None:
+    p = _parser(
+        sub,
+        "evaluate",
+        "score forecasts and baselines on observed maps -> scores netCDF + Markdown scorecard",
+        "strikecast evaluate --checkpoint runs/q/best.pt --maps runs/q/maps.nc --out runs/q/scores.nc\n"
+        "  strikecast evaluate --forecast nwp.nc --maps maps.nc --out nwp_scores.nc",
+    )
+    p.add_argument("--maps", required=True, help="observed maps netCDF written by prep")
+    p.add_argument("--checkpoint", help="score this trained model (method 'model')")
+    p.add_argument(
+        "--forecast",
+        action="append",
+        default=[],
+        metavar="[NAME=]FILE",
+        help="score a forecast file with probability(init_time, lead_time, lat, lon); repeatable",
+    )
+    p.add_argument("--out", required=True, help="output scores netCDF (a .md scorecard is written beside it)")
+    p.add_argument("--no-baselines", action="store_true", help="do not add the baseline methods")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    add_config_args(p)
+    p.set_defaults(run=run_evaluate)
+
+
+def run_evaluate(args) -> int:
+    from forecast.evaluate import evaluate_to_files
+
+    cfg = _experiment(args)
+    forecasts = {}
+    for item in args.forecast:
+        name, _, path = item.rpartition("=")
+        forecasts[name or Path(path).stem] = Path(path)
+    scores_path, card_path = evaluate_to_files(
+        cfg,
+        maps=Path(args.maps),
+        out=Path(args.out),
+        checkpoint=Path(args.checkpoint) if args.checkpoint else None,
+        forecasts=forecasts,
+        baselines=not args.no_baselines,
+        device=args.device,
+    )
+    print(card_path.read_text())
+    print(f"scores: {scores_path}\nscorecard: {card_path}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# plot
+
+
+def _add_plot(sub) -> None:
+    p = _parser(
+        sub,
+        "plot",
+        "draw forecast-vs-observed maps and score diagrams from files on disk",
+        "strikecast plot --forecast runs/q/forecast.nc --maps runs/q/maps.nc --scores runs/q/scores.nc --out runs/q/figures",
+    )
+    p.add_argument("--maps", help="observed maps netCDF (for the observed-strikes panel)")
+    p.add_argument("--forecast", help="forecast netCDF written by predict")
+    p.add_argument("--scores", help="scores netCDF written by evaluate")
+    p.add_argument("--log", help="training log.csv for training curves")
+    p.add_argument("--init", help="init time to draw (default: the last one in the forecast file)")
+    p.add_argument("--out", required=True, help="output directory for PNG figures")
+    p.set_defaults(run=run_plot)
+
+
+def run_plot(args) -> int:
+    from forecast.plots import plot_files
+
+    paths = plot_files(
+        out=Path(args.out),
+        maps=Path(args.maps) if args.maps else None,
+        forecast=Path(args.forecast) if args.forecast else None,
+        scores=Path(args.scores) if args.scores else None,
+        log=Path(args.log) if args.log else None,
+        init=args.init,
+    )
+    for path in paths:
+        print(path)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# quickstart
+
+
+def _add_quickstart(sub) -> None:
+    p = _parser(
+        sub,
+        "quickstart",
+        "synth -> prep -> train -> predict -> evaluate -> plot on a small synthetic world",
+        "strikecast quickstart --out runs/quickstart",
+        "Run the whole pipeline on the embedded synthetic lightning world (a few minutes on 2 CPU "
+        "cores) and print the scores of the model against persistence, climatology and the oracle.",
+    )
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--config", default=None, help="YAML config (default: the packaged quickstart config)")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides, applied last")
+    p.set_defaults(run=run_quickstart)
+
+
+def run_quickstart(args) -> int:
+    from forecast.quickstart import quickstart
+
+    quickstart(Path(args.out), config=args.config, overrides=args.overrides)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="strikecast",
+        description="Forecast where lightning will strike: strike archives -> gridded maps -> "
+        "ConvRNN probability forecasts, scored against baselines.",
+        epilog="start here:\n  strikecast quickstart --out runs/quickstart",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    prep_cli.add_commands(sub)
+    for add in (_add_train, _add_predict, _add_evaluate, _add_plot, _add_quickstart):
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_parser(build_parser(), argv)

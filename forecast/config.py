@@ -1,0 +1,80 @@
+"""Experiment config: every default in one typed tree; YAML files in configs/ state what differs.
+
+Sections: ``synth`` (synthetic world), ``prep`` (gridding), ``data`` (windows and splits),
+``model``, ``train``, ``eval``. Build one with :func:`load_experiment`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from data_prep.config import PrepConfig, SequenceConfig, SynthConfig, load_config
+
+
+@dataclass
+class ModelConfig:
+    """Encoder -> recurrent core -> decoder (see :mod:`forecast.model`)."""
+
+    cell: str = "convgru"  # convrnn | convgru | convlstm | flat
+    encoder_channels: tuple[int, ...] = (16, 32)  # one strided (x2) stage per entry
+    hidden_channels: tuple[int, ...] = (32,)  # one recurrent layer per entry
+    kernel_size: int = 3
+    flat_hidden: int = 256  # hidden size of the `flat` ablation's torch.nn RNN
+    thresholds: tuple[int, ...] = (1,)  # exceedance outputs P(count >= t) per pixel
+    dropout: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation and run bookkeeping (see :mod:`forecast.train`)."""
+
+    maps: str = ""  # maps netCDF written by `prep`; empty = use the run's own synthetic world
+    out: str = "runs/default"
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    seed: int = 0
+    epochs: int = 20
+    max_steps: int = 0  # 0 = epochs decide
+    batch_size: int = 16
+    lr: float = 2e-3
+    min_lr: float = 1e-4
+    weight_decay: float = 1e-4
+    warmup_steps: int = 50
+    grad_clip: float = 1.0
+    loss: str = "bce"  # bce | focal
+    pos_weight: float = 1.0
+    focal_gamma: float = 2.0
+    amp: str = "auto"  # auto | bf16 | fp16 | off  (auto = bf16 on CUDA, off on CPU)
+    compile: bool = False
+    channels_last: bool = True
+    num_workers: int = 0
+    patience: int = 5  # early stopping after this many validations without improvement
+    calibration: str = "temperature"  # temperature | isotonic | none
+    log_every: int = 10
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    """Scoring (see :mod:`forecast.evaluate`)."""
+
+    baselines: tuple[str, ...] = ("persistence", "smoothed_persistence", "climatology", "lagrangian")
+    split: str = "test"
+    n_bins: int = 1001
+    neighbourhoods: tuple[int, ...] = (1, 3, 5, 9)  # FSS / neighbourhood CSI window sizes (pixels)
+    bootstrap: int = 200  # resamples of forecast days for confidence intervals (0 = none)
+    seed: int = 0
+
+
+@dataclass
+class ExperimentConfig:
+    synth: SynthConfig = field(default_factory=SynthConfig)
+    prep: PrepConfig = field(default_factory=PrepConfig)
+    data: SequenceConfig = field(default_factory=SequenceConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def load_experiment(path: str | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Defaults, then the YAML at ``path``, then ``section.key=value`` overrides."""
+    return load_config(ExperimentConfig, path, overrides)
