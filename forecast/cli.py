@@ -49,9 +49,10 @@ def _add_train(sub) -> None:
 
 
 def run_train(args) -> int:
+    cfg = _experiment(args)  # bad config fails before the heavy imports
     from forecast.train import train
 
-    run_dir = train(_experiment(args), resume=args.resume)
+    run_dir = train(cfg, resume=args.resume)
     print(f"run directory: {run_dir}")
     return 0
 
@@ -115,9 +116,9 @@ def _add_evaluate(sub) -> None:
 
 
 def run_evaluate(args) -> int:
+    cfg = _experiment(args)
     from forecast.evaluate import evaluate_to_files
 
-    cfg = _experiment(args)
     forecasts = {}
     for item in args.forecast:
         name, _, path = item.rpartition("=")

@@ -19,9 +19,16 @@ class ModelConfig:
     encoder_channels: tuple[int, ...] = (16, 32)  # one strided (x2) stage per entry
     hidden_channels: tuple[int, ...] = (32,)  # one recurrent layer per entry
     kernel_size: int = 3
-    flat_hidden: int = 256  # hidden size of the `flat` ablation's torch.nn RNN
+    flat_hidden: int = 128  # hidden size of the `flat` ablation's torch.nn RNN
     thresholds: tuple[int, ...] = (1,)  # exceedance outputs P(count >= t) per pixel
     dropout: float = 0.0
+    flat_rnn: str = "gru"  # rnn | gru | lstm: the torch.nn recurrence of the `flat` ablation
+    flat_pool: tuple[int, int] = (2, 3)  # `flat`: encoder grid pooled to this size, then flattened
+    activation: str = "gelu"  # gelu | silu, after every GroupNorm
+    norm_groups: int = 8  # GroupNorm groups (fewer where a layer's width is not divisible)
+    clim_offset: bool = True  # add logit(climatology of the last input step) to every logit
+    clim_channel: int = 2  # input channel holding the climatological P(count >= 1)
+    clim_eps: float = 1e-3  # climatology clipped to [eps, 1 - eps] before the logit
 
 
 @dataclass

@@ -1,0 +1,164 @@
+"""The whole pipeline on the embedded synthetic world: synth -> prep -> train -> predict -> evaluate -> plot.
+
+Each stage writes its outputs under ``out`` and is skipped when a finished output of the same
+config is already there, so an interrupted quickstart resumes where it stopped (training resumes
+from ``run/last.pt``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import xarray as xr
+
+from data_prep.config import atomic_write_text, save_config, to_dict
+from data_prep.errors import UserError
+from forecast.config import ExperimentConfig, load_experiment
+
+DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
+
+
+def quickstart_config(config: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+    """The quickstart experiment: ``configs/quickstart.yaml`` (or ``config``) plus ``overrides``."""
+    path = Path(config) if config else DEFAULT_CONFIG
+    if not path.is_file():
+        raise UserError(f"quickstart config {path} not found: pass --config configs/quickstart.yaml from a clone")
+    return load_experiment(str(path), overrides)
+
+
+class _Stages:
+    """Numbered progress lines and a stamp per finished stage, so reruns skip finished work."""
+
+    def __init__(self, out: Path, cfg: ExperimentConfig, n: int):
+        self.out, self.n, self.i, self.t0 = out, n, 0, time.perf_counter()
+        self.stamps = out / ".stages.json"
+        self.done = json.loads(self.stamps.read_text()) if self.stamps.is_file() else {}
+        self.cfg = cfg
+
+    def key(self, *sections: str) -> str:
+        blob = json.dumps([to_dict(getattr(self.cfg, s)) for s in sections], sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def start(self, name: str, what: str, *sections: str, outputs: tuple[Path, ...] = ()) -> bool:
+        """Print the stage header; True when the stage must run, False when it can be skipped."""
+        self.i += 1
+        finished = self.done.get(name) == self.key(*sections) and all(p.exists() for p in outputs)
+        note = " (done before, skipped)" if finished else ""
+        print(f"[{self.i}/{self.n}] {name}: {what}{note}  [{time.perf_counter() - self.t0:5.0f} s]", flush=True)
+        return not finished
+
+    def finish(self, name: str, *sections: str) -> None:
+        self.done[name] = self.key(*sections)
+        atomic_write_text(self.stamps, json.dumps(self.done, indent=1))
+
+
+def quickstart(out: Path, config: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Path]:
+    """Run every stage on the synthetic world and print the score table; returns the output paths."""
+    from data_prep.prep import prep
+    from data_prep.synthetic import generate_world
+    from forecast.evaluate import evaluate_to_files, format_score_table
+    from forecast.plots import plot_files
+    from forecast.predict import predict_to_file
+    from forecast.train import train
+
+    cfg = quickstart_config(config, overrides)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "world": out / "world",
+        "maps": out / "maps.nc",
+        "run": out / "run",
+        "forecast": out / "forecast.nc",
+        "scores": out / "scores.nc",
+        "figures": out / "figures",
+    }
+    cfg.train = dataclasses.replace(cfg.train, maps=str(paths["maps"]), out=str(paths["run"]))
+    save_config(cfg, out / "config.yaml")
+    st = _Stages(out, cfg, 6)
+
+    # synth: strike records in the point-record format users bring, plus the oracle
+    oracle = paths["world"] / "oracle.nc"
+    strikes = paths["world"] / "strikes.parquet"
+    if st.start("synth", f"{cfg.synth.days} days on {cfg.synth.grid}", "synth", outputs=(strikes, oracle)):
+        generate_world(cfg.synth, paths["world"], progress=True)
+        st.finish("synth", "synth")
+
+    # prep: records -> CF netCDF maps + window index (the same path real archives take)
+    if st.start("prep", f"grid {strikes.name} on {cfg.prep.grid}", "synth", "prep", "data", outputs=(paths["maps"],)):
+        paths["maps"].unlink(missing_ok=True)  # a new world replaces, never appends to, old maps
+        print(prep([str(strikes)], paths["maps"], cfg.prep, cfg.data))
+        st.finish("prep", "synth", "prep", "data")
+
+    # train: resumes from run/last.pt when an earlier quickstart was interrupted
+    best = paths["run"] / "best.pt"
+    if st.start("train", f"{cfg.model.cell} on {paths['maps'].name}", "synth", "prep", "data", "model", "train", outputs=(best,)):
+        train(cfg, resume=(paths["run"] / "last.pt").is_file())
+        st.finish("train", "synth", "prep", "data", "model", "train")
+
+    # predict: every init of the test period, from observed maps only
+    test_range = _test_init_range(cfg, paths["maps"])
+    st.start("predict", f"inits {test_range}", outputs=())
+    predict_to_file(best, paths["maps"], test_range, paths["forecast"])
+
+    # evaluate: model, baselines and the oracle through one scoring loop
+    st.start("evaluate", f"{cfg.eval.split} split: model, oracle, {', '.join(cfg.eval.baselines)}")
+    scores_path, card = evaluate_to_files(
+        cfg, maps=paths["maps"], out=paths["scores"], checkpoint=best,
+        forecasts={"oracle": oracle}, baselines=True, device=cfg.train.device,
+    )  # fmt: skip
+
+    # plot: forecast vs observed maps, score diagrams, training curves
+    st.start("plot", f"figures into {paths['figures']}")
+    figures = plot_files(
+        out=paths["figures"], maps=paths["maps"], forecast=paths["forecast"],
+        scores=scores_path, log=paths["run"] / "log.csv", init=None,
+    )  # fmt: skip
+
+    with xr.open_dataset(scores_path) as scores:
+        scores = scores.load()
+    print()
+    print(format_score_table(scores))
+    print(verdict(scores))
+    print(f"\nscores: {scores_path}\nscorecard: {card}\nforecast: {paths['forecast']}")
+    print("figures:\n" + "\n".join(f"  {p}" for p in figures))
+    print(f"quickstart finished in {time.perf_counter() - st.t0:.0f} s")
+    return paths | {"scorecard": card}
+
+
+def _test_init_range(cfg: ExperimentConfig, maps: Path) -> str:
+    """``START:END`` covering the inits of the test split's windows."""
+    from data_prep.io import open_maps
+    from data_prep.sequences import load_or_build_index
+
+    ds = open_maps(maps)
+    index = load_or_build_index(maps, ds, cfg.data)
+    inits = index.starts["test"] + index.n_in - 1
+    if inits.size == 0:
+        raise UserError(f"{maps}: the test split has no windows; make synth.days larger")
+    times = ds["time"].values
+    fmt = "%Y-%m-%dT%H:%M"
+    return f"{_fmt(times[inits.min()], fmt)}:{_fmt(times[inits.max()], fmt)}"
+
+
+def _fmt(t, fmt: str) -> str:
+    import pandas as pd
+
+    return pd.Timestamp(t).strftime(fmt)
+
+
+def verdict(scores: xr.Dataset) -> str:
+    """One line: does the model beat persistence and climatology on Brier skill score at every lead?"""
+    bss = scores["brier_skill_score"]
+    methods = list(scores["method"].values)
+    if "model" not in methods:
+        return "no model in the scores file"
+    lines = []
+    for ref in ("persistence", "climatology"):
+        if ref in methods:
+            ahead = bool((bss.sel(method="model") > bss.sel(method=ref)).all())
+            lines.append(f"{ref}: {'yes' if ahead else 'NO'}")
+    return "model ahead on Brier skill score at every lead -> " + ", ".join(lines)

@@ -1,0 +1,88 @@
+"""Typed configs: defaults, YAML, overrides, and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from data_prep.config import apply_overrides, from_dict, load_config, save_config, to_dict
+from data_prep.errors import ConfigError
+from forecast.config import ExperimentConfig, load_experiment
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_defaults_roundtrip_through_yaml(tmp_path):
+    cfg = ExperimentConfig()
+    path = save_config(cfg, tmp_path / "config.yaml")
+    assert load_experiment(str(path)) == cfg
+
+
+@pytest.mark.parametrize("name", ["quickstart.yaml", "conus_daily.yaml"])
+def test_shipped_configs_load(name):
+    cfg = load_experiment(str(CONFIGS / name))
+    assert 5 <= cfg.data.n_in <= 10
+
+
+def test_override_comes_after_yaml(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("train:\n  epochs: 4\n")
+    cfg = load_experiment(str(p), ["train.epochs=9", "model.hidden_channels=[8,8]"])
+    assert cfg.train.epochs == 9
+    assert cfg.model.hidden_channels == (8, 8)
+
+
+def test_int_is_accepted_for_float_key():
+    assert load_experiment(None, ["train.lr=1"]).train.lr == 1.0
+
+
+def test_misspelt_key_is_rejected_naming_the_key():
+    with pytest.raises(ConfigError, match=r"train\.epocs"):
+        load_experiment(None, ["train.epocs=3"])
+
+
+def test_unknown_section_is_rejected_naming_it(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("trian:\n  epochs: 4\n")
+    with pytest.raises(ConfigError, match="trian"):
+        load_experiment(str(p))
+
+
+def test_wrong_type_is_rejected_naming_the_key():
+    with pytest.raises(ConfigError, match=r"train\.epochs.*'many'"):
+        load_experiment(None, ["train.epochs=many"])
+
+
+def test_bool_is_not_an_int():
+    with pytest.raises(ConfigError, match=r"train\.batch_size"):
+        load_experiment(None, ["train.batch_size=true"])
+
+
+def test_tuple_length_is_checked():
+    with pytest.raises(ConfigError, match=r"data\.fractions"):
+        load_experiment(None, ["data.fractions=[0.5,0.5]"])
+
+
+def test_override_without_equals_is_rejected():
+    with pytest.raises(ConfigError, match="section.key=value"):
+        apply_overrides({}, ["train.epochs"])
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="nope.yaml"):
+        load_config(ExperimentConfig, tmp_path / "nope.yaml")
+
+
+def test_invalid_yaml_names_the_file(tmp_path):
+    p = tmp_path / "bad.yaml"
+    p.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml.*not valid YAML"):
+        load_experiment(str(p))
+
+
+def test_to_dict_is_plain_yaml():
+    d = to_dict(ExperimentConfig())
+    assert yaml.safe_load(yaml.safe_dump(d)) == d
+    assert from_dict(ExperimentConfig, d) == ExperimentConfig()
