@@ -6,12 +6,16 @@ Only this module parses the command line; the library functions take config obje
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from data_prep.config import PrepConfig, SequenceConfig, SynthConfig, load_config
 from data_prep.errors import UserError
+
+
+_OVERRIDE = re.compile(r"^[A-Za-z_]\w*\.[A-Za-z_][\w.]*=")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -129,8 +133,10 @@ def _add_prep(sub) -> None:
 def run_prep(args) -> int:
     from data_prep.prep import prep
 
-    inputs = [a for a in args.inputs if "=" not in a or Path(a).exists()]
-    args.overrides = list(args.overrides) + [a for a in args.inputs if a not in inputs]
+    # positional arguments are inputs, except `section.key=value` overrides mixed in among them
+    is_override = [bool(_OVERRIDE.match(a)) and not Path(a).exists() for a in args.inputs]
+    inputs = [a for a, o in zip(args.inputs, is_override, strict=True) if not o]
+    args.overrides = [a for a, o in zip(args.inputs, is_override, strict=True) if o]
     cfg = _section(
         args,
         PrepConfig,

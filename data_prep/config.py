@@ -42,6 +42,14 @@ class SynthConfig:
     oracle_samples: int = 16  # Monte Carlo rollouts per forecast time (0 = no oracle)
     n_in: int = 7  # the oracle is written for inits with at least this many past steps
     n_out: int = 3  # oracle lead times 1..n_out
+    step_hours: int = 3  # internal time step (divides 24); strike times are uniform within it
+    cg_fraction: float = 0.3  # share of cloud-to-ground strokes; the rest are intra-cloud
+    strike_scale: float = 1.0  # multiplies the strikes each storm cluster produces
+    system_rate: float = 0.6  # travelling weather systems entering from the west per day (cool season)
+    system_speed: tuple[float, float] = (5.0, 12.0)  # their eastward speed range, degrees lon per day
+    storm_life_days: tuple[float, float] = (1.0, 3.0)  # lifetime range of storm clusters, days
+    activity_sd: float = 0.8  # spread of the domain-wide activity (log scale): quiet and active days
+    activity_days: float = 6.0  # memory (e-folding time) of that activity, days
 
 
 @dataclass
@@ -55,6 +63,8 @@ class PrepConfig:
     format: str = "auto"
     workers: int = 1
     chunk_records: int = 5_000_000
+    variable: str | None = None  # gridded netCDF input: the count variable (None = detect)
+    min_granule_fraction: float = 0.95  # GLM: a step is observed when granules cover this share of it
 
 
 @dataclass

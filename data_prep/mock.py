@@ -80,7 +80,7 @@ def mock_maps(
 def _storm_rate(rng: np.random.Generator, times: pd.DatetimeIndex, h: int, w: int) -> np.ndarray:
     """Expected strikes per cell (T, H, W): drifting Gaussian blobs, stronger in summer."""
     t = len(times)
-    doy = times.dayofyear.to_numpy()
+    doy = times.day_of_year.to_numpy()
     # (T,) storm strength: 1 in mid-July (day 196), 0.1 in mid-January
     season = 0.1 + 0.9 * (0.5 + 0.5 * np.cos(2 * np.pi * (doy - 196) / 365.25)) ** 2
     yy, xx = np.arange(h)[None, :, None], np.arange(w)[None, None, :]  # (1, H, 1), (1, 1, W)

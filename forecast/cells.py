@@ -31,7 +31,7 @@ State = tuple[Tensor, ...]
 
 
 class ConvRNNCell(nn.Module):
-    """``h_t = tanh(W_x * x_t + W_h * h_{t-1} + b)``; both convolutions fused into one on cat(x, h)."""
+    """``h_t = tanh(W_x * x_t + W_h * h_{t-1} + b)``, both convolutions as one on cat(x, h)."""
 
     n_states = 1
 
@@ -75,7 +75,8 @@ class ConvLSTMCell(nn.Module):
     def __init__(self, in_channels: int, hidden: int, kernel_size: int = 3):
         super().__init__()
         self.hidden = hidden
-        self.conv = nn.Conv2d(in_channels + hidden, 4 * hidden, kernel_size, padding=kernel_size // 2)
+        pad = kernel_size // 2
+        self.conv = nn.Conv2d(in_channels + hidden, 4 * hidden, kernel_size, padding=pad)
         with torch.no_grad():  # forget-gate bias 1: remember by default early in training
             self.conv.bias[hidden : 2 * hidden].fill_(1.0)
 
@@ -101,7 +102,8 @@ class ConvRecurrentCore(nn.Module):
     def __init__(self, cell: type[nn.Module], in_channels: int, hidden: tuple[int, ...], k: int):
         super().__init__()
         widths = (in_channels, *hidden)
-        self.cells = nn.ModuleList(cell(a, b, k) for a, b in zip(widths[:-1], widths[1:], strict=True))
+        pairs = zip(widths[:-1], widths[1:], strict=True)
+        self.cells = nn.ModuleList(cell(a, b, k) for a, b in pairs)
         self.out_channels = hidden[-1]
 
     def forward(self, z: Tensor) -> Tensor:
@@ -130,16 +132,16 @@ class FlatRecurrentCore(nn.Module):
     def __init__(self, cfg: ModelConfig, in_channels: int):
         super().__init__()
         if cfg.flat_rnn not in self.RNNS:
-            raise UserError(
-                f"config: model.flat_rnn {cfg.flat_rnn!r} is unknown; use one of {', '.join(self.RNNS)}"
-            )
+            valid = ", ".join(self.RNNS)
+            msg = f"config: model.flat_rnn {cfg.flat_rnn!r} is unknown; use one of {valid}"
+            raise UserError(msg)
         self.pool_size = tuple(cfg.flat_pool)
         n_pool = self.pool_size[0] * self.pool_size[1]
         self.out_channels = cfg.hidden_channels[-1]
         self.pool = nn.AdaptiveAvgPool2d(self.pool_size)
-        self.rnn = self.RNNS[cfg.flat_rnn](
-            in_channels * n_pool, cfg.flat_hidden, num_layers=len(cfg.hidden_channels), batch_first=True
-        )
+        rnn = self.RNNS[cfg.flat_rnn]
+        n_layers = len(cfg.hidden_channels)
+        self.rnn = rnn(in_channels * n_pool, cfg.flat_hidden, num_layers=n_layers, batch_first=True)
         self.proj = nn.Linear(cfg.flat_hidden, self.out_channels * n_pool)
 
     def forward(self, z: Tensor) -> Tensor:
@@ -153,7 +155,8 @@ class FlatRecurrentCore(nn.Module):
 
 def _conv_core(name: str) -> Callable[[ModelConfig, int], nn.Module]:
     def factory(cfg: ModelConfig, in_channels: int) -> nn.Module:
-        return ConvRecurrentCore(CELLS[name], in_channels, tuple(cfg.hidden_channels), cfg.kernel_size)
+        hidden = tuple(cfg.hidden_channels)
+        return ConvRecurrentCore(CELLS[name], in_channels, hidden, cfg.kernel_size)
 
     return factory
 
@@ -173,7 +176,8 @@ def build_core(cfg: ModelConfig, in_channels: int) -> nn.Module:
         When ``cfg.cell`` is not in :data:`CORES` (the message lists the valid names).
     """
     if cfg.cell not in CORES:
-        raise UserError(f"config: model.cell {cfg.cell!r} is unknown; use one of {', '.join(CORES)}")
+        valid = ", ".join(CORES)
+        raise UserError(f"config: model.cell {cfg.cell!r} is unknown; use one of {valid}")
     if not cfg.hidden_channels:
         raise UserError("config: model.hidden_channels is empty; give at least one layer width")
     return CORES[cfg.cell](cfg, in_channels)

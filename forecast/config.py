@@ -58,6 +58,8 @@ class TrainConfig:
     calibration: str = "temperature"  # temperature | isotonic | none
     log_every: int = 10
     progress: bool = True
+    session_steps: int = 0  # end this session after this many steps (a later --resume goes on); 0 = no limit
+    threads: int = 0  # CPU threads of torch (0 = all cores of this machine, shared among DDP processes)
 
 
 @dataclass
@@ -70,6 +72,12 @@ class EvalConfig:
     neighbourhoods: tuple[int, ...] = (1, 3, 5, 9)  # FSS / neighbourhood CSI window sizes (pixels)
     bootstrap: int = 200  # resamples of forecast days for confidence intervals (0 = none)
     seed: int = 0
+    reliability_bins: int = 10  # equal-width bins of the reliability table and of ECE
+    batch_inits: int = 32  # inits forecast and scored at a time (streaming)
+    smoothing_window: int = 0  # smoothed persistence / lagrangian window (px); 0 = tune on val
+    smoothing_candidates: tuple[int, ...] = (1, 3, 5, 7, 9, 11)  # windows tried when tuning
+    select_inits: int = 64  # validation inits used to tune the smoothing windows
+    lagrangian_max_shift: int = 8  # largest storm displacement per step searched (pixels)
 
 
 @dataclass

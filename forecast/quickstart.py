@@ -159,6 +159,6 @@ def verdict(scores: xr.Dataset) -> str:
     lines = []
     for ref in ("persistence", "climatology"):
         if ref in methods:
-            ahead = bool((bss.sel(method="model") > bss.sel(method=ref)).all())
+            ahead = bool((bss.sel({"method": "model"}) > bss.sel({"method": ref})).all())
             lines.append(f"{ref}: {'yes' if ahead else 'NO'}")
     return "model ahead on Brier skill score at every lead -> " + ", ".join(lines)

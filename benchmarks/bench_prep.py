@@ -1,0 +1,148 @@
+"""Speed of prep, run by hand: ``python benchmarks/bench_prep.py [--points 20000000]``.
+
+Prints one table measured in one run: the gridding kernel against ``numpy.histogram2d`` (and
+``numpy.histogramdd`` with the time axis, which is the same job as the kernel), and end-to-end
+records per second of ``grid_file`` (read + grid, no netCDF write) and of ``prep`` for Parquet,
+CSV and NLDN-tile inputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from data_prep.config import PrepConfig, SequenceConfig
+from data_prep.grid import Accumulator, StepClock
+from data_prep.prep import grid_file, make_clock, prep
+from data_prep.records import ReadOptions, Records, Tally
+from data_prep.schema import get_grid, parse_time_step
+
+DAY = 86400 * 10**9
+T0 = 1_700_000_000 * 10**9 // DAY * DAY  # a UTC midnight in November 2023
+
+
+def best_of(fn, repeat: int = 3) -> float:
+    """Fastest wall time of ``repeat`` calls (seconds)."""
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def points(n: int, seed: int = 0, days: int = 10):
+    """(time int64 ns sorted, lat, lon) of ``n`` strikes over CONUS."""
+    rng = np.random.default_rng(seed)
+    t = np.sort(rng.integers(T0, T0 + days * DAY, n))
+    return t, rng.uniform(24.0, 50.0, n), rng.uniform(-125.0, -66.0, n)
+
+
+def bench_kernel(n: int) -> list[tuple[str, float, float]]:
+    t, lat, lon = points(n)
+    g = get_grid("conus-0.25")
+
+    def ours():
+        Accumulator(g, StepClock(0, DAY)).add(Records(t, lat, lon), Tally())
+
+    def hist2d():
+        np.histogram2d(
+            lat, lon, bins=(g.nlat, g.nlon), range=[[g.lat_min, g.lat_max], [g.lon_min, g.lon_max]]
+        )
+
+    def histdd():
+        np.histogramdd(
+            np.c_[t - T0, lat, lon],
+            bins=(10, g.nlat, g.nlon),
+            range=[[0, 10 * DAY], [g.lat_min, g.lat_max], [g.lon_min, g.lon_max]],
+        )
+
+    k = best_of(ours)
+    h2 = best_of(hist2d, 1)
+    hd = best_of(histdd, 1)
+    return [
+        ("kernel (time, lat, lon) bincount", n / k, 1.0),
+        ("numpy.histogram2d (lat, lon)", n / h2, h2 / k),
+        ("numpy.histogramdd (time, lat, lon)", n / hd, hd / k),
+    ]
+
+
+def write_inputs(
+    folder: Path, n_parquet: int, n_csv: int, n_nldn: int
+) -> dict[str, tuple[Path, int]]:
+    t, lat, lon = points(n_parquet)
+    rng = np.random.default_rng(1)
+    table = pa.table(
+        {
+            "time": pa.array(t, pa.timestamp("ns", tz="UTC")),
+            "lat": lat,
+            "lon": lon,
+            "stroke_type": pa.array(rng.choice(["CG", "IC"], n_parquet)).dictionary_encode(),
+            "peak_current_kA": rng.normal(-20, 10, n_parquet).astype(np.float32),
+        }
+    )
+    pq.write_table(table, folder / "strikes.parquet", row_group_size=1 << 20)
+    pacsv.write_csv(table.slice(0, n_csv).drop_columns(["stroke_type"]), folder / "strikes.csv")
+    day = 20231101 + (np.arange(n_nldn) * 30 // n_nldn)
+    tile_lon = np.round(rng.uniform(-125, -66, n_nldn), 1)
+    tile_lat = np.round(rng.uniform(24, 50, n_nldn), 1)
+    body = "\n".join(
+        f"{d},{x:.1f},{y:.1f},{c}"
+        for d, x, y, c in zip(day, tile_lon, tile_lat, rng.integers(1, 20, n_nldn), strict=True)
+    )
+    text = "#NLDN tiles benchmark file\n#ZDAY,CENTERLON,CENTERLAT,TOTAL_COUNT\n" + body + "\n"
+    (folder / "nldn-tiles.csv.gz").write_bytes(gzip.compress(text.encode(), 1))
+    return {
+        "parquet": (folder / "strikes.parquet", n_parquet),
+        "csv": (folder / "strikes.csv", n_csv),
+        "nldn-tiles": (folder / "nldn-tiles.csv.gz", n_nldn),
+    }
+
+
+def bench_end_to_end(inputs: dict, folder: Path) -> list[tuple[str, float, float]]:
+    rows = []
+    cfg = PrepConfig(grid="conus-0.25")
+    for name, (path, n) in inputs.items():
+        clock = make_clock(cfg, parse_time_step(cfg.time_step), None)
+        fmt = {"parquet": "points-parquet", "csv": "points-csv"}.get(name, name)
+        g = best_of(
+            lambda p=path, f=fmt, c=clock: grid_file(p, f, get_grid(cfg.grid), c, ReadOptions()), 2
+        )
+        out = folder / f"{name}.nc"
+
+        def run(p=path, o=out):
+            o.unlink(missing_ok=True)
+            prep([str(p)], o, cfg, SequenceConfig())
+
+        e = best_of(run, 1)
+        rows.append((f"{name}: read + grid ({n:,} records)", n / g, 0.0))
+        rows.append((f"{name}: prep, netCDF + index included", n / e, 0.0))
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--points", type=float, default=20e6, help="kernel and Parquet records")
+    ap.add_argument("--csv", type=float, default=5e6, help="CSV records")
+    ap.add_argument("--nldn", type=float, default=2e6, help="NLDN tile-day records")
+    args = ap.parse_args()
+    rows = bench_kernel(int(args.points))
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs = write_inputs(Path(tmp), int(args.points), int(args.csv), int(args.nldn))
+        rows += bench_end_to_end(inputs, Path(tmp))
+    print(f"{'what':<52}{'records/s':>16}{'kernel speed-up':>17}")
+    for name, rate, ratio in rows:
+        speedup = f"{ratio:>16.1f}x" if ratio else f"{'':>17}"
+        print(f"{name:<52}{rate / 1e6:>14.1f} M{speedup}")
+
+
+if __name__ == "__main__":
+    main()

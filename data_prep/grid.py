@@ -1,0 +1,283 @@
+"""Strike records -> (time, lat, lon) count maps and a coverage mask.
+
+The kernel turns each record into a flat cell index ``i*W + j`` (int32, computed exactly as
+:meth:`data_prep.schema.Grid.cell_index` does, so the cell-edge convention holds bit for bit) and
+counts them with ``np.bincount``, in cache-sized slices. Time steps come from ``np.searchsorted``
+on sorted chunks (the common case: feeds are written in time order), otherwise from an integer
+division. Steps are numbered from an ``origin`` (``step k`` covers ``[origin + k*step,
+origin + (k+1)*step)``), so results of separate files add up exactly, in any order.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from data_prep.errors import UserError
+from data_prep.records import Records, Tally
+from data_prep.schema import Grid
+
+SLICE = 1 << 17  # points per kernel slice: ~1 MB per float64 array, fits in cache
+THREADS = min(4, os.cpu_count() or 1)  # threads counting slices of one chunk
+
+
+@dataclass(frozen=True)
+class StepClock:
+    """Map step numbering: step k covers ``[origin + k*step, origin + (k+1)*step)`` (ns, UTC)."""
+
+    origin: int
+    step: int
+    lo: int | None = None  # first step kept (inclusive); None = no bound
+    hi: int | None = None  # last step kept (inclusive)
+
+    def index(self, t: np.ndarray) -> np.ndarray:
+        """Step number of each time (int64 ns) -> int64."""
+        return (np.asarray(t, dtype=np.int64) - self.origin) // self.step
+
+    def start(self, k: int | np.ndarray) -> np.ndarray:
+        """Start time (int64 ns) of step(s) ``k``."""
+        return self.origin + np.asarray(k, dtype=np.int64) * self.step
+
+
+def cell_index(lat: np.ndarray, lon: np.ndarray, grid: Grid) -> np.ndarray:
+    """Flat cell index ``i*W + j`` (int32) of each point; ``H*W`` for points outside the domain.
+
+    ``lat``, ``lon`` (N,) float64 without NaN. South/west cell edges are inclusive, the domain's
+    north/east edges exclusive (see :mod:`data_prep.schema`).
+    """
+    h, w = grid.shape
+    fi = np.subtract(lat, grid.lat_min)
+    fi /= grid.res
+    np.floor(fi, out=fi)
+    fj = np.subtract(lon, grid.lon_min)
+    fj /= grid.res
+    np.floor(fj, out=fj)
+    i = fi.astype(np.int32)  # NaN/inf become INT_MIN: outside; coordinates were range-checked
+    j = fj.astype(np.int32)
+    inside = (i.view(np.uint32) < h) & (j.view(np.uint32) < w)  # negatives wrap to huge
+    i *= w
+    i += j
+    i[~inside] = h * w
+    return i
+
+
+def count_cells(
+    time: np.ndarray, cells: np.ndarray, weights: np.ndarray | None, clock: StepClock, n_cells: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Counts per (step, cell) of one slice, as ``(steps (S,), counts (S, n_cells + 1) int64)``.
+
+    ``counts[s]`` holds step ``steps[s]``; the last column collects the points outside the
+    domain (``cells == n_cells``). Sorted slices are cut at step edges with ``searchsorted``;
+    others take one ``bincount`` over a flat (step, cell) index. Returns None when the slice
+    spans too many steps for a dense table (use :func:`count_sparse`).
+    """
+    k0, k1 = (int(v) for v in clock.index(time[[0, -1]]))
+    is_sorted = bool(np.all(time[1:] >= time[:-1]))
+    if not is_sorted:
+        k = clock.index(time)
+        k0, k1 = int(k.min()), int(k.max())
+    if (k1 - k0 + 1) * (n_cells + 1) > max(8 * time.size, 1 << 20):
+        return None
+    if is_sorted:
+        cut = np.searchsorted(time, clock.start(np.arange(k0 + 1, k1 + 1)))
+        bounds = np.r_[0, cut, time.size]
+        used = np.flatnonzero(bounds[1:] > bounds[:-1])
+        out = np.empty((used.size, n_cells + 1), dtype=np.int64)
+        for r, s in enumerate(used):
+            a, b = bounds[s], bounds[s + 1]
+            w = None if weights is None else weights[a:b]
+            out[r] = np.bincount(cells[a:b], weights=w, minlength=n_cells + 1)
+        return k0 + used, out
+    flat = (k - k0) * (n_cells + 1) + cells
+    span = k1 - k0 + 1
+    counts = np.bincount(flat, weights=weights, minlength=span * (n_cells + 1))
+    return np.arange(k0, k1 + 1), counts.astype(np.int64, copy=False).reshape(span, n_cells + 1)
+
+
+def count_sparse(
+    time: np.ndarray, cells: np.ndarray, weights: np.ndarray | None, clock: StepClock, n_cells: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Counts of the distinct (step, cell) pairs of one slice: ``(steps, cells, counts)`` (M,)."""
+    flat = clock.index(time) * (n_cells + 1) + cells
+    uniq, inv = np.unique(flat, return_inverse=True)
+    counts = np.bincount(inv, weights=weights, minlength=uniq.size).astype(np.int64)
+    return uniq // (n_cells + 1), uniq % (n_cells + 1), counts
+
+
+MAX_OUTPUT_BYTES = 16 << 30  # refuse to build maps larger than this (5 bytes per cell-step)
+
+
+@dataclass
+class Accumulator:
+    """Running counts and coverage of one or more inputs on one grid and step clock.
+
+    ``counts[k]`` (H*W,) int64 and ``covered[k]`` (H*W,) bool hold step ``k``; only steps that
+    saw records are stored, so scattered granules years apart cost nothing. ``full`` marks
+    inputs that observe every cell of every step in range (point feeds, NLDN tiles); ``spans``
+    lists ``(t0, t1)`` ns intervals observed over the whole domain (GLM granules).
+    """
+
+    grid: Grid
+    clock: StepClock
+    counts: dict[int, np.ndarray] = field(default_factory=dict)
+    covered: dict[int, np.ndarray] = field(default_factory=dict)
+    full: bool = False
+    spans: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def n_cells(self) -> int:
+        return self.grid.nlat * self.grid.nlon
+
+    def _row(self, table: dict, k: int, dtype) -> np.ndarray:
+        row = table.get(k)
+        if row is None:
+            row = table[k] = np.zeros(self.n_cells, dtype=dtype)
+        return row
+
+    def add(self, rec: Records, tally: Tally) -> None:
+        """Grid one chunk of records; count those outside the time range or domain in ``tally``.
+
+        Slices are counted on ``THREADS`` threads (numpy releases the GIL in the arithmetic);
+        their integer counts are added in slice order, so the result does not depend on it.
+        """
+        rec = self._in_time_range(rec, tally)
+        starts = range(0, len(rec), SLICE)
+        if len(starts) > 1 and THREADS > 1:
+            with ThreadPoolExecutor(THREADS) as pool:
+                parts = list(pool.map(lambda a: self._count_slice(rec, a), starts))
+        else:
+            parts = [self._count_slice(rec, a) for a in starts]
+        for n_records, n_outside, dense, sparse in parts:
+            if dense is not None:
+                steps, c = dense
+                for k, row in zip(steps.tolist(), c, strict=True):
+                    if row[:-1].any():
+                        self._row(self.counts, k, np.int64)[:] += row[:-1]
+                gridded, outside = int(c[:, :-1].sum()), int(c[:, -1].sum())
+            else:
+                gridded, outside = self._add_sparse(*sparse)
+            tally.reject("outside_domain", n_outside, outside)
+            tally.gridded_records += n_records - n_outside
+            tally.gridded_strikes += gridded
+
+    def _count_slice(self, rec: Records, a: int) -> tuple:
+        """``(records, records outside, dense, sparse)`` of one slice: ``dense`` is
+        :func:`count_cells`'s table, or None when the slice spans too many steps, and then
+        ``sparse`` is :func:`count_sparse`'s pairs."""
+        sl, n_cells = slice(a, a + SLICE), self.n_cells
+        w = None if rec.count is None else rec.count[sl].astype(np.float64)
+        cells = cell_index(rec.lat[sl], rec.lon[sl], self.grid)
+        outside = int(np.count_nonzero(cells == n_cells))
+        dense = count_cells(rec.time[sl], cells, w, self.clock, n_cells)
+        sparse = (
+            None if dense is not None else count_sparse(rec.time[sl], cells, w, self.clock, n_cells)
+        )
+        return cells.size, outside, dense, sparse
+
+    def _add_sparse(self, steps: np.ndarray, cell: np.ndarray, n: np.ndarray) -> tuple[int, int]:
+        """Add counts of (step, cell) pairs sorted by step; returns strikes (inside, outside)."""
+        inside = cell < self.n_cells
+        totals = int(n[inside].sum()), int(n[~inside].sum())
+        steps, cell, n = steps[inside], cell[inside], n[inside]
+        cut = np.flatnonzero(np.diff(steps)) + 1
+        for a, b in zip(np.r_[0, cut], np.r_[cut, steps.size], strict=True):
+            if b > a:  # cells are distinct within a step: plain fancy-index add is exact
+                self._row(self.counts, int(steps[a]), np.int64)[cell[a:b]] += n[a:b]
+        return totals
+
+    def _in_time_range(self, rec: Records, tally: Tally) -> Records:
+        lo, hi = self.clock.lo, self.clock.hi
+        if lo is None and hi is None:
+            return rec
+        k = self.clock.index(rec.time)
+        out = np.zeros(len(rec), dtype=bool)
+        if lo is not None:
+            out |= k < lo
+        if hi is not None:
+            out |= k > hi
+        if out.any():
+            tally.reject("outside_time_range", out.sum(), rec.strikes_where(out))
+            rec = rec.take(~out)
+        return rec
+
+    def cover_cells(self, time: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> None:
+        """Mark the target cells holding observed source points (gridded inputs) as covered."""
+        k = self.clock.index(time)
+        cells = cell_index(lat, lon, self.grid)
+        keep = cells < self.n_cells
+        if self.clock.lo is not None:
+            keep &= k >= self.clock.lo
+        if self.clock.hi is not None:
+            keep &= k <= self.clock.hi
+        k, cells = k[keep], cells[keep]
+        for step in np.unique(k).tolist():
+            self._row(self.covered, step, bool)[cells[k == step]] = True
+
+    def merge(self, other: Accumulator) -> Accumulator:
+        """Add ``other`` (same grid and clock) into this accumulator and return it."""
+        for k, row in other.counts.items():
+            self._row(self.counts, k, np.int64)[:] += row
+        for k, row in other.covered.items():
+            self._row(self.covered, k, bool)[:] |= row
+        self.full |= other.full
+        self.spans.extend(other.spans)
+        return self
+
+    def step_range(self) -> tuple[int, int] | None:
+        """First and last step holding strikes or observations (clock bounds win), or None."""
+        ks = list(self.counts) + list(self.covered)
+        for t0, t1 in self.spans:
+            ks += [int(self.clock.index(np.int64(t0))), int(self.clock.index(np.int64(t1 - 1)))]
+        lo, hi = self.clock.lo, self.clock.hi
+        ks = [k for k in ks if (lo is None or k >= lo) and (hi is None or k <= hi)]
+        if not ks and (lo is None or hi is None):
+            return None
+        return (min(ks) if lo is None else lo), (max(ks) if hi is None else hi)
+
+    def maps(self, k0: int, k1: int, min_span_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+        """``(counts (S, H, W) int64, coverage (S, H, W) int8)`` for steps ``k0 .. k1``."""
+        n = k1 - k0 + 1
+        if n * self.n_cells * 9 > MAX_OUTPUT_BYTES:
+            raise UserError(
+                f"{n} steps of {self.grid.nlat} x {self.grid.nlon} cells is too large for one maps "
+                "file; choose a longer --time-step, a coarser --grid or a --start/--end range"
+            )
+        counts = np.zeros((n, self.n_cells), dtype=np.int64)
+        cov = np.zeros((n, self.n_cells), dtype=np.int8)
+        for k, row in self.counts.items():
+            if k0 <= k <= k1:
+                counts[k - k0] = row
+        for k, row in self.covered.items():
+            if k0 <= k <= k1:
+                cov[k - k0] = row
+        if self.full:
+            cov[:] = 1
+        if self.spans:
+            frac = span_fraction(self.spans, self.clock, k0, k1)
+            cov[frac >= min_span_fraction - 1e-9] = 1
+        shape = (n, *self.grid.shape)
+        return counts.reshape(shape), cov.reshape(shape)
+
+
+def span_fraction(spans: list[tuple[int, int]], clock: StepClock, k0: int, k1: int) -> np.ndarray:
+    """Share (S,) of each step ``k0 .. k1`` covered by the union of ``(t0, t1)`` ns intervals."""
+    edges = clock.start(np.arange(k0, k1 + 2))
+    covered = np.zeros(k1 - k0 + 1, dtype=np.int64)
+    for t0, t1 in _union(spans):
+        a = np.clip(edges[:-1], t0, t1)
+        b = np.clip(edges[1:], t0, t1)
+        covered += b - a
+    return covered / clock.step
+
+
+def _union(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    out: list[tuple[int, int]] = []
+    for t0, t1 in sorted(spans):
+        if out and t0 <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], t1))
+        else:
+            out.append((t0, t1))
+    return out

@@ -1,0 +1,289 @@
+"""One reader per source format -> chunks of the common strike-record table.
+
+A reader is a generator ``read(path, opts, tally)`` that counts every record it reads in
+``tally`` (rejecting unparseable rows, NaN or out-of-range coordinates, flagged flashes and
+duplicates there, with a reason) and yields :class:`~data_prep.records.Records` chunks of clean
+records, plus what the input observed: :class:`Span` (a time interval seen over the whole
+domain: a GLM granule) or :class:`Cells` (observed source cells of a gridded input).
+``coverage = "full"`` readers (point feeds, NLDN tiles) observe every cell of every step.
+
+``READERS`` maps format names to readers; :func:`get_reader` rejects unknown names, listing the
+valid ones; :func:`detect_format` picks one from a file's content.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from data_prep.errors import UserError
+from data_prep.records import (
+    Cells,
+    ReadOptions,
+    Records,
+    Span,
+    Tally,
+    check_coordinates,
+    drop_duplicates,
+    first_line,
+)
+from data_prep.tables import batch_records, column_map
+
+# Roles of point-record columns and the names tried when the user names none.
+DEFAULT_COLUMNS = {
+    "time": ("time", "timestamp", "datetime", "ts"),
+    "lat": ("lat", "latitude"),
+    "lon": ("lon", "longitude", "lng"),
+    "stroke_type": ("stroke_type", "type"),
+    "peak_current": ("peak_current_kA", "peak_current", "current"),
+    "count": ("count",),
+}
+REQUIRED = ("time", "lat", "lon")
+EXTRA_ROLES = ("stroke_type", "peak_current")
+
+
+class SlowPath(Exception):
+    """Raised by the fast CSV path on a value it cannot convert; the file is re-read robustly."""
+
+
+@dataclass(frozen=True)
+class Reader:
+    """A registered reader: its generator, what it observes, and a one-line description."""
+
+    read: Callable[[Path, ReadOptions, Tally], Iterator[Records | Span | Cells]]
+    coverage: str  # "full", "granules" or "cells"
+    description: str
+
+
+def read_points_parquet(path: Path, opts: ReadOptions, tally: Tally) -> Iterator[Records]:
+    """Point records from Parquet, streamed by row batches, reading only the needed columns."""
+    pf = _open_parquet(path)
+    cols = _gridding_columns(
+        column_map(path, pf.schema_arrow.names, opts.columns, DEFAULT_COLUMNS, REQUIRED), opts
+    )
+    for batch in pf.iter_batches(batch_size=opts.chunk_records, columns=list(cols.values())):
+        rec = batch_records(path, batch, cols, tally)
+        yield drop_duplicates(check_coordinates(rec, tally), tally)
+
+
+def read_points_csv(path: Path, opts: ReadOptions, tally: Tally) -> Iterator[Records]:
+    """Point records from CSV (or .csv.gz), streamed in blocks by pyarrow."""
+    skip, names = _csv_header(path)
+    cols = _gridding_columns(column_map(path, names, opts.columns, DEFAULT_COLUMNS, REQUIRED), opts)
+    yield from _read_csv(path, opts, tally, skip=skip, names=names, cols=cols)
+
+
+def _gridding_columns(cols: dict[str, str], opts: ReadOptions) -> dict[str, str]:
+    """Gridding needs time, lat, lon and count: stroke type and peak current are read only
+    when asked (``opts.extra``), which saves decoding two columns of every record."""
+    return cols if opts.extra else {k: v for k, v in cols.items() if k not in EXTRA_ROLES}
+
+
+NLDN_COLUMNS = {"time": "ZDAY", "lon": "CENTERLON", "lat": "CENTERLAT", "count": "TOTAL_COUNT"}
+
+
+def read_nldn_tiles(path: Path, opts: ReadOptions, tally: Tally) -> Iterator[Records]:
+    """NCEI NLDN tiles (``ZDAY,CENTERLON,CENTERLAT,TOTAL_COUNT``): one record per tile-day.
+
+    A record carries TOTAL_COUNT strikes at the tile centre at the start of its UTC day; a
+    repeated tile-day is a duplicate. Tiles absent from a day had no strikes (the network
+    observed them): coverage is full.
+    """
+    skip, names = _csv_header(path)
+    names = [n.lstrip("#").strip() for n in names]
+    missing = [c for c in NLDN_COLUMNS.values() if c not in names]
+    if missing:
+        raise UserError(
+            f"{path}: NLDN tiles header lacks {', '.join(missing)} (found {', '.join(names)}); "
+            "expected ZDAY,CENTERLON,CENTERLAT,TOTAL_COUNT or use --format points"
+        )
+    yield from _read_csv(
+        path, opts, tally, skip=skip, names=names, cols=NLDN_COLUMNS, time_format="yyyymmdd"
+    )
+
+
+def _read_csv(path, opts, tally, *, skip, names, cols, time_format=None) -> Iterator[Records]:
+    """Stream batches; the fast path types coordinates as float64 and lets pyarrow parse
+    times; a value it cannot convert raises :class:`SlowPath` (the file is read again as text).
+    """
+    bad_rows: list[int] = []
+    reader = _open_csv(path, opts, skip, names, cols, bad_rows)
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            break
+        except pa.ArrowInvalid as e:
+            _raise_csv(path, e, opts)
+        if bad_rows:  # rows with a wrong number of fields
+            tally.read(len(bad_rows), len(bad_rows))
+            tally.reject("unparseable", len(bad_rows), len(bad_rows))
+            bad_rows.clear()
+        rec = batch_records(path, batch, cols, tally, time_format)
+        yield drop_duplicates(check_coordinates(rec, tally), tally)
+
+
+def _open_csv(path, opts, skip, names, cols, bad_rows):
+    types = {cols["lat"]: pa.float64(), cols["lon"]: pa.float64()}
+    if opts.robust:
+        types = dict.fromkeys(cols.values(), pa.string())
+
+    def on_bad_row(row):
+        bad_rows.append(row.number)
+        return "skip"
+
+    try:
+        return pacsv.open_csv(
+            str(path),
+            read_options=pacsv.ReadOptions(
+                skip_rows=skip + 1, column_names=names, block_size=1 << 24
+            ),
+            parse_options=pacsv.ParseOptions(invalid_row_handler=on_bad_row),
+            convert_options=pacsv.ConvertOptions(
+                include_columns=list(cols.values()), column_types=types, strings_can_be_null=True
+            ),
+        )
+    except pa.ArrowInvalid as e:
+        _raise_csv(path, e, opts)
+    except (OSError, EOFError, zlib.error) as e:
+        raise UserError(
+            f"{path}: cannot read ({first_line(e)}); the file may be truncated"
+        ) from None
+
+
+def _raise_csv(path, e, opts):
+    if not opts.robust and ("conver" in str(e).lower() or "parse" in str(e).lower()):
+        raise SlowPath(str(e)) from None
+    raise UserError(
+        f"{path}: cannot read CSV ({first_line(e)}); the file may be truncated"
+    ) from None
+
+
+def _open_parquet(path: Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(str(path))
+    except (pa.ArrowInvalid, OSError) as e:
+        raise UserError(
+            f"{path}: not a readable Parquet file ({first_line(e)}); re-export it"
+        ) from None
+
+
+def _csv_header(path: Path) -> tuple[int, list[str]]:
+    """``(comment lines before the header, header names)``; NLDN's header is a ``#`` line."""
+    try:
+        opener = gzip.open if _is_gzip(path) else open
+        with opener(path, "rt", errors="replace") as f:
+            lines = [f.readline() for _ in range(64)]
+    except (OSError, EOFError, zlib.error) as e:
+        raise UserError(
+            f"{path}: cannot read ({first_line(e)}); the file may be truncated"
+        ) from None
+    skip = 0
+    while skip < len(lines) and lines[skip].startswith("#"):
+        skip += 1
+    if skip and "," in lines[skip - 1] and not lines[skip - 1][1:2].isdigit():
+        return skip - 1, _fields(lines[skip - 1].lstrip("#"))
+    if skip >= len(lines) or not lines[skip].strip():
+        raise UserError(f"{path}: empty CSV file (no header line); give a file with a header row")
+    return skip, _fields(lines[skip])
+
+
+def _fields(line: str) -> list[str]:
+    """Header names of one CSV line (quotes removed)."""
+    return [c.strip() for c in next(csv.reader([line.strip()]))]
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def _nc_readers():
+    from data_prep.readers_nc import read_glm, read_gridded
+
+    return read_glm, read_gridded
+
+
+def _lazy(i: int):
+    def read(path, opts, tally):
+        return _nc_readers()[i](path, opts, tally)
+
+    return read
+
+
+READERS: dict[str, Reader] = {
+    "nldn-tiles": Reader(
+        read_nldn_tiles, "full", "NCEI NLDN tiles CSV(.gz): ZDAY,CENTERLON,CENTERLAT,TOTAL_COUNT"
+    ),
+    "points-csv": Reader(read_points_csv, "full", "point records in CSV(.gz): time, lat, lon, ..."),
+    "points-parquet": Reader(
+        read_points_parquet, "full", "point records in Parquet: time, lat, lon, ..."
+    ),
+    "glm": Reader(_lazy(0), "granules", "GOES GLM L2 LCFA granules (netCDF flashes)"),
+    "gridded": Reader(_lazy(1), "cells", "gridded netCDF counts with (time, lat, lon) dimensions"),
+}
+ALIASES = {
+    "points": None,
+    "nldn": "nldn-tiles",
+    "lcfa": "glm",
+    "netcdf": "gridded",
+    "parquet": "points-parquet",
+    "csv": "points-csv",
+}
+
+
+def get_reader(name: str, path: Path) -> tuple[str, Reader]:
+    """The reader for format ``name`` (``auto`` detects it from ``path``'s content)."""
+    name = ALIASES.get(name, name) if name != "points" else _points_kind(path)
+    if name == "auto":
+        name = detect_format(path)
+    if name not in READERS:
+        valid = ", ".join(["auto", "points", *READERS])
+        raise UserError(f"unknown format {name!r}: use one of {valid}")
+    return name, READERS[name]
+
+
+def _points_kind(path: Path) -> str:
+    with open(path, "rb") as f:
+        return "points-parquet" if f.read(4) == b"PAR1" else "points-csv"
+
+
+def detect_format(path: Path) -> str:
+    """Format name from a file's first bytes: Parquet, netCDF (GLM or gridded) or CSV text."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if not head:
+        raise UserError(f"{path}: empty file (0 bytes); re-download or remove it")
+    if head[:4] == b"PAR1":
+        return "points-parquet"
+    if head[:4] == b"\x89HDF" or head[:3] == b"CDF":
+        import netCDF4
+
+        try:
+            with netCDF4.Dataset(str(path)) as ds:
+                return "glm" if "flash_lat" in ds.variables else "gridded"
+        except OSError as e:
+            raise UserError(
+                f"{path}: not a readable netCDF file ({first_line(e)}); re-download it"
+            ) from None
+    text = "\n".join(_head_lines(path))
+    return "nldn-tiles" if "ZDAY" in text and "TOTAL_COUNT" in text else "points-csv"
+
+
+def _head_lines(path: Path, n: int = 8) -> list[str]:
+    try:
+        opener = gzip.open if _is_gzip(path) else open
+        with opener(path, "rt", errors="replace") as f:
+            return [f.readline() for _ in range(n)]
+    except (OSError, EOFError, zlib.error) as e:
+        raise UserError(
+            f"{path}: cannot read ({first_line(e)}); the file may be truncated"
+        ) from None

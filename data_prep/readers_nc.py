@@ -1,0 +1,221 @@
+"""netCDF readers: GOES GLM L2 LCFA flashes, and gridded (time, lat, lon) count maps.
+
+GLM flash times are ``flash_time_offset_of_first_event`` decoded with its own ``units``
+(``"seconds since <granule start>"`` or ``"milliseconds since ..."``), ``scale_factor`` and
+``add_offset``. Early granules (2018) mislabel the sign of the packed int16 offsets (``_Unsigned``
+missing, or set where the values are signed); each offset is therefore decoded both ways and the
+reading that falls inside the granule (``product_time_bounds``, from 5 s before its start, as
+flashes may begin in the previous granule) is kept; an offset that fits under neither reading
+is unparseable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from data_prep.errors import UserError
+from data_prep.records import (
+    Cells,
+    ReadOptions,
+    Records,
+    Span,
+    Tally,
+    check_coordinates,
+    first_line,
+)
+
+GLM_VARS = (
+    "flash_lat",
+    "flash_lon",
+    "flash_time_offset_of_first_event",
+    "flash_quality_flag",
+    "product_time",
+)
+_BEFORE_NS, _AFTER_NS = 5 * 10**9, 10**9  # a flash may start a few seconds before its granule
+_UNIT_NS = {
+    "seconds": 10**9,
+    "second": 10**9,
+    "s": 10**9,
+    "milliseconds": 10**6,
+    "millisecond": 10**6,
+    "ms": 10**6,
+    "microseconds": 10**3,
+    "minutes": 60 * 10**9,
+}
+
+
+def _open_nc(path: Path):
+    import netCDF4
+
+    try:
+        ds = netCDF4.Dataset(str(path))
+    except OSError as e:
+        raise UserError(
+            f"{path}: not a readable netCDF file ({first_line(e)}); re-download it"
+        ) from None
+    ds.set_auto_maskandscale(False)
+    return ds
+
+
+def read_glm(path: Path, opts: ReadOptions, tally: Tally) -> Iterator[Records | Span]:
+    """Flashes of one GLM LCFA granule; flagged flashes (quality flag != 0) are rejected."""
+    with _open_nc(path) as ds:
+        missing = [v for v in GLM_VARS if v not in ds.variables]
+        if missing:
+            raise UserError(
+                f"{path}: variable {missing[0]} missing; not a GLM L2 LCFA granule "
+                "(use --format gridded for gridded maps)"
+            )
+        t0, t1 = _granule_span(ds, path)
+        yield Span(t0, t1)
+        lat = _decoded(ds["flash_lat"]).astype(np.float64)
+        lon = _decoded(ds["flash_lon"]).astype(np.float64)
+        time, bad_time = _flash_times(ds["flash_time_offset_of_first_event"], t0, t1, path)
+        flag = ds["flash_quality_flag"][:].astype(np.int64)
+    rec = Records(time, lat, lon)
+    tally.read(len(rec), len(rec))
+    bad = bad_time
+    tally.reject("unparseable", bad.sum(), bad.sum())
+    flagged = ~bad & (flag != 0)
+    tally.reject("quality_flag", flagged.sum(), flagged.sum())
+    yield check_coordinates(rec.take(~(bad | flagged)), tally)
+
+
+def _decoded(var) -> np.ndarray:
+    """Raw values with _FillValue -> NaN, scaled (float64)."""
+    raw = var[:]
+    out = raw.astype(np.float64) * float(getattr(var, "scale_factor", 1.0)) + float(
+        getattr(var, "add_offset", 0.0)
+    )
+    fill = getattr(var, "_FillValue", None)
+    if fill is not None:
+        out[raw == fill] = np.nan
+    return out
+
+
+def _cf_time(units: str, path: Path, name: str) -> tuple[int, int]:
+    """``"<unit> since <date>"`` -> (ns per unit, reference time in ns)."""
+    unit, _, ref = str(units).partition(" since ")
+    if unit.strip().lower() not in _UNIT_NS or not ref:
+        raise UserError(
+            f"{path}: {name} has units {units!r}; expected '<seconds|milliseconds> since <date>'"
+        )
+    ts = pd.Timestamp(ref.strip())
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return _UNIT_NS[unit.strip().lower()], int(ts.value)
+
+
+def _granule_span(ds, path: Path) -> tuple[int, int]:
+    unit, ref = _cf_time(ds["product_time"].units, path, "product_time")
+    if "product_time_bounds" in ds.variables:
+        b = ds["product_time_bounds"][:].astype(np.float64).ravel()
+        return ref + int(round(b[0] * unit)), ref + int(round(b[-1] * unit))
+    t0 = ref + int(round(float(ds["product_time"][...]) * unit))
+    return t0, t0 + 20 * 10**9
+
+
+def _flash_times(var, t0: int, t1: int, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Flash times (int64 ns) and a mask of offsets that fit the granule under no reading."""
+    unit, ref = _cf_time(var.units, path, var.name)
+    raw = np.asarray(var[:])
+    scale, offset = float(getattr(var, "scale_factor", 1.0)), float(getattr(var, "add_offset", 0.0))
+    readings = [raw]
+    if raw.dtype.kind in "iu":  # try the declared signedness first, then the other one
+        signed = raw.view(raw.dtype.str.replace("u", "i"))
+        unsigned = raw.view(raw.dtype.str.replace("i", "u"))
+        declared = str(getattr(var, "_Unsigned", "false")).lower() == "true"
+        readings = [unsigned, signed] if declared else [signed, unsigned]
+    time = np.zeros(raw.shape, dtype=np.int64)
+    found = np.zeros(raw.shape, dtype=bool)
+    for r in readings:
+        t = ref + np.rint((r.astype(np.float64) * scale + offset) * unit).astype(np.int64)
+        fits = ~found & (t >= t0 - _BEFORE_NS) & (t <= t1 + _AFTER_NS)
+        time[fits] = t[fits]
+        found |= fits
+    return time, ~found
+
+
+_DIMS = {
+    "time": ("time", "t", "valid_time"),
+    "lat": ("lat", "latitude", "y"),
+    "lon": ("lon", "longitude", "x"),
+}
+
+
+def read_gridded(path: Path, opts: ReadOptions, tally: Tally) -> Iterator[Records | Cells]:
+    """Counts of any (time, lat, lon) variable: each finite non-zero source cell is one record
+    at the source cell centre, carrying its count; finite cells (zeros too) are observed, NaN
+    cells, cells with ``coverage == 0`` and absent steps are not.
+    """
+    import xarray as xr
+
+    try:
+        ds = xr.open_dataset(path)
+    except (OSError, ValueError) as e:
+        raise UserError(
+            f"{path}: not a readable netCDF file ({first_line(e)}); re-download it"
+        ) from None
+    with ds:
+        da, dims = _pick_variable(ds, opts.variable, path)
+        times = ds[dims[0]].values.astype("datetime64[ns]").view(np.int64)
+        lat = ds[dims[1]].values.astype(np.float64)
+        lon = ds[dims[2]].values.astype(np.float64)
+        cov = (
+            ds["coverage"].transpose(*dims) if "coverage" in ds and da.name != "coverage" else None
+        )
+        per = max(1, opts.chunk_records // max(1, lat.size * lon.size))
+        for a in range(0, times.size, per):
+            v = da.isel({dims[0]: slice(a, a + per)}).values.astype(np.float64)
+            if cov is not None:
+                v[cov.isel({dims[0]: slice(a, a + per)}).values == 0] = np.nan
+            ti, yi, xi = np.nonzero(np.isfinite(v))
+            yield Cells(times[a + ti], lat[yi], lon[xi])
+            yield _cell_records(v, times[a:], lat, lon, tally)
+
+
+def _cell_records(v: np.ndarray, times, lat, lon, tally: Tally) -> Records:
+    """Records (one per finite non-zero cell of ``v`` (T, H, W)); negative values unparseable."""
+    ti, yi, xi = np.nonzero(np.isfinite(v) & (v != 0))
+    val = v[ti, yi, xi]
+    neg = val < 0
+    count = np.where(neg, 0, np.rint(val)).astype(np.int64)
+    rec = Records(times[ti], lat[yi], lon[xi], count)
+    tally.read(len(rec), rec.strikes())
+    tally.reject("unparseable", neg.sum(), 0)
+    return rec.take(~neg)
+
+
+def _pick_variable(ds, name: str | None, path: Path):
+    """The count variable and its (time, lat, lon) dimension names."""
+
+    def dims_of(da):
+        found = [
+            next((d for d in da.dims if d.lower() in _DIMS[k]), None)
+            for k in ("time", "lat", "lon")
+        ]
+        return None if None in found or da.ndim != 3 else tuple(found)
+
+    if name is not None:
+        if name not in ds.data_vars:
+            raise UserError(
+                f"{path}: variable {name!r} not found; "
+                f"variables are {', '.join(map(str, ds.data_vars))}"
+            )
+        candidates = [name]
+    else:
+        candidates = sorted(
+            ds.data_vars, key=lambda n: (n != "strike_count", n == "coverage", str(n))
+        )
+    for n in candidates:
+        dims = dims_of(ds[n])
+        if dims is not None and ds[n].dtype.kind in "iuf":
+            return ds[n].transpose(*dims), dims
+    raise UserError(
+        f"{path}: no numeric variable with (time, lat, lon) dimensions; variables are "
+        f"{', '.join(f'{k}{tuple(ds[k].dims)}' for k in ds.data_vars) or 'none'}; "
+        "give a gridded file of strike counts"
+    )

@@ -1,0 +1,227 @@
+"""The common strike-record table every reader yields, and the accounting of what became of it.
+
+A :class:`Records` chunk holds N strike records as plain numpy arrays (all of length N)::
+
+    time          int64    nanoseconds since 1970-01-01 UTC
+    lat, lon      float64  degrees
+    count         int64    strikes the record carries (None = one each: a point feed)
+    stroke_type   int8     STROKE_CODES value, optional (None when the source has none)
+    peak_current  float32  kA, optional
+
+A :class:`Tally` counts records and strikes read, gridded and rejected by reason, so that
+``read == gridded + sum(rejected)`` holds for every input, for records and strikes alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+REASONS = (
+    "unparseable",
+    "nan_coordinate",
+    "out_of_range_coordinate",
+    "outside_domain",
+    "outside_time_range",
+    "duplicate",
+    "quality_flag",
+)
+STROKE_CODES = {"": 0, "CG": 1, "IC": 2}  # 0 = unknown
+
+
+@dataclass
+class Records:
+    """A chunk of strike records (see the module docstring for fields and dtypes)."""
+
+    time: np.ndarray
+    lat: np.ndarray
+    lon: np.ndarray
+    count: np.ndarray | None = None
+    stroke_type: np.ndarray | None = None
+    peak_current: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.time.size)
+
+    def strikes(self) -> int:
+        """Total strikes the chunk carries."""
+        return len(self) if self.count is None else int(self.count.sum())
+
+    def take(self, keep: np.ndarray) -> Records:
+        """The records where boolean ``keep`` (N,) is True (or at integer positions ``keep``)."""
+        opt = {k: None if v is None else v[keep] for k, v in self._optional().items()}
+        return Records(self.time[keep], self.lat[keep], self.lon[keep], **opt)
+
+    def strikes_where(self, mask: np.ndarray) -> int:
+        """Strikes carried by the records where boolean ``mask`` (N,) is True."""
+        return int(mask.sum()) if self.count is None else int(self.count[mask].sum())
+
+    def _optional(self) -> dict:
+        return {
+            "count": self.count,
+            "stroke_type": self.stroke_type,
+            "peak_current": self.peak_current,
+        }
+
+
+@dataclass
+class Tally:
+    """Records and strikes read, gridded and rejected (by reason); sums merge tallies."""
+
+    read_records: int = 0
+    read_strikes: int = 0
+    gridded_records: int = 0
+    gridded_strikes: int = 0
+    rejected_records: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
+    rejected_strikes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
+
+    def read(self, records: int, strikes: int) -> None:
+        self.read_records += int(records)
+        self.read_strikes += int(strikes)
+
+    def reject(self, reason: str, records: int, strikes: int) -> None:
+        """Count ``records`` carrying ``strikes`` as rejected for ``reason`` (one of REASONS)."""
+        if reason not in self.rejected_records:
+            raise ValueError(f"unknown rejection reason {reason!r}; valid: {', '.join(REASONS)}")
+        self.rejected_records[reason] += int(records)
+        self.rejected_strikes[reason] += int(strikes)
+
+    def merge(self, other: Tally) -> Tally:
+        """Add ``other`` into this tally and return it."""
+        self.read(other.read_records, other.read_strikes)
+        self.gridded_records += other.gridded_records
+        self.gridded_strikes += other.gridded_strikes
+        for r in REASONS:
+            self.reject(r, other.rejected_records[r], other.rejected_strikes[r])
+        return self
+
+    def balanced(self) -> bool:
+        """True when every record and strike read was gridded or rejected."""
+        return self.read_records == self.gridded_records + sum(
+            self.rejected_records.values()
+        ) and self.read_strikes == self.gridded_strikes + sum(self.rejected_strikes.values())
+
+    def to_attrs(self, prefix: str = "") -> dict[str, int]:
+        """Flat netCDF attributes: ``records_read``, ``strikes_rejected_outside_domain``, ..."""
+        out = {}
+        for kind in ("records", "strikes"):
+            out[f"{prefix}{kind}_read"] = getattr(self, f"read_{kind}")
+            out[f"{prefix}{kind}_gridded"] = getattr(self, f"gridded_{kind}")
+            for r, n in getattr(self, f"rejected_{kind}").items():
+                out[f"{prefix}{kind}_rejected_{r}"] = n
+        return out
+
+    @classmethod
+    def from_attrs(cls, attrs: dict, prefix: str = "") -> Tally:
+        """Inverse of :meth:`to_attrs`; missing keys count as zero."""
+        t = cls()
+        for kind in ("records", "strikes"):
+            setattr(t, f"read_{kind}", int(attrs.get(f"{prefix}{kind}_read", 0)))
+            setattr(t, f"gridded_{kind}", int(attrs.get(f"{prefix}{kind}_gridded", 0)))
+            rej = getattr(t, f"rejected_{kind}")
+            for r in REASONS:
+                rej[r] = int(attrs.get(f"{prefix}{kind}_rejected_{r}", 0))
+        return t
+
+    def table(self) -> str:
+        """A small text table: one row per outcome, columns records and strikes."""
+        rows = [("read", self.read_records, self.read_strikes)]
+        rows.append(("gridded", self.gridded_records, self.gridded_strikes))
+        for r in REASONS:
+            if self.rejected_records[r] or self.rejected_strikes[r]:
+                rows.append((f"rejected: {r}", self.rejected_records[r], self.rejected_strikes[r]))
+        total_rec = sum(self.rejected_records.values())
+        total_str = sum(self.rejected_strikes.values())
+        rows.append(("rejected (all reasons)", total_rec, total_str))
+        lines = [f"{'':<28}{'records':>14}{'strikes':>14}"]
+        lines += [f"{name:<28}{a:>14,}{b:>14,}" for name, a, b in rows]
+        return "\n".join(lines)
+
+
+def check_coordinates(rec: Records, tally: Tally) -> Records:
+    """Reject NaN and out-of-range coordinates (lat outside [-90, 90], lon outside [-180, 360]).
+
+    Counts the rejections in ``tally`` and returns the remaining records.
+    """
+    ok = (rec.lat >= -90) & (rec.lat <= 90) & (rec.lon >= -180) & (rec.lon <= 360)  # False for NaN
+    if ok.all():
+        return rec
+    nan = ~(np.isfinite(rec.lat) & np.isfinite(rec.lon))
+    bad = ~ok & ~nan
+    tally.reject("nan_coordinate", nan.sum(), rec.strikes_where(nan))
+    tally.reject("out_of_range_coordinate", bad.sum(), rec.strikes_where(bad))
+    return rec.take(ok)
+
+
+def drop_duplicates(rec: Records, tally: Tally) -> Records:
+    """Reject repeated records with the same time, lat and lon (the first one is kept).
+
+    Cheap when times are sorted, as in most feeds: only records sharing a time are compared.
+    """
+    n = len(rec)
+    if n < 2:
+        return rec
+    order = (
+        None if bool(np.all(rec.time[1:] >= rec.time[:-1])) else np.argsort(rec.time, kind="stable")
+    )
+    t = rec.time if order is None else rec.time[order]
+    tie = t[1:] == t[:-1]
+    if not tie.any():
+        return rec
+    pos = np.flatnonzero(np.r_[tie, False] | np.r_[False, tie])  # records sharing their time
+    idx = pos if order is None else order[pos]
+    srt = idx[np.argsort(_row_hash(rec, idx), kind="stable")]  # equal rows end up adjacent
+    same = (
+        (rec.time[srt[1:]] == rec.time[srt[:-1]])
+        & (rec.lat[srt[1:]] == rec.lat[srt[:-1]])
+        & (rec.lon[srt[1:]] == rec.lon[srt[:-1]])
+    )
+    if not same.any():
+        return rec
+    mask = np.zeros(n, dtype=bool)
+    mask[srt[1:][same]] = True
+    tally.reject("duplicate", mask.sum(), rec.strikes_where(mask))
+    return rec.take(~mask)
+
+
+def _row_hash(rec: Records, idx: np.ndarray) -> np.ndarray:
+    """A 64-bit hash (uint64) of (time, lat, lon) of rows ``idx``; equal rows hash equal."""
+    h = rec.time[idx].view(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    h ^= (rec.lat[idx] + 0.0).view(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)  # + 0.0: -0 -> 0
+    h ^= (rec.lon[idx] + 0.0).view(np.uint64) * np.uint64(0x165667B19E3779F9)
+    return h
+
+
+@dataclass(frozen=True)
+class ReadOptions:
+    """What readers need besides the path (picklable, for dask workers)."""
+
+    columns: dict[str, str] = field(default_factory=dict)  # role -> column name, user-given
+    chunk_records: int = 5_000_000
+    variable: str | None = None  # gridded netCDF: the count variable (None = detect)
+    robust: bool = False  # CSV: read every column as text and coerce (slow path for dirty files)
+    extra: bool = False  # also read stroke type and peak current (gridding does not need them)
+
+
+@dataclass(frozen=True)
+class Span:
+    """A time interval ``[t0, t1)`` (int64 ns UTC) observed over the whole domain."""
+
+    t0: int
+    t1: int
+
+
+@dataclass(frozen=True)
+class Cells:
+    """Observed source points (N,) of a gridded input: step-start times and cell centres."""
+
+    time: np.ndarray
+    lat: np.ndarray
+    lon: np.ndarray
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (for one-line user errors)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

@@ -1,0 +1,45 @@
+"""The synthetic lightning world: strike records with a known hidden state, and its oracle.
+
+No lightning archive ships with strikecast, yet every command must run on a fresh machine and we
+must know the ceiling of forecast skill. This world provides both. Each part imitates a piece of
+real lightning climatology:
+
+- **Fixed geography** (:func:`fields.favourability`): a smooth storm-favourability field over the
+  lat/lon plane, high over Florida and the Gulf coast (sea breezes, Gulf moisture), the high
+  plains, the southern Rockies and the Mississippi/Ohio valleys, low toward the Pacific coast and
+  the open Atlantic, as in thunderstorm-day climatologies of the US.
+- **Seasonal cycle** (:func:`fields.warmth`, :func:`fields.moisture`): warm-season air-mass storms
+  grow with the square of a seasonal warmth (0 mid-January, 1 mid-July); a moist-air edge moves
+  from ~33 N in winter to ~47 N in summer, so winter lightning stays in the south, tied to fronts.
+- **Travelling weather systems** (:class:`dynamics.Systems`): troughs with a south-west trailing
+  front enter at the west edge (more often in the cool season), move east at 5-12 degrees of
+  longitude per day for 3-7 days and force storms along a band a few degrees wide. Their position
+  and speed can only be read from several past days.
+- **Storm clusters** (:class:`dynamics.Storms`): born as a Poisson process whose rate is
+  activity x favourability x (air-mass term + system term), grow and decay over 1-3 days as
+  sin(pi * age / life), drift with the steering flow (with their system when it raised them), with
+  a diurnal cycle peaking in the late afternoon local time; their strike output is log-normal
+  (heavy-tailed).
+- **Activity** (:func:`dynamics.activity_paths`): a domain-wide log-normal AR(1) multiplier of the
+  birth rate with a memory of days: runs of quiet days and of very active days.
+- **Strikes**: Poisson counts per cell and internal step (``step_hours``, default 3 h) from the
+  storms' Gaussian intensity; strike times uniform within the step, so times spread within days.
+- **Detection network**: detection efficiency below one (Poisson thinning) and Gaussian location
+  error; stroke types (CG share ``cg_fraction``) and signed peak currents like NLDN reports.
+
+Base rates on conus-0.25 are a few percent of cells with a strike on winter days and ~15-25 % in
+summer; ~30 % averaged over the year on plains-0.5 (0.5-degree cells).
+
+The **oracle** (:mod:`.oracle`) is the probability of at least one detected strike per cell and day
+given the world's full hidden state at forecast time: exact for storms already born, Monte Carlo
+over rollouts of the future for storms not yet born, with the location error folded in by blurring
+the expected counts. It marks the ceiling of skill for any forecast that sees only the strikes.
+
+Entry point: :func:`generate_world` (``strikecast synth``). Helpers for notebooks and tests:
+:func:`grid_counts`, :func:`world_stats`.
+"""
+
+from data_prep.synthetic.stats import grid_counts, world_stats
+from data_prep.synthetic.world import generate_world
+
+__all__ = ["generate_world", "grid_counts", "world_stats"]

@@ -1,0 +1,183 @@
+"""The oracle: probability of at least one detected strike per cell and day, given the hidden state.
+
+For a forecast made at the end of day ``d`` (init label ``d``), the world's state is known: every
+storm born so far (position, drift, life cycle, size, strikes), every travelling system
+(including those still west of the domain) and the activity. The expected detected strikes on day
+``d + L`` in each cell are ``Lambda = Lambda_known + Lambda_new``:
+
+- ``Lambda_known`` comes from storms already born; they evolve deterministically, so it is exact
+  and is read from the main run (its intensity split by the day storms were born);
+- ``Lambda_new`` comes from storms born after the forecast time. It is random; the oracle draws
+  ``oracle_samples`` rollouts of the future from the state (new systems, the activity's random
+  walk, new storms) and averages ``P = 1 - exp(-Lambda)`` over them, which is exact given each
+  rollout's intensity because detected counts are Poisson.
+
+Location error moves strikes into neighbouring cells (or out of the domain, where they are
+dropped). Displacement of Poisson points keeps them Poisson, so the oracle blurs ``Lambda`` with
+the exact probability that a strike placed uniformly in a cell plus Gaussian error lands in each
+neighbour (one kernel along latitude, one per row along longitude); this is skipped when the
+error is tiny compared with the cell. The only approximation left is the Monte Carlo average.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+from tqdm.auto import tqdm
+
+from data_prep import schema
+from data_prep.synthetic import dynamics as dyn
+from data_prep.synthetic.simulate import Run, n_cohorts, steps_per_day
+
+CHUNK_INITS = 8  # forecast times per batch of rollouts (fixed: the random streams depend on it)
+KM_PER_DEGREE = 111.2
+
+
+def oracle_inits(days: int, *, n_in: int, n_out: int) -> np.ndarray:
+    """Day indices of every init with ``n_in`` observed days up to it and ``n_out`` days after."""
+    return np.arange(n_in - 1, days - n_out)
+
+
+def oracle_probability(s: dyn.Setting, run: Run, progress: bool = False) -> np.ndarray:
+    """Oracle probability of >= 1 detected strike, (I, n_out, H, W) float32, I = len(oracle_inits)."""
+    cfg = s.cfg
+    inits = oracle_inits(cfg.days, n_in=cfg.n_in, n_out=cfg.n_out)
+    kernels = location_kernels(s)
+    out = np.empty((len(inits), cfg.n_out, *s.grid.shape), np.float32)
+    starts = range(0, len(inits), CHUNK_INITS)
+    for c in tqdm(starts, desc="oracle", unit="chunk", disable=not progress):
+        d = inits[c : c + CHUNK_INITS]
+        rng = np.random.default_rng([cfg.seed, 1, c // CHUNK_INITS])
+        lam = rollout(rng, s, run, d) + known_part(run, d, cfg.n_out)[:, None]  # (C, S, L, H, W)
+        lam = blur(lam, kernels)
+        out[c : c + len(d)] = (-np.expm1(-lam)).mean(1)
+    return out
+
+
+def known_part(run: Run, inits: np.ndarray, n_out: int) -> np.ndarray:
+    """Expected detected strikes from storms born by the end of each init day, (C, n_out, H, W)."""
+    nc = run.cohorts.shape[1]
+    out = np.zeros((len(inits), n_out, *run.cohorts.shape[2:]), np.float32)
+    for lead in range(1, min(n_out, nc - 1) + 1):
+        out[:, lead - 1] = run.cohorts[inits + lead, lead:].sum(1)
+    return out
+
+
+def rollout(rng: np.random.Generator, s: dyn.Setting, run: Run, inits: np.ndarray) -> np.ndarray:
+    """Expected detected strikes from storms born after each init, per rollout, (C, S, n_out, H, W)."""
+    cfg, spd = s.cfg, steps_per_day(s)
+    n_s, c = cfg.oracle_samples, len(inits)
+    t0 = np.repeat(inits + 1.0, n_s)  # world w = init index * S + sample
+    frame = dyn.Frame(t0, cfg.n_out * spd, 1.0 / spd)
+    a0 = run.log_act[(inits + 1) * spd]
+    log_act = dyn.activity_paths(rng, s, frame, np.repeat(a0, n_s))[:, :-1].ravel()
+    systems = dyn.Systems.concat([_replicate(run, inits, n_s), dyn.spawn_systems(rng, s, frame)])
+    storms = dyn.spawn_storms(rng, s, frame, systems, log_act)
+    row, slot = frame.alive_pairs(storms.t0, storms.t0 + storms.life, storms.world)
+    world, k = np.divmod(slot, frame.n_steps)
+    tm = frame.t_start[world] + (k + 0.5) * frame.dt
+    n_b = frame.n_worlds * cfg.n_out
+    lam = dyn.render(storms, row, tm, world * cfg.n_out + k // spd, n_b, s, cfg.detection_efficiency)
+    return lam.reshape(c, n_s, cfg.n_out, *s.grid.shape)
+
+
+def _replicate(run: Run, inits: np.ndarray, n_s: int) -> dyn.Systems:
+    """The systems alive at the end of each init day, copied into each of its rollouts."""
+    parts = []
+    for i, d in enumerate(inits):
+        known = run.systems_at(d + 1.0)
+        idx = np.tile(np.arange(len(known)), n_s)
+        part = known.take(idx)
+        part.world = i * n_s + np.repeat(np.arange(n_s), len(known))
+        parts.append(part)
+    return dyn.Systems.concat(parts) if parts else dyn.Systems.empty()
+
+
+# --------------------------------------------------------------------------------------------
+# location error
+
+
+def location_kernels(s: dyn.Setting) -> tuple[np.ndarray, np.ndarray] | None:
+    """Cell-to-cell kernels of the location error: along lat (2m+1,), along lon per row (H, 2m+1).
+
+    None when the error is below 2 % of a cell (the blur would change nothing measurable).
+    """
+    g, err = s.grid, s.cfg.location_error_km
+    s_lat = err / KM_PER_DEGREE / g.res
+    s_lon = err / (KM_PER_DEGREE * np.cos(np.deg2rad(g.lat))) / g.res  # (H,)
+    if max(s_lat, s_lon.max()) < 0.02:
+        return None
+    m = int(math.ceil(4 * max(s_lat, s_lon.max()))) + 1
+    offsets = np.arange(-m, m + 1, dtype=float)
+    return _cell_kernel(offsets, np.array(s_lat)), _cell_kernel(offsets[None, :], s_lon[:, None])
+
+
+def _cell_kernel(m: np.ndarray, sd: np.ndarray) -> np.ndarray:
+    """P(a point uniform in cell 0 plus N(0, sd^2) error lands in cell m), sizes in cells.
+
+    With F(z) = z*Phi(z) + phi(z) (so F' = Phi): ``sd * (F((m+1)/sd) - 2F(m/sd) + F((m-1)/sd))``.
+    """
+    erf = np.vectorize(math.erf, otypes=[float])
+
+    def f(z):
+        return z * 0.5 * (1 + erf(z / math.sqrt(2))) + np.exp(-0.5 * z * z) / math.sqrt(2 * math.pi)
+
+    sd = np.maximum(sd, 1e-3)
+    return sd * (f((m + 1) / sd) - 2 * f(m / sd) + f((m - 1) / sd))
+
+
+def blur(lam: np.ndarray, kernels: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
+    """Spread expected counts (..., H, W) by the location kernels; mass leaving the domain is lost."""
+    if kernels is None:
+        return lam
+    k_lat, k_lon = kernels
+    m = (len(k_lat) - 1) // 2
+    out = np.zeros_like(lam)
+    h, w = lam.shape[-2:]
+    for o in range(-m, m + 1):  # along lat: cell i sends to i + o
+        src = slice(max(0, -o), min(h, h - o))
+        dst = slice(max(0, o), min(h, h + o))
+        out[..., dst, :] += k_lat[o + m] * lam[..., src, :]
+    res = np.zeros_like(lam)
+    for o in range(-m, m + 1):  # along lon, kernel per row
+        src = slice(max(0, -o), min(w, w - o))
+        dst = slice(max(0, o), min(w, w + o))
+        res[..., dst] += k_lon[:, o + m, None].astype(lam.dtype) * out[..., src]
+    return res
+
+
+def oracle_dataset(prob: np.ndarray, s: dyn.Setting) -> xr.Dataset:
+    """The oracle in the forecast-file layout: probability(init_time, lead_time, lat, lon)."""
+    cfg = s.cfg
+    inits = oracle_inits(cfg.days, n_in=cfg.n_in, n_out=cfg.n_out)
+    init_time = (s.start + pd.to_timedelta(inits, "D")).values.astype("datetime64[ns]")
+    lead = np.arange(1, cfg.n_out + 1)
+    valid = init_time[:, None] + (lead * np.timedelta64(1, "D"))[None, :]
+    ds = xr.Dataset(
+        {schema.PROBABILITY: ((schema.INIT_TIME, schema.LEAD_TIME, schema.LAT, schema.LON), prob)},
+        coords={
+            schema.INIT_TIME: (schema.INIT_TIME, init_time, {"long_name": "label of the last observed day (UTC)"}),
+            schema.LEAD_TIME: (schema.LEAD_TIME, lead, {"long_name": "days after init_time", "units": "1"}),
+            "valid_time": ((schema.INIT_TIME, schema.LEAD_TIME), valid),
+            **schema.grid_coords(s.grid),
+        },
+    )
+    ds[schema.PROBABILITY].attrs = {
+        "long_name": "oracle probability of at least one detected strike in the cell during the day",
+        "units": "1",
+    }
+    ds.attrs = {
+        "Conventions": schema.CF_CONVENTIONS,
+        "title": "strikecast synthetic-world oracle forecast",
+        "source": "oracle",
+        "grid": s.grid.spec(),
+        "time_step": "1D",
+        "time_step_seconds": 86400,
+        "seed": cfg.seed,
+        "oracle_samples": cfg.oracle_samples,
+        "storm_cohorts": n_cohorts(s),
+    }
+    return ds

@@ -1,0 +1,118 @@
+"""``generate_world``: config -> strikes.parquet, oracle.nc and world.json in a directory."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from data_prep.config import SynthConfig, atomic_write_text, to_dict
+from data_prep.errors import UserError
+from data_prep.schema import get_grid
+from data_prep.synthetic import dynamics as dyn
+from data_prep.synthetic import oracle as orc
+from data_prep.synthetic.records import strike_records, write_parquet_atomic
+from data_prep.synthetic.simulate import run_world
+from data_prep.synthetic.stats import brier_scores, count_stats, doy_climatology, grid_counts
+
+
+def generate_world(cfg: SynthConfig, out_dir: Path, progress: bool = True) -> dict[str, Path]:
+    """Generate the synthetic world of ``cfg`` into ``out_dir``.
+
+    Writes ``strikes.parquet`` (columns time (UTC ns), lat, lon, stroke_type "CG"/"IC",
+    peak_current_kA), ``oracle.nc`` (probability(init_time, lead_time, lat, lon) for every init
+    with ``n_in`` observed days up to it and ``n_out`` days after; skipped when
+    ``oracle_samples`` is 0 or the period is too short) and ``world.json`` (config and summary
+    statistics). The same config gives byte-identical records.
+
+    Returns
+    -------
+    dict
+        ``{"strikes": path, "oracle": path, "world": path}`` (no "oracle" when it was skipped).
+    """
+    check_config(cfg)
+    s = dyn.Setting.build(cfg, get_grid(cfg.grid))
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    clock = time.perf_counter()
+    world_seq, points_seq = np.random.SeedSequence([cfg.seed, 0]).spawn(2)
+    run = run_world(s, np.random.default_rng(world_seq), progress)
+    table = strike_records(np.random.default_rng(points_seq), s, run)
+    paths = {"strikes": write_parquet_atomic(table, out_dir / "strikes.parquet")}
+    counts, days = grid_counts(table, s.grid, start=cfg.start, days=cfg.days)
+    summary = count_stats(counts, days)
+    summary.update(cg_share=float(np.mean(table.column("stroke_type").to_numpy(zero_copy_only=False) == "CG")))
+    summary.update(storms_born=run.n_storms, systems_born=len(run.systems))
+    inits = orc.oracle_inits(cfg.days, n_in=cfg.n_in, n_out=cfg.n_out)
+    if cfg.oracle_samples > 0 and len(inits) > 0:
+        prob = orc.oracle_probability(s, run, progress)
+        paths["oracle"] = _write_netcdf(orc.oracle_dataset(prob, s), out_dir / "oracle.nc")
+        occ = counts > 0
+        summary["brier"] = brier_scores(prob, occ, inits, doy_climatology(occ, days))
+    summary["seconds"] = round(time.perf_counter() - clock, 2)
+    paths["world"] = atomic_write_text(out_dir / "world.json", json.dumps(_world_json(cfg, summary), indent=2))
+    return paths
+
+
+def check_config(cfg: SynthConfig) -> None:
+    """Raise :class:`UserError` naming the first invalid ``synth.*`` value."""
+    import pandas as pd
+
+    problems = [
+        (cfg.days >= 1, "synth.days", "must be at least 1"),
+        (cfg.step_hours >= 1 and 24 % cfg.step_hours == 0, "synth.step_hours", "must divide 24 (1, 2, 3, 4, 6, 8, 12, 24)"),
+        (0 < cfg.detection_efficiency <= 1, "synth.detection_efficiency", "must be in (0, 1]"),
+        (0 <= cfg.cg_fraction <= 1, "synth.cg_fraction", "must be in [0, 1]"),
+        (cfg.location_error_km >= 0, "synth.location_error_km", "must be >= 0"),
+        (cfg.storm_rate >= 0 and cfg.strike_scale >= 0 and cfg.system_rate >= 0, "synth rates", "must be >= 0"),
+        (0 < cfg.storm_life_days[0] <= cfg.storm_life_days[1], "synth.storm_life_days", "must be 0 < min <= max"),
+        (0 < cfg.system_speed[0] <= cfg.system_speed[1], "synth.system_speed", "must be 0 < min <= max"),
+        (cfg.activity_days > 0 and cfg.activity_sd >= 0, "synth.activity_days/activity_sd", "must be > 0 / >= 0"),
+        (cfg.oracle_samples >= 0 and cfg.n_in >= 1 and cfg.n_out >= 1, "synth.oracle_samples/n_in/n_out", "must be >= 0/1/1"),
+    ]
+    for ok, key, what in problems:
+        if not ok:
+            raise UserError(f"synth config: {key} {what}; fix it in the YAML or with {key.split('/')[0]}=...")
+    try:
+        pd.Timestamp(cfg.start)
+    except (ValueError, TypeError):
+        raise UserError(f"synth config: synth.start {cfg.start!r} is not a date; use YYYY-MM-DD") from None
+
+
+def _write_netcdf(ds, path: Path) -> Path:
+    """Atomic netCDF write through :func:`data_prep.io.write_netcdf_atomic`, compressed."""
+    encoding = {"probability": {"zlib": True, "complevel": 1, "chunksizes": (1, 1, *ds["probability"].shape[2:])}}
+    try:
+        from data_prep.io import write_netcdf_atomic
+    except ImportError:  # data_prep.io not there yet: same behaviour, local fallback
+        return _fallback_write(ds, path, encoding)
+    return write_netcdf_atomic(ds, path, encoding=encoding)
+
+
+def _fallback_write(ds, path: Path, encoding: dict) -> Path:
+    import os
+    import tempfile
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        ds.to_netcdf(tmp, encoding=encoding)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _world_json(cfg: SynthConfig, summary: dict) -> dict:
+    return {
+        "description": "strikecast synthetic lightning world; see data_prep/synthetic/__init__.py",
+        "config": to_dict(cfg),
+        "files": {
+            "strikes.parquet": "one row per detected stroke: time (UTC), lat, lon, stroke_type, peak_current_kA",
+            "oracle.nc": "probability(init_time, lead_time, lat, lon) of >= 1 detected strike given the hidden state",
+        },
+        "summary": summary,
+    }

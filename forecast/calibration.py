@@ -1,0 +1,254 @@
+"""Post-hoc calibration of the forecast probabilities, fitted on the validation split.
+
+Validation forecasts stream into a :class:`LogitHistogram`: per lead time and threshold, the
+number of observed cells with and without lightning in each narrow bin of the raw logit. The
+histogram is small, merges across processes by summing, and is all the fits need:
+
+- ``temperature`` (default): one temperature per lead and threshold, ``p = sigmoid(z / T)``,
+  minimising the log loss (Guo et al. 2017). T > 1 softens an over-confident model.
+- ``isotonic``: pooled-adjacent-violators on the binned validation probabilities gives a monotone
+  map, stored as its values on the logit-bin grid and applied by linear interpolation.
+- ``none``: ``p = sigmoid(z)``.
+
+:func:`reliability` bins the validation forecasts by probability before and after calibration
+(observed frequency vs mean forecast probability) for ``calibration.nc`` and the reliability plots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import xarray as xr
+
+from data_prep.errors import UserError
+
+METHODS = ("temperature", "isotonic", "none")
+N_LOGIT_BINS = 2001
+LOGIT_SPAN = 16.0  # bins cover logits in [-span, span]; beyond that go to the edge bins
+_P_EPS = 1e-5  # isotonic probabilities stay inside [eps, 1 - eps] so log losses stay finite
+
+
+class LogitHistogram:
+    """Counts of observed cells by (lead, threshold, raw-logit bin, outcome), float64.
+
+    ``counts`` has shape ``(n_out, n_thr, n_bins, 2)``; the last axis is (no strike, strike).
+    """
+
+    def __init__(
+        self, n_out: int, n_thr: int, n_bins: int = N_LOGIT_BINS, span: float = LOGIT_SPAN
+    ):
+        self.n_bins, self.span = n_bins, span
+        self.counts = torch.zeros(n_out, n_thr, n_bins, 2, dtype=torch.float64)
+
+    @property
+    def centres(self) -> np.ndarray:
+        """Logit at the centre of each bin, (n_bins,)."""
+        return np.linspace(-self.span, self.span, self.n_bins)
+
+    def add(self, logits: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> None:
+        """Add logits/target (B, n_out, n_thr, H, W) where mask (B, n_out, H, W) is 1."""
+        n_out, n_thr = self.counts.shape[:2]
+        z = logits.detach().float().cpu()
+        step = 2 * self.span / (self.n_bins - 1)
+        b = ((z + self.span) / step).round().clamp(0, self.n_bins - 1).long()
+        lead = torch.arange(n_out).view(1, n_out, 1, 1, 1)
+        thr = torch.arange(n_thr).view(1, 1, n_thr, 1, 1)
+        flat = ((lead * n_thr + thr) * self.n_bins + b) * 2 + (target.cpu() > 0.5).long()
+        w = mask.detach().float().cpu().unsqueeze(2).expand_as(z)
+        size = self.counts.numel()
+        self.counts += torch.bincount(
+            flat.reshape(-1), w.reshape(-1).double(), minlength=size
+        ).view_as(self.counts)
+
+
+@dataclass
+class Calibrator:
+    """Maps raw logits (B, n_out, n_thr, H, W) to calibrated probabilities of the same shape."""
+
+    method: str
+    temperature: torch.Tensor  # (n_out, n_thr); ones unless method == "temperature"
+    table: torch.Tensor | None = None  # (n_out, n_thr, n_bins) isotonic P on the logit-bin grid
+    span: float = LOGIT_SPAN
+
+    def probability(self, logits: torch.Tensor) -> torch.Tensor:
+        """Calibrated P(count >= threshold), float32; never increasing along the threshold axis."""
+        z = logits.float()
+        if self.method == "isotonic":
+            p = _interp_table(z, self.table.to(z.device), self.span)
+        else:
+            t = self.temperature.to(z.device).view(1, *self.temperature.shape, 1, 1)
+            p = torch.sigmoid(z / t)
+        return torch.cummin(p, dim=2).values if p.shape[2] > 1 else p
+
+    def to_state(self) -> dict:
+        return {
+            "method": self.method,
+            "temperature": self.temperature.float(),
+            "table": None if self.table is None else self.table.float(),
+            "span": float(self.span),
+        }
+
+    @classmethod
+    def from_state(cls, state: dict | None, n_out: int, n_thr: int) -> Calibrator:
+        """Rebuild from :meth:`to_state`; ``None`` (an uncalibrated checkpoint) gives ``none``."""
+        if state is None:
+            return identity(n_out, n_thr)
+        return cls(state["method"], state["temperature"], state["table"], state["span"])
+
+
+def identity(n_out: int, n_thr: int) -> Calibrator:
+    """``p = sigmoid(z)``."""
+    return Calibrator("none", torch.ones(n_out, n_thr))
+
+
+def fit_calibration(hist: LogitHistogram, method: str = "temperature") -> Calibrator:
+    """Fit ``method`` (one of :data:`METHODS`) per lead and threshold on a validation histogram."""
+    if method not in METHODS:
+        raise UserError(
+            f"config: train.calibration {method!r} is unknown; use one of {', '.join(METHODS)}"
+        )
+    n_out, n_thr = hist.counts.shape[:2]
+    z, c = hist.centres, hist.counts.numpy()
+    if method == "temperature":
+        t = [
+            [fit_temperature(z, c[i, k, :, 1], c[i, k, :, 0]) for k in range(n_thr)]
+            for i in range(n_out)
+        ]
+        return Calibrator("temperature", torch.tensor(t, dtype=torch.float32), span=hist.span)
+    if method == "isotonic":
+        table = [
+            [_isotonic_table(c[i, k, :, 1], c[i, k, :, 0]) for k in range(n_thr)]
+            for i in range(n_out)
+        ]
+        return Calibrator(
+            "isotonic", torch.ones(n_out, n_thr), torch.tensor(np.array(table)), hist.span
+        )
+    return identity(n_out, n_thr)
+
+
+def fit_temperature(z: np.ndarray, pos: np.ndarray, neg: np.ndarray, iters: int = 50) -> float:
+    """Temperature T minimising the log loss of ``sigmoid(z / T)`` over weighted logits.
+
+    ``z`` (n,) logits, ``pos``/``neg`` (n,) weights of outcomes 1/0. The loss is convex in
+    ``a = 1 / T``; Newton steps on ``a``, kept within [0.01, 100]. No data gives T = 1.
+    """
+    w = pos + neg
+    if w.sum() <= 0 or pos.sum() <= 0 or neg.sum() <= 0:
+        return 1.0
+    a = 1.0
+    for _ in range(iters):
+        p = 1 / (1 + np.exp(-a * z))
+        grad = np.sum((w * p - pos) * z)
+        hess = np.sum(w * p * (1 - p) * z * z) + 1e-12
+        a_new = float(np.clip(a - grad / hess, 0.01, 100.0))
+        if abs(a_new - a) < 1e-9:
+            break
+        a = a_new
+    return 1.0 / a
+
+
+def _isotonic_table(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """Pooled adjacent violators over the logit bins -> monotone P on every bin centre (n_bins,)."""
+    w = pos + neg
+    keep = np.flatnonzero(w > 0)
+    if keep.size == 0:
+        return np.full(pos.shape, 0.5, dtype=np.float32)
+    values, weights, ends = [], [], []  # blocks of pooled bins
+    for i in keep:
+        v, wt = pos[i] / w[i], w[i]
+        while values and values[-1] >= v:  # a violator: pool it into the previous block
+            v = (values[-1] * weights[-1] + v * wt) / (weights[-1] + wt)
+            wt += weights.pop()
+            values.pop()
+            ends.pop()
+        values.append(v)
+        weights.append(wt)
+        ends.append(i)
+    fitted = np.repeat(values, _block_sizes(keep, ends))  # (len(keep),)
+    table = np.interp(np.arange(pos.size), keep, fitted)
+    return np.clip(table, _P_EPS, 1 - _P_EPS).astype(np.float32)
+
+
+def _block_sizes(keep: np.ndarray, ends: list[int]) -> np.ndarray:
+    """How many kept bins each block spans."""
+    pos_of_end = np.searchsorted(keep, ends)
+    return np.diff(np.concatenate([[-1], pos_of_end]))
+
+
+def _interp_table(z: torch.Tensor, table: torch.Tensor, span: float) -> torch.Tensor:
+    """Interpolate ``table`` (n_out, n_thr, n_bins) linearly at logits z (B, n_out, n_thr, H, W)."""
+    n_bins = table.shape[-1]
+    u = ((z + span) / (2 * span) * (n_bins - 1)).clamp(0, n_bins - 1)
+    lo = u.floor().long().clamp(max=n_bins - 2)
+    frac = u - lo
+    B, n_out, n_thr, H, W = z.shape
+    tab = table.view(1, n_out, n_thr, n_bins).expand(B, -1, -1, -1)
+    lo_flat = lo.reshape(B, n_out, n_thr, H * W)
+    y0 = torch.gather(tab, 3, lo_flat).view_as(z)
+    y1 = torch.gather(tab, 3, lo_flat + 1).view_as(z)
+    return y0 + frac * (y1 - y0)
+
+
+def reliability(
+    hist: LogitHistogram, cal: Calibrator, thresholds: tuple[int, ...], n_bins: int = 10
+) -> xr.Dataset:
+    """Reliability of validation forecasts before (``raw``) and after (``calibrated``) calibration.
+
+    Returns a Dataset with dims ``(stage, lead_time, threshold, bin)``: ``forecast_probability``
+    (mean forecast in the bin), ``observed_frequency``, ``count`` (cells), and per (stage,
+    lead_time, threshold) the ``log_loss`` and ``brier_score``; plus ``temperature``.
+    """
+    n_out, n_thr = hist.counts.shape[:2]
+    z = (
+        torch.tensor(hist.centres, dtype=torch.float32)
+        .view(1, 1, 1, 1, -1)
+        .expand(1, n_out, n_thr, 1, -1)
+    )
+    probs = {"raw": torch.sigmoid(z), "calibrated": cal.probability(z.contiguous())}
+    c = hist.counts.numpy()
+    edges = np.linspace(0, 1, n_bins + 1)
+    out = {
+        k: []
+        for k in ("forecast_probability", "observed_frequency", "count", "log_loss", "brier_score")
+    }
+    for p in probs.values():
+        p = p[0, :, :, 0].double().numpy()  # (n_out, n_thr, n_logit_bins)
+        for key, val in _binned(p, c[..., 1], c[..., 0], edges).items():
+            out[key].append(val)
+    dims3, dims1 = ("stage", "lead_time", "threshold", "bin"), ("stage", "lead_time", "threshold")
+    data = {k: (dims3 if np.ndim(v[0]) == 3 else dims1, np.array(v)) for k, v in out.items()}
+    data["temperature"] = (("lead_time", "threshold"), cal.temperature.numpy())
+    coords = {
+        "stage": list(probs),
+        "lead_time": np.arange(1, n_out + 1),
+        "threshold": list(thresholds),
+        "bin_lower": ("bin", edges[:-1]),
+        "bin_upper": ("bin", edges[1:]),
+    }
+    return xr.Dataset(data, coords=coords, attrs={"calibration_method": cal.method})
+
+
+def _binned(p: np.ndarray, pos: np.ndarray, neg: np.ndarray, edges: np.ndarray) -> dict:
+    """Reliability bins and scores from per-logit-bin probabilities p and outcome weights."""
+    n_rel = len(edges) - 1
+    idx = np.clip(np.digitize(p, edges[1:-1]), 0, n_rel - 1)
+    w = pos + neg
+    count, obs, fsum = (np.zeros(p.shape[:2] + (n_rel,)) for _ in range(3))
+    for i, j in np.ndindex(*p.shape[:2]):
+        count[i, j] = np.bincount(idx[i, j], w[i, j], n_rel)
+        obs[i, j] = np.bincount(idx[i, j], pos[i, j], n_rel)
+        fsum[i, j] = np.bincount(idx[i, j], w[i, j] * p[i, j], n_rel)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        pc = np.clip(p, 1e-7, 1 - 1e-7)
+        n = w.sum(-1)
+        ll = -(pos * np.log(pc) + neg * np.log(1 - pc)).sum(-1) / n
+        bs = (pos * (1 - p) ** 2 + neg * p**2).sum(-1) / n
+        return {
+            "forecast_probability": fsum / count,
+            "observed_frequency": obs / count,
+            "count": count,
+            "log_loss": ll,
+            "brier_score": bs,
+        }

@@ -1,0 +1,121 @@
+"""Checkpoints of the lightning forecaster: plain tensors and containers, safe to load.
+
+A checkpoint is a dict that ``torch.load(..., weights_only=True)`` can read (tensors, numbers,
+strings, lists, dicts; no pickled objects)::
+
+    format       "strikecast-checkpoint-1"
+    model_args   {"model": ModelConfig as dict, "in_channels": int, "n_out": int}
+    model        model state dict
+    optimizer, scaler     state dicts (absent in an inference-only checkpoint)
+    step, epoch, batch_in_epoch, best_val, bad_epochs     where training stood
+    rng          torch / numpy / python / cuda random states
+    config       the resolved ExperimentConfig as a dict
+    stats        FeatureStats.to_state()
+    calibration  Calibrator.to_state() or None
+
+Files are written to a temporary file beside the target, then renamed into place.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from data_prep.errors import UserError
+
+FORMAT = "strikecast-checkpoint-1"
+REQUIRED = ("format", "model_args", "model", "config", "stats")
+
+
+def save_checkpoint(state: dict, path: Path) -> Path:
+    """Write ``state`` (see the module docstring) to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        torch.save({"format": FORMAT, **state}, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
+    """Read a checkpoint with ``weights_only=True``; refuse anything that is not one of ours.
+
+    Raises
+    ------
+    UserError
+        When the file is missing, holds pickled objects other than tensors and plain containers,
+        or lacks the keys listed in :data:`REQUIRED`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(
+            f"checkpoint {path} not found; pass the best.pt written by `strikecast train`"
+        )
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as e:
+        why = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+        raise UserError(
+            f"checkpoint {path} is not a strikecast checkpoint ({why}); refusing to load it"
+        ) from None
+    missing = [k for k in REQUIRED if not isinstance(state, dict) or k not in state]
+    if missing or state.get("format") != FORMAT:
+        raise UserError(
+            f"checkpoint {path} is not a strikecast checkpoint (missing "
+            f"{', '.join(missing) or 'format'}); refusing to load it"
+        )
+    return state
+
+
+# --------------------------------------------------------------------------------------------
+# random states as tensors and lists (weights_only-safe)
+
+
+def rng_state() -> dict:
+    """The torch, numpy, python (and CUDA) random states as tensors, lists and numbers."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()  # noqa: NPY002 - legacy global state
+    version, internal, gauss_next = random.getstate()
+    state = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "python": {"version": int(version), "internal": list(internal), "gauss_next": gauss_next},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    """Restore the states captured by :func:`rng_state`."""
+    torch.set_rng_state(state["torch"].cpu())
+    n = state["numpy"]
+    np.random.set_state(  # noqa: NPY002 - legacy global state
+        ("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"])
+    )
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])

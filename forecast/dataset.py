@@ -1,0 +1,320 @@
+"""Window index -> lazily sliced input/target tensors for the lightning forecaster.
+
+Every map step becomes ``N_CHANNELS`` input channels (:func:`input_features`)::
+
+    0  log1p(strike_count) / count_scale     strike intensity, about 0..1
+    1  strike_count >= 1                     occurrence
+    2  climatology of the step's calendar day  P(count >= 1) fitted on training steps
+    3  latitude, scaled to -1..1 over the training grid
+    4  longitude, scaled to -1..1 over the training grid
+    5  sin(2 pi day-of-year / 365.25)
+    6  cos(2 pi day-of-year / 365.25)
+
+:func:`fit_stats` fits the climatology and ``count_scale`` on the training split only.
+:class:`WindowDataset` reads the steps of one window per item: from numpy arrays loaded once
+when the maps are small (< 2 GB), else by ``isel`` on the (lazy) Dataset. Tensors come last.
+Input features depend on one step only, so small maps are featurised once for all windows.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+from torch.utils.data import DataLoader, Dataset
+
+from data_prep.climatology import climatology_at, doy_sums, finish_climatology
+from data_prep.errors import UserError
+from data_prep.schema import COUNT, COVERAGE, LAT, LON, TIME
+from data_prep.sequences import WindowIndex
+
+N_CHANNELS = 7
+IN_MEMORY_BYTES = 2 * 1024**3  # maps smaller than this are loaded once as numpy
+FEATURE_CACHE_BYTES = 1024**3  # in-memory maps whose input features fit are featurised once
+_CHUNK_STEPS = 128  # steps read at a time when fitting statistics
+_COUNT_QUANTILE = 0.99  # count_scale = log1p of this quantile of positive training counts
+_MAX_COUNT_BIN = 1 << 16  # counts above are binned together when taking the quantile
+
+
+@dataclass
+class FeatureStats:
+    """What the input features need from the training split.
+
+    climatology : float32 (366, H, W) P(count >= 1) by calendar day (see data_prep.climatology).
+    count_scale : log1p(count) is divided by this.
+    lat, lon : float64 (H,), (W,) cell centres of the training grid.
+    """
+
+    climatology: np.ndarray
+    count_scale: float
+    lat: np.ndarray
+    lon: np.ndarray
+
+    def to_state(self) -> dict:
+        """Plain tensors, floats and lists: safe for ``torch.load(weights_only=True)``."""
+        return {
+            "climatology": torch.from_numpy(np.ascontiguousarray(self.climatology, np.float32)),
+            "count_scale": float(self.count_scale),
+            "lat": [float(v) for v in self.lat],
+            "lon": [float(v) for v in self.lon],
+        }
+
+    @classmethod
+    def from_state(cls, state: dict) -> FeatureStats:
+        """Inverse of :meth:`to_state`."""
+        clim = state["climatology"]
+        clim = clim.cpu().numpy() if isinstance(clim, torch.Tensor) else np.asarray(clim)
+        return cls(
+            climatology=clim.astype(np.float32),
+            count_scale=float(state["count_scale"]),
+            lat=np.asarray(state["lat"], dtype=np.float64),
+            lon=np.asarray(state["lon"], dtype=np.float64),
+        )
+
+
+def fit_stats(ds: xr.Dataset, index: WindowIndex, **clim_kwargs) -> FeatureStats:
+    """Fit the climatology and count scale on the steps of the training windows only.
+
+    Parameters
+    ----------
+    ds : maps Dataset (``strike_count``, ``coverage``), read in chunks of steps.
+    index : window index of ``ds``; only ``index.steps("train")`` are read for fitting.
+    clim_kwargs : passed to :func:`data_prep.climatology.finish_climatology`.
+    """
+    n_steps = ds.sizes[TIME]
+    if index.n_steps and index.n_steps != n_steps:
+        raise UserError(
+            f"window index has {index.n_steps} steps, maps {n_steps}; rebuild the index"
+        )
+    train = index.steps("train")
+    if not train.any():
+        raise UserError("window index: no training window to fit feature statistics on")
+    times = ds[TIME].values
+    hits = samples = None
+    hist = np.zeros(_MAX_COUNT_BIN + 1, dtype=np.int64)
+    for a in range(0, n_steps, _CHUNK_STEPS):
+        use = train[a : a + _CHUNK_STEPS]
+        if not use.any():
+            continue
+        part = ds.isel({TIME: slice(a, a + _CHUNK_STEPS)})
+        counts, cov = part[COUNT].values, part[COVERAGE].values  # (t, H, W)
+        h, n = doy_sums(counts, times[a : a + _CHUNK_STEPS], use, cov)
+        hits, samples = (h, n) if hits is None else (hits + h, samples + n)
+        positive = counts[use][(cov[use] > 0) & (counts[use] >= 1)]
+        hist += np.bincount(np.minimum(positive, _MAX_COUNT_BIN), minlength=_MAX_COUNT_BIN + 1)
+    clim = finish_climatology(hits, samples, **clim_kwargs)
+    lat, lon = ds[LAT].values.astype(np.float64), ds[LON].values.astype(np.float64)
+    return FeatureStats(clim, _count_scale(hist), lat, lon)
+
+
+def _count_scale(hist: np.ndarray) -> float:
+    """log1p of the 99th percentile of positive counts (histogram by count), at least log(2)."""
+    if hist.sum() == 0:
+        return float(np.log1p(1.0))
+    q = int(np.searchsorted(np.cumsum(hist), _COUNT_QUANTILE * hist.sum()))
+    return float(max(np.log1p(q), np.log1p(1.0)))
+
+
+def input_features(
+    counts: np.ndarray, times: np.ndarray, stats: FeatureStats, lat: np.ndarray, lon: np.ndarray
+) -> np.ndarray:
+    """Input channels of each step (see the module docstring).
+
+    Parameters
+    ----------
+    counts : int (T, H, W) strike counts.
+    times : datetime64 (T,) step labels.
+    stats : fitted :class:`FeatureStats` on the same grid.
+    lat, lon : (H,), (W,) cell centres.
+
+    Returns
+    -------
+    np.ndarray float32 (T, N_CHANNELS, H, W)
+    """
+    counts = np.asarray(counts)
+    t, h, w = counts.shape
+    if stats.climatology.shape[1:] != (h, w) or len(lat) != h or len(lon) != w:
+        raise UserError(
+            f"maps grid {(h, w)} (lat {len(lat)}, lon {len(lon)}) differs from the grid the "
+            f"statistics were fitted on {stats.climatology.shape[1:]}; "
+            "use maps on the training grid"
+        )
+    out = np.empty((t, N_CHANNELS, h, w), dtype=np.float32)
+    c = counts.astype(np.float32)
+    out[:, 0] = np.log1p(c) / np.float32(stats.count_scale)
+    out[:, 1] = c >= 1
+    out[:, 2] = climatology_at(stats.climatology, times)
+    out[:, 3] = _scaled(lat, stats.lat)[None, :, None]
+    out[:, 4] = _scaled(lon, stats.lon)[None, None, :]
+    angle = 2 * np.pi * _day_of_year(times) / 365.25  # (T,)
+    out[:, 5] = np.sin(angle)[:, None, None]
+    out[:, 6] = np.cos(angle)[:, None, None]
+    return out
+
+
+def _scaled(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """``x`` mapped so that the span of ``ref`` becomes -1..1."""
+    lo, hi = float(np.min(ref)), float(np.max(ref))
+    half = (hi - lo) / 2 or 1.0
+    return ((np.asarray(x, dtype=np.float64) - (lo + hi) / 2) / half).astype(np.float32)
+
+
+def _day_of_year(times: np.ndarray) -> np.ndarray:
+    """Fractional day of year (0 = 1 January 00:00 UTC), float64 (T,)."""
+    t = pd.DatetimeIndex(np.asarray(times, dtype="datetime64[ns]"))
+    return (t - t.normalize()).total_seconds().to_numpy() / 86400.0 + t.day_of_year.to_numpy() - 1
+
+
+class WindowDataset(Dataset):
+    """Windows of a maps Dataset as tensors; each item reads only the steps it needs.
+
+    Parameters
+    ----------
+    ds : maps Dataset.
+    starts : int (N,) window starts (``index.starts[split]``).
+    n_in, n_out : input steps and lead times.
+    stats : :class:`FeatureStats` from :func:`fit_stats`.
+    thresholds : count thresholds of the targets, P(count >= t).
+    in_memory : load the two arrays once as numpy (default: when they take < 2 GB); the input
+        features of every step are then computed once too when they take < 1 GB.
+
+    Items are dicts: ``x`` float32 (n_in, C, H, W), ``y`` float32 (n_out, n_thr, H, W),
+    ``mask`` float32 (n_out, H, W) target coverage, ``init`` int64 index of the last input step.
+    """
+
+    def __init__(
+        self,
+        ds: xr.Dataset,
+        starts: np.ndarray,
+        *,
+        n_in: int,
+        n_out: int,
+        stats: FeatureStats,
+        thresholds: tuple[int, ...] = (1,),
+        in_memory: bool | None = None,
+    ):
+        self.starts = np.asarray(starts, dtype=np.int64)
+        self.n_in, self.n_out, self.stats = int(n_in), int(n_out), stats
+        self.thresholds = np.asarray(thresholds, dtype=np.int64)
+        n_steps = ds.sizes[TIME]
+        if self.starts.size and (
+            self.starts.min() < 0 or self.starts.max() + n_in + n_out > n_steps
+        ):
+            raise UserError(
+                f"window starts run past the {n_steps} steps of the maps; rebuild the index"
+            )
+        if self.thresholds.size == 0 or self.thresholds.min() < 1:
+            raise UserError(
+                f"config model.thresholds {list(thresholds)} must be counts >= 1; e.g. [1]"
+            )
+        self.times = ds[TIME].values
+        self.lat, self.lon = ds[LAT].values, ds[LON].values
+        if in_memory is None:
+            in_memory = ds[COUNT].nbytes + ds[COVERAGE].nbytes < IN_MEMORY_BYTES
+        self._arrays = (ds[COUNT].values, ds[COVERAGE].values) if in_memory else None
+        self._ds = None if in_memory else ds[[COUNT, COVERAGE]]
+        self._features = None  # (T, C, H, W) inputs of every step, when small enough
+        if in_memory and self._arrays[0].size * N_CHANNELS * 4 < FEATURE_CACHE_BYTES:
+            self._features = input_features(self._arrays[0], self.times, stats, self.lat, self.lon)
+
+    def __len__(self) -> int:
+        return len(self.starts)
+
+    def _steps(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
+        """Counts and coverage of steps a..b-1, each (b - a, H, W)."""
+        if self._arrays is not None:
+            return self._arrays[0][a:b], self._arrays[1][a:b]
+        part = self._ds.isel({TIME: slice(a, b)})
+        return part[COUNT].values, part[COVERAGE].values
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        s = int(self.starts[i])
+        e = s + self.n_in
+        counts, cov = self._steps(s, e + self.n_out)  # (n_in + n_out, H, W)
+        if self._features is not None:
+            x = self._features[s:e]
+        else:
+            x = input_features(counts[: self.n_in], self.times[s:e], self.stats, self.lat, self.lon)
+        target = (
+            counts[self.n_in :, None] >= self.thresholds[None, :, None, None]
+        )  # (n_out, n_thr, H, W)
+        return {
+            "x": torch.from_numpy(x),
+            "y": torch.from_numpy(target.astype(np.float32)),
+            "mask": torch.from_numpy((cov[self.n_in :] > 0).astype(np.float32)),
+            "init": torch.tensor(e - 1, dtype=torch.int64),
+        }
+
+
+def init_features(
+    ds: xr.Dataset, inits: np.ndarray, n_in: int, stats: FeatureStats
+) -> torch.Tensor:
+    """Inputs of forecasts made at ``inits`` (last observed steps), no targets needed.
+
+    Parameters
+    ----------
+    ds : maps Dataset.
+    inits : int (N,) step index of the last input step of each forecast.
+    n_in : input steps.
+    stats : fitted :class:`FeatureStats`.
+
+    Returns
+    -------
+    torch.Tensor float32 (N, n_in, C, H, W)
+    """
+    inits = np.atleast_1d(np.asarray(inits, dtype=np.int64))
+    n_steps = ds.sizes[TIME]
+    if inits.size and (inits.min() < n_in - 1 or inits.max() >= n_steps):
+        raise UserError(
+            f"forecast init steps must lie in {n_in - 1}..{n_steps - 1} "
+            f"(need {n_in} past steps); got {inits.min()}..{inits.max()}"
+        )
+    times, lat, lon = ds[TIME].values, ds[LAT].values, ds[LON].values
+    h, w = ds.sizes[LAT], ds.sizes[LON]
+    out = torch.empty((len(inits), n_in, N_CHANNELS, h, w), dtype=torch.float32)
+    for k, i in enumerate(inits):
+        sl = slice(int(i) - n_in + 1, int(i) + 1)
+        counts = ds[COUNT].isel({TIME: sl}).values  # (n_in, H, W)
+        out[k] = torch.from_numpy(input_features(counts, times[sl], stats, lat, lon))
+    return out
+
+
+def make_loader(
+    dataset: Dataset,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+) -> DataLoader:
+    """A DataLoader with a seeded order, pinned memory on CUDA and persistent workers.
+
+    ``device`` ("cpu", "cuda", "cuda:N" or "auto") only decides whether memory is pinned.
+    """
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    pin = torch.device(device).type == "cuda"
+    generator = torch.Generator()
+    generator.manual_seed(int(seed))
+    return DataLoader(
+        dataset,
+        batch_size=int(batch_size),
+        shuffle=bool(shuffle),
+        num_workers=int(num_workers),
+        pin_memory=pin,
+        persistent_workers=num_workers > 0,
+        generator=generator,
+        worker_init_fn=_seed_worker if num_workers > 0 else None,
+    )
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Seed numpy and random in each worker from torch's per-worker seed."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)  # noqa: NPY002 - code in workers may use the global numpy generator
+    random.seed(seed)

@@ -1,0 +1,145 @@
+"""One process per GPU under ``torchrun``, one process otherwise.
+
+``torchrun --nproc_per_node 4 -m forecast train ...`` sets ``RANK``, ``WORLD_SIZE`` and
+``LOCAL_RANK``; :func:`setup` then joins the process group (NCCL on GPUs, gloo on CPU) and each
+process takes its own device. Without those variables everything runs in one process and the
+helpers below do nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.distributed as td
+from torch.utils.data import Sampler
+
+from data_prep.errors import UserError
+
+
+@dataclass(frozen=True)
+class Dist:
+    """Where this process stands: ``rank`` of ``world`` processes, on ``device``."""
+
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """``auto`` -> the first CUDA device when present, else CPU; ``cpu``, ``cuda``, ``cuda:N``."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise UserError(
+            f"config: device {spec!r} is not a device; use auto, cpu, cuda or cuda:N"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(
+            f"config: device {spec!r} asked for, but no CUDA GPU is visible; use device=cpu"
+        )
+    return device
+
+
+def setup(device_spec: str = "auto") -> Dist:
+    """Join the ``torchrun`` process group when there is one; pick this process's device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = resolve_device(device_spec)
+    if world == 1:
+        return Dist(0, 1, device)
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    if device.type == "cuda":
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    if not td.is_initialized():
+        td.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(rank, world, device)
+
+
+@contextlib.contextmanager
+def session(device_spec: str = "auto", threads: int = 0) -> Iterator[Dist]:
+    """:func:`setup`, then (on CPU) ``threads`` torch threads, or with 0 the cores shared among
+    the processes; on leaving, the previous thread count and :func:`teardown`."""
+    dist = setup(device_spec)
+    previous = torch.get_num_threads()
+    if dist.device.type == "cpu":
+        if threads <= 0:
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+            threads = max(1, (cores or os.cpu_count() or 1) // dist.world)
+        torch.set_num_threads(threads)
+    try:
+        yield dist
+    finally:
+        torch.set_num_threads(previous)
+        teardown(dist)
+
+
+def teardown(dist: Dist) -> None:
+    """Leave the process group that :func:`setup` joined."""
+    if dist.world > 1 and td.is_initialized():
+        td.destroy_process_group()
+
+
+def all_sum(x: torch.Tensor, dist: Dist) -> torch.Tensor:
+    """Sum of ``x`` over all processes (``x`` itself with one process)."""
+    if dist.world == 1:
+        return x
+    y = x.to(dist.device).clone()
+    td.all_reduce(y)
+    return y.to(x.device)
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Mixed precision in ``dtype`` (bf16 / fp16) on ``device``; a no-op context for ``None``."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def barrier(dist: Dist) -> None:
+    if dist.world > 1:
+        td.barrier()
+
+
+class ShardSampler(Sampler[int]):
+    """This process's share of a dataset, reshuffled per epoch as a pure function of (seed, epoch).
+
+    With ``shuffle`` the order is a permutation seeded by ``seed + epoch``, padded by wrapping so
+    every process gets ``ceil(n / world)`` items (equal step counts keep DDP in lockstep). ``skip``
+    drops the first items of the epoch: resuming mid-epoch sees exactly the remaining ones.
+    Without ``shuffle`` (validation) each process gets ``range(rank, n, world)``, unpadded.
+    """
+
+    def __init__(
+        self, n: int, *, rank: int = 0, world: int = 1, shuffle: bool = True, seed: int = 0
+    ):
+        self.n, self.rank, self.world, self.shuffle, self.seed = n, rank, world, shuffle, seed
+        self.epoch, self.skip = 0, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def indices(self) -> np.ndarray:
+        if not self.shuffle:
+            return np.arange(self.rank, self.n, self.world)
+        order = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+        per = math.ceil(self.n / self.world)
+        order = np.resize(order, per * self.world)  # wrap-around padding
+        return order[self.rank :: self.world][self.skip :]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices().tolist())
+
+    def __len__(self) -> int:
+        return len(self.indices())

@@ -1,0 +1,296 @@
+"""Score the model, forecast files and baselines through one loop into one scores Dataset.
+
+:func:`evaluate` runs every method over the same init steps, a batch of inits at a time, and
+streams each method's forecasts into the states of :mod:`forecast.metrics`:
+
+1. Threshold selection: contingency tables on the validation split (or, without one, on the
+   scored cases) give each method and lead the probability threshold of highest CSI.
+2. Scoring: probability, categorical, spatial and per-day states on the scored split; the
+   categorical and spatial scores at the selected threshold.
+3. Brier skill scores against the climatology and persistence methods on the same cases (scored
+   as hidden references when not asked for), bootstrap intervals over forecast days.
+
+:func:`evaluate_to_files` opens the files, assembles the methods, and writes the scores netCDF and
+a Markdown scorecard beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from data_prep.errors import UserError
+from data_prep.io import open_maps, write_netcdf_atomic
+from data_prep.schema import TIME
+from forecast.baselines import build_baseline, observations, valid_steps
+from forecast.metrics import ContingencyState, best_threshold
+from forecast.metrics.suite import REFERENCES, MethodState, scores_dataset
+from forecast.scorecard import format_score_table, scorecard_markdown
+
+__all__ = ["evaluate", "evaluate_to_files", "format_score_table", "stream"]
+
+# --------------------------------------------------------------------------------------------
+# the loop
+
+
+def stream(
+    ds: xr.Dataset,
+    inits: np.ndarray,
+    methods: dict[str, object],
+    n_out: int,
+    batch: int,
+    add: Callable[[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray], None],
+) -> None:
+    """Forecast every method on batches of ``inits``; call ``add(name, rows, prob, events, mask)``.
+
+    ``rows`` are the positions of the batch in ``inits``; ``prob`` (n, L, H, W), ``events`` and
+    ``mask`` bool (n, L, H, W); ``mask`` holds observed cells where the forecast is finite.
+    """
+    for lo in range(0, len(inits), batch):
+        rows = np.arange(lo, min(lo + batch, len(inits)))
+        events, observed = observations(ds, inits[rows], n_out)
+        for name, method in methods.items():
+            prob = _leads(method.forecast(ds, inits[rows]), n_out)
+            add(name, rows, prob, events, observed & np.isfinite(prob))
+
+
+def _leads(prob: np.ndarray, n_out: int) -> np.ndarray:
+    """Forecast (N, L', H, W) cut or NaN-padded to ``n_out`` lead times."""
+    prob = np.asarray(prob, dtype=np.float32)
+    if prob.shape[1] >= n_out:
+        return prob[:, :n_out]
+    pad = np.full((prob.shape[0], n_out - prob.shape[1]) + prob.shape[2:], np.nan, np.float32)
+    return np.concatenate([prob, pad], axis=1)
+
+
+def select_thresholds(ds, inits, methods, n_out: int, batch: int) -> dict[str, np.ndarray]:
+    """Threshold of highest CSI per method and lead on ``inits``: {name: (L,)}."""
+    tables = {name: ContingencyState.init(n_out) for name in methods}
+    stream(ds, inits, methods, n_out, batch, lambda n, r, p, e, m: tables[n].add(p, e, m))
+    return {name: best_threshold(t.compute()["csi"], t.thresholds) for name, t in tables.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# evaluate
+
+
+def evaluate(cfg, ds: xr.Dataset, index, methods: dict[str, object], split: str = "test"):
+    """Score ``methods`` on the init steps of ``split`` of ``index``; one scores Dataset.
+
+    Parameters
+    ----------
+    cfg : ExperimentConfig (uses ``cfg.eval``).
+    ds : maps Dataset.
+    index : WindowIndex; ``split`` may be any of its splits ("all" when built by
+        :func:`all_steps_index`).
+    methods : name -> object with ``forecast(ds, inits) -> (N, L, H, W)`` probabilities.
+        Methods with ``covers(ds, inits) -> bool (N,)`` restrict the cases to the inits they
+        cover (all methods are scored on the same cases).
+    split : split of ``index`` to score.
+
+    Returns
+    -------
+    xr.Dataset with dims method, lead_time, threshold, scale, bin, prob_threshold.
+    """
+    ecfg, n_out = cfg.eval, index.n_out
+    inits, notes = _cases(ds, index.inits(split), methods, f"split {split!r}")
+    if inits.size == 0:
+        raise UserError(f"evaluate: no init of split {split!r} to score; {notes}")
+    scored = dict(methods)
+    for ref in REFERENCES:  # hidden references for the skill scores
+        if ref not in scored:
+            scored[ref] = build_baseline(ref, ds, index, ecfg)
+    thresholds, how = _thresholds(ds, index, split, inits, scored, n_out, ecfg.batch_inits)
+    day_of, days = _days(ds, inits)
+    states = {n: MethodState.init(n_out, days.size, ecfg, thresholds[n]) for n in scored}
+    stream(
+        ds,
+        inits,
+        scored,
+        n_out,
+        ecfg.batch_inits,
+        lambda n, rows, p, e, m: states[n].add(p, e, m, day_of[rows]),
+    )
+    scores = scores_dataset(states, list(methods), ecfg)
+    times = ds[TIME].values[inits]
+    scores.attrs.update(
+        split=split,
+        time_step=str(ds.attrs.get("time_step", "")),
+        n_inits=int(inits.size),
+        n_days=int(days.size),
+        init_start=str(pd.Timestamp(times.min())),
+        init_end=str(pd.Timestamp(times.max())),
+        cases=notes,
+        threshold_selection=how,
+        references="brier_skill_score vs climatology, brier_skill_score_vs_persistence vs "
+        "persistence, both on the same cases",
+    )
+    scores.attrs.update(_baseline_notes(scored, index))
+    return scores
+
+
+def _cases(
+    ds, inits: np.ndarray, methods: dict, what: str, strict: bool = True
+) -> tuple[np.ndarray, str]:
+    """Inits covered by every method that says what it covers, and a note.
+
+    With ``strict``, a method covering none of ``inits`` is a UserError naming its file.
+    """
+    inits = np.asarray(inits, dtype=np.int64)
+    n_all = inits.size
+    notes = [f"{n_all} inits of {what}"]
+    for name, method in methods.items():
+        if hasattr(method, "covers") and inits.size:
+            keep = method.covers(ds, inits)
+            if strict and not keep.any():
+                raise UserError(_uncovered(name, method, ds, inits, what))
+            if not keep.all():
+                notes.append(f"{name} covers {int(keep.sum())} of them")
+            inits = inits[keep]
+    if len(notes) > 1:
+        notes.append(f"scored on the intersection: {inits.size} inits")
+    return inits, "; ".join(notes)
+
+
+def _uncovered(name: str, method, ds: xr.Dataset, inits: np.ndarray, what: str) -> str:
+    times = ds[TIME].values[inits]
+    have = getattr(method, "init_times", np.zeros(0, "datetime64[ns]"))
+    span = f"{_day(have.min())}..{_day(have.max())}" if have.size else "none"
+    return (
+        f"{getattr(method, 'path', name)}: covers none of the {inits.size} inits of {what} "
+        f"({_day(times.min())}..{_day(times.max())}; its init_time: {span}); pass maps that "
+        "cover its period, or score all the steps it covers with eval.split=all"
+    )
+
+
+def _day(t) -> str:
+    return str(np.datetime64(t, "m")).replace("T00:00", "")
+
+
+def _thresholds(ds, index, split, inits, methods, n_out, batch):
+    """Selected thresholds {name: (L,)} and a note saying where they were selected."""
+    val = np.asarray(index.inits("val")) if "val" in index.starts and split != "val" else None
+    if val is not None and val.size:
+        sel, _ = _cases(ds, val, methods, "val", strict=False)
+        if sel.size:
+            note = f"max CSI on {sel.size} val inits"
+            return select_thresholds(ds, sel, methods, n_out, batch), note
+    note = f"max CSI on the scored {split!r} inits (no validation inits for every method)"
+    return select_thresholds(ds, inits, methods, n_out, batch), note
+
+
+def _days(ds, inits) -> tuple[np.ndarray, np.ndarray]:
+    """Forecast day (UTC calendar day of the init) of each init: index (N,) and days (D,)."""
+    day = ds[TIME].values[inits].astype("datetime64[D]")
+    days, day_of = np.unique(day, return_inverse=True)
+    return day_of.astype(np.int64), days
+
+
+def _baseline_notes(methods: dict, index) -> dict:
+    notes = {}
+    for name, m in methods.items():
+        if hasattr(m, "window"):
+            notes[f"{name}_window"] = int(m.window)
+    if not len(index.starts.get("train", ())):
+        notes["climatology_fit"] = "all steps of the maps (no training split): in-sample"
+    else:
+        notes["climatology_fit"] = "training split"
+    return notes
+
+
+# --------------------------------------------------------------------------------------------
+# files
+
+
+def evaluate_to_files(
+    cfg,
+    *,
+    maps: Path,
+    out: Path,
+    checkpoint: Path | None,
+    forecasts: dict[str, Path],
+    baselines: bool,
+    device: str = "auto",
+) -> tuple[Path, Path]:
+    """Score the model (``checkpoint``), forecast files and baselines on the maps; write files.
+
+    The split is ``cfg.eval.split`` when the maps have a window index with it, else every init
+    step with observations at a valid time ("all"). Returns (scores .nc, scorecard .md).
+    """
+    from forecast.forecast_files import ForecastFile
+
+    maps, out = Path(maps), Path(out)
+    ds = open_maps(maps)
+    files = {name: ForecastFile(path, ds, maps) for name, path in forecasts.items()}
+    try:
+        index, split = _index_and_split(cfg, maps, ds, model=checkpoint is not None)
+        methods = _methods(cfg, ds, index, checkpoint, files, baselines, device)
+        scores = evaluate(cfg, ds, index, methods, split)
+    finally:
+        for f in files.values():
+            f.close()
+    scores.attrs["maps"] = str(maps)
+    scores.attrs.update({f"forecast_{k}": str(v) for k, v in forecasts.items()})
+    write_netcdf_atomic(scores, out)
+    card = out.with_suffix(".md")
+    from data_prep.config import atomic_write_text
+
+    atomic_write_text(card, scorecard_markdown(scores))
+    return out, card
+
+
+def _methods(cfg, ds, index, checkpoint, files, baselines: bool, device: str) -> dict:
+    methods: dict[str, object] = {}
+    if checkpoint is not None:
+        from forecast.predict import load_forecaster
+
+        methods["model"] = load_forecaster(Path(checkpoint), device)
+    methods.update(files)
+    if baselines:
+        for name in cfg.eval.baselines:
+            methods[name] = build_baseline(name, ds, index, cfg.eval)
+    if not methods:
+        raise UserError(
+            "evaluate: nothing to score; pass --checkpoint or --forecast, or drop --no-baselines"
+        )
+    return methods
+
+
+def _index_and_split(cfg, maps: Path, ds: xr.Dataset, model: bool = False):
+    """(index, split): the maps' window index and cfg.eval.split, or all steps and "all".
+
+    With a ``model`` to score, "all" keeps the inits with ``n_in`` steps of history.
+    """
+    import warnings
+
+    from data_prep.sequences import load_or_build_index
+
+    split = cfg.eval.split
+    if split != "all":
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", UserWarning)  # empty splits: handled below
+                index = load_or_build_index(maps, ds, cfg.data)
+            if len(index.starts.get(split, ())):
+                return index, split
+        except UserError:
+            pass
+    first = cfg.data.n_in - 1 if model else 0
+    return all_steps_index(ds, n_in=cfg.data.n_in, n_out=cfg.data.n_out, first=first), "all"
+
+
+def all_steps_index(ds: xr.Dataset, *, n_in: int, n_out: int, first: int = 0):
+    """A WindowIndex whose split "all" holds every init step from ``first`` with a valid time
+    in the maps."""
+    from data_prep.sequences import WindowIndex
+
+    n_steps = ds.sizes[TIME]
+    inits = np.arange(first, n_steps)
+    inits = inits[(valid_steps(ds, inits, n_out) >= 0).any(axis=1)]
+    empty = np.zeros(0, np.int64)
+    starts = {"train": empty, "val": empty, "test": empty, "all": inits - n_in + 1}
+    return WindowIndex(n_in, n_out, starts, n_steps)

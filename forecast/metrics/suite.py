@@ -1,0 +1,138 @@
+"""Every score of one method in one streaming state, and the scores Dataset of all methods.
+
+:class:`MethodState` bundles the probability, contingency, fractions and per-day states of one
+method; :func:`scores_dataset` computes them and stacks the methods along a ``method``
+dimension (with ``lead_time``, ``threshold``, ``scale``, ``bin`` and ``prob_threshold`` as
+needed). Brier skill scores use the ``climatology`` and ``persistence`` states of the same cases.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import xarray as xr
+
+from forecast.metrics.bootstrap import DailyState, confidence_intervals
+from forecast.metrics.categorical import THRESHOLDS, ContingencyState
+from forecast.metrics.probabilistic import ProbabilityState, skill_score
+from forecast.metrics.spatial import FractionsState
+
+REFERENCES = ("climatology", "persistence")  # Brier skill scores are relative to these
+
+
+@dataclass
+class MethodState:
+    """All streaming states of one method (see :mod:`forecast.metrics`)."""
+
+    prob: ProbabilityState
+    table: ContingencyState
+    fractions: FractionsState
+    daily: DailyState
+    thresholds: np.ndarray  # (L,) probability threshold of the categorical / spatial scores
+
+    @classmethod
+    def init(cls, n_leads: int, n_days: int, cfg, thresholds: np.ndarray) -> MethodState:
+        return cls(
+            ProbabilityState.init(n_leads, cfg.n_bins),
+            ContingencyState.init(n_leads, THRESHOLDS),
+            FractionsState.init(n_leads, cfg.neighbourhoods),
+            DailyState.init(n_days, n_leads),
+            np.asarray(thresholds, dtype=np.float64),
+        )
+
+    def add(self, prob, events, mask, day) -> None:
+        """Accumulate ``prob`` (N, L, H, W) of init days ``day`` (N,)."""
+        self.prob.add(prob, events, mask)
+        self.table.add(prob, events, mask)
+        self.fractions.add(prob, events, mask, self.thresholds)
+        self.daily.add(prob, events, mask, day, self.thresholds)
+
+
+_CURVES = ("roc_pofd", "roc_pod", "pr_recall", "pr_precision")
+_RELIABILITY = ("reliability_forecast", "reliability_observed", "reliability_count")
+_CATEGORICAL = ("pod", "far", "pofd", "ets", "hss", "pss", "frequency_bias", "sedi")
+_TABLE = ("hits", "false_alarms", "misses", "correct_negatives")
+
+
+def scores_dataset(states: dict[str, MethodState], names: list[str], ecfg) -> xr.Dataset:
+    """Compute every state and stack the methods ``names`` into the scores Dataset."""
+    per = {n: _method_scores(states[n], states, ecfg) for n in states}
+    any_state = states[names[0]]
+    n_leads, n_bins = any_state.prob.positives.shape
+    coords = {
+        "method": np.array(names, dtype=object),
+        "lead_time": np.arange(1, n_leads + 1),
+        "threshold": THRESHOLDS,
+        "scale": np.asarray(ecfg.neighbourhoods, dtype=np.int64),
+        "bin": (np.arange(ecfg.reliability_bins) + 0.5) / ecfg.reliability_bins,
+        "prob_threshold": np.arange(n_bins + 1) / (n_bins - 1),
+    }
+    data = {}
+    for var in per[names[0]]:
+        stacked = np.stack([per[n][var] for n in names])
+        data[var] = (_dims(var, stacked.ndim), stacked, {"long_name": _LONG.get(var, var)})
+    ds = xr.Dataset(data, coords=coords)
+    ds["prob_threshold"].attrs["long_name"] = "forecast 'yes' where probability >= this (curves)"
+    ds["bin"].attrs["long_name"] = "centre of the reliability bin"
+    ds.attrs.update(n_bins=int(n_bins), bootstrap=int(ecfg.bootstrap), seed=int(ecfg.seed))
+    return ds
+
+
+def _dims(var: str, ndim: int) -> tuple[str, ...]:
+    if ndim == 2:
+        return ("method", "lead_time")
+    last = {
+        **dict.fromkeys(_CURVES, "prob_threshold"),
+        **dict.fromkeys(_RELIABILITY, "bin"),
+        **dict.fromkeys(("fss", "csi_neighbourhood"), "scale"),
+    }.get(var, "threshold")
+    return ("method", "lead_time", last)
+
+
+def _method_scores(state: MethodState, states: dict[str, MethodState], ecfg) -> dict:
+    """All scores of one method: (L,), (L, K), (L, S), (L, R) or (L, B+1) arrays."""
+    out = state.prob.compute(ecfg.reliability_bins)
+    cat = state.table.compute()
+    out.update({k: cat[k] for k in _CATEGORICAL})
+    out["csi_by_threshold"] = cat["csi"]
+    out.update(zip(_TABLE, np.moveaxis(state.table.table, -1, 0), strict=True))
+    out.update(state.fractions.compute())
+    out["best_threshold"] = state.thresholds
+    pick = np.searchsorted(THRESHOLDS, state.thresholds - 1e-9)  # (L,) threshold positions
+    out["csi"] = cat["csi"][np.arange(len(pick)), np.clip(pick, 0, THRESHOLDS.size - 1)]
+    clim, pers = states["climatology"].prob.compute(), states["persistence"].prob.compute()
+    out["brier_skill_score"] = skill_score(out["brier_score"], clim["brier_score"])
+    out["brier_skill_score_vs_persistence"] = skill_score(out["brier_score"], pers["brier_score"])
+    ci = confidence_intervals(
+        state.daily, states["climatology"].daily, n_resamples=ecfg.bootstrap, seed=ecfg.seed
+    )
+    for name, (lo, hi) in ci.items():
+        out[f"{name}_lo"], out[f"{name}_hi"] = lo, hi
+    return out
+
+
+_LONG = {
+    "brier_score": "Brier score (mean squared probability error)",
+    "brier_skill_score": "Brier skill score against climatology on the same cases",
+    "brier_skill_score_vs_persistence": "Brier skill score against persistence on the same cases",
+    "log_loss": "mean negative log-likelihood (probabilities clipped to [1e-6, 1 - 1e-6])",
+    "ece": "expected calibration error over the reliability bins",
+    "roc_auc": "area under the ROC curve",
+    "average_precision": "average precision (area under the precision-recall curve)",
+    "csi": "critical success index at best_threshold",
+    "best_threshold": "probability threshold of highest CSI on the selection cases",
+    "csi_by_threshold": "critical success index at each probability threshold",
+    "pod": "probability of detection",
+    "far": "false-alarm ratio",
+    "pofd": "probability of false detection",
+    "ets": "equitable threat score",
+    "hss": "Heidke skill score",
+    "pss": "Peirce skill score",
+    "frequency_bias": "frequency bias",
+    "sedi": "symmetric extremal dependence index",
+    "fss": "fractions skill score at best_threshold",
+    "csi_neighbourhood": "CSI with a hit anywhere in the scale x scale window, at best_threshold",
+    "base_rate": "observed frequency of at least one strike",
+    "n_cases": "scored pixels (observed cells with a finite forecast)",
+}

@@ -1,0 +1,300 @@
+"""Checkpoint + recent observed maps -> calibrated lightning probability forecasts (no truth).
+
+:func:`load_forecaster` rebuilds the trained model from ``best.pt`` (model args, weights, feature
+statistics and calibration travel in the checkpoint). ``Forecaster.forecast(ds, inits)`` gives
+P(count >= 1) for windows ending at the init steps, the signature the baselines share.
+:func:`predict_to_file` writes the forecast netCDF (layout in :mod:`data_prep.schema`)::
+
+    probability(init_time, lead_time, lat, lon)   float32 in [0, 1]
+        (with a ``threshold`` dimension after lead_time when trained for several thresholds)
+    init_time: time of the last observed step; lead_time: map steps ahead (1 = next step)
+    valid_time(init_time, lead_time): start of the forecast step
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+
+from data_prep.config import from_dict
+from data_prep.errors import UserError
+from data_prep.schema import (
+    CF_CONVENTIONS,
+    COORD_ATTRS,
+    INIT_TIME,
+    LAT,
+    LEAD_TIME,
+    LON,
+    PROBABILITY,
+    THRESHOLD,
+    TIME,
+)
+from forecast.calibration import Calibrator
+from forecast.checkpoint import load_checkpoint
+from forecast.config import ModelConfig
+from forecast.distributed import resolve_device
+
+
+class Forecaster:
+    """A trained lightning forecaster: model, feature statistics and calibration, on a device.
+
+    Attributes ``n_in``, ``n_out``, ``thresholds``, ``min_coverage`` and ``source`` describe it.
+    """
+
+    def __init__(self, ckpt: dict, path: Path, device: torch.device, batch_size: int = 32):
+        from forecast.dataset import FeatureStats
+        from forecast.model import build_model
+
+        args = ckpt["model_args"]
+        mcfg = from_dict(ModelConfig, args["model"], "model.")
+        self.model = build_model(mcfg, args["in_channels"], args["n_out"]).to(device).eval()
+        self.model.load_state_dict(ckpt["model"])
+        self.stats = FeatureStats.from_state(ckpt["stats"])
+        self.thresholds = tuple(int(t) for t in mcfg.thresholds)
+        self.n_out, self.cell = int(args["n_out"]), mcfg.cell
+        self.n_in = int(ckpt["config"]["data"]["n_in"])
+        self.min_coverage = float(ckpt["config"]["data"]["min_coverage"])
+        self.calibrator = Calibrator.from_state(
+            ckpt.get("calibration"), self.n_out, len(self.thresholds)
+        )
+        self.device, self.batch_size, self.path = device, batch_size, Path(path)
+        self.source = f"strikecast {mcfg.cell} model, checkpoint {self.path}"
+
+    def check_grid(self, ds: xr.Dataset, maps: Path | str = "maps") -> None:
+        """Raise a UserError when the maps' grid is not the grid the model was trained on."""
+        lat, lon = ds[LAT].values, ds[LON].values
+        want_lat, want_lon = np.asarray(self.stats.lat), np.asarray(self.stats.lon)
+        same = lat.shape == want_lat.shape and lon.shape == want_lon.shape
+        if same and np.allclose(lat, want_lat, atol=1e-6) and np.allclose(lon, want_lon, atol=1e-6):
+            return
+        raise UserError(
+            f"{maps}: grid {_describe(lat, lon)} differs from the grid of checkpoint {self.path} "
+            f"{_describe(want_lat, want_lon)}; prep the maps on the training grid (prep.grid)"
+        )
+
+    @torch.inference_mode()
+    def forecast_all(self, ds: xr.Dataset, inits: np.ndarray) -> np.ndarray:
+        """Calibrated P(count >= t) for every threshold t, float32 (N, n_out, n_thr, H, W).
+
+        ``inits`` (N,) are the step indices of the last observed map of each forecast.
+        """
+        from forecast.dataset import init_features
+
+        self.check_grid(ds)
+        inits = np.atleast_1d(np.asarray(inits, dtype=np.int64))
+        h, w = ds.sizes[LAT], ds.sizes[LON]
+        out = np.empty((len(inits), self.n_out, len(self.thresholds), h, w), dtype=np.float32)
+        for a in range(0, len(inits), self.batch_size):
+            x = init_features(ds, inits[a : a + self.batch_size], self.n_in, self.stats)
+            logits = self.model(x.to(self.device))  # (B, n_out, n_thr, H, W)
+            out[a : a + len(x)] = self.calibrator.probability(logits).cpu().numpy()
+        return out
+
+    def forecast(self, ds: xr.Dataset, inits: np.ndarray, n_out: int | None = None) -> np.ndarray:
+        """Calibrated P(count >= 1), float32 (N, n_out, H, W), for windows ending at ``inits``.
+
+        ``n_out`` (optional, at most the trained number of lead times) keeps the first leads.
+        """
+        k = self.thresholds.index(1) if 1 in self.thresholds else 0
+        n = self.n_out if n_out is None else int(n_out)
+        if n > self.n_out:
+            raise UserError(
+                f"checkpoint {self.path} forecasts {self.n_out} lead times; asked for {n}"
+            )
+        return self.forecast_all(ds, inits)[:, :n, k]
+
+
+def load_forecaster(checkpoint: Path, device: str = "auto") -> Forecaster:
+    """The forecaster stored in ``checkpoint`` (``best.pt``), ready on ``device``."""
+    dev = resolve_device(device)
+    return Forecaster(load_checkpoint(Path(checkpoint), map_location=dev), Path(checkpoint), dev)
+
+
+def predict_to_file(
+    checkpoint: Path, maps: Path, init: str | None, out: Path, device: str = "auto"
+) -> Path:
+    """Forecast from the latest (``init=None``), one (``DATE``) or a range (``START:END``) of inits.
+
+    Returns the written forecast netCDF ``out``. Raises :class:`UserError` when an init's window
+    has missing or uncovered steps or lies outside the maps (the message gives the valid range),
+    or when the grid of the maps is not the checkpoint's.
+    """
+    from data_prep.io import open_maps, write_netcdf_atomic
+
+    fc = load_forecaster(checkpoint, device)
+    ds = open_maps(Path(maps))
+    fc.check_grid(ds, maps)
+    inits = select_inits(ds, init, n_in=fc.n_in, min_coverage=fc.min_coverage, maps=maps)
+    prob = fc.forecast_all(ds, inits)
+    return write_netcdf_atomic(forecast_dataset(ds, inits, prob, fc, maps), Path(out))
+
+
+# --------------------------------------------------------------------------------------------
+# init times
+
+
+def valid_inits(ds: xr.Dataset, *, n_in: int, min_coverage: float) -> np.ndarray:
+    """Step indices (ascending) whose ``n_in`` steps up to and including them are all usable."""
+    from data_prep.sequences import time_breaks, usable_steps, window_starts
+
+    usable = usable_steps(ds, min_coverage)
+    breaks = time_breaks(ds[TIME].values, ds.attrs.get("time_step"))
+    return window_starts(usable, n_in=n_in, n_out=0, breaks=breaks) + n_in - 1
+
+
+def select_inits(
+    ds: xr.Dataset, init: str | None, *, n_in: int, min_coverage: float, maps: Path | str = "maps"
+) -> np.ndarray:
+    """The init steps asked for by ``init``: None (latest step), ``DATE`` or ``START:END``."""
+    times = pd.DatetimeIndex(ds[TIME].values)
+    ok = valid_inits(ds, n_in=n_in, min_coverage=min_coverage)
+    span = _span(times, ok, n_in)
+    if init is None or str(init).strip() in ("", "latest"):
+        if ok.size and ok[-1] == len(times) - 1:
+            return ok[-1:]
+        raise UserError(f"{maps}: the latest window (ending {_day(times[-1])}) {_WHY}; {span}")
+    start, end = _parse_init(str(init))
+    if end is None:
+        i = times.get_indexer([start])[0]
+        if i < 0:
+            raise UserError(f"--init {_day(start)} is not a time step of {maps}; {span}")
+        if i not in set(ok.tolist()):
+            raise UserError(f"--init {_day(start)}: its window of {n_in} steps {_WHY}; {span}")
+        return np.array([i], dtype=np.int64)
+    inside = np.flatnonzero((times >= start) & (times <= end))
+    chosen = np.intersect1d(inside, ok)
+    if chosen.size == 0:
+        raise UserError(
+            f"--init {_day(start)}:{_day(end)} holds no usable window in {maps}; {span}"
+        )
+    if chosen.size < inside.size:
+        warnings.warn(
+            f"--init {_day(start)}:{_day(end)}: skipped {inside.size - chosen.size} of "
+            f"{inside.size} "
+            f"inits whose window {_WHY}",
+            stacklevel=2,
+        )
+    return chosen
+
+
+_WHY = "has missing, uncovered or non-consecutive steps"
+
+
+def _parse_init(text: str) -> tuple[pd.Timestamp, pd.Timestamp | None]:
+    """``DATE`` -> (date, None); ``START:END`` -> (start, end). Dates may carry a time of day."""
+    for cut in [None, *[i for i, ch in enumerate(text) if ch == ":"]]:
+        try:
+            if cut is None:
+                return _naive(pd.Timestamp(text)), None
+            start, end = _naive(pd.Timestamp(text[:cut])), _naive(pd.Timestamp(text[cut + 1 :]))
+        except (ValueError, TypeError):
+            continue
+        if start > end:
+            raise UserError(f"--init {text}: the start is after the end; use START:END")
+        return start, end
+    raise UserError(f"--init {text!r} is not a date; use YYYY-MM-DD or START:END")
+
+
+def _naive(t: pd.Timestamp) -> pd.Timestamp:
+    """UTC and without a time zone, like the maps' time axis."""
+    return t.tz_convert("UTC").tz_localize(None) if t.tzinfo is not None else t
+
+
+def _day(t) -> str:
+    t = pd.Timestamp(t)
+    return t.strftime("%Y-%m-%d") if t == t.normalize() else t.strftime("%Y-%m-%dT%H:%M")
+
+
+def _span(times: pd.DatetimeIndex, ok: np.ndarray, n_in: int) -> str:
+    if ok.size == 0:
+        first, last = _day(times[0]), _day(times[-1])
+        return f"no window of {n_in} usable consecutive steps in the file ({first}..{last})"
+    gaps = "" if ok.size == ok[-1] - ok[0] + 1 else ", with gaps"
+    return f"valid inits: {_day(times[ok[0]])}..{_day(times[ok[-1]])}{gaps}"
+
+
+def _describe(lat: np.ndarray, lon: np.ndarray) -> str:
+    if lat.size == 0 or lon.size == 0:
+        return f"{lat.size}x{lon.size}"
+    return f"{lat.size}x{lon.size} (lat {lat[0]:g}..{lat[-1]:g}, lon {lon[0]:g}..{lon[-1]:g})"
+
+
+# --------------------------------------------------------------------------------------------
+# output
+
+
+def forecast_dataset(
+    ds: xr.Dataset, inits: np.ndarray, prob: np.ndarray, fc: Forecaster, maps
+) -> xr.Dataset:
+    """The forecast file's Dataset for ``prob`` (N, n_out, n_thr, H, W) made at ``inits`` (N,)."""
+    times = ds[TIME].values[inits].astype("datetime64[ns]")
+    step = _time_step(ds)
+    leads = np.arange(1, fc.n_out + 1, dtype=np.int32)
+    valid = times[:, None] + leads[None, :] * step  # (N, n_out)
+    dims = (INIT_TIME, LEAD_TIME, THRESHOLD, LAT, LON)
+    if len(fc.thresholds) == 1:
+        prob, dims = prob[:, :, 0], (INIT_TIME, LEAD_TIME, LAT, LON)
+    coords = {
+        INIT_TIME: (INIT_TIME, times, {"long_name": "time of the last observed step (UTC)"}),
+        LEAD_TIME: (
+            LEAD_TIME,
+            leads,
+            {"long_name": "forecast step ahead of init_time", "units": "1"},
+        ),
+        "valid_time": (
+            (INIT_TIME, LEAD_TIME),
+            valid,
+            {"long_name": "start of the forecast step (UTC)"},
+        ),
+        LAT: (LAT, ds[LAT].values, COORD_ATTRS[LAT]),
+        LON: (LON, ds[LON].values, COORD_ATTRS[LON]),
+    }
+    if len(fc.thresholds) > 1:
+        coords[THRESHOLD] = (
+            THRESHOLD,
+            np.array(fc.thresholds, dtype=np.int32),
+            {"units": "strikes per cell"},
+        )
+    attrs = {
+        "long_name": "probability of at least `threshold` (default 1) lightning strikes in the "
+        "cell during the step",
+        "units": "1",
+        "valid_min": 0.0,
+        "valid_max": 1.0,
+    }
+    out = xr.Dataset({PROBABILITY: (dims, prob.astype(np.float32), attrs)}, coords=coords)
+    out.attrs = {
+        "Conventions": CF_CONVENTIONS,
+        "title": "strikecast lightning probability forecast",
+        "source": fc.source,
+        "model_cell": fc.cell,
+        "checkpoint": str(fc.path),
+        "calibration": fc.calibrator.method,
+        "maps": str(maps),
+        "maps_grid": str(ds.attrs.get("grid", "")),
+        "time_step": str(ds.attrs.get("time_step", pd.Timedelta(step).isoformat())),
+        "time_step_seconds": int(step / np.timedelta64(1, "s")),
+        "n_in": fc.n_in,
+        "history": f"{pd.Timestamp.now('UTC'):%Y-%m-%dT%H:%M:%SZ} strikecast predict",
+    }
+    return out
+
+
+def _time_step(ds: xr.Dataset) -> np.timedelta64:
+    """The maps' step from its ``time_step`` attribute, else the most common time difference."""
+    from data_prep.schema import parse_time_step
+
+    if "time_step" in ds.attrs:
+        return parse_time_step(str(ds.attrs["time_step"])).to_timedelta64()
+    d = np.diff(ds[TIME].values.astype("datetime64[ns]"))
+    if d.size == 0:
+        raise UserError(
+            "maps: a single time step and no time_step attribute; cannot label lead times"
+        )
+    values, counts = np.unique(d, return_counts=True)
+    return values[np.argmax(counts)]

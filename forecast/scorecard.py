@@ -1,0 +1,92 @@
+"""Scores Dataset -> words: a compact terminal table and a Markdown scorecard.
+
+Methods are listed with the oracle first (the best achievable), then the model, then forecast
+files, then the baselines in registry order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from forecast.baselines import BASELINES
+
+
+def method_order(names) -> list[str]:
+    """oracle, model, other forecasts, then baselines in registry order."""
+
+    def rank(name: str) -> tuple[int, int]:
+        if name == "oracle":
+            return 0, 0
+        if name == "model":
+            return 1, 0
+        if name in BASELINES:
+            return 3, list(BASELINES).index(name)
+        return 2, 0
+
+    return sorted((str(n) for n in names), key=rank)
+
+
+def _fmt(x: float, width: int = 6) -> str:
+    return f"{x:{width}.3f}" if np.isfinite(x) else f"{'-':>{width}}"
+
+
+def format_score_table(scores: xr.Dataset) -> str:
+    """Compact table: one row per method, columns BSS / AUC / CSI at each lead time."""
+    leads = scores["lead_time"].values.tolist()
+    cols = [("BSS", "brier_skill_score"), ("AUC", "roc_auc"), ("CSI", "csi")]
+    names = method_order(scores["method"].values)
+    width = max(len(n) for n in names + ["method"])
+    group = " ".join(f"{'+' + str(lead):>6}" for lead in leads)
+    head = f"{'method':<{width}}  " + "  ".join(f"{t:^{len(group)}}" for t, _ in cols)
+    sub = f"{'lead':<{width}}  " + "  ".join(group for _ in cols)
+    lines = [head, sub]
+    for name in names:
+        row = scores.sel({"method": name})
+        parts = [" ".join(_fmt(float(row[v].sel(lead_time=k))) for k in leads) for _, v in cols]
+        lines.append(f"{name:<{width}}  " + "  ".join(parts))
+    return "\n".join(lines)
+
+
+def _ci(row: xr.Dataset, var: str) -> str:
+    value = float(row[var])
+    lo, hi = (float(row[f"{var}_{e}"]) if f"{var}_{e}" in row else np.nan for e in ("lo", "hi"))
+    if not np.isfinite(value):
+        return "-"
+    if np.isfinite(lo) and np.isfinite(hi):
+        return f"{value:.3f} [{lo:.3f}, {hi:.3f}]"
+    return f"{value:.3f}"
+
+
+def scorecard_markdown(scores: xr.Dataset) -> str:
+    """Markdown scorecard: per lead, each method's BSS, AUC, AP, CSI@best with 95 % intervals."""
+    a = scores.attrs
+    lines = [
+        "# strikecast scorecard",
+        "",
+        f"- split: `{a.get('split')}`, {a.get('n_inits')} inits over {a.get('n_days')} days, "
+        f"{a.get('init_start')} .. {a.get('init_end')}",
+        f"- maps: `{a.get('maps', '?')}`",
+        f"- cases: {a.get('cases', '')}",
+        f"- CSI threshold: {a.get('threshold_selection', '')}",
+        f"- skill: {a.get('references', '')}; brackets: 95 % bootstrap interval over forecast "
+        f"days ({a.get('bootstrap')} resamples)",
+    ]
+    lines += ["", "## summary (BSS vs climatology, ROC AUC, CSI at the selected threshold)", ""]
+    lines += ["```", format_score_table(scores), "```"]
+    names = method_order(scores["method"].values)
+    for lead in scores["lead_time"].values.tolist():
+        lines += ["", f"## lead time {lead} step{'s' if lead != 1 else ''}", ""]
+        lines.append(
+            "| method | BSS vs climatology | BSS vs persistence | AUC | AP | CSI@best | threshold |"
+        )
+        lines.append("|---|---|---|---|---|---|---|")
+        for name in names:
+            row = scores.sel({"method": name, "lead_time": lead})
+            lines.append(
+                f"| {name} | {_ci(row, 'brier_skill_score')} "
+                f"| {_fmt(float(row['brier_skill_score_vs_persistence']), 0).strip()} "
+                f"| {_ci(row, 'roc_auc')} | {_fmt(float(row['average_precision']), 0).strip()} "
+                f"| {_ci(row, 'csi')} | {float(row['best_threshold']):.2f} |"
+            )
+    return "\n".join(lines) + "\n"

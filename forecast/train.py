@@ -1,0 +1,305 @@
+"""Training of the lightning forecaster: ``train(cfg)`` reads top to bottom.
+
+Seed and run directory; data, model, optimizer and a learning-rate schedule that is a pure
+function of the step; resume from ``last.pt``; one loop (schedule, forward and loss, backward and
+clip, step, log); validation on the fixed validation windows after every epoch; ``best.pt`` on
+improvement, ``last.pt`` after every epoch; early stopping; stop on a NaN loss; finally temperature
+(or isotonic) calibration of the best model on the validation windows.
+
+Run directory (``cfg.train.out``): ``config.yaml``, ``best.pt``, ``last.pt``, ``log.csv``,
+``calibration.nc`` and TensorBoard events under ``tensorboard/``.
+
+Several GPUs: ``torchrun --nproc_per_node N -m forecast train ...`` (:mod:`forecast.distributed`).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from data_prep.config import save_config, to_dict
+from data_prep.errors import UserError
+from forecast import distributed
+from forecast.calibration import LogitHistogram, fit_calibration, reliability
+from forecast.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from forecast.config import ExperimentConfig, TrainConfig
+from forecast.distributed import Dist
+from forecast.runlog import RunLog
+from forecast.train_data import build_data, validate
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved in ``last.pt`` so a resumed run continues exactly."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of ``epoch`` already trained on
+    best_val: float = math.inf
+    bad_epochs: int = 0  # validations in a row without improvement
+    seconds: float = 0.0  # training wall time so far, over all sessions
+    stopped: bool = False  # early stopping fired
+
+
+def lr_at(step: int, *, lr: float, min_lr: float, warmup: int, total: int) -> float:
+    """Linear warmup over ``warmup`` steps, cosine decay from ``lr`` to ``min_lr`` by ``total``.
+
+    A pure function of the step, so a resumed run follows the same schedule.
+    """
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * t))
+
+
+def train(cfg: ExperimentConfig, resume: bool = False) -> Path:
+    """Train on the windows of ``cfg.train.maps``; return the run directory ``cfg.train.out``.
+
+    Parameters
+    ----------
+    cfg : ExperimentConfig
+        ``cfg.data`` (windows, splits), ``cfg.model`` (architecture), ``cfg.train`` (optimisation).
+    resume : bool
+        Continue from ``<out>/last.pt`` when present: same weights as an uninterrupted run (CPU).
+
+    Raises
+    ------
+    UserError
+        When ``train.maps`` is empty or unusable, or when the loss becomes NaN or infinite.
+    """
+    with distributed.session(cfg.train.device, cfg.train.threads) as dist:
+        return train_loop(cfg, dist, resume)
+
+
+def train_loop(cfg: ExperimentConfig, dist: Dist, resume: bool = False) -> Path:
+    """:func:`train` inside a process session (device, threads, process group)."""
+    from forecast.losses import build_loss
+    from forecast.model import build_model
+
+    tc = cfg.train
+    # seed and run directory
+    _seed(tc.seed)
+    run_dir = Path(tc.out)
+    amp = _amp_dtype(tc.amp, dist.device)
+    # data, model, optimizer, schedule
+    data = build_data(cfg, dist)
+    model = build_model(cfg.model, data.in_channels, data.n_out).to(dist.device)
+    optimizer = build_optimizer(model, tc)
+    scaler = torch.amp.GradScaler(dist.device.type, enabled=amp == torch.float16)
+    net = _wrap(model, tc, dist)
+    loss_fn = build_loss(tc.loss, pos_weight=tc.pos_weight, gamma=tc.focal_gamma)
+    total = tc.max_steps or tc.epochs * len(data.train_loader)
+    state, restored = TrainState(), {}
+    if resume and (run_dir / "last.pt").is_file():
+        restored = _restore(run_dir / "last.pt", model, optimizer, scaler, dist)
+        state = TrainState(**restored["state"])
+    if dist.is_main:
+        save_config(cfg, run_dir / "config.yaml")
+    log = RunLog(run_dir, enabled=dist.is_main, after_step=state.step if resume else None)
+    if "log" in restored:
+        log.load_state_dict(restored["log"])
+    session_end = state.step + tc.session_steps if tc.session_steps else math.inf
+
+    while state.step < total and not state.stopped and state.step < session_end:
+        data.train_sampler.set_epoch(state.epoch, skip=state.batch_in_epoch * tc.batch_size)
+        t0 = time.perf_counter()
+        net.train()
+        bar = _progress(data.train_loader, tc, dist, f"epoch {state.epoch + 1}")
+        for batch in bar:
+            x, y, mask = (batch[k].to(dist.device, non_blocking=True) for k in ("x", "y", "mask"))
+            # schedule
+            lr = lr_at(state.step, lr=tc.lr, min_lr=tc.min_lr, warmup=tc.warmup_steps, total=total)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            # forward and loss
+            with distributed.autocast(dist.device, amp):
+                logits = net(x)
+            loss = loss_fn(logits.float(), y, mask)
+            _stop_if_not_finite(loss, state, lr, dist)
+            # backward and clip
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)
+            if tc.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+            # step
+            scaler.step(optimizer)
+            scaler.update()
+            state.step += 1
+            state.batch_in_epoch += 1
+            # log
+            log.train_loss(
+                loss.detach(),
+                state,
+                lr,
+                state.seconds + time.perf_counter() - t0,
+                every=tc.log_every,
+            )
+            bar.set_postfix(loss=f"{log.last_loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+            if state.step >= total or state.step >= session_end:
+                break
+        state.seconds += time.perf_counter() - t0
+        epoch_done = state.batch_in_epoch >= len(data.train_loader)
+        if epoch_done or state.step >= total:
+            # validate on the fixed set; checkpoint on improvement; early stopping
+            scores = validate(net, data, loss_fn, dist, amp)
+            improved = scores["val_loss"] < state.best_val
+            state.best_val = min(state.best_val, scores["val_loss"])
+            state.bad_epochs = 0 if improved else state.bad_epochs + 1
+            state.stopped = tc.patience > 0 and state.bad_epochs >= tc.patience
+            log.validation(scores, state, lr, state.seconds)
+            if improved and dist.is_main:
+                save_checkpoint(_model_state(model, cfg, data, None), run_dir / "best.pt")
+        if epoch_done:
+            state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+        if dist.is_main:
+            ckpt = _train_state(model, optimizer, scaler, state, cfg, data)
+            save_checkpoint({**ckpt, "log": log.state_dict()}, run_dir / "last.pt")
+        distributed.barrier(dist)
+
+    # calibrate the best model on the validation windows
+    if state.step >= total or state.stopped:
+        calibrate(run_dir, model, net, data, dist, amp, tc.calibration, cfg.model.thresholds)
+    log.close()
+    return run_dir
+
+
+def calibrate(run_dir, model, net, data, dist: Dist, amp, method: str, thresholds) -> None:
+    """Calibrate best.pt on validation; store it in best.pt, reliability in calibration.nc."""
+    from data_prep.io import write_netcdf_atomic
+
+    best = load_checkpoint(run_dir / "best.pt", map_location=dist.device)
+    model.load_state_dict(best["model"])
+    hist = LogitHistogram(data.n_out, len(thresholds))
+    validate(net, data, None, dist, amp, hist=hist)
+    hist.counts = distributed.all_sum(hist.counts, dist)
+    cal = fit_calibration(hist, method)
+    if dist.is_main:
+        best["calibration"] = cal.to_state()
+        save_checkpoint(best, run_dir / "best.pt")
+        write_netcdf_atomic(reliability(hist, cal, tuple(thresholds)), run_dir / "calibration.nc")
+    distributed.barrier(dist)
+
+
+# --------------------------------------------------------------------------------------------
+# building blocks
+
+
+def build_optimizer(model: nn.Module, tc: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases and normalisation weights (1-d parameters)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": tc.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=tc.lr, betas=(0.9, 0.99))
+
+
+def _wrap(model: nn.Module, tc: TrainConfig, dist: Dist) -> nn.Module:
+    """Channels-last memory (GPU), ``torch.compile`` when asked, DDP under torchrun."""
+    if tc.channels_last and dist.device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    net = torch.compile(model) if tc.compile else model
+    if dist.world > 1:
+        ids = [dist.device.index] if dist.device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
+    return net
+
+
+def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """``auto`` -> bf16 on CUDA (fp16 where bf16 is unsupported), no autocast on CPU."""
+    if amp == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    table = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if amp not in table:
+        raise UserError(f"config: train.amp {amp!r} is unknown; use auto, bf16, fp16 or off")
+    if amp == "fp16" and device.type != "cuda":
+        raise UserError("config: train.amp=fp16 needs a CUDA GPU; use train.amp=bf16 or off on CPU")
+    return table[amp]
+
+
+def _stop_if_not_finite(loss: torch.Tensor, state: TrainState, lr: float, dist: Dist) -> None:
+    """Raise a one-line UserError when the loss (on any process) is NaN or infinite."""
+    bad = (~torch.isfinite(loss.detach())).float()
+    if distributed.all_sum(bad, dist).item() > 0:
+        raise UserError(
+            f"training diverged: the loss is {loss.item()} at step {state.step + 1} (epoch "
+            f"{state.epoch + 1}, lr {lr:.3g}); lower train.lr, keep train.grad_clip > 0, or check "
+            "the maps for bad values"
+        )
+
+
+def _progress(loader, tc: TrainConfig, dist: Dist, desc: str):
+    off = not (tc.progress and dist.is_main and sys.stderr.isatty())
+    return tqdm(loader, desc=desc, leave=False, disable=off, dynamic_ncols=True)
+
+
+def _seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - code may use the legacy global generator
+    torch.manual_seed(seed)
+
+
+# --------------------------------------------------------------------------------------------
+# checkpoint contents
+
+
+def _model_state(model: nn.Module, cfg: ExperimentConfig, data, calibration: dict | None) -> dict:
+    """What predict needs: model args and weights, config, feature statistics, calibration."""
+    return {
+        "model_args": {
+            "model": to_dict(cfg.model),
+            "in_channels": data.in_channels,
+            "n_out": data.n_out,
+        },
+        "model": model.state_dict(),
+        "config": to_dict(cfg),
+        "stats": data.stats.to_state(),
+        "maps": str(cfg.train.maps),
+        "calibration": calibration,
+    }
+
+
+def _train_state(model, optimizer, scaler, state: TrainState, cfg, data) -> dict:
+    """Everything of :func:`_model_state` plus optimizer, scaler, progress and random states."""
+    return {
+        **_model_state(model, cfg, data, None),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "state": asdict(state),
+        "rng": rng_state(),
+    }
+
+
+def _restore(path: Path, model, optimizer, scaler, dist: Dist) -> dict:
+    """Load ``last.pt`` into model, optimizer and scaler; restore random states; return it."""
+    ckpt = load_checkpoint(path, map_location=dist.device)
+    if "state" not in ckpt:
+        raise UserError(
+            f"checkpoint {path} holds no training state; remove it to train from scratch"
+        )
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError:
+        raise UserError(
+            f"checkpoint {path} was written for another model architecture; remove it or use "
+            "another "
+            "train.out to train from scratch"
+        ) from None
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scaler.load_state_dict(ckpt["scaler"])
+    set_rng_state(ckpt["rng"])
+    return ckpt

@@ -1,0 +1,170 @@
+"""Training data and validation scores for :func:`forecast.train.train`.
+
+:func:`build_data` opens the maps, loads (or builds) the window index, fits the feature statistics
+on the training split and makes the loaders: training windows reshuffled per epoch as a pure
+function of (seed, epoch), validation windows in a fixed order. :func:`validate` scores the model
+on the validation windows: mean loss, Brier score of P(count >= 1) and its skill against the
+climatology of the valid day.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import xarray as xr
+
+from data_prep.errors import UserError
+from forecast.distributed import Dist, ShardSampler, all_sum, autocast
+
+
+@dataclass
+class TrainData:
+    """The maps, their window index and feature statistics, and the two loaders."""
+
+    ds: xr.Dataset
+    index: object  # data_prep.sequences.WindowIndex
+    stats: object  # forecast.dataset.FeatureStats
+    train_loader: torch.utils.data.DataLoader
+    val_loader: torch.utils.data.DataLoader
+    train_sampler: ShardSampler
+    in_channels: int
+    n_out: int
+    thr1: int  # position of threshold 1 (or the lowest threshold) among the model's thresholds
+
+
+def build_data(cfg, dist: Dist) -> TrainData:
+    """Open ``cfg.train.maps`` and make the training and validation loaders of this process."""
+    from data_prep.io import open_maps
+    from data_prep.sequences import load_or_build_index
+    from forecast.dataset import N_CHANNELS, WindowDataset, fit_stats
+
+    tc = cfg.train
+    if not tc.maps:
+        raise UserError(
+            "config: train.maps is empty; pass train.maps=PATH, a maps file written by "
+            "`strikecast prep`"
+        )
+    path = Path(tc.maps)
+    ds = open_maps(path)
+    index = load_or_build_index(path, ds, cfg.data)
+    for split in ("train", "val"):
+        if len(index.starts[split]) == 0:
+            raise UserError(
+                f"{path}: no {split} windows of {index.n_in}+{index.n_out} usable steps; use a "
+                "longer "
+                "record, or lower data.n_in or data.min_coverage"
+            )
+    stats = fit_stats(ds, index)
+    thresholds = tuple(cfg.model.thresholds)
+
+    def dataset(split):
+        return WindowDataset(
+            ds,
+            index.starts[split],
+            n_in=index.n_in,
+            n_out=index.n_out,
+            stats=stats,
+            thresholds=thresholds,
+        )
+
+    train_set, val_set = dataset("train"), dataset("val")
+    sampler = ShardSampler(
+        len(train_set), rank=dist.rank, world=dist.world, shuffle=True, seed=tc.seed
+    )
+    val_sampler = ShardSampler(len(val_set), rank=dist.rank, world=dist.world, shuffle=False)
+    return TrainData(
+        ds=ds,
+        index=index,
+        stats=stats,
+        train_loader=_loader(train_set, sampler, tc, dist),
+        val_loader=_loader(val_set, val_sampler, tc, dist),
+        train_sampler=sampler,
+        in_channels=N_CHANNELS,
+        n_out=index.n_out,
+        thr1=thresholds.index(1) if 1 in thresholds else 0,
+    )
+
+
+def _loader(dataset, sampler: ShardSampler, tc, dist: Dist) -> torch.utils.data.DataLoader:
+    """Batches in the sampler's order; worker processes and pinned memory keep the GPU fed.
+
+    The loader gets its own generator so that making an iterator does not draw from the global
+    random state (a resumed run then draws exactly what the uninterrupted one drew).
+    """
+    workers = tc.num_workers
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=tc.batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=dist.device.type == "cuda",
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+        generator=torch.Generator().manual_seed(tc.seed),
+    )
+
+
+def climatology_of_targets(data: TrainData, init: torch.Tensor) -> torch.Tensor:
+    """Climatological P(count >= 1) on the valid day of every target, (B, n_out, H, W) float32."""
+    from data_prep.climatology import climatology_at
+
+    times = data.ds["time"].values
+    valid = init.cpu().numpy()[:, None] + np.arange(1, data.n_out + 1)  # (B, n_out)
+    clim = climatology_at(
+        np.asarray(data.stats.climatology), times[valid.ravel()]
+    )  # (B*n_out, H, W)
+    return torch.from_numpy(
+        np.asarray(clim, dtype=np.float32).reshape(*valid.shape, *clim.shape[1:])
+    )
+
+
+@torch.no_grad()
+def validate(net, data: TrainData, loss_fn, dist: Dist, amp, hist=None) -> dict[str, float]:
+    """Scores over the validation windows, merged over processes.
+
+    Returns ``val_loss`` (mean over windows of the training loss; NaN without ``loss_fn``),
+    ``val_brier`` (Brier score of P(count >= 1) over observed target cells, all leads),
+    ``val_bss`` (skill against the climatology of the valid day) and ``val_auc`` (ROC area).
+    When ``hist`` (a :class:`forecast.calibration.LogitHistogram`) is given, the raw logits
+    stream into it.
+    """
+    from forecast.metrics import ProbabilityState, roc_auc
+
+    net.eval()
+    loss_sum = torch.zeros(2, dtype=torch.float64)  # sum of loss * windows, windows
+    model = ProbabilityState.init(data.n_out, n_bins=101)
+    clim = ProbabilityState.init(data.n_out, n_bins=2)
+    for batch in data.val_loader:
+        x, y, mask = (batch[k].to(dist.device, non_blocking=True) for k in ("x", "y", "mask"))
+        with autocast(dist.device, amp):
+            logits = net(x)
+        logits = logits.float()
+        if loss_fn is not None:
+            loss_sum += torch.tensor([float(loss_fn(logits, y, mask)) * len(x), len(x)])
+        obs = y[:, :, data.thr1].cpu().numpy() > 0.5  # (B, n_out, H, W)
+        m = mask.cpu().numpy() > 0
+        model.add(torch.sigmoid(logits[:, :, data.thr1]).cpu().numpy(), obs, m)
+        clim.add(climatology_of_targets(data, batch["init"]).numpy(), obs, m)
+        if hist is not None:
+            hist.add(logits, y, mask)
+    loss_sum = all_sum(loss_sum, dist)
+    model, clim = _merged(model, dist), _merged(clim, dist)
+    n = max(int(model.n.sum()), 1)
+    brier, brier_clim = model.brier_sum.sum() / n, clim.brier_sum.sum() / n
+    return {
+        "val_loss": float(loss_sum[0] / loss_sum[1]) if loss_fn is not None else float("nan"),
+        "val_brier": float(brier),
+        "val_bss": float(1 - brier / brier_clim) if brier_clim > 0 else float("nan"),
+        "val_auc": float(roc_auc(model.positives.sum(0), model.negatives.sum(0))),
+    }
+
+
+def _merged(state, dist: Dist):
+    """A metrics state summed over all processes."""
+    if dist.world == 1:
+        return state
+    arrays = [all_sum(torch.from_numpy(a), dist).numpy() for a in state._arrays()]
+    return type(state)(*arrays)

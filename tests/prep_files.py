@@ -1,0 +1,94 @@
+"""Small input files of every format prep reads, good and bad, written by the tests themselves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PLAINS = "30,46,-104,-80,0.5"  # the plains-0.5 bounds as a custom grid
+
+
+def strikes_frame(
+    n: int = 2000, seed: int = 0, days: int = 5, start: str = "2021-06-01"
+) -> pd.DataFrame:
+    """Point strikes like the synthetic world's ``strikes.parquet`` (sorted in time, UTC)."""
+    rng = np.random.default_rng(seed)
+    t0 = pd.Timestamp(start, tz="UTC").value
+    time = np.sort(rng.integers(t0, t0 + days * 86400 * 10**9, n))
+    return pd.DataFrame(
+        {
+            "time": pd.to_datetime(time, utc=True),
+            "lat": rng.uniform(30.0, 46.0, n),
+            "lon": rng.uniform(-104.0, -80.0, n),
+            "stroke_type": pd.Categorical(rng.choice(["CG", "IC"], n)),
+            "peak_current_kA": rng.normal(-20, 10, n).astype(np.float32),
+        }
+    )
+
+
+def write_parquet(df: pd.DataFrame, path: Path, row_group_size: int | None = None) -> Path:
+    pq.write_table(
+        pa.Table.from_pandas(df, preserve_index=False), path, row_group_size=row_group_size
+    )
+    return path
+
+
+def write_nldn(path: Path, rows: list[tuple], gz: bool = True) -> Path:
+    """An NLDN tiles file: NCEI's ``#`` header lines then ZDAY,CENTERLON,CENTERLAT,TOTAL_COUNT."""
+    text = "#This file contains the count of Vaisala NLDN lightning strikes per 0.1 degree cell.\n"
+    text += "#ZDAY,CENTERLON,CENTERLAT,TOTAL_COUNT\n"
+    text += "".join(",".join(str(v) for v in r) + "\n" for r in rows)
+    if gz:
+        import gzip
+
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_text(text)
+    return path
+
+
+def write_glm(path: Path, start: str, lat, lon, offsets_s, flags, *, seconds: float = 20.0) -> Path:
+    """A GLM L2 LCFA-like granule: flash_* variables, product_time and its bounds."""
+    import netCDF4
+
+    epoch = pd.Timestamp("2000-01-01 12:00:00", tz="UTC")
+    t0 = (pd.Timestamp(start, tz="UTC") - epoch).total_seconds()
+    with netCDF4.Dataset(path, "w") as ds:
+        ds.createDimension("number_of_flashes", len(lat))
+        ds.createDimension("number_of_time_bounds", 2)
+        pt = ds.createVariable("product_time", "f8")
+        pt.units = "seconds since 2000-01-01 12:00:00"
+        pt[...] = t0
+        b = ds.createVariable("product_time_bounds", "f8", ("number_of_time_bounds",))
+        b[:] = [t0, t0 + seconds]
+        for name, vals in (("flash_lat", lat), ("flash_lon", lon)):
+            v = ds.createVariable(name, "f4", ("number_of_flashes",))
+            v[:] = np.asarray(vals, dtype=np.float32)
+        off = ds.createVariable("flash_time_offset_of_first_event", "i2", ("number_of_flashes",))
+        off.setncattr("_Unsigned", "true")
+        off.scale_factor, off.add_offset = np.float32(0.0003814756), np.float32(-5.0)
+        off.units = f"seconds since {pd.Timestamp(start):%Y-%m-%d %H:%M:%S.000}"
+        off.set_auto_maskandscale(False)
+        raw = np.rint((np.asarray(offsets_s) + 5.0) / 0.0003814756).astype(np.uint16)
+        off[:] = raw.view(np.int16)
+        q = ds.createVariable("flash_quality_flag", "i2", ("number_of_flashes",))
+        q[:] = np.asarray(flags, dtype=np.int16)
+    return path
+
+
+def write_gridded(
+    path: Path, values: np.ndarray, times, lat, lon, name: str = "flash_count"
+) -> Path:
+    """A gridded netCDF of counts ``values`` (T, H, W) (NaN = no data)."""
+    import xarray as xr
+
+    ds = xr.Dataset(
+        {name: (("time", "latitude", "longitude"), values)},
+        coords={"time": pd.DatetimeIndex(times), "latitude": lat, "longitude": lon},
+    )
+    ds.to_netcdf(path)
+    return path

@@ -1,0 +1,79 @@
+"""Calibration: temperature known answer, isotonic monotone map, reliability, safe state."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from data_prep.errors import UserError
+from forecast.calibration import Calibrator, LogitHistogram, fit_calibration, reliability
+
+
+def _overconfident(n=200_000, temperature=2.0, seed=0):
+    """True logits z, outcomes drawn from sigmoid(z), forecast logits temperature * z."""
+    rng = np.random.default_rng(seed)
+    z = rng.normal(0.0, 2.0, size=n)
+    y = rng.random(n) < 1 / (1 + np.exp(-z))
+    hist = LogitHistogram(1, 1)
+    as5d = lambda a: torch.tensor(a, dtype=torch.float32).view(1, 1, 1, 1, n)  # noqa: E731
+    hist.add(as5d(temperature * z), as5d(y), torch.ones(1, 1, 1, n))
+    return hist
+
+
+def test_temperature_of_a_forecast_miscalibrated_by_two_is_recovered():
+    cal = fit_calibration(_overconfident(temperature=2.0), "temperature")
+    assert cal.temperature.item() == pytest.approx(2.0, rel=0.03)
+
+
+def test_underconfident_forecast_gets_a_temperature_below_one():
+    cal = fit_calibration(_overconfident(temperature=0.5), "temperature")
+    assert cal.temperature.item() == pytest.approx(0.5, rel=0.03)
+
+
+def test_isotonic_map_is_monotone_and_lowers_log_loss():
+    hist = _overconfident()
+    cal = fit_calibration(hist, "isotonic")
+    table = cal.table[0, 0].numpy()
+    assert np.all(np.diff(table) >= 0) and table.min() > 0 and table.max() < 1
+    rel = reliability(hist, cal, (1,))
+    raw, calibrated = rel["log_loss"].sel(stage="raw"), rel["log_loss"].sel(stage="calibrated")
+    assert calibrated.item() < raw.item()
+
+
+def test_reliability_after_temperature_scaling_lies_on_the_diagonal():
+    hist = _overconfident()
+    rel = reliability(hist, fit_calibration(hist), (1,), n_bins=10)
+    assert rel["observed_frequency"].dims == ("stage", "lead_time", "threshold", "bin")
+    after = rel.sel(stage="calibrated", lead_time=1, threshold=1)
+    gap = np.abs(after["observed_frequency"] - after["forecast_probability"]).fillna(0)
+    assert float((gap * after["count"]).sum() / after["count"].sum()) < 0.01
+    assert float(rel["count"].sel(stage="raw").sum()) == pytest.approx(200_000)
+
+
+def test_masked_cells_are_not_counted():
+    hist = LogitHistogram(2, 1)
+    logits, target = torch.zeros(3, 2, 1, 4, 5), torch.ones(3, 2, 1, 4, 5)
+    mask = torch.zeros(3, 2, 4, 5)
+    mask[:, 1, :2] = 1
+    hist.add(logits, target, mask)
+    assert hist.counts[0].sum() == 0 and hist.counts[1, 0, :, 1].sum() == 3 * 2 * 5
+
+
+def test_state_survives_a_weights_only_round_trip_and_keeps_thresholds_ordered():
+    cal = Calibrator("temperature", torch.tensor([[1.0, 3.0]]))
+    buf = io.BytesIO()
+    torch.save(cal.to_state(), buf)
+    buf.seek(0)
+    back = Calibrator.from_state(torch.load(buf, weights_only=True), 1, 2)
+    logits = torch.tensor([-2.0, 2.0]).view(1, 1, 2, 1, 1)  # P(>=3) above P(>=1) after scaling
+    p = back.probability(logits)
+    assert p[0, 0, 1] <= p[0, 0, 0]
+    assert Calibrator.from_state(None, 1, 2).method == "none"
+
+
+def test_unknown_method_lists_the_valid_ones():
+    with pytest.raises(UserError, match="temperature, isotonic, none"):
+        fit_calibration(LogitHistogram(1, 1), "platt")

@@ -1,0 +1,152 @@
+"""Input features, training-only statistics and lazily sliced windows."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from data_prep.climatology import climatology_at
+from data_prep.config import SequenceConfig
+from data_prep.errors import UserError
+from data_prep.mock import mock_maps
+from data_prep.sequences import build_index
+from forecast.dataset import (
+    N_CHANNELS,
+    FeatureStats,
+    WindowDataset,
+    fit_stats,
+    init_features,
+    input_features,
+    make_loader,
+)
+
+CFG = SequenceConfig(n_in=5, n_out=2, block_steps=15)
+
+
+@pytest.fixture(scope="module")
+def maps():
+    ds = mock_maps(n_steps=150, shape=(6, 8), gaps=(70,), seed=3)
+    index = build_index(ds, CFG)
+    return ds, index, fit_stats(ds, index)
+
+
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_window_equals_independent_isel(maps, in_memory):
+    ds, index, stats = maps
+    starts = index.starts["val"]
+    data = WindowDataset(
+        ds, starts, n_in=5, n_out=2, stats=stats, thresholds=(1, 3), in_memory=in_memory
+    )
+    assert len(data) == len(starts)
+    for i in (0, len(starts) - 1):
+        s = int(starts[i])
+        part = ds.isel(time=slice(s, s + 7))
+        counts, cov = part.strike_count.values, part.coverage.values
+        item = data[i]
+        assert item["x"].shape == (5, N_CHANNELS, 6, 8) and item["x"].dtype == torch.float32
+        x = item["x"].numpy()
+        np.testing.assert_allclose(x[:, 0], np.log1p(counts[:5]) / stats.count_scale, rtol=1e-6)
+        np.testing.assert_array_equal(x[:, 1], counts[:5] >= 1)
+        np.testing.assert_array_equal(x[:, 2], climatology_at(stats.climatology, part.time[:5]))
+        np.testing.assert_array_equal(item["y"].numpy()[:, 0], counts[5:] >= 1)
+        np.testing.assert_array_equal(item["y"].numpy()[:, 1], counts[5:] >= 3)
+        np.testing.assert_array_equal(item["mask"].numpy(), cov[5:])
+        assert int(item["init"]) == s + 4
+
+
+def test_input_features_known_channels():
+    ds = mock_maps(n_steps=2, shape=(3, 4))
+    clim = np.linspace(0, 1, 366 * 12, dtype=np.float32).reshape(366, 3, 4)
+    stats = FeatureStats(clim, float(np.log1p(9.0)), ds.lat.values, ds.lon.values)
+    counts = np.zeros((2, 3, 4), np.int32)
+    counts[0, 1, 2] = 9
+    x = input_features(counts, ds.time.values, stats, ds.lat.values, ds.lon.values)
+    assert x.shape == (2, N_CHANNELS, 3, 4) and x.dtype == np.float32
+    assert x[0, 0, 1, 2] == pytest.approx(1.0) and x[0, 0].sum() == pytest.approx(1.0)
+    assert x[0, 1, 1, 2] == 1 and x[0, 1].sum() == 1
+    np.testing.assert_array_equal(x[1, 2], clim[1])  # 2 January
+    np.testing.assert_allclose(x[0, 3, :, 0], [-1, 0, 1], atol=1e-6)  # latitude, south to north
+    np.testing.assert_allclose(x[0, 4, 0, [0, -1]], [-1, 1], atol=1e-6)
+    np.testing.assert_allclose(x[0, 5:, 0, 0], [0.0, 1.0], atol=1e-6)  # 1 January: sin 0, cos 1
+
+
+def test_fit_stats_ignores_data_outside_the_training_split(maps):
+    ds, index, stats = maps
+    changed = ds.copy(deep=True)
+    other = ~index.steps("train")
+    assert other.sum() > 20
+    changed["strike_count"][other] = 500
+    again = fit_stats(changed, index)
+    np.testing.assert_array_equal(again.climatology, stats.climatology)
+    assert again.count_scale == stats.count_scale
+    changed["strike_count"][index.steps("train")] += 1  # training data do move the statistics
+    moved = fit_stats(changed, index)
+    assert moved.climatology.mean() > stats.climatology.mean()
+
+
+def test_count_scale_is_log1p_of_a_high_quantile(maps):
+    ds, index, stats = maps
+    counts = ds.strike_count.values[index.steps("train")]
+    positive = counts[counts >= 1]
+    assert np.log1p(np.quantile(positive, 0.95)) <= stats.count_scale
+    assert stats.count_scale <= np.log1p(positive.max())
+
+
+def test_feature_stats_state_loads_with_weights_only(maps, tmp_path):
+    _, _, stats = maps
+    torch.save({"stats": stats.to_state()}, tmp_path / "s.pt")
+    state = torch.load(tmp_path / "s.pt", weights_only=True)["stats"]
+    back = FeatureStats.from_state(state)
+    np.testing.assert_array_equal(back.climatology, stats.climatology)
+    np.testing.assert_array_equal(back.lat, stats.lat)
+    assert back.count_scale == stats.count_scale
+
+
+def test_init_features_equal_window_inputs_and_reach_the_last_step(maps):
+    ds, index, stats = maps
+    data = WindowDataset(ds, index.starts["test"][:3], n_in=5, n_out=2, stats=stats)
+    x = init_features(ds, index.inits("test")[:3], 5, stats)
+    assert x.shape == (3, 5, N_CHANNELS, 6, 8)
+    for i in range(3):
+        torch.testing.assert_close(x[i], data[i]["x"])
+    last = init_features(ds, np.array([149]), 5, stats)
+    np.testing.assert_array_equal(last[0, -1, 1].numpy(), ds.strike_count.values[149] >= 1)
+    with pytest.raises(UserError, match="past steps"):
+        init_features(ds, np.array([3]), 5, stats)
+
+
+def test_features_on_another_grid_are_rejected(maps):
+    _, _, stats = maps
+    other = mock_maps(n_steps=5, shape=(4, 4))
+    with pytest.raises(UserError, match="training grid"):
+        init_features(other, np.array([4]), 5, stats)
+
+
+def test_make_loader_order_follows_the_seed(maps):
+    ds, index, stats = maps
+    data = WindowDataset(ds, index.starts["train"], n_in=5, n_out=2, stats=stats)
+
+    def order(seed):
+        loader = make_loader(data, batch_size=8, shuffle=True, device="cpu", seed=seed)
+        return torch.cat([b["init"] for b in loader]).tolist()
+
+    assert order(0) == order(0)
+    assert order(0) != order(1)
+    assert sorted(order(0)) == (index.starts["train"] + 4).tolist()
+
+
+def test_make_loader_pins_memory_only_on_cuda_and_keeps_workers(maps):
+    ds, index, stats = maps
+    data = WindowDataset(ds, index.starts["train"], n_in=5, n_out=2, stats=stats)
+    loader = make_loader(data, batch_size=4, shuffle=False, num_workers=1, device="cpu", seed=0)
+    assert loader.persistent_workers and not loader.pin_memory
+    assert make_loader(data, batch_size=4, shuffle=False, device="cuda", seed=0).pin_memory
+
+
+def test_bad_thresholds_and_starts_are_rejected(maps):
+    ds, index, stats = maps
+    with pytest.raises(UserError, match="thresholds"):
+        WindowDataset(ds, index.starts["train"], n_in=5, n_out=2, stats=stats, thresholds=(0,))
+    with pytest.raises(UserError, match="rebuild the index"):
+        WindowDataset(ds, np.array([148]), n_in=5, n_out=2, stats=stats)

@@ -1,0 +1,240 @@
+"""evaluate(): one loop, one scores Dataset; evaluate_to_files() and the CLI on files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from data_prep.errors import UserError
+from data_prep.io import write_netcdf_atomic
+from data_prep.mock import mock_maps
+from data_prep.sequences import build_index
+from forecast.baselines import build_baseline, observations
+from forecast.config import ExperimentConfig
+from forecast.evaluate import evaluate, evaluate_to_files
+from forecast.scorecard import format_score_table
+
+N_OUT = 3
+CONTRACT_VARS = (
+    "brier_score", "brier_skill_score", "roc_auc", "average_precision", "csi", "best_threshold",
+    "log_loss", "ece", "brier_skill_score_lo", "brier_skill_score_hi", "roc_auc_lo", "roc_auc_hi",
+    "csi_lo", "csi_hi", "fss", "csi_neighbourhood", "pod", "far", "ets", "hss", "pss",
+    "frequency_bias", "sedi", "brier_skill_score_vs_persistence",
+)  # fmt: skip
+
+
+class Perfect:
+    """A forecast that knows the future: the observed occurrence at each valid time."""
+
+    def forecast(self, ds, inits, n_out=None):
+        events, _ = observations(ds, inits, n_out or N_OUT)
+        return events.astype(np.float32)
+
+
+def _cfg(**eval_overrides) -> ExperimentConfig:
+    cfg = ExperimentConfig()
+    cfg.data.block_steps = 28
+    cfg.eval.bootstrap = 50
+    for k, v in eval_overrides.items():
+        setattr(cfg.eval, k, v)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def maps() -> xr.Dataset:
+    return mock_maps(n_steps=300, shape=(12, 16), seed=3)
+
+
+@pytest.fixture(scope="module")
+def scored(maps):
+    cfg = _cfg()
+    index = build_index(maps, cfg.data)
+    methods = {"oracle": Perfect()}
+    for name in ("persistence", "climatology"):
+        methods[name] = build_baseline(name, maps, index, cfg.eval)
+    return evaluate(cfg, maps, index, methods, "test"), index
+
+
+def _forecast_file(ds: xr.Dataset, inits: np.ndarray, path: Path, **coords) -> Path:
+    """Write the perfect forecast at ``inits`` in the forecast-file layout."""
+    prob = Perfect().forecast(ds, inits)
+    out = xr.Dataset(
+        {"probability": (("init_time", "lead_time", "lat", "lon"), prob)},
+        coords={
+            "init_time": ds.time.values[inits],
+            "lead_time": np.arange(1, N_OUT + 1),
+            "lat": coords.get("lat", ds.lat.values),
+            "lon": ds.lon.values,
+        },
+    )
+    return write_netcdf_atomic(out, path)
+
+
+def test_perfect_forecast_has_bss_auc_csi_one(scored):
+    scores, _ = scored
+    oracle = scores.sel({"method": "oracle"})
+    for var in ("brier_skill_score", "roc_auc", "average_precision", "csi"):
+        np.testing.assert_allclose(oracle[var].values, 1.0, err_msg=var)
+    np.testing.assert_allclose(oracle["fss"].values, 1.0)
+    np.testing.assert_allclose(oracle["brier_score"].values, 0.0)
+
+
+def test_scores_follow_the_contract_layout(scored):
+    scores, index = scored
+    for var in CONTRACT_VARS:
+        assert var in scores, var
+    assert scores["brier_score"].dims == ("method", "lead_time")
+    assert scores["pod"].dims == ("method", "lead_time", "threshold")
+    assert scores["fss"].dims == ("method", "lead_time", "scale")
+    assert scores["reliability_observed"].dims == ("method", "lead_time", "bin")
+    assert scores["lead_time"].values.tolist() == [1, 2, 3]
+    np.testing.assert_allclose(scores["threshold"], np.arange(1, 20) * 0.05)
+    assert scores.attrs["split"] == "test"
+    assert scores.attrs["n_inits"] == len(index.inits("test"))
+    # climatology is its own reference; persistence beats nobody here but is a real forecast
+    np.testing.assert_allclose(scores.sel({"method": "climatology"})["brier_skill_score"], 0.0)
+    lo, hi = scores["roc_auc_lo"].values, scores["roc_auc_hi"].values
+    assert np.all(lo <= scores["roc_auc"].values + 1e-12) and np.all(
+        scores["roc_auc"] <= hi + 1e-12
+    )
+
+
+def test_batch_size_does_not_change_the_scores(maps, scored):
+    cfg = _cfg(batch_inits=5)
+    index = build_index(maps, cfg.data)
+    methods = {
+        "oracle": Perfect(),
+        "persistence": build_baseline("persistence", maps, index, cfg.eval),
+    }
+    small = evaluate(cfg, maps, index, methods, "test")
+    big = scored[0].sel({"method": ["oracle", "persistence"]})
+    for var in ("brier_score", "roc_auc", "csi_by_threshold", "fss", "csi_lo"):
+        np.testing.assert_allclose(small[var].values, big[var].values, err_msg=var)
+
+
+def test_hidden_references_give_skill_without_baselines(maps):
+    cfg = _cfg(bootstrap=0)
+    index = build_index(maps, cfg.data)
+    scores = evaluate(cfg, maps, index, {"oracle": Perfect()}, "test")
+    assert scores["method"].values.tolist() == ["oracle"]
+    np.testing.assert_allclose(scores["brier_skill_score"], 1.0)
+
+
+def test_format_score_table_lists_oracle_then_model_then_baselines(scored):
+    scores = scored[0].assign_coords(method=["climatology_x", "persistence", "oracle"][::-1])
+    scores = scored[0].assign_coords(method=["model", "persistence", "oracle"])
+    rows = [line.split()[0] for line in format_score_table(scores).splitlines()[2:]]
+    assert rows == ["oracle", "model", "persistence"]
+
+
+# --------------------------------------------------------------------------------------------
+# files and CLI
+
+
+@pytest.fixture(scope="module")
+def files(maps, tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("evaluate")
+    write_netcdf_atomic(maps, d / "maps.nc")
+    _forecast_file(maps, np.arange(6, 290), d / "oracle.nc")
+    month = maps.isel(time=slice(150, 180))
+    write_netcdf_atomic(month, d / "month.nc")
+    _forecast_file(maps, np.arange(155, 170), d / "nwp.nc")
+    return d
+
+
+def test_cli_scores_a_forecast_file_beside_the_baselines(files):
+    from forecast.cli import main
+
+    out = files / "scores.nc"
+    rc = main(
+        ["evaluate", "--forecast", str(files / "oracle.nc"), "--maps", str(files / "maps.nc"),
+         "--out", str(out), "data.block_steps=28", "eval.bootstrap=20"]
+    )  # fmt: skip
+    assert rc == 0 and out.is_file() and out.with_suffix(".md").is_file()
+    with xr.open_dataset(out) as scores:
+        assert scores["method"].values.tolist()[0] == "oracle"
+        assert set(scores["method"].values) >= {"persistence", "climatology", "lagrangian"}
+        np.testing.assert_allclose(scores.sel({"method": "oracle"})["csi"], 1.0)
+        assert scores.attrs["split"] == "test" and scores.attrs["maps"].endswith("maps.nc")
+    assert "| oracle | 1.000" in out.with_suffix(".md").read_text()
+
+
+def test_short_maps_score_every_init_the_forecast_covers(files):
+    cfg = _cfg()
+    out, card = evaluate_to_files(
+        cfg, maps=files / "month.nc", out=files / "month_scores.nc", checkpoint=None,
+        forecasts={"nwp": files / "nwp.nc"}, baselines=True, device="cpu",
+    )  # fmt: skip
+    with xr.open_dataset(out) as scores:
+        assert scores.attrs["split"] == "all"
+        assert scores.attrs["n_inits"] == 15
+        assert "scored on the intersection" in scores.attrs["cases"]
+        np.testing.assert_allclose(scores.sel({"method": "nwp"})["roc_auc"], 1.0)
+
+
+def test_forecast_file_on_another_grid_is_a_user_error(files, maps):
+    path = _forecast_file(maps, np.arange(6, 20), files / "shifted.nc", lat=maps.lat.values + 1)
+    with pytest.raises(UserError, match="shifted.nc: grid .* regrid"):
+        evaluate_to_files(
+            _cfg(), maps=files / "maps.nc", out=files / "x.nc", checkpoint=None,
+            forecasts={"shifted": path}, baselines=False, device="cpu",
+        )  # fmt: skip
+
+
+def test_forecast_file_without_probability_is_a_user_error(files):
+    path = files / "empty.nc"
+    write_netcdf_atomic(xr.Dataset({"p": ("x", np.zeros(2))}), path)
+    with pytest.raises(UserError, match="empty.nc: no variable 'probability'"):
+        evaluate_to_files(
+            _cfg(), maps=files / "maps.nc", out=files / "x.nc", checkpoint=None,
+            forecasts={"empty": path}, baselines=False, device="cpu",
+        )  # fmt: skip
+
+
+def test_forecast_file_outside_the_split_is_a_user_error(files, maps):
+    path = _forecast_file(maps, np.arange(6, 9), files / "early.nc")
+    with pytest.raises(UserError, match="early.nc: covers none of the 19 inits.*eval.split=all"):
+        evaluate_to_files(
+            _cfg(), maps=files / "maps.nc", out=files / "x.nc", checkpoint=None,
+            forecasts={"early": path}, baselines=False, device="cpu",
+        )  # fmt: skip
+
+
+def test_forecast_file_with_count_thresholds_scores_threshold_one(files, maps):
+    path = _forecast_file(maps, np.arange(150, 160), files / "thr.nc")
+    with xr.open_dataset(path) as fc:
+        one = fc["probability"].load()
+    two = xr.zeros_like(one)
+    prob = xr.concat([two, one], dim="threshold").assign_coords(threshold=[2, 1])
+    prob = prob.transpose("init_time", "lead_time", "threshold", "lat", "lon")
+    write_netcdf_atomic(prob.to_dataset(name="probability"), files / "thr2.nc")
+    out, _ = evaluate_to_files(
+        _cfg(split="all"), maps=files / "maps.nc", out=files / "thr_scores.nc", checkpoint=None,
+        forecasts={"thr": files / "thr2.nc"}, baselines=False, device="cpu",
+    )  # fmt: skip
+    with xr.open_dataset(out) as scores:
+        np.testing.assert_allclose(scores["csi"], 1.0)
+        assert scores.attrs["n_inits"] == 10
+
+
+def test_forecast_file_outside_zero_one_is_a_user_error(files, maps):
+    path = _forecast_file(maps, np.arange(150, 160), files / "pct.nc")
+    with xr.open_dataset(path) as fc:
+        pct = (fc * 100).load()
+    write_netcdf_atomic(pct, files / "pct100.nc")
+    with pytest.raises(UserError, match=r"pct100.nc: probability has values outside \[0, 1\]"):
+        evaluate_to_files(
+            _cfg(split="all"), maps=files / "maps.nc", out=files / "x.nc", checkpoint=None,
+            forecasts={"pct": files / "pct100.nc"}, baselines=False, device="cpu",
+        )  # fmt: skip
+
+
+def test_nothing_to_score_is_a_user_error(files):
+    with pytest.raises(UserError, match="nothing to score"):
+        evaluate_to_files(
+            _cfg(), maps=files / "maps.nc", out=files / "x.nc", checkpoint=None,
+            forecasts={}, baselines=False, device="cpu",
+        )  # fmt: skip

@@ -1,0 +1,267 @@
+"""Border data, map and score figures, and plot_files writing PNGs from files on disk."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from matplotlib.collections import LineCollection
+from matplotlib.figure import Figure
+
+from data_prep.errors import UserError
+from data_prep.io import write_netcdf_atomic
+from data_prep.mock import mock_maps
+from forecast import diagrams, plots
+from forecast.borders import draw_borders, load_lines
+from forecast.metrics import THRESHOLDS, ContingencyState, ProbabilityState, best_threshold
+
+CONUS = (24.0, 50.0, -125.0, -66.0)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+# --------------------------------------------------------------------------------------------
+# fixtures: small files in the layouts of prep, predict, evaluate and train
+
+
+def fake_forecast(maps: xr.Dataset, inits=(40, 41), n_out: int = 2) -> xr.Dataset:
+    """A forecast-file Dataset: the init's occurrence map blurred, for every lead."""
+    occ = (maps["strike_count"].values >= 1).astype(np.float32)  # (T, H, W)
+    kernel = np.ones(3) / 3
+    blur = np.apply_along_axis(np.convolve, 1, occ, kernel, mode="same")
+    blur = np.apply_along_axis(np.convolve, 2, blur, kernel, mode="same")
+    prob = np.stack([np.repeat(blur[i][None], n_out, 0) for i in inits]).clip(0, 1)
+    init_t = maps["time"].values[list(inits)]
+    lead = np.arange(1, n_out + 1)
+    valid = init_t[:, None] + lead[None, :] * np.timedelta64(1, "D")
+    return xr.Dataset(
+        {"probability": (("init_time", "lead_time", "lat", "lon"), prob.astype(np.float32))},
+        coords={
+            "init_time": init_t,
+            "lead_time": lead,
+            "valid_time": (("init_time", "lead_time"), valid),
+            "lat": maps["lat"],
+            "lon": maps["lon"],
+        },
+        attrs={"time_step": maps.attrs["time_step"], "source": "test"},
+    )
+
+
+def fake_scores(
+    methods=("model", "persistence", "climatology"), n_leads: int = 2, seed: int = 0
+) -> xr.Dataset:
+    """A scores Dataset with evaluate's names and dims, from the metrics states on random cases."""
+    rng = np.random.default_rng(seed)
+    truth = rng.uniform(0, 0.6, size=(10, n_leads, 8, 8)) ** 2
+    obs = rng.uniform(size=truth.shape) < truth
+    mask = np.ones(obs.shape, bool)
+    per = {}
+    for k, m in enumerate(methods):
+        p = np.clip(truth + rng.normal(0, 0.1 * (k + 1), truth.shape), 0, 1)
+        per[m] = ProbabilityState.init(n_leads, 101).add(p, obs, mask).compute()
+        per[m].update(ContingencyState.init(n_leads).add(p, obs, mask).compute())
+    coords = {
+        "method": list(methods),
+        "lead_time": np.arange(1, n_leads + 1),
+        "threshold": THRESHOLDS,
+        "bin": (np.arange(10) + 0.5) / 10,
+        "prob_threshold": np.arange(102) / 100,
+    }
+    dims = {
+        "roc_pofd": "prob_threshold",
+        "roc_pod": "prob_threshold",
+        "pr_recall": "prob_threshold",
+        "pr_precision": "prob_threshold",
+        "reliability_forecast": "bin",
+        "reliability_observed": "bin",
+        "reliability_count": "bin",
+        "pod": "threshold",
+        "far": "threshold",
+    }
+    data = {}
+    for v in ("brier_score", "base_rate", "roc_auc", "average_precision", *dims):
+        extra = (dims[v],) if v in dims else ()
+        data[v] = (("method", "lead_time", *extra), np.stack([per[m][v] for m in methods]))
+    ds = xr.Dataset(data, coords=coords)
+    ds["brier_skill_score"] = 1 - ds["brier_score"] / ds["brier_score"].sel(
+        method="climatology", drop=True
+    )
+    csi = np.stack([per[m]["csi"] for m in methods])
+    ds["best_threshold"] = (("method", "lead_time"), best_threshold(csi, THRESHOLDS))
+    ds["csi"] = (("method", "lead_time"), np.nanmax(csi, -1))
+    for v in ("brier_skill_score", "roc_auc", "csi"):
+        ds[f"{v}_lo"], ds[f"{v}_hi"] = ds[v] - 0.03, ds[v] + 0.02
+    return ds
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """Maps, forecast, scores and log.csv files in one folder."""
+    d = tmp_path_factory.mktemp("plot_inputs")
+    maps = mock_maps(n_steps=60, shape=(16, 24), start="2021-06-01", gaps=(42,))
+    steps = np.arange(1, 41)
+    log = pd.DataFrame({"step": steps, "epoch": steps // 10, "lr": 1e-3, "train_loss": 1 / steps})
+    log["val_loss"] = np.where(steps % 10 == 0, 1.2 / steps, np.nan)
+    log["val_brier"] = np.where(steps % 10 == 0, 0.05, np.nan)
+    log["val_bss"] = np.where(steps % 10 == 0, steps / 100, np.nan)
+    paths = {
+        "maps": d / "maps.nc",
+        "forecast": d / "forecast.nc",
+        "scores": d / "scores.nc",
+        "log": d / "log.csv",
+    }
+    write_netcdf_atomic(maps, paths["maps"])
+    write_netcdf_atomic(fake_forecast(maps), paths["forecast"])
+    write_netcdf_atomic(fake_scores(), paths["scores"])
+    log.to_csv(paths["log"], index=False)
+    return paths
+
+
+def _texts(fig: Figure) -> str:
+    """Every title, axis label and colour-bar label of a figure, joined."""
+    parts = [fig._suptitle.get_text() if fig._suptitle else ""]
+    for ax in fig.axes:
+        parts += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()]
+    return "\n".join(parts)
+
+
+# --------------------------------------------------------------------------------------------
+# borders
+
+
+@pytest.mark.parametrize("kind", ["coastlines", "countries", "states"])
+def test_border_lines_exist_for_conus_and_lie_inside_the_box(kind):
+    lines = load_lines(kind, "l", CONUS, margin=1.0)
+    assert len(lines) > 5
+    pts = np.concatenate(lines)
+    assert pts.shape[1] == 2
+    assert (pts[:, 0] >= -126 - 1e-9).all() and (pts[:, 0] <= -65 + 1e-9).all()
+    assert (pts[:, 1] >= 23 - 1e-9).all() and (pts[:, 1] <= 51 + 1e-9).all()
+
+
+def test_florida_coastline_runs_down_both_sides_of_the_peninsula_near_27n():
+    pts = np.concatenate(load_lines("coastlines", "l", (25, 30, -84, -79)))
+    near = pts[np.abs(pts[:, 1] - 27.0) < 0.3]
+    assert ((near[:, 0] > -83.0) & (near[:, 0] < -81.5)).any()  # Gulf coast near Sarasota
+    assert ((near[:, 0] > -80.6) & (near[:, 0] < -79.8)).any()  # Atlantic coast near Stuart
+
+
+def test_grid_in_0_360_longitudes_gets_shifted_lines():
+    pts = np.concatenate(load_lines("states", "c", (30, 46, 256, 280)))
+    assert pts[:, 0].min() >= 255 and pts[:, 0].max() <= 281
+
+
+def test_draw_borders_adds_thin_line_collections_and_sets_extent():
+    ax = Figure().add_subplot()
+    cols = draw_borders(ax, (30, 46, -104, -80))
+    assert len(cols) == 3 and all(isinstance(c, LineCollection) for c in cols)
+    assert max(max(c.get_linewidths()) for c in cols) <= 1.0
+    assert ax.get_xlim() == (-104, -80) and ax.get_ylim() == (30, 46)
+    assert ax.get_aspect() == pytest.approx(1 / np.cos(np.deg2rad(38)))
+
+
+def test_unknown_border_kind_and_bad_box_raise_user_error():
+    with pytest.raises(UserError, match="unknown kind 'rivers'"):
+        load_lines("rivers")
+    with pytest.raises(UserError, match="unknown resolution"):
+        load_lines("states", "h")
+    with pytest.raises(UserError, match="min < max"):
+        load_lines("states", "l", (50, 24, -125, -66))
+
+
+# --------------------------------------------------------------------------------------------
+# figures
+
+
+def test_forecast_map_is_labelled_with_times_and_units(files):
+    fc = plots.open_dataset(files["forecast"], "forecast")
+    maps = plots.open_dataset(files["maps"], "maps")
+    fig = plots.forecast_map_figure(fc, maps, fc["init_time"].values[0], 2)
+    text = _texts(fig)
+    assert "init 2021-07-11" in text and "lead 2 (+2 days)" in text and "valid 2021-07-13" in text
+    assert "probability of >= 1 strike" in text
+    assert "strikes per 0.5° cell per day" in text
+
+
+def test_observed_panel_says_no_data_on_an_unobserved_step(files):
+    fc = plots.open_dataset(files["forecast"], "forecast")
+    maps = plots.open_dataset(files["maps"], "maps")
+    fig = plots.forecast_map_figure(fc, maps, fc["init_time"].values[1], 1)  # valid = gap step 42
+    assert "no data for this step" in _texts(fig)
+
+
+def test_six_hourly_maps_say_per_6_h():
+    maps = mock_maps(n_steps=8, shape=(4, 6), time_step="6h")
+    assert "strikes per 0.5° cell per 6 h" in _texts(plots.observed_map_figure(maps))
+
+
+def test_every_score_diagram_draws_from_evaluate_names():
+    scores = fake_scores()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no diagram may be skipped
+        figs = {name: make(scores) for name, make in diagrams.DIAGRAMS.items()}
+    assert all(isinstance(f, Figure) for f in figs.values())
+    assert "CSI at best threshold" in _texts(figs["scores_by_lead"])
+
+
+def test_diagram_is_skipped_with_a_warning_when_its_variables_are_absent():
+    scores = fake_scores().drop_vars(["roc_pod", "pod"])
+    with pytest.warns(UserWarning, match="roc_pod"):
+        assert diagrams.roc_figure(scores) is None
+    with pytest.warns(UserWarning, match="performance diagram"):
+        assert diagrams.performance_figure(scores) is None
+
+
+# --------------------------------------------------------------------------------------------
+# plot_files
+
+
+def test_plot_files_writes_every_figure_as_png_atomically(files, tmp_path):
+    out = tmp_path / "figs"
+    paths = plots.plot_files(out=out, **files, init=None)
+    names = sorted(p.name for p in paths)
+    assert names == sorted(
+        [
+            "map_20210712T0000_lead01.png",
+            "map_20210712T0000_lead02.png",
+            "performance.png",
+            "precision_recall.png",
+            "reliability.png",
+            "roc.png",
+            "scores_by_lead.png",
+            "training.png",
+        ]
+    )
+    assert all(p.read_bytes()[:8] == PNG_MAGIC for p in paths)
+    assert sorted(p.name for p in out.iterdir()) == names  # no temp files left behind
+
+
+def test_plot_files_with_maps_only_draws_the_observed_overview(files, tmp_path):
+    paths = plots.plot_files(out=tmp_path, maps=files["maps"])
+    assert [p.name for p in paths] == ["observed.png"]
+
+
+def test_init_absent_from_forecast_is_a_user_error(files, tmp_path):
+    with pytest.raises(UserError, match="not an init_time of the forecast file"):
+        plots.plot_files(out=tmp_path, forecast=files["forecast"], init="2030-01-01")
+
+
+def test_missing_or_unreadable_files_are_user_errors(files, tmp_path):
+    with pytest.raises(UserError, match="forecast file not found"):
+        plots.plot_files(out=tmp_path, forecast=tmp_path / "nope.nc")
+    bad = tmp_path / "bad.nc"
+    bad.write_text("not netcdf")
+    with pytest.raises(UserError, match="cannot read the scores file"):
+        plots.plot_files(out=tmp_path, scores=bad)
+    with pytest.raises(UserError, match="lacks probability"):
+        plots.plot_files(out=tmp_path, forecast=files["maps"])
+
+
+def test_cli_plot_prints_the_written_paths(files, tmp_path, capsys):
+    from forecast.cli import main
+
+    rc = main(["plot", "--log", str(files["log"]), "--out", str(tmp_path)])
+    assert rc == 0
+    assert "training.png" in capsys.readouterr().out

@@ -1,0 +1,162 @@
+"""Predict: forecast files from the latest/given/range windows, refusals with clear messages."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import xarray as xr
+
+from data_prep.errors import UserError
+from data_prep.mock import mock_maps
+from forecast.checkpoint import FORMAT, load_checkpoint
+from forecast.cli import main
+from forecast.config import load_experiment
+from forecast.predict import load_forecaster, predict_to_file
+from forecast.train import train
+
+TINY = [
+    "model.encoder_channels=[8]",
+    "model.hidden_channels=[8]",
+    "model.norm_groups=4",
+    "data.n_in=5",
+    "data.n_out=2",
+    "data.block_steps=20",
+    "train.batch_size=16",
+    "train.epochs=1",
+    "train.progress=false",
+    "train.device=cpu",
+    "train.threads=1",
+]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A trained tiny model (best.pt) and its maps."""
+    root = tmp_path_factory.mktemp("predict")
+    maps = root / "maps.nc"
+    mock_maps(n_steps=100, shape=(16, 24), seed=5).to_netcdf(maps)
+    train(load_experiment(None, [*TINY, f"train.maps={maps}", f"train.out={root / 'run'}"]))
+    return root / "run" / "best.pt", maps
+
+
+def test_latest_window_ends_at_the_last_step_and_needs_no_targets(run, tmp_path):
+    ckpt, maps = run
+    out = predict_to_file(ckpt, maps, None, tmp_path / "f.nc", device="cpu")
+    ds, obs = xr.open_dataset(out), xr.open_dataset(maps)
+    p = ds["probability"]
+    assert p.dims == ("init_time", "lead_time", "lat", "lon") and p.shape == (1, 2, 16, 24)
+    assert ds["init_time"].values[0] == obs["time"].values[-1]  # no map exists after it
+    assert ds["lead_time"].values.tolist() == [1, 2]
+    step = np.timedelta64(1, "D")
+    assert (ds["valid_time"].values[0] == obs["time"].values[-1] + np.array([1, 2]) * step).all()
+    assert p.dtype == np.float32 and float(p.min()) >= 0 and float(p.max()) <= 1
+    np.testing.assert_array_equal(ds["lat"].values, obs["lat"].values)
+    assert ds.attrs["time_step"] == "1D" and "checkpoint" in ds.attrs
+
+
+def test_forecaster_matches_the_file_and_takes_batches(run, tmp_path):
+    ckpt, maps = run
+    out = predict_to_file(ckpt, maps, "2021-03-01:2021-03-10", tmp_path / "r.nc", device="cpu")
+    ds = xr.open_dataset(out)
+    assert ds.sizes["init_time"] == 10
+    fc = load_forecaster(ckpt, device="cpu")
+    fc.batch_size = 3
+    obs = xr.open_dataset(maps)
+    inits = np.flatnonzero(np.isin(obs["time"].values, ds["init_time"].values))
+    got = fc.forecast(obs, inits)
+    assert got.shape == (10, 2, 16, 24) and got.dtype == np.float32
+    np.testing.assert_allclose(got, ds["probability"].values, atol=1e-6)
+
+
+def test_init_with_a_gap_or_outside_the_file_names_date_and_valid_range(run, tmp_path):
+    ckpt, _ = run
+    gappy = tmp_path / "gappy.nc"
+    mock_maps(n_steps=100, shape=(16, 24), seed=5, gaps=(60,)).to_netcdf(gappy)
+    day60 = (pd.Timestamp("2021-01-01") + pd.Timedelta(days=62)).strftime("%Y-%m-%d")
+    with pytest.raises(UserError, match=rf"--init {day60}: its window .* missing.*valid inits: "):
+        predict_to_file(ckpt, gappy, day60, tmp_path / "x.nc", device="cpu")
+    with pytest.raises(
+        UserError, match=r"--init 2030-01-01 is not a time step .*valid inits: 2021-01-05\.\."
+    ):
+        predict_to_file(ckpt, gappy, "2030-01-01", tmp_path / "x.nc", device="cpu")
+    with pytest.raises(UserError, match="not a date"):
+        predict_to_file(ckpt, gappy, "yesterday-ish", tmp_path / "x.nc", device="cpu")
+    assert not (tmp_path / "x.nc").exists()
+
+
+class Payload:  # any pickled object that is not a tensor or plain container
+    def __reduce__(self):
+        return (print, ("this ran while loading a checkpoint",))
+
+
+def test_tampered_checkpoint_is_refused(run, tmp_path):
+    ckpt, maps = run
+    state = load_checkpoint(ckpt)
+    bad = tmp_path / "tampered.pt"
+    torch.save({**state, "extra": Payload()}, bad)
+    with pytest.raises(
+        UserError, match=r"checkpoint .*tampered.pt is not a strikecast checkpoint .*refusing"
+    ):
+        load_forecaster(bad, device="cpu")
+    torch.save({"format": FORMAT, "model": {}}, bad)
+    with pytest.raises(UserError, match="is not a strikecast checkpoint .*missing model_args"):
+        predict_to_file(bad, maps, None, tmp_path / "f.nc", device="cpu")
+
+
+def test_grid_mismatch_is_a_clear_error(run, tmp_path):
+    ckpt, _ = run
+    other = tmp_path / "other.nc"
+    mock_maps(n_steps=30, shape=(16, 20), seed=1).to_netcdf(other)
+    with pytest.raises(UserError, match=r"grid 16x20 .* differs from the grid of checkpoint"):
+        predict_to_file(ckpt, other, None, tmp_path / "f.nc", device="cpu")
+
+
+def test_several_thresholds_add_a_threshold_dimension(tmp_path):
+    maps = tmp_path / "maps.nc"
+    mock_maps(n_steps=80, shape=(16, 24), seed=2).to_netcdf(maps)
+    cfg = load_experiment(
+        None,
+        [*TINY, "model.thresholds=[1, 3]", f"train.maps={maps}", f"train.out={tmp_path / 'run'}"],
+    )
+    out = predict_to_file(train(cfg) / "best.pt", maps, None, tmp_path / "f.nc", device="cpu")
+    p = xr.open_dataset(out)["probability"]
+    assert p.dims == ("init_time", "lead_time", "threshold", "lat", "lon")
+    assert p["threshold"].values.tolist() == [1, 3]
+    assert (p.sel(threshold=3) <= p.sel(threshold=1)).all()
+
+
+def test_cli_predict_writes_the_file(run, tmp_path, capsys):
+    ckpt, maps = run
+    out = tmp_path / "cli.nc"
+    argv = [
+        "predict",
+        "--checkpoint",
+        str(ckpt),
+        "--maps",
+        str(maps),
+        "--init",
+        "2021-04-01",
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 0
+    assert xr.open_dataset(out).sizes["init_time"] == 1
+    assert (
+        main(
+            [
+                "predict",
+                "--checkpoint",
+                str(ckpt),
+                "--maps",
+                str(maps),
+                "--init",
+                "1999-01-01",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
+    assert "1999-01-01" in capsys.readouterr().err

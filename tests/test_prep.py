@@ -1,0 +1,158 @@
+"""prep end to end: the maps file, its accounting, appending, idempotence, dask, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+from prep_files import PLAINS, strikes_frame, write_glm, write_nldn, write_parquet
+
+from data_prep.cli import main
+from data_prep.config import PrepConfig, SequenceConfig
+from data_prep.errors import UserError
+from data_prep.prep import prep
+from data_prep.records import Tally
+
+SEQ = SequenceConfig(n_in=5, n_out=1, block_steps=8)
+
+
+def _cfg(**kw):
+    return PrepConfig(**{"grid": "plains-0.5", **kw})
+
+
+def test_nldn_real_month_gives_ten_daily_maps_that_account_for_every_strike(realdata, tmp_path):
+    out = tmp_path / "nldn.nc"
+    s = prep(
+        [str(realdata / "nldn_tiles" / "nldn-tiles-202402.csv.gz")],
+        out,
+        _cfg(grid="conus-0.25"),
+        SEQ,
+    )
+    ds = xr.open_dataset(out)
+    assert ds.sizes == {"time": 10, "lat": 104, "lon": 236}
+    t = Tally.from_attrs(ds.attrs)
+    assert t.read_strikes == 100_476 and t.balanced() and s.tally.balanced()
+    # 97,083 strikes have tile centres in [24, 50] x [-125, -66]; 3 lie on the east edge (-66.0)
+    assert int(ds.strike_count.sum()) == t.gridded_strikes == 97_080
+    assert t.rejected_strikes["outside_domain"] == 3_396
+    assert int(ds.coverage.min()) == 1
+    assert "read" in str(s) and "outside_domain" in str(s)
+
+
+def test_maps_file_follows_the_cf_layout(tmp_path):
+    path = write_parquet(strikes_frame(500), tmp_path / "strikes.parquet")
+    out = tmp_path / "maps.nc"
+    prep([str(path)], out, _cfg(time_step="6h"), SEQ)
+    ds = xr.open_dataset(out)
+    assert ds.strike_count.dtype == np.int32 and ds.coverage.dtype == np.int8
+    assert ds.strike_count.dims == ("time", "lat", "lon")
+    assert ds.lat.attrs["standard_name"] == "latitude" and ds.lon.attrs["axis"] == "X"
+    assert ds.time.attrs["axis"] == "T" and ds.time.encoding["units"].startswith(
+        "seconds since 1970"
+    )
+    assert ds.attrs["Conventions"] == "CF-1.8" and ds.attrs["time_step_seconds"] == 6 * 3600
+    assert ds.strike_count.encoding["zlib"] and ds.strike_count.encoding["chunksizes"][1:] == (
+        32,
+        48,
+    )
+    assert json.loads(ds.attrs["inputs"])[0]["format"] == "points-parquet"
+    assert int(ds.strike_count.sum()) == 500 and ds.sizes["time"] == 20
+    assert (out.stat().st_mode & 0o777) != 0o600
+
+
+def test_reprep_of_the_same_inputs_gives_identical_files(tmp_path):
+    path = write_parquet(strikes_frame(500), tmp_path / "strikes.parquet")
+    a, b = tmp_path / "a.nc", tmp_path / "b.nc"
+    prep([str(path)], a, _cfg(), SEQ)
+    prep([str(path)], b, _cfg(), SEQ)
+    before = a.read_bytes()
+    s = prep([str(path)], a, _cfg(), SEQ)  # already in the archive: skipped, file untouched
+    assert s.skipped == [str(path)] and a.read_bytes() == before
+    assert a.read_bytes() == b.read_bytes()
+
+
+def test_append_reads_only_new_inputs_and_sums_overlapping_steps(tmp_path):
+    df = strikes_frame(900, days=6)
+    first, second = df.iloc[:500], df.iloc[500:]  # the day at the cut is split across files
+    p1 = write_parquet(first, tmp_path / "m1.parquet")
+    p2 = write_parquet(second, tmp_path / "m2.parquet")
+    whole = tmp_path / "whole.nc"
+    prep([str(p1), str(p2)], whole, _cfg(), SEQ)
+    arch = tmp_path / "arch.nc"
+    prep([str(p1)], arch, _cfg(), SEQ)
+    s = prep([str(tmp_path / "m*.parquet")], arch, _cfg(), SEQ)
+    assert s.inputs == [str(p2)] and s.skipped == [str(p1)]
+    a, w = xr.open_dataset(arch), xr.open_dataset(whole)
+    assert np.array_equal(a.strike_count.values, w.strike_count.values)
+    assert np.array_equal(a.coverage.values, w.coverage.values)
+    assert Tally.from_attrs(a.attrs).read_records == 900
+
+
+def test_glm_steps_without_granules_are_marked_no_data(tmp_path):
+    for k in range(3):  # 3 x 20 s granules fill minute 00:01; minute 00:03 has one granule
+        write_glm(
+            tmp_path / f"g{k}.nc", f"2021-06-01 00:01:{20 * k:02d}", [40.0], [-90.0], [1.0], [0]
+        )
+    write_glm(
+        tmp_path / "g3.nc", "2021-06-01 00:03:00", [40.0, 41.0], [-90.0, -90.0], [1.0, 2.0], [0, 5]
+    )
+    out = tmp_path / "glm.nc"
+    s = prep([str(tmp_path / "g*.nc")], out, _cfg(time_step="1min"), SEQ)
+    ds = xr.open_dataset(out)
+    assert ds.coverage.max(("lat", "lon")).values.tolist() == [1, 0, 0]
+    assert ds.strike_count.sum(("lat", "lon")).values.tolist() == [3, 0, 1]
+    assert s.tally.rejected_records["quality_flag"] == 1 and s.tally.balanced()
+
+
+def test_dask_local_cluster_gives_the_same_maps_as_the_serial_path(tmp_path):
+    paths = [
+        write_parquet(strikes_frame(300, seed=k), tmp_path / f"s{k}.parquet") for k in range(3)
+    ]
+    serial, par = tmp_path / "serial.nc", tmp_path / "par.nc"
+    prep([str(p) for p in paths], serial, _cfg(), SEQ)
+    prep([str(p) for p in paths], par, _cfg(workers=2), SEQ)
+    a, b = xr.open_dataset(serial), xr.open_dataset(par)
+    assert a.identical(b) and int(a.strike_count.sum()) == 900
+
+
+def test_time_range_and_bad_inputs_never_leave_a_partial_output(tmp_path):
+    good = write_nldn(
+        tmp_path / "a.csv.gz", [(20240201, -90.0, 40.0, 2), (20240205, -90.0, 40.0, 1)]
+    )
+    bad = tmp_path / "b.csv.gz"
+    bad.write_bytes(good.read_bytes()[:-12])
+    out = tmp_path / "maps.nc"
+    with pytest.raises(UserError, match=r"b\.csv\.gz"):
+        prep([str(good), str(bad)], out, _cfg(), SEQ)
+    assert not out.exists() and not list(tmp_path.glob(".maps.nc*"))
+    s = prep([str(good)], out, _cfg(start="2024-02-02", end="2024-02-06"), SEQ)
+    assert s.tally.rejected_strikes["outside_time_range"] == 2
+    assert pd.DatetimeIndex(xr.open_dataset(out).time.values)[0] == pd.Timestamp("2024-02-02")
+
+
+def test_cli_prep_writes_maps_and_windows_for_synthetic_strikes(tmp_path, capsys):
+    df = strikes_frame(3000, days=40)
+    path = write_parquet(df, tmp_path / "strikes.parquet")
+    out = tmp_path / "maps.nc"
+    rc = main(
+        [
+            "prep",
+            str(path),
+            "data.n_in=5",
+            "data.n_out=1",
+            "data.block_steps=8",
+            "--grid",
+            PLAINS,
+            "--out",
+            str(out),
+        ]
+    )
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "gridded" in text and "3,000" in text
+    assert out.exists() and out.with_name("maps.windows.nc").exists()
+    assert main(["prep", str(path), "--format", "grib", "--out", str(out)]) == 2
+    assert "unknown format 'grib'" in capsys.readouterr().err

@@ -1,0 +1,181 @@
+"""Training: exact resume, DDP gradients, NaN stop, run-directory files, the schedule."""
+
+from __future__ import annotations
+
+import csv
+import os
+import socket
+
+import numpy as np
+import pytest
+import torch
+
+from data_prep.errors import UserError
+from data_prep.mock import mock_maps
+from forecast.checkpoint import load_checkpoint
+from forecast.config import load_experiment
+from forecast.train import lr_at, train
+
+TINY = [
+    "model.encoder_channels=[8]",
+    "model.hidden_channels=[8]",
+    "model.norm_groups=4",
+    "model.dropout=0.2",  # exercises the restored random state on resume
+    "data.n_in=5",
+    "data.n_out=2",
+    "data.block_steps=20",
+    "train.batch_size=8",
+    "train.warmup_steps=2",
+    "train.patience=0",
+    "train.progress=false",
+    "train.device=cpu",
+    "train.log_every=2",
+    "train.threads=1",
+]
+
+
+@pytest.fixture(scope="module")
+def maps_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("maps") / "maps.nc"
+    mock_maps(n_steps=100, shape=(16, 24), seed=3).to_netcdf(path)
+    return path
+
+
+def tiny_cfg(maps_file, out, *overrides):
+    return load_experiment(None, [*TINY, f"train.maps={maps_file}", f"train.out={out}", *overrides])
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(maps_file, tmp_path):
+    steps = ["train.max_steps=9", "train.epochs=100"]
+    straight = train(tiny_cfg(maps_file, tmp_path / "a", *steps))
+    # interrupted mid-epoch at step 4, then resumed (an epoch has 6 batches here)
+    train(tiny_cfg(maps_file, tmp_path / "b", *steps, "train.session_steps=4"))
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["state"]["step"] == 4
+    resumed = train(tiny_cfg(maps_file, tmp_path / "b", *steps), resume=True)
+    a, b = (load_checkpoint(d / "last.pt") for d in (straight, resumed))
+    assert a["state"]["step"] == b["state"]["step"] == 9
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+    for name in ("best.pt",):
+        wa, wb = load_checkpoint(straight / name)["model"], load_checkpoint(resumed / name)["model"]
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    rows = [_rows(d / "log.csv") for d in (straight, resumed)]
+    drop = [{k: v for k, v in r.items() if k != "seconds"} for r in rows[0]]
+    assert drop == [{k: v for k, v in r.items() if k != "seconds"} for r in rows[1]]
+
+
+def test_run_directory_holds_config_checkpoints_log_and_calibration(maps_file, tmp_path):
+    run = train(tiny_cfg(maps_file, tmp_path / "run", "train.epochs=1"))
+    for name in ("config.yaml", "best.pt", "last.pt", "log.csv", "calibration.nc"):
+        assert (run / name).is_file(), name
+    assert any((run / "tensorboard").iterdir())
+    rows = _rows(run / "log.csv")
+    assert list(rows[0]) == [
+        "step",
+        "epoch",
+        "lr",
+        "train_loss",
+        "val_loss",
+        "val_brier",
+        "val_bss",
+        "seconds",
+    ]
+    assert rows[-1]["val_bss"] != ""
+    best = load_checkpoint(run / "best.pt")
+    assert best["calibration"]["method"] == "temperature"
+    assert best["model_args"]["n_out"] == 2 and best["model_args"]["in_channels"] == 7
+
+
+def test_nan_loss_stops_with_a_one_line_message(maps_file, tmp_path):
+    cfg = tiny_cfg(
+        maps_file, tmp_path / "nan", "train.lr=1.0e+30", "train.warmup_steps=0", "train.epochs=3"
+    )
+    with pytest.raises(
+        UserError, match=r"training diverged: the loss is (nan|inf) at step \d+"
+    ) as e:
+        train(cfg)
+    assert "\n" not in str(e.value)
+
+
+def test_empty_maps_path_asks_for_train_maps(tmp_path):
+    cfg = load_experiment(None, [f"train.out={tmp_path}"])
+    with pytest.raises(UserError, match="train.maps=PATH"):
+        train(cfg)
+
+
+def test_schedule_warms_up_then_decays_to_min_lr():
+    lrs = [lr_at(s, lr=1.0, min_lr=0.1, warmup=10, total=100) for s in range(101)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+    assert lrs[100] == pytest.approx(0.1)
+
+
+# --------------------------------------------------------------------------------------------
+# DistributedDataParallel on 2 CPU processes (gloo) vs one process on the whole batch
+
+
+def _batch(n=4):
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(n, 5, 7, 16, 24, generator=g)
+    x[:, :, 2] = torch.rand(n, 5, 16, 24, generator=g) * 0.5  # climatology channel in (0, 1)
+    y = (torch.rand(n, 2, 1, 16, 24, generator=g) < 0.3).float()
+    return x, y, torch.ones(n, 2, 16, 24)
+
+
+def _model():
+    from forecast.model import build_model
+
+    cfg = load_experiment(None, TINY[:3]).model
+    torch.manual_seed(0)
+    return build_model(cfg, 7, 2)
+
+
+def _grads(net, model, x, y, mask):
+    from forecast.losses import build_loss
+
+    build_loss("bce")(net(x), y, mask).backward()
+    return {k: p.grad.clone() for k, p in model.named_parameters()}
+
+
+def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+    from forecast import distributed
+    from forecast.config import TrainConfig
+    from forecast.distributed import ShardSampler
+    from forecast.train import _wrap
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world)
+    )
+    torch.set_num_threads(1)
+    dist = distributed.setup("cpu")
+    model = _model()
+    net = _wrap(model, TrainConfig(), dist)
+    x, y, mask = _batch()
+    mine = ShardSampler(len(x), rank=rank, world=world, shuffle=False).indices()
+    grads = _grads(net, model, x[mine], y[mine], mask[mine])
+    if rank == 0:
+        torch.save(grads, out)
+    distributed.teardown(dist)
+
+
+def test_ddp_on_two_processes_matches_one_process_gradients(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "grads.pt"
+    import torch._dynamo  # noqa: F401 - DDP imports it; once here, not in each worker (~5 s)
+
+    # fork: the workers inherit the imported modules (spawn would import torch again, ~5 s each)
+    torch.multiprocessing.start_processes(
+        _ddp_worker, args=(2, port, str(out)), nprocs=2, join=True, start_method="fork"
+    )
+    model = _model()
+    single = _grads(model, model, *_batch())
+    ddp = torch.load(out, weights_only=True)
+    for k, g in single.items():
+        np.testing.assert_allclose(ddp[k].numpy(), g.numpy(), rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
