@@ -136,7 +136,7 @@ def run_prep(args) -> int:
     # positional arguments are inputs, except `section.key=value` overrides mixed in among them
     is_override = [bool(_OVERRIDE.match(a)) and not Path(a).exists() for a in args.inputs]
     inputs = [a for a, o in zip(args.inputs, is_override, strict=True) if not o]
-    args.overrides = [a for a, o in zip(args.inputs, is_override, strict=True) if o]
+    args.overrides = [a for a, o in zip(args.inputs, is_override, strict=True) if o] + list(args.overrides)
     cfg = _section(
         args,
         PrepConfig,
@@ -164,7 +164,15 @@ def add_commands(sub) -> None:
 
 def run_parser(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     """Parse, run, and turn a :class:`UserError` into one line on stderr and exit code 2."""
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # `section.key=value` overrides may also follow the options (argparse leaves them over)
+    unknown = [a for a in extra if not _OVERRIDE.match(a)]
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+    if extra:
+        if not hasattr(args, "overrides"):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = list(args.overrides) + extra
     if not hasattr(args, "run"):
         parser.print_help()
         return 2

@@ -11,6 +11,7 @@ This module also holds the data_prep sections (synthetic world, gridding, sequen
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import os
 import tempfile
 import types
@@ -42,7 +43,7 @@ class SynthConfig:
     oracle_samples: int = 16  # Monte Carlo rollouts per forecast time (0 = no oracle)
     n_in: int = 7  # the oracle is written for inits with at least this many past steps
     n_out: int = 3  # oracle lead times 1..n_out
-    step_hours: int = 3  # internal time step (divides 24); strike times are uniform within it
+    step_hours: int = 6  # internal time step (divides 24); strike times are uniform within it
     cg_fraction: float = 0.3  # share of cloud-to-ground strokes; the rest are intra-cloud
     strike_scale: float = 1.0  # multiplies the strikes each storm cluster produces
     system_rate: float = 0.6  # travelling weather systems entering from the west per day (cool season)
@@ -50,6 +51,8 @@ class SynthConfig:
     storm_life_days: tuple[float, float] = (1.0, 3.0)  # lifetime range of storm clusters, days
     activity_sd: float = 0.8  # spread of the domain-wide activity (log scale): quiet and active days
     activity_days: float = 6.0  # memory (e-folding time) of that activity, days
+    regime_sd: float = 0.7  # spread of west-east / south-north tilts of activity (log scale)
+    regime_days: float = 10.0  # memory of those regional regimes, days
 
 
 @dataclass
@@ -143,6 +146,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         return origin(items)
     if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
+    if tp is str and isinstance(value, datetime.date):
+        return value.isoformat()  # YAML reads an unquoted 2021-01-01 as a date
     if tp is Any or (isinstance(tp, type) and isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
         return value
     raise ConfigError(f"config key {key!r}: {value!r} is not a {_name(tp)}")

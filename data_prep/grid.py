@@ -60,7 +60,8 @@ def cell_index(lat: np.ndarray, lon: np.ndarray, grid: Grid) -> np.ndarray:
     inside = (i.view(np.uint32) < h) & (j.view(np.uint32) < w)  # negatives wrap to huge
     i *= w
     i += j
-    i[~inside] = h * w
+    np.logical_not(inside, out=inside)
+    np.copyto(i, np.int32(h * w), where=inside)
     return i
 
 
@@ -143,7 +144,7 @@ class Accumulator:
         Slices are counted on ``THREADS`` threads (numpy releases the GIL in the arithmetic);
         their integer counts are added in slice order, so the result does not depend on it.
         """
-        rec = self._in_time_range(rec, tally)
+        rec = self._wrap_lon(self._in_time_range(rec, tally))
         starts = range(0, len(rec), SLICE)
         if len(starts) > 1 and THREADS > 1:
             with ThreadPoolExecutor(THREADS) as pool:
@@ -188,6 +189,19 @@ class Accumulator:
                 self._row(self.counts, int(steps[a]), np.int64)[cell[a:b]] += n[a:b]
         return totals
 
+    def _wrap_lon(self, rec: Records) -> Records:
+        """Longitudes in [0, 360) onto a grid west of Greenwich (and back): -100 == 260."""
+        if not len(rec):
+            return rec
+        g = self.grid
+        if g.lon_min < 0 and rec.lon.max() >= 180:
+            lon = np.where(rec.lon >= 180, rec.lon - 360, rec.lon)
+        elif g.lon_max > 180 and rec.lon.min() < 0:
+            lon = np.where(rec.lon < 0, rec.lon + 360, rec.lon)
+        else:
+            return rec
+        return Records(rec.time, rec.lat, lon, rec.count, rec.stroke_type, rec.peak_current)
+
     def _in_time_range(self, rec: Records, tally: Tally) -> Records:
         lo, hi = self.clock.lo, self.clock.hi
         if lo is None and hi is None:
@@ -206,6 +220,7 @@ class Accumulator:
     def cover_cells(self, time: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> None:
         """Mark the target cells holding observed source points (gridded inputs) as covered."""
         k = self.clock.index(time)
+        lon = self._wrap_lon(Records(time, lat, lon)).lon
         cells = cell_index(lat, lon, self.grid)
         keep = cells < self.n_cells
         if self.clock.lo is not None:

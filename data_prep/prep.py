@@ -1,9 +1,9 @@
 """Strike records and gridded maps -> the CF-1.8 maps file and its window index.
 
-``prep`` expands the inputs, skips those already in the archive at ``out`` (matched by path, size
-and modification time), grids each new input on its own (serially, or in parallel with dask: the
-per-input counts are integers and add up identically in any order), merges them with the
-archive, and writes the result atomically with the accounting in its attributes.
+``prep`` expands the inputs, skips those already in the archive at ``out`` (matched by file
+name, size and modification time), grids each new input on its own (serially, or in parallel
+with dask: the per-input counts are integers and add up identically in any order), merges them
+with the archive, and writes the result atomically with the accounting in its attributes.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from data_prep.schema import (
     parse_time_step,
 )
 from data_prep.sequences import index_path, load_or_build_index
+from data_prep.tables import parse_columns
 
 
 @dataclass
@@ -92,17 +93,13 @@ def prep(
     An existing ``out`` is appended to: inputs already listed in it are skipped, new ones are
     added (overlapping steps summed). Returns the summary, whose ``str`` is the accounting table.
     """
-    from data_prep.tables import parse_columns
-
     out = Path(out)
     grid, step = get_grid(cfg.grid), parse_time_step(cfg.time_step)
     files = expand_inputs(inputs)
     formats = {f: get_reader(cfg.format, f)[0] for f in files}  # fail fast on a bad name or file
     old = _open_archive(out, grid, step)
-    known = (
-        {e["path"]: e for e in json.loads(old.attrs.get("inputs", "[]"))} if old is not None else {}
-    )
-    fresh = [f for f in files if _fingerprint(f) != _known_fingerprint(known.get(str(f)))]
+    entries = json.loads(old.attrs.get("inputs", "[]")) if old is not None else []
+    fresh = new_inputs(files, entries, out)
     summary = PrepSummary(out, Tally(), grid, cfg.time_step, np.array([], "datetime64[ns]"))
     summary.skipped = [str(f) for f in files if f not in fresh]
     if old is not None and not fresh:
@@ -322,8 +319,23 @@ def _fingerprint(path: Path) -> dict:
     return {"size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
 
 
-def _known_fingerprint(entry: dict | None) -> dict | None:
-    return None if entry is None else {"size": entry.get("size"), "mtime_ns": entry.get("mtime_ns")}
+def new_inputs(files: list[Path], entries: list[dict], out: Path) -> list[Path]:
+    """The files not yet in the archive. A file is known by name, size and modification time,
+    so an archive survives moving its data folder; a known path whose file changed is an error
+    (its old strikes are already summed into the maps)."""
+    seen = {(Path(e["path"]).name, e.get("size"), e.get("mtime_ns")) for e in entries}
+    paths = {e["path"] for e in entries}
+    fresh = []
+    for f in files:
+        fp = _fingerprint(f)
+        if (f.name, fp["size"], fp["mtime_ns"]) in seen:
+            continue
+        if str(f) in paths:
+            raise UserError(
+                f"{f}: changed since it was gridded into {out}; prep all inputs into a new --out"
+            )
+        fresh.append(f)
+    return fresh
 
 
 def _open_archive(out: Path, grid: Grid, step: pd.Timedelta) -> xr.Dataset | None:

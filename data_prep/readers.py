@@ -25,6 +25,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from data_prep.errors import UserError
+from data_prep.readers_nc import read_glm, read_gridded
 from data_prep.records import (
     Cells,
     ReadOptions,
@@ -206,19 +207,6 @@ def _is_gzip(path: Path) -> bool:
         return f.read(2) == b"\x1f\x8b"
 
 
-def _nc_readers():
-    from data_prep.readers_nc import read_glm, read_gridded
-
-    return read_glm, read_gridded
-
-
-def _lazy(i: int):
-    def read(path, opts, tally):
-        return _nc_readers()[i](path, opts, tally)
-
-    return read
-
-
 READERS: dict[str, Reader] = {
     "nldn-tiles": Reader(
         read_nldn_tiles, "full", "NCEI NLDN tiles CSV(.gz): ZDAY,CENTERLON,CENTERLAT,TOTAL_COUNT"
@@ -227,11 +215,12 @@ READERS: dict[str, Reader] = {
     "points-parquet": Reader(
         read_points_parquet, "full", "point records in Parquet: time, lat, lon, ..."
     ),
-    "glm": Reader(_lazy(0), "granules", "GOES GLM L2 LCFA granules (netCDF flashes)"),
-    "gridded": Reader(_lazy(1), "cells", "gridded netCDF counts with (time, lat, lon) dimensions"),
+    "glm": Reader(read_glm, "granules", "GOES GLM L2 LCFA granules (netCDF flashes)"),
+    "gridded": Reader(
+        read_gridded, "cells", "gridded netCDF counts with (time, lat, lon) dimensions"
+    ),
 }
 ALIASES = {
-    "points": None,
     "nldn": "nldn-tiles",
     "lcfa": "glm",
     "netcdf": "gridded",
@@ -242,9 +231,11 @@ ALIASES = {
 
 def get_reader(name: str, path: Path) -> tuple[str, Reader]:
     """The reader for format ``name`` (``auto`` detects it from ``path``'s content)."""
-    name = ALIASES.get(name, name) if name != "points" else _points_kind(path)
+    name = ALIASES.get(name, name)
     if name == "auto":
         name = detect_format(path)
+    elif name == "points":  # CSV or Parquet, told apart by content
+        name = _points_kind(path)
     if name not in READERS:
         valid = ", ".join(["auto", "points", *READERS])
         raise UserError(f"unknown format {name!r}: use one of {valid}")

@@ -97,9 +97,12 @@ def _decoded(var) -> np.ndarray:
     return out
 
 
-def _cf_time(units: str, path: Path, name: str) -> tuple[int, int]:
-    """``"<unit> since <date>"`` -> (ns per unit, reference time in ns)."""
+def _cf_time(units: str, path: Path, name: str, default_ref: int | None = None) -> tuple[int, int]:
+    """``"<unit> since <date>"`` -> (ns per unit, reference time in ns); a bare ``"<unit>"``
+    counts from ``default_ref`` (the granule's ``product_time``)."""
     unit, _, ref = str(units).partition(" since ")
+    if unit.strip().lower() in _UNIT_NS and not ref and default_ref is not None:
+        return _UNIT_NS[unit.strip().lower()], default_ref
     if unit.strip().lower() not in _UNIT_NS or not ref:
         raise UserError(
             f"{path}: {name} has units {units!r}; expected '<seconds|milliseconds> since <date>'"
@@ -119,8 +122,11 @@ def _granule_span(ds, path: Path) -> tuple[int, int]:
 
 
 def _flash_times(var, t0: int, t1: int, path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Flash times (int64 ns) and a mask of offsets that fit the granule under no reading."""
-    unit, ref = _cf_time(var.units, path, var.name)
+    """Flash times (int64 ns) and a mask of offsets that fit the granule under no reading.
+
+    ``t0``, ``t1``: the granule's span (ns); ``t0`` is ``product_time``.
+    """
+    unit, ref = _cf_time(var.units, path, var.name, default_ref=t0)
     raw = np.asarray(var[:])
     scale, offset = float(getattr(var, "scale_factor", 1.0)), float(getattr(var, "add_offset", 0.0))
     readings = [raw]

@@ -158,6 +158,7 @@ def drop_duplicates(rec: Records, tally: Tally) -> Records:
     """Reject repeated records with the same time, lat and lon (the first one is kept).
 
     Cheap when times are sorted, as in most feeds: only records sharing a time are compared.
+    Works within one chunk (``PrepConfig.chunk_records`` records; a whole NLDN month file).
     """
     n = len(rec)
     if n < 2:
@@ -171,7 +172,7 @@ def drop_duplicates(rec: Records, tally: Tally) -> Records:
         return rec
     pos = np.flatnonzero(np.r_[tie, False] | np.r_[False, tie])  # records sharing their time
     idx = pos if order is None else order[pos]
-    srt = idx[np.argsort(_row_hash(rec, idx), kind="stable")]  # equal rows end up adjacent
+    srt = idx[np.argsort(_row_hash(rec, idx))]  # equal rows end up adjacent
     same = (
         (rec.time[srt[1:]] == rec.time[srt[:-1]])
         & (rec.lat[srt[1:]] == rec.lat[srt[:-1]])
@@ -179,8 +180,10 @@ def drop_duplicates(rec: Records, tally: Tally) -> Records:
     )
     if not same.any():
         return rec
+    starts = np.flatnonzero(np.r_[True, ~same])  # runs of equal rows
+    first = np.minimum.reduceat(srt, starts)  # the earliest row of each run is kept
     mask = np.zeros(n, dtype=bool)
-    mask[srt[1:][same]] = True
+    mask[srt] = srt != np.repeat(first, np.diff(np.r_[starts, srt.size]))
     tally.reject("duplicate", mask.sum(), rec.strikes_where(mask))
     return rec.take(~mask)
 

@@ -6,26 +6,18 @@ A window exists only where all its steps are usable (at least ``min_coverage`` o
 observed) and consecutive in time (a maps file with a hole in its time axis gives no window across
 the hole).
 
-Splits are time-blocked. Each step belongs to exactly one split, and a window joins a split only
-when *all* of its steps (inputs and targets) lie in that split's steps; windows that would touch
-another split's block are dropped. So no step seen by a training window is ever seen, as input or
-target, by a validation or test window.
-
-``split = "blocks"`` cuts the time axis into blocks of ``block_steps`` steps and deals them to
-train / val / test in a fixed, interleaved pattern: block by block, the split furthest below its
-share (overall, and among blocks at the same time of year) gets the block. Shares follow
-``fractions``, every split sees every part of the year once the record spans a few years, and the
-pattern depends only on the block number, so appending data never reshuffles earlier blocks.
-``split = "contiguous"`` gives the first ``fractions[0]`` of the steps to train, the next to val and
-the rest to test.
+Splits are time-blocked (see :mod:`data_prep.splits`): a window joins a split only when all of
+its steps, inputs and targets, lie in that split's blocks, so no step of a training window is
+ever seen by a validation or test window.
 
 Index file ``<maps stem>.windows.nc`` (small netCDF, written atomically)::
 
     train(train) int64, val(val) int64, test(test) int64   window start steps of each split
     attrs: n_in, n_out, n_steps, config (JSON of the SequenceConfig), fingerprint
 
-``fingerprint`` is a SHA-256 of the maps' time axis and the number of observed cells of every
-step; :func:`load_or_build_index` rebuilds the index when the maps or the config changed.
+``fingerprint`` is a SHA-256 of ``INDEX_VERSION``, the maps' time axis and the number of observed
+cells of every step; :func:`load_or_build_index` rebuilds the index when the maps, the config or
+the way windows are made changed.
 Only window starts are stored, so the index stays small whatever the number of windows.
 """
 
@@ -45,12 +37,18 @@ import xarray as xr
 from data_prep.config import SequenceConfig, to_dict
 from data_prep.errors import UserError
 from data_prep.schema import COVERAGE, TIME, parse_time_step
+from data_prep.splits import (
+    SPLITS,
+    block_pattern,
+    check_split_config,
+    split_steps,
+    split_windows,
+    step_splits,
+)
 
-SPLITS = ("train", "val", "test")
 N_IN_RANGE = (5, 10)
-_SEASON_KAPPA = 2.0  # width of the time-of-year kernel of the blocks pattern (about +-2 months)
-_SEASON_WEIGHT = 2.0  # weight of seasonal balance against overall balance in the pattern
-_STEPS_PER_DAY_YEAR = 365.25  # days in a year
+INDEX_VERSION = 2  # part of the fingerprint: bump when windows or splits are made differently
+_DAYS_PER_YEAR = 365.25
 _CHUNK_STEPS = 256  # steps read at a time when counting observed cells
 
 
@@ -160,10 +158,6 @@ def forecast_inits(ds: xr.Dataset, cfg: SequenceConfig) -> np.ndarray:
     return window_starts(usable, n_in=cfg.n_in, n_out=0, breaks=breaks) + cfg.n_in - 1
 
 
-# --------------------------------------------------------------------------------------------
-# splits
-
-
 def check_config(cfg: SequenceConfig) -> None:
     """Reject a SequenceConfig that cannot give windows, naming the ``data.*`` key."""
     lo, hi = N_IN_RANGE
@@ -171,101 +165,7 @@ def check_config(cfg: SequenceConfig) -> None:
         raise UserError(f"config data.n_in {cfg.n_in} must be between {lo} and {hi}; e.g. 7")
     if cfg.n_out < 1:
         raise UserError(f"config data.n_out {cfg.n_out} must be at least 1; e.g. 3")
-    if cfg.split not in ("blocks", "contiguous"):
-        raise UserError(f"config data.split {cfg.split!r} unknown; use 'blocks' or 'contiguous'")
-    f = np.asarray(cfg.fractions, dtype=float)
-    if f.shape != (3,) or np.any(f < 0) or f[0] <= 0 or abs(f.sum() - 1.0) > 1e-6:
-        raise UserError(
-            f"config data.fractions {list(cfg.fractions)} must be 3 shares (train > 0, val, test) "
-            "summing to 1; e.g. [0.7, 0.15, 0.15]"
-        )
-    if cfg.split == "blocks" and cfg.block_steps < cfg.n_in + cfg.n_out:
-        raise UserError(
-            f"config data.block_steps {cfg.block_steps} is shorter than one window "
-            f"(n_in + n_out = {cfg.n_in + cfg.n_out}); use e.g. 56"
-        )
-
-
-def block_pattern(
-    n_blocks: int, fractions: tuple[float, float, float], *, block_steps: int, steps_per_year: float
-) -> np.ndarray:
-    """Split number (0 train, 1 val, 2 test) of each block, int64 (n_blocks,).
-
-    Block by block, the split furthest below its share takes the block. The shortfall is counted
-    overall plus, with twice the weight, among the blocks at the same time of year (a smooth
-    seasonal kernel, so no calendar boundaries matter); the seasonal part starts once every
-    split had a turn, so short records get all splits early. Earlier blocks never change.
-    """
-    f = np.asarray(fractions, dtype=float)
-    phase = ((np.arange(n_blocks) + 0.5) * block_steps / steps_per_year) % 1.0  # (n_blocks,)
-    first_cycle = int(np.ceil(1.0 / f[f > 0].min()))  # blocks until every split had its turn
-    out = np.empty(n_blocks, dtype=np.int64)
-    total = np.zeros(3)
-    for b in range(n_blocks):
-        near = np.exp(_SEASON_KAPPA * (np.cos(2 * np.pi * (phase[: b + 1] - phase[b])) - 1))
-        seasonal = np.bincount(out[:b], weights=near[:b], minlength=3)  # (3,) per split
-        weight = _SEASON_WEIGHT if b >= first_cycle else 0.0  # short records: all splits first
-        deficit = (f * (b + 1) - total) + weight * (f * near.sum() - seasonal)
-        out[b] = int(np.argmax(deficit))  # ties: train, then val
-        total[out[b]] += 1
-    return out
-
-
-def step_splits(
-    n_steps: int, cfg: SequenceConfig, *, steps_per_year: float | None = None
-) -> np.ndarray:
-    """Split number (0 train, 1 val, 2 test) of every step, int64 (T,)."""
-    check_config(cfg)
-    if cfg.split == "contiguous":
-        edges = np.round(np.cumsum(cfg.fractions)[:2] * n_steps).astype(np.int64)
-        return np.searchsorted(edges, np.arange(n_steps), side="right").astype(np.int64)
-    spy = _STEPS_PER_DAY_YEAR if steps_per_year is None else float(steps_per_year)
-    n_blocks = -(-n_steps // cfg.block_steps)
-    pattern = block_pattern(
-        n_blocks, cfg.fractions, block_steps=cfg.block_steps, steps_per_year=spy
-    )
-    return np.repeat(pattern, cfg.block_steps)[:n_steps]
-
-
-def split_windows(
-    starts: np.ndarray, n_steps: int, cfg: SequenceConfig, *, steps_per_year: float | None = None
-) -> dict[str, np.ndarray]:
-    """Deal windows to train / val / test; a window whose steps touch two splits is dropped.
-
-    Parameters
-    ----------
-    starts : int (N,) window starts from :func:`window_starts` (windows of n_in + n_out steps).
-    n_steps : T, the number of steps of the maps.
-    cfg : sequence config (``split``, ``block_steps``, ``fractions``, ``n_in``, ``n_out``).
-    steps_per_year : steps in a year (365.25 for daily maps, the default), to place each block
-        in its part of the year.
-
-    Returns
-    -------
-    dict ``{"train", "val", "test"}`` -> int64 starts, ascending; no step of a window in one
-    split is a step of any window of another split.
-    """
-    starts = np.asarray(starts, dtype=np.int64)
-    length = cfg.n_in + cfg.n_out
-    if starts.size and (starts.min() < 0 or starts.max() + length > n_steps):
-        raise UserError(
-            f"window starts run past the {n_steps} steps of the maps; rebuild the index"
-        )
-    label = step_splits(n_steps, cfg, steps_per_year=steps_per_year)
-    out = {}
-    for k, name in enumerate(SPLITS):
-        inside = np.concatenate([[0], np.cumsum(label == k)])  # (T+1,) steps of split k before i
-        whole = inside[starts + length] - inside[starts] == length
-        out[name] = starts[whole]
-    return out
-
-
-def split_steps(starts: np.ndarray, n_steps: int, length: int) -> np.ndarray:
-    """Bool (T,): steps used (as input or target) by windows of ``length`` steps at ``starts``."""
-    hits = np.zeros(n_steps + 1, dtype=np.int64)
-    np.add.at(hits, np.asarray(starts, dtype=np.int64), 1)
-    np.add.at(hits, np.asarray(starts, dtype=np.int64) + length, -1)
-    return np.cumsum(hits[:-1]) > 0
+    check_split_config(cfg)
 
 
 # --------------------------------------------------------------------------------------------
@@ -287,9 +187,18 @@ class WindowIndex:
         """Init step (last input step) of every window of ``split``, int64 (N,)."""
         return self._get(split) + self.n_in - 1
 
-    def steps(self, split: str) -> np.ndarray:
-        """Bool (T,): steps used as input or target by the windows of ``split``."""
-        return split_steps(self._get(split), self.n_steps, self.n_in + self.n_out)
+    def steps(self, split: str, n_steps: int | None = None) -> np.ndarray:
+        """Bool (T,): steps used as input or target by the windows of ``split``.
+
+        ``T`` is ``n_steps``, else the index's ``n_steps``, else just past the last window.
+        """
+        starts, length = self._get(split), self.n_in + self.n_out
+        n = (
+            n_steps
+            or self.n_steps
+            or int(max((s.max() + length for s in self.starts.values() if len(s)), default=0))
+        )
+        return split_steps(starts, n, length)
 
     def _get(self, split: str) -> np.ndarray:
         if split not in self.starts:
@@ -364,7 +273,7 @@ def index_path(maps_path: str | Path) -> Path:
 
 def fingerprint(ds: xr.Dataset, observed: np.ndarray | None = None) -> str:
     """SHA-256 of the time axis, the grid shape and the observed cells of each step."""
-    h = hashlib.sha256()
+    h = hashlib.sha256(f"strikecast-windows-{INDEX_VERSION}".encode())
     h.update(np.asarray(ds[TIME].values, dtype="datetime64[ns]").astype(np.int64).tobytes())
     h.update(str(tuple(ds[COVERAGE].shape)).encode())
     h.update(np.asarray(observed_cells(ds) if observed is None else observed, np.int64).tobytes())
@@ -375,7 +284,7 @@ def steps_per_year(ds: xr.Dataset) -> float:
     """Steps in a year for the maps' step length (365.25 for daily maps)."""
     step = ds.attrs.get("time_step")
     td = parse_time_step(step) if step else pd.Timedelta(days=1)
-    return pd.Timedelta(days=_STEPS_PER_DAY_YEAR) / td
+    return pd.Timedelta(days=_DAYS_PER_YEAR) / td
 
 
 def build_index(ds: xr.Dataset, cfg: SequenceConfig) -> WindowIndex:
@@ -435,3 +344,24 @@ def load_or_build_index(maps_path: str | Path, ds: xr.Dataset, cfg: SequenceConf
             f"{path}: window index not saved ({e}); it is rebuilt on every run", stacklevel=2
         )
     return index
+
+
+__all__ = [
+    "SPLITS",
+    "WindowIndex",
+    "block_pattern",
+    "build_index",
+    "check_config",
+    "fingerprint",
+    "forecast_inits",
+    "index_path",
+    "load_or_build_index",
+    "observed_cells",
+    "split_steps",
+    "split_windows",
+    "step_splits",
+    "steps_per_year",
+    "time_breaks",
+    "usable_steps",
+    "window_starts",
+]

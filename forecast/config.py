@@ -75,7 +75,7 @@ class EvalConfig:
     reliability_bins: int = 10  # equal-width bins of the reliability table and of ECE
     batch_inits: int = 32  # inits forecast and scored at a time (streaming)
     smoothing_window: int = 0  # smoothed persistence / lagrangian window (px); 0 = tune on val
-    smoothing_candidates: tuple[int, ...] = (1, 3, 5, 7, 9, 11)  # windows tried when tuning
+    smoothing_candidates: tuple[int, ...] = (1, 3, 5, 7, 9, 13, 17, 25)  # windows tried (px)
     select_inits: int = 64  # validation inits used to tune the smoothing windows
     lagrangian_max_shift: int = 8  # largest storm displacement per step searched (pixels)
 

@@ -90,7 +90,7 @@ def fit_stats(ds: xr.Dataset, index: WindowIndex, **clim_kwargs) -> FeatureStats
         raise UserError(
             f"window index has {index.n_steps} steps, maps {n_steps}; rebuild the index"
         )
-    train = index.steps("train")
+    train = index.steps("train", n_steps)
     if not train.any():
         raise UserError("window index: no training window to fit feature statistics on")
     times = ds[TIME].values
@@ -273,14 +273,11 @@ def init_features(
             f"forecast init steps must lie in {n_in - 1}..{n_steps - 1} "
             f"(need {n_in} past steps); got {inits.min()}..{inits.max()}"
         )
-    times, lat, lon = ds[TIME].values, ds[LAT].values, ds[LON].values
-    h, w = ds.sizes[LAT], ds.sizes[LON]
-    out = torch.empty((len(inits), n_in, N_CHANNELS, h, w), dtype=torch.float32)
-    for k, i in enumerate(inits):
-        sl = slice(int(i) - n_in + 1, int(i) + 1)
-        counts = ds[COUNT].isel({TIME: sl}).values  # (n_in, H, W)
-        out[k] = torch.from_numpy(input_features(counts, times[sl], stats, lat, lon))
-    return out
+    steps = inits[:, None] - np.arange(n_in - 1, -1, -1)  # (N, n_in) input steps, oldest first
+    needed, where = np.unique(steps, return_inverse=True)  # each step read and featurised once
+    counts = ds[COUNT].isel({TIME: needed}).values  # (U, H, W)
+    feats = input_features(counts, ds[TIME].values[needed], stats, ds[LAT].values, ds[LON].values)
+    return torch.from_numpy(feats[where.reshape(steps.shape)])  # (N, n_in, C, H, W)
 
 
 def make_loader(

@@ -14,9 +14,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+
+from data_prep.errors import UserError
+from data_prep.schema import parse_time_step
+from forecast.map_figures import duration_words
 
 METHOD, LEAD = "method", "lead_time"
 # Fixed colours so a method looks the same in every figure; others cycle through the rest.
@@ -49,9 +54,23 @@ def method_style(scores: xr.Dataset, method: str) -> dict:
     }
 
 
+def _step(scores: xr.Dataset) -> pd.Timedelta | None:
+    """The map step of the scored maps (``time_step`` attribute), or None when unknown."""
+    try:
+        return parse_time_step(str(scores.attrs["time_step"]))
+    except (KeyError, UserError):
+        return None
+
+
 def _lead_label(scores: xr.Dataset, lead: int) -> str:
-    step = scores.attrs.get("time_step")
-    return f"lead {lead}" + (f" ({step} steps)" if step else "")
+    """``lead 2 (+2 days)``, or ``lead 2`` when the step is unknown."""
+    step = _step(scores)
+    return f"lead {lead}" + (f" (+{duration_words(lead * step)})" if step is not None else "")
+
+
+def _lead_axis(scores: xr.Dataset) -> str:
+    step = _step(scores)
+    return "lead time (map steps" + (f" of {duration_words(step)})" if step is not None else ")")
 
 
 def _pick_leads(scores: xr.Dataset, n: int = 3) -> list[int]:
@@ -117,7 +136,10 @@ def reliability_figure(scores: xr.Dataset) -> Figure | None:
             f, o, n = (_select(scores[v].sel(sel), (_curve_dim(scores[v]),)).values for v in names)
             ok = n > 0
             st = method_style(scores, m)
-            ax.plot(f[ok], o[ok], marker="o", ms=3, **st)
+            # Two-valued forecasts (persistence) fill two bins: points, not a misleading line.
+            ax.plot(
+                f[ok], o[ok], marker="o", ms=3, **{**st, "ls": st["ls"] if ok.sum() > 2 else ""}
+            )
             hist.plot(f[ok], n[ok], marker="o", ms=2, **{**st, "label": None})
         ax.set(xlim=(0, 1), ylim=(0, 1), aspect="equal", title=_lead_label(scores, lead))
         ax.set(xlabel="forecast probability", ylabel="observed frequency of >= 1 strike")
@@ -161,7 +183,7 @@ def _curve_figure(scores, x_name, y_name, score_name, title, labels, draw_ref) -
             ax.plot(x[ok], y[ok], **st)
         ax.set(xlim=(0, 1), ylim=(0, 1.02), aspect="equal", title=_lead_label(scores, lead))
         ax.set(xlabel=labels[0], ylabel=labels[1])
-        ax.legend(fontsize=7, loc="lower right" if "ROC" in title else "upper right")
+        ax.legend(fontsize=7, loc="lower right" if "ROC" in title else "lower left")
     fig.suptitle(title, fontsize=10)
     return fig
 
@@ -315,7 +337,7 @@ def scores_by_lead_figure(scores: xr.Dataset) -> Figure | None:
             )
         if name == "brier_skill_score":
             ax.axhline(0, color="0.5", lw=0.8, ls="--")
-        ax.set(title=HEADLINE[name], xlabel="lead time (map steps)", xticks=leads)
+        ax.set(title=HEADLINE[name], xlabel=_lead_axis(scores), xticks=leads)
         ax.grid(alpha=0.3)
     _legend_below(fig, axes[0, 0])
     ci = (

@@ -48,14 +48,18 @@ def stream(
     """Forecast every method on batches of ``inits``; call ``add(name, rows, prob, events, mask)``.
 
     ``rows`` are the positions of the batch in ``inits``; ``prob`` (n, L, H, W), ``events`` and
-    ``mask`` bool (n, L, H, W); ``mask`` holds observed cells where the forecast is finite.
+    ``mask`` bool (n, L, H, W); ``mask`` holds the observed cells where every method's forecast
+    is finite, so all methods are scored on the same cases.
     """
     for lo in range(0, len(inits), batch):
         rows = np.arange(lo, min(lo + batch, len(inits)))
-        events, observed = observations(ds, inits[rows], n_out)
+        events, mask = observations(ds, inits[rows], n_out)
+        probs = {}
         for name, method in methods.items():
-            prob = _leads(method.forecast(ds, inits[rows]), n_out)
-            add(name, rows, prob, events, observed & np.isfinite(prob))
+            probs[name] = _leads(method.forecast(ds, inits[rows]), n_out)
+            mask &= np.isfinite(probs[name])
+        for name, prob in probs.items():
+            add(name, rows, prob, events, mask)
 
 
 def _leads(prob: np.ndarray, n_out: int) -> np.ndarray:

@@ -16,6 +16,7 @@ import xarray as xr
 from data_prep.errors import UserError
 from data_prep.schema import INIT_TIME, LAT, LEAD_TIME, LON, PROBABILITY, THRESHOLD, TIME
 
+ROUNDING = 1e-4  # probabilities this far outside [0, 1] are rounding errors, clipped
 _FIX = "a forecast file needs probability(init_time, lead_time, lat, lon) in [0, 1]"
 
 
@@ -70,12 +71,12 @@ class ForecastFile:
         rows = np.flatnonzero(pos >= 0)
         if rows.size and have_lead:
             block = self.prob.isel({INIT_TIME: pos[rows], LEAD_TIME: have_lead}).values
-            if np.nanmin(block) < 0 or np.nanmax(block) > 1:
+            if np.nanmin(block) < -ROUNDING or np.nanmax(block) > 1 + ROUNDING:
                 raise UserError(
                     f"{self.path}: {PROBABILITY} has values outside [0, 1] "
                     f"(min {np.nanmin(block):.3g}, max {np.nanmax(block):.3g}); {_FIX}"
                 )
-            out[rows[:, None], self.leads[have_lead] - 1] = block
+            out[rows[:, None], self.leads[have_lead] - 1] = np.clip(block, 0, 1)
         return out
 
     def close(self) -> None:

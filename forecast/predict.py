@@ -13,6 +13,7 @@ P(count >= 1) for windows ending at the init steps, the signature the baselines 
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 
@@ -187,17 +188,18 @@ _WHY = "has missing, uncovered or non-consecutive steps"
 
 def _parse_init(text: str) -> tuple[pd.Timestamp, pd.Timestamp | None]:
     """``DATE`` -> (date, None); ``START:END`` -> (start, end). Dates may carry a time of day."""
-    for cut in [None, *[i for i, ch in enumerate(text) if ch == ":"]]:
-        try:
-            if cut is None:
-                return _naive(pd.Timestamp(text)), None
-            start, end = _naive(pd.Timestamp(text[:cut])), _naive(pd.Timestamp(text[cut + 1 :]))
-        except (ValueError, TypeError):
-            continue
-        if start > end:
-            raise UserError(f"--init {text}: the start is after the end; use START:END")
-        return start, end
-    raise UserError(f"--init {text!r} is not a date; use YYYY-MM-DD or START:END")
+    parts = re.split(r"\s*:\s*(?=\d{4}-)", text.strip())  # the END begins with its year
+    try:
+        dates = [_naive(pd.Timestamp(p)) for p in parts]
+    except (ValueError, TypeError):
+        dates = []
+    if len(dates) not in (1, 2) or any(pd.isna(d) for d in dates):
+        raise UserError(f"--init {text!r} is not a date; use YYYY-MM-DD or START:END")
+    if len(dates) == 1:
+        return dates[0], None
+    if dates[0] > dates[1]:
+        raise UserError(f"--init {text}: the start is after the end; use START:END")
+    return dates[0], dates[1]
 
 
 def _naive(t: pd.Timestamp) -> pd.Timestamp:

@@ -58,6 +58,8 @@ class _Stages:
 
 def quickstart(out: Path, config: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Path]:
     """Run every stage on the synthetic world and print the score table; returns the output paths."""
+    import pandas as pd
+
     from data_prep.prep import prep
     from data_prep.synthetic import generate_world
     from forecast.evaluate import evaluate_to_files, format_score_table
@@ -90,7 +92,12 @@ def quickstart(out: Path, config: str | Path | None = None, overrides: list[str]
     # prep: records -> CF netCDF maps + window index (the same path real archives take)
     if st.start("prep", f"grid {strikes.name} on {cfg.prep.grid}", "synth", "prep", "data", outputs=(paths["maps"],)):
         paths["maps"].unlink(missing_ok=True)  # a new world replaces, never appends to, old maps
-        print(prep([str(strikes)], paths["maps"], cfg.prep, cfg.data))
+        # the world observes every day it simulates, quiet first/last days included
+        last = pd.Timestamp(cfg.synth.start) + pd.Timedelta(days=cfg.synth.days - 1)
+        prep_cfg = dataclasses.replace(
+            cfg.prep, start=cfg.prep.start or cfg.synth.start, end=cfg.prep.end or f"{last.date()}T23:59"
+        )
+        print(prep([str(strikes)], paths["maps"], prep_cfg, cfg.data))
         st.finish("prep", "synth", "prep", "data")
 
     # train: resumes from run/last.pt when an earlier quickstart was interrupted

@@ -97,10 +97,10 @@ def train_loop(cfg: ExperimentConfig, dist: Dist, resume: bool = False) -> Path:
     scaler = torch.amp.GradScaler(dist.device.type, enabled=amp == torch.float16)
     net = _wrap(model, tc, dist)
     loss_fn = build_loss(tc.loss, pos_weight=tc.pos_weight, gamma=tc.focal_gamma)
-    total = tc.max_steps or tc.epochs * len(data.train_loader)
+    total = tc.max_steps or tc.epochs * data.steps_per_epoch
     state, restored = TrainState(), {}
     if resume and (run_dir / "last.pt").is_file():
-        restored = _restore(run_dir / "last.pt", model, optimizer, scaler, dist)
+        restored = _restore(run_dir / "last.pt", model, optimizer, scaler, cfg, data, dist)
         state = TrainState(**restored["state"])
     if dist.is_main:
         save_config(cfg, run_dir / "config.yaml")
@@ -137,18 +137,13 @@ def train_loop(cfg: ExperimentConfig, dist: Dist, resume: bool = False) -> Path:
             state.step += 1
             state.batch_in_epoch += 1
             # log
-            log.train_loss(
-                loss.detach(),
-                state,
-                lr,
-                state.seconds + time.perf_counter() - t0,
-                every=tc.log_every,
-            )
+            elapsed = state.seconds + time.perf_counter() - t0
+            log.train_loss(loss.detach(), state, lr, elapsed, every=tc.log_every)
             bar.set_postfix(loss=f"{log.last_loss:.4f}", lr=f"{lr:.2e}", refresh=False)
             if state.step >= total or state.step >= session_end:
                 break
         state.seconds += time.perf_counter() - t0
-        epoch_done = state.batch_in_epoch >= len(data.train_loader)
+        epoch_done = state.batch_in_epoch >= data.steps_per_epoch
         if epoch_done or state.step >= total:
             # validate on the fixed set; checkpoint on improvement; early stopping
             scores = validate(net, data, loss_fn, dist, amp)
@@ -284,22 +279,44 @@ def _train_state(model, optimizer, scaler, state: TrainState, cfg, data) -> dict
     }
 
 
-def _restore(path: Path, model, optimizer, scaler, dist: Dist) -> dict:
-    """Load ``last.pt`` into model, optimizer and scaler; restore random states; return it."""
-    ckpt = load_checkpoint(path, map_location=dist.device)
+def _restore(path: Path, model, optimizer, scaler, cfg, data, dist: Dist) -> dict:
+    """Load ``last.pt`` into model, optimizer and scaler; restore random states; return it.
+
+    Refuses a checkpoint of another model or window config, or of other maps (the feature
+    statistics fitted on the training split differ): resuming it would mix two runs.
+    """
+    ckpt = load_checkpoint(path, map_location="cpu")
     if "state" not in ckpt:
-        raise UserError(
-            f"checkpoint {path} holds no training state; remove it to train from scratch"
-        )
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError:
-        raise UserError(
-            f"checkpoint {path} was written for another model architecture; remove it or use "
-            "another "
-            "train.out to train from scratch"
-        ) from None
+        raise UserError(f"checkpoint {path} holds no training state; remove it to start afresh")
+    _same_run(path, ckpt, cfg, data)
+    model.load_state_dict(ckpt["model"])
     optimizer.load_state_dict(ckpt["optimizer"])
     scaler.load_state_dict(ckpt["scaler"])
     set_rng_state(ckpt["rng"])
     return ckpt
+
+
+def _same_run(path: Path, ckpt: dict, cfg: ExperimentConfig, data) -> None:
+    """Raise a UserError naming what differs between ``ckpt`` and this run's config and maps."""
+    old, new = ckpt["config"], to_dict(cfg)
+    keys = [
+        f"{sec}.{k}"
+        for sec in ("model", "data")
+        for k in new[sec]
+        if old[sec].get(k) != new[sec][k]
+    ]
+    keys += [f"train.{k}" for k in _RUN_KEYS if old["train"].get(k) != new["train"][k]]
+    if not keys:
+        a, b = ckpt["stats"], data.stats.to_state()
+        same = a["count_scale"] == b["count_scale"] and torch.equal(
+            a["climatology"], b["climatology"]
+        )
+        keys = [] if same else ["the maps (feature statistics)"]
+    if keys:
+        raise UserError(
+            f"checkpoint {path} belongs to another run: {', '.join(keys)} differ; remove it "
+            "(or pick another train.out) to train from scratch"
+        )
+
+
+_RUN_KEYS = ("seed", "batch_size", "lr", "min_lr", "weight_decay", "warmup_steps", "loss")

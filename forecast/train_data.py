@@ -9,6 +9,7 @@ climatology of the valid day.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,7 @@ class TrainData:
     train_loader: torch.utils.data.DataLoader
     val_loader: torch.utils.data.DataLoader
     train_sampler: ShardSampler
+    steps_per_epoch: int  # batches of a whole epoch (the loader is shorter in a resumed epoch)
     in_channels: int
     n_out: int
     thr1: int  # position of threshold 1 (or the lowest threshold) among the model's thresholds
@@ -82,6 +84,7 @@ def build_data(cfg, dist: Dist) -> TrainData:
         train_loader=_loader(train_set, sampler, tc, dist),
         val_loader=_loader(val_set, val_sampler, tc, dist),
         train_sampler=sampler,
+        steps_per_epoch=math.ceil(len(sampler) / tc.batch_size),
         in_channels=N_CHANNELS,
         n_out=index.n_out,
         thr1=thresholds.index(1) if 1 in thresholds else 0,

@@ -86,3 +86,9 @@ def test_to_dict_is_plain_yaml():
     d = to_dict(ExperimentConfig())
     assert yaml.safe_load(yaml.safe_dump(d)) == d
     assert from_dict(ExperimentConfig, d) == ExperimentConfig()
+
+
+def test_unquoted_date_is_read_as_text():
+    cfg = load_experiment(None, ["synth.start=2019-03-01", "prep.end=2020-01-31T06:00:00"])
+    assert cfg.synth.start == "2019-03-01"
+    assert cfg.prep.end.startswith("2020-01-31T06:00")

@@ -5,8 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 
-from data_prep.climatology import climatology_at
+from data_prep.climatology import climatology_at, fit_climatology
 from data_prep.config import SequenceConfig
 from data_prep.errors import UserError
 from data_prep.mock import mock_maps
@@ -31,12 +32,15 @@ def maps():
     return ds, index, fit_stats(ds, index)
 
 
-@pytest.mark.parametrize("in_memory", [True, False])
-def test_window_equals_independent_isel(maps, in_memory):
+@pytest.mark.parametrize("source", ["memory", "lazy", "lazy_file"])
+def test_window_equals_independent_isel(maps, source, tmp_path):
     ds, index, stats = maps
+    if source == "lazy_file":
+        ds.to_netcdf(tmp_path / "maps.nc")
+        ds = xr.open_dataset(tmp_path / "maps.nc")  # not loaded: items read from the file
     starts = index.starts["val"]
     data = WindowDataset(
-        ds, starts, n_in=5, n_out=2, stats=stats, thresholds=(1, 3), in_memory=in_memory
+        ds, starts, n_in=5, n_out=2, stats=stats, thresholds=(1, 3), in_memory=source == "memory"
     )
     assert len(data) == len(starts)
     for i in (0, len(starts) - 1):
@@ -109,7 +113,7 @@ def test_init_features_equal_window_inputs_and_reach_the_last_step(maps):
     x = init_features(ds, index.inits("test")[:3], 5, stats)
     assert x.shape == (3, 5, N_CHANNELS, 6, 8)
     for i in range(3):
-        torch.testing.assert_close(x[i], data[i]["x"])
+        np.testing.assert_array_equal(x[i].numpy(), data[i]["x"].numpy())
     last = init_features(ds, np.array([149]), 5, stats)
     np.testing.assert_array_equal(last[0, -1, 1].numpy(), ds.strike_count.values[149] >= 1)
     with pytest.raises(UserError, match="past steps"):
@@ -150,3 +154,15 @@ def test_bad_thresholds_and_starts_are_rejected(maps):
         WindowDataset(ds, index.starts["train"], n_in=5, n_out=2, stats=stats, thresholds=(0,))
     with pytest.raises(UserError, match="rebuild the index"):
         WindowDataset(ds, np.array([148]), n_in=5, n_out=2, stats=stats)
+
+
+def test_stats_climatology_equals_fit_climatology_on_training_steps(maps):
+    ds, index, stats = maps
+    train = index.steps("train")
+    expected = fit_climatology(
+        ds.strike_count.values[train],
+        ds.time.values[train],
+        np.ones(train.sum(), bool),
+        observed=ds.coverage.values[train] > 0,
+    )
+    np.testing.assert_allclose(stats.climatology, expected, rtol=1e-6, atol=1e-7)

@@ -112,3 +112,9 @@ def test_granule_spans_cover_a_step_only_when_they_fill_it():
     s = 10**9
     spans = [(0, 20 * s), (20 * s, 40 * s), (40 * s, 60 * s), (60 * s, 80 * s)]
     assert span_fraction(spans, clock, 0, 2).tolist() == pytest.approx([1.0, 1 / 3, 0.0])
+
+
+def test_longitudes_0_to_360_land_on_a_grid_west_of_greenwich():
+    acc, tally = _grid_points([0, 0], [40.0, 40.0], [270.0, -90.0])
+    counts, _ = acc.maps(0, 0, 1.0)
+    assert tally.gridded_records == 2 and counts.max() == 2

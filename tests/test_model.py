@@ -18,6 +18,15 @@ C = 7  # input channels of forecast.dataset
 TINY = ModelConfig(encoder_channels=(8, 16), hidden_channels=(16,), flat_hidden=32)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny grids gain nothing from a second thread and lose much when the cores are busy."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def _tiny(**changes) -> ModelConfig:
     return dataclasses.replace(TINY, **changes)
 

@@ -93,6 +93,9 @@ def fake_scores(
     ds["csi"] = (("method", "lead_time"), np.nanmax(csi, -1))
     for v in ("brier_skill_score", "roc_auc", "csi"):
         ds[f"{v}_lo"], ds[f"{v}_hi"] = ds[v] - 0.03, ds[v] + 0.02
+    ds = ds.assign_coords(scale=[1, 3, 5])
+    for v in ("fss", "csi_neighbourhood"):
+        ds[v] = ds["csi"] + 0.1 * np.log(ds["scale"])  # (method, lead_time, scale)
     return ds
 
 
@@ -226,6 +229,7 @@ def test_plot_files_writes_every_figure_as_png_atomically(files, tmp_path):
         [
             "map_20210712T0000_lead01.png",
             "map_20210712T0000_lead02.png",
+            "neighbourhood.png",
             "performance.png",
             "precision_recall.png",
             "reliability.png",
@@ -265,3 +269,17 @@ def test_cli_plot_prints_the_written_paths(files, tmp_path, capsys):
     rc = main(["plot", "--log", str(files["log"]), "--out", str(tmp_path)])
     assert rc == 0
     assert "training.png" in capsys.readouterr().out
+
+
+def test_forecast_with_count_thresholds_maps_the_first_threshold(files):
+    fc = plots.open_dataset(files["forecast"], "forecast")
+    maps = plots.open_dataset(files["maps"], "maps")
+    prob = fc["probability"]
+    stacked = xr.concat(
+        [prob, prob / 2], dim=xr.DataArray([1, 5], dims="threshold", name="threshold")
+    )
+    fc2 = fc.assign(
+        probability=stacked.transpose("init_time", "lead_time", "threshold", "lat", "lon")
+    )
+    fig = plots.forecast_map_figure(fc2, maps, fc["init_time"].values[0], 1)
+    assert "probability of >= 1 strike" in _texts(fig)

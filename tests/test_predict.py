@@ -58,7 +58,8 @@ def test_latest_window_ends_at_the_last_step_and_needs_no_targets(run, tmp_path)
 
 def test_forecaster_matches_the_file_and_takes_batches(run, tmp_path):
     ckpt, maps = run
-    out = predict_to_file(ckpt, maps, "2021-03-01:2021-03-10", tmp_path / "r.nc", device="cpu")
+    span = "2021-03-01T00:00:2021-03-10T00:00"  # START:END with times of day, as quickstart passes
+    out = predict_to_file(ckpt, maps, span, tmp_path / "r.nc", device="cpu")
     ds = xr.open_dataset(out)
     assert ds.sizes["init_time"] == 10
     fc = load_forecaster(ckpt, device="cpu")
@@ -83,6 +84,10 @@ def test_init_with_a_gap_or_outside_the_file_names_date_and_valid_range(run, tmp
         predict_to_file(ckpt, gappy, "2030-01-01", tmp_path / "x.nc", device="cpu")
     with pytest.raises(UserError, match="not a date"):
         predict_to_file(ckpt, gappy, "yesterday-ish", tmp_path / "x.nc", device="cpu")
+    last_gap = tmp_path / "last_gap.nc"
+    mock_maps(n_steps=100, shape=(16, 24), seed=5, gaps=(99,)).to_netcdf(last_gap)
+    with pytest.raises(UserError, match=r"the latest window \(ending 2021-04-10\) has missing"):
+        predict_to_file(ckpt, last_gap, None, tmp_path / "x.nc", device="cpu")
     assert not (tmp_path / "x.nc").exists()
 
 
@@ -113,18 +118,19 @@ def test_grid_mismatch_is_a_clear_error(run, tmp_path):
         predict_to_file(ckpt, other, None, tmp_path / "f.nc", device="cpu")
 
 
-def test_several_thresholds_add_a_threshold_dimension(tmp_path):
+def test_several_thresholds_add_a_threshold_dimension_isotonic_keeps_them_ordered(tmp_path):
     maps = tmp_path / "maps.nc"
-    mock_maps(n_steps=80, shape=(16, 24), seed=2).to_netcdf(maps)
+    mock_maps(n_steps=100, shape=(16, 24), seed=2).to_netcdf(maps)
+    extra = ["model.thresholds=[1, 3]", "train.calibration=isotonic"]
     cfg = load_experiment(
-        None,
-        [*TINY, "model.thresholds=[1, 3]", f"train.maps={maps}", f"train.out={tmp_path / 'run'}"],
+        None, [*TINY, *extra, f"train.maps={maps}", f"train.out={tmp_path / 'run'}"]
     )
     out = predict_to_file(train(cfg) / "best.pt", maps, None, tmp_path / "f.nc", device="cpu")
     p = xr.open_dataset(out)["probability"]
     assert p.dims == ("init_time", "lead_time", "threshold", "lat", "lon")
     assert p["threshold"].values.tolist() == [1, 3]
     assert (p.sel(threshold=3) <= p.sel(threshold=1)).all()
+    assert xr.open_dataset(out).attrs["calibration"] == "isotonic"
 
 
 def test_cli_predict_writes_the_file(run, tmp_path, capsys):

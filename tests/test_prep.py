@@ -89,6 +89,9 @@ def test_append_reads_only_new_inputs_and_sums_overlapping_steps(tmp_path):
     assert np.array_equal(a.strike_count.values, w.strike_count.values)
     assert np.array_equal(a.coverage.values, w.coverage.values)
     assert Tally.from_attrs(a.attrs).read_records == 900
+    write_parquet(first.iloc[:10], p1)  # an input changed after it was gridded
+    with pytest.raises(UserError, match=r"m1\.parquet: changed since it was gridded"):
+        prep([str(p1)], arch, _cfg(), SEQ)
 
 
 def test_glm_steps_without_granules_are_marked_no_data(tmp_path):
@@ -156,3 +159,36 @@ def test_cli_prep_writes_maps_and_windows_for_synthetic_strikes(tmp_path, capsys
     assert out.exists() and out.with_name("maps.windows.nc").exists()
     assert main(["prep", str(path), "--format", "grib", "--out", str(out)]) == 2
     assert "unknown format 'grib'" in capsys.readouterr().err
+
+
+def test_gridded_input_is_regridded_by_summing_and_nan_or_missing_steps_are_no_data(tmp_path):
+    from prep_files import write_gridded
+
+    v = np.full((2, 4, 4), np.nan)
+    v[0] = np.arange(16).reshape(4, 4)  # 0.25-degree cells: 2 x 2 of them per 0.5-degree cell
+    v[1, :2, :2] = 1.0
+    lat, lon = 40.125 + 0.25 * np.arange(4), 260.125 + 0.25 * np.arange(4)  # 0..360 longitudes
+    path = write_gridded(tmp_path / "g.nc", v, ["2021-06-01", "2021-06-03"], lat, lon)
+    out = tmp_path / "maps.nc"
+    s = prep([str(path)], out, _cfg(), SEQ)
+    ds = xr.open_dataset(out).sel(lat=slice(40, 41), lon=slice(-100, -99))
+    assert ds.strike_count.sum(("lat", "lon")).values.tolist() == [120, 0, 4]
+    assert ds.strike_count.isel(time=0).values.tolist() == [[10, 18], [42, 50]]
+    assert ds.coverage.sum(("lat", "lon")).values.tolist() == [4, 0, 1]  # day 2 absent
+    assert s.tally.read_strikes == 124 and s.tally.balanced()
+
+
+def test_threaded_scheduler_and_open_maps_errors(tmp_path):
+    from data_prep.io import open_maps
+
+    path = write_parquet(strikes_frame(300), tmp_path / "s.parquet")
+    a, b = tmp_path / "a.nc", tmp_path / "b.nc"
+    prep([str(path)], a, _cfg(), SEQ)
+    prep([str(path)], b, _cfg(), SEQ, scheduler="threads")
+    assert a.read_bytes() == b.read_bytes()
+    assert open_maps(a)["coverage"].dtype == np.int8
+    with pytest.raises(UserError, match=r"missing\.nc: maps file not found"):
+        open_maps(tmp_path / "missing.nc")
+    xr.Dataset({"x": (("t",), np.zeros(2))}).to_netcdf(tmp_path / "other.nc")
+    with pytest.raises(UserError, match=r"other\.nc: variable 'strike_count' missing"):
+        open_maps(tmp_path / "other.nc")

@@ -48,9 +48,11 @@ def tiny_cfg(maps_file, out, *overrides):
 def test_resume_gives_the_same_weights_as_an_uninterrupted_run(maps_file, tmp_path):
     steps = ["train.max_steps=9", "train.epochs=100"]
     straight = train(tiny_cfg(maps_file, tmp_path / "a", *steps))
-    # interrupted mid-epoch at step 4, then resumed (an epoch has 6 batches here)
+    # interrupted mid-epoch at step 4, again at step 5, then resumed (an epoch has 6 batches)
     train(tiny_cfg(maps_file, tmp_path / "b", *steps, "train.session_steps=4"))
     assert load_checkpoint(tmp_path / "b" / "last.pt")["state"]["step"] == 4
+    train(tiny_cfg(maps_file, tmp_path / "b", *steps, "train.session_steps=1"), resume=True)
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["state"]["batch_in_epoch"] == 5
     resumed = train(tiny_cfg(maps_file, tmp_path / "b", *steps), resume=True)
     a, b = (load_checkpoint(d / "last.pt") for d in (straight, resumed))
     assert a["state"]["step"] == b["state"]["step"] == 9
@@ -62,6 +64,17 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(maps_file, tmp_pa
     rows = [_rows(d / "log.csv") for d in (straight, resumed)]
     drop = [{k: v for k, v in r.items() if k != "seconds"} for r in rows[0]]
     assert drop == [{k: v for k, v in r.items() if k != "seconds"} for r in rows[1]]
+
+
+def test_resume_refuses_a_checkpoint_of_another_model_or_other_maps(maps_file, tmp_path):
+    train(tiny_cfg(maps_file, tmp_path / "r", "train.max_steps=1"))
+    wider = tiny_cfg(maps_file, tmp_path / "r", "model.hidden_channels=[4]")
+    with pytest.raises(UserError, match=r"belongs to another run: model.hidden_channels differ"):
+        train(wider, resume=True)
+    other = tmp_path / "other.nc"
+    mock_maps(n_steps=100, shape=(16, 24), seed=4).to_netcdf(other)
+    with pytest.raises(UserError, match=r"another run: the maps \(feature statistics\) differ"):
+        train(tiny_cfg(other, tmp_path / "r"), resume=True)
 
 
 def test_run_directory_holds_config_checkpoints_log_and_calibration(maps_file, tmp_path):
@@ -95,6 +108,14 @@ def test_nan_loss_stops_with_a_one_line_message(maps_file, tmp_path):
     ) as e:
         train(cfg)
     assert "\n" not in str(e.value)
+
+
+def test_early_stopping_ends_training_after_patience_validations(maps_file, tmp_path):
+    frozen = ["train.lr=0", "train.min_lr=0", "train.patience=2", "train.epochs=10"]
+    run = train(tiny_cfg(maps_file, tmp_path / "stop", *frozen))
+    state = load_checkpoint(run / "last.pt")["state"]
+    assert state["stopped"] and state["epoch"] == 3 and state["bad_epochs"] == 2
+    assert load_checkpoint(run / "best.pt")["calibration"] is not None
 
 
 def test_empty_maps_path_asks_for_train_maps(tmp_path):

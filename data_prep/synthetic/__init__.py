@@ -12,17 +12,21 @@ real lightning climatology:
   grow with the square of a seasonal warmth (0 mid-January, 1 mid-July); a moist-air edge moves
   from ~33 N in winter to ~47 N in summer, so winter lightning stays in the south, tied to fronts.
 - **Travelling weather systems** (:class:`dynamics.Systems`): troughs with a south-west trailing
-  front enter at the west edge (more often in the cool season), move east at 5-12 degrees of
-  longitude per day for 3-7 days and force storms along a band a few degrees wide. Their position
-  and speed can only be read from several past days.
+  front are born 20 degrees west of the domain (more often in the cool season), move east at
+  5-12 degrees of longitude per day for 4-9 days and raise storms along a band a few degrees
+  wide. Their position and speed can only be read from several past days; the oracle also knows
+  the systems still west of the domain.
 - **Storm clusters** (:class:`dynamics.Storms`): born as a Poisson process whose rate is
   activity x favourability x (air-mass term + system term), grow and decay over 1-3 days as
   sin(pi * age / life), drift with the steering flow (with their system when it raised them), with
   a diurnal cycle peaking in the late afternoon local time; their strike output is log-normal
   (heavy-tailed).
-- **Activity** (:func:`dynamics.activity_paths`): a domain-wide log-normal AR(1) multiplier of the
-  birth rate with a memory of days: runs of quiet days and of very active days.
-- **Strikes**: Poisson counts per cell and internal step (``step_hours``, default 3 h) from the
+- **Activity and regimes** (:func:`dynamics.activity_paths`): a domain-wide log-normal AR(1)
+  multiplier of the birth rate with a memory of days (runs of quiet days and of very active
+  days, heavy-tailed daily totals), and west-east / south-north tilts of it with a memory of
+  ~10 days, like persistent flow regimes that keep storms over one part of the region for a week
+  or two. They are what past days reveal about the days ahead beyond the travelling systems.
+- **Strikes**: Poisson counts per cell and internal step (``step_hours``, default 6 h) from the
   storms' Gaussian intensity; strike times uniform within the step, so times spread within days.
 - **Detection network**: detection efficiency below one (Poisson thinning) and Gaussian location
   error; stroke types (CG share ``cg_fraction``) and signed peak currents like NLDN reports.

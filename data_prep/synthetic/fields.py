@@ -43,7 +43,8 @@ def warmth(doy: np.ndarray | float) -> np.ndarray:
 
 
 def moisture(lat: np.ndarray, doy: np.ndarray | float, *, extra: float = 0.0) -> np.ndarray:
-    """Share of warm, moist air at ``lat`` in [0, 1]: Gulf moisture reaches ~33 N in winter, ~47 N in summer.
+    """Share of warm, moist air at ``lat`` in [0, 1]: Gulf moisture reaches ~33 N in winter,
+    ~47 N in summer.
 
     ``extra`` pushes the moist edge north (the warm sector of travelling systems).
     """
@@ -58,7 +59,7 @@ def diurnal(utc_hour: float, lon: np.ndarray) -> np.ndarray:
 
 
 def steering_speed(doy: np.ndarray | float) -> np.ndarray:
-    """Eastward drift of storm clusters not tied to a system, degrees lon per day (weak in summer)."""
+    """Eastward drift of storms not tied to a system, degrees lon per day (weak in summer)."""
     return 6.0 - 3.5 * warmth(doy)
 
 
@@ -69,7 +70,7 @@ def track_lat(doy: np.ndarray | float) -> np.ndarray:
 
 def day_of_year(start: pd.Timestamp, t: np.ndarray | float) -> np.ndarray:
     """Fractional day of year (1 = 1 January 00Z) at ``t`` days after ``start``."""
-    return (start.dayofyear + np.asarray(t, float) - 1.0) % 365.25 + 1.0
+    return (start.day_of_year + np.asarray(t, float) - 1.0) % 365.25 + 1.0
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

@@ -22,6 +22,8 @@ error is tiny compared with the cell. The only approximation left is the Monte C
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
@@ -30,10 +32,13 @@ from tqdm.auto import tqdm
 
 from data_prep import schema
 from data_prep.synthetic import dynamics as dyn
+from data_prep.synthetic.render import render
 from data_prep.synthetic.simulate import Run, n_cohorts, steps_per_day
 
 CHUNK_INITS = 8  # forecast times per batch of rollouts (fixed: the random streams depend on it)
 KM_PER_DEGREE = 111.2
+WORKERS = min(2, os.cpu_count() or 1)  # threads for the rollouts
+SKIP_BELOW = 0.05  # location error (1 sigma, in cells) below which the oracle does not blur
 
 
 def oracle_inits(days: int, *, n_in: int, n_out: int) -> np.ndarray:
@@ -42,18 +47,27 @@ def oracle_inits(days: int, *, n_in: int, n_out: int) -> np.ndarray:
 
 
 def oracle_probability(s: dyn.Setting, run: Run, progress: bool = False) -> np.ndarray:
-    """Oracle probability of >= 1 detected strike, (I, n_out, H, W) float32, I = len(oracle_inits)."""
+    """Oracle probability of >= 1 detected strike, (I, n_out, H, W) float32, one per init.
+
+    Batches of ``CHUNK_INITS`` forecast times run on ``WORKERS`` threads (numpy releases the
+    GIL); each batch has its own random stream, so the result does not depend on the threads.
+    """
     cfg = s.cfg
     inits = oracle_inits(cfg.days, n_in=cfg.n_in, n_out=cfg.n_out)
     kernels = location_kernels(s)
     out = np.empty((len(inits), cfg.n_out, *s.grid.shape), np.float32)
-    starts = range(0, len(inits), CHUNK_INITS)
-    for c in tqdm(starts, desc="oracle", unit="chunk", disable=not progress):
+
+    def one(c: int) -> None:
         d = inits[c : c + CHUNK_INITS]
         rng = np.random.default_rng([cfg.seed, 1, c // CHUNK_INITS])
         lam = rollout(rng, s, run, d) + known_part(run, d, cfg.n_out)[:, None]  # (C, S, L, H, W)
-        lam = blur(lam, kernels)
-        out[c : c + len(d)] = (-np.expm1(-lam)).mean(1)
+        out[c : c + len(d)] = (-np.expm1(-blur(lam, kernels))).mean(1)
+
+    starts = range(0, len(inits), CHUNK_INITS)
+    with ThreadPoolExecutor(WORKERS) as pool:
+        jobs = pool.map(one, starts)
+        for _ in tqdm(jobs, total=len(starts), desc="oracle", unit="chunk", disable=not progress):
+            pass
     return out
 
 
@@ -67,20 +81,20 @@ def known_part(run: Run, inits: np.ndarray, n_out: int) -> np.ndarray:
 
 
 def rollout(rng: np.random.Generator, s: dyn.Setting, run: Run, inits: np.ndarray) -> np.ndarray:
-    """Expected detected strikes from storms born after each init, per rollout, (C, S, n_out, H, W)."""
+    """Expected detected strikes from storms born after each init, (C, S, n_out, H, W)."""
     cfg, spd = s.cfg, steps_per_day(s)
     n_s, c = cfg.oracle_samples, len(inits)
     t0 = np.repeat(inits + 1.0, n_s)  # world w = init index * S + sample
     frame = dyn.Frame(t0, cfg.n_out * spd, 1.0 / spd)
-    a0 = run.log_act[(inits + 1) * spd]
-    log_act = dyn.activity_paths(rng, s, frame, np.repeat(a0, n_s))[:, :-1].ravel()
+    a0 = np.repeat(run.activity[(inits + 1) * spd], n_s, axis=0)  # (C * S, 3)
+    state = dyn.activity_paths(rng, s, frame, a0)[:, :-1].reshape(-1, 3)  # (slots, 3)
     systems = dyn.Systems.concat([_replicate(run, inits, n_s), dyn.spawn_systems(rng, s, frame)])
-    storms = dyn.spawn_storms(rng, s, frame, systems, log_act)
+    storms = dyn.spawn_storms(rng, s, frame, systems, state)
     row, slot = frame.alive_pairs(storms.t0, storms.t0 + storms.life, storms.world)
     world, k = np.divmod(slot, frame.n_steps)
     tm = frame.t_start[world] + (k + 0.5) * frame.dt
     n_b = frame.n_worlds * cfg.n_out
-    lam = dyn.render(storms, row, tm, world * cfg.n_out + k // spd, n_b, s, cfg.detection_efficiency)
+    lam = render(storms, row, tm, world * cfg.n_out + k // spd, n_b, s, cfg.detection_efficiency)
     return lam.reshape(c, n_s, cfg.n_out, *s.grid.shape)
 
 
@@ -103,12 +117,13 @@ def _replicate(run: Run, inits: np.ndarray, n_s: int) -> dyn.Systems:
 def location_kernels(s: dyn.Setting) -> tuple[np.ndarray, np.ndarray] | None:
     """Cell-to-cell kernels of the location error: along lat (2m+1,), along lon per row (H, 2m+1).
 
-    None when the error is below 2 % of a cell (the blur would change nothing measurable).
+    None when the error is below SKIP_BELOW cells: under ~4 % of strikes change cell per axis,
+    mostly between cells of similar intensity, and the blur would change nothing measurable.
     """
     g, err = s.grid, s.cfg.location_error_km
     s_lat = err / KM_PER_DEGREE / g.res
     s_lon = err / (KM_PER_DEGREE * np.cos(np.deg2rad(g.lat))) / g.res  # (H,)
-    if max(s_lat, s_lon.max()) < 0.02:
+    if max(s_lat, s_lon.max()) < SKIP_BELOW:
         return None
     m = int(math.ceil(4 * max(s_lat, s_lon.max()))) + 1
     offsets = np.arange(-m, m + 1, dtype=float)
@@ -130,7 +145,7 @@ def _cell_kernel(m: np.ndarray, sd: np.ndarray) -> np.ndarray:
 
 
 def blur(lam: np.ndarray, kernels: tuple[np.ndarray, np.ndarray] | None) -> np.ndarray:
-    """Spread expected counts (..., H, W) by the location kernels; mass leaving the domain is lost."""
+    """Spread expected counts (..., H, W) by the location kernels; mass leaving the grid is lost."""
     if kernels is None:
         return lam
     k_lat, k_lon = kernels
@@ -159,14 +174,22 @@ def oracle_dataset(prob: np.ndarray, s: dyn.Setting) -> xr.Dataset:
     ds = xr.Dataset(
         {schema.PROBABILITY: ((schema.INIT_TIME, schema.LEAD_TIME, schema.LAT, schema.LON), prob)},
         coords={
-            schema.INIT_TIME: (schema.INIT_TIME, init_time, {"long_name": "label of the last observed day (UTC)"}),
-            schema.LEAD_TIME: (schema.LEAD_TIME, lead, {"long_name": "days after init_time", "units": "1"}),
+            schema.INIT_TIME: (
+                schema.INIT_TIME,
+                init_time,
+                {"long_name": "label of the last observed day (UTC)"},
+            ),
+            schema.LEAD_TIME: (
+                schema.LEAD_TIME,
+                lead,
+                {"long_name": "days after init_time", "units": "1"},
+            ),
             "valid_time": ((schema.INIT_TIME, schema.LEAD_TIME), valid),
             **schema.grid_coords(s.grid),
         },
     )
     ds[schema.PROBABILITY].attrs = {
-        "long_name": "oracle probability of at least one detected strike in the cell during the day",
+        "long_name": "oracle probability of at least one detected strike in the cell and day",
         "units": "1",
     }
     ds.attrs = {

@@ -78,9 +78,9 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> Path:
     os.close(fd)
     try:
         pq.write_table(table, tmp, compression="zstd", row_group_size=1_000_000)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a data file is readable like any other
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
-

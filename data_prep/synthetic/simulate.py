@@ -16,6 +16,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from data_prep.synthetic import dynamics as dyn
+from data_prep.synthetic.render import render
 
 CHUNK_DAYS = 16  # days rendered at once (memory: CHUNK_DAYS * steps per day * cohorts maps)
 
@@ -25,12 +26,14 @@ class Run:
     """Output of :func:`run_world`; T days, H x W cells, ``n_cohorts`` storm-age classes."""
 
     daily: np.ndarray  # detected strikes per cell and day, (T, H, W) int32
-    cohorts: np.ndarray  # expected detected strikes on day d from storms born on day d - k, (T, n_cohorts, H, W)
+    cohorts: (
+        np.ndarray
+    )  # expected detected strikes on day d from storms born on day d - k, (T, n_cohorts, H, W)
     step: np.ndarray  # internal step of each non-empty (step, cell), (M,) int64
     cell: np.ndarray  # flat cell index (i * W + j), (M,) int64
     count: np.ndarray  # detected strikes, (M,) int64
     systems: dyn.Systems  # every system of the run
-    log_act: np.ndarray  # log-activity at the start of every step, (T * steps per day + 1,)
+    activity: np.ndarray  # activity state at the start of every step, (T * steps per day + 1, 3)
     n_storms: int  # storm clusters born
 
     def systems_at(self, t: float) -> dyn.Systems:
@@ -52,14 +55,16 @@ def run_world(s: dyn.Setting, rng: np.random.Generator, progress: bool = False) 
     """Draw the world from its start through ``cfg.days`` days."""
     cfg, spd = s.cfg, steps_per_day(s)
     frame = dyn.Frame(np.zeros(1), cfg.days * spd, 1.0 / spd)
-    log_act = dyn.activity_paths(rng, s, frame, rng.normal(0.0, cfg.activity_sd, 1))[0]
+    state = dyn.activity_paths(rng, s, frame, dyn.stationary_activity(rng, s, 1))[0]
     systems = dyn.spawn_systems(rng, s, frame)
-    storms = dyn.spawn_storms(rng, s, frame, systems, log_act[:-1])
+    storms = dyn.spawn_storms(rng, s, frame, systems, state[:-1])
     daily = np.zeros((cfg.days, *s.grid.shape), np.int32)
     cohorts = np.zeros((cfg.days, n_cohorts(s), *s.grid.shape), np.float32)
     row, slot = frame.alive_pairs(storms.t0, storms.t0 + storms.life, storms.world)
     hits = []
-    for d0 in tqdm(range(0, cfg.days, CHUNK_DAYS), desc="synth", unit="chunk", disable=not progress):
+    for d0 in tqdm(
+        range(0, cfg.days, CHUNK_DAYS), desc="synth", unit="chunk", disable=not progress
+    ):
         d1 = min(d0 + CHUNK_DAYS, cfg.days)
         sel = (slot >= d0 * spd) & (slot < d1 * spd)
         lam, cohorts[d0:d1] = _render_days(s, storms, row[sel], slot[sel], frame, d0, d1)
@@ -67,7 +72,7 @@ def run_world(s: dyn.Setting, rng: np.random.Generator, progress: bool = False) 
         np.add.at(daily[d0:d1].reshape(d1 - d0, -1), (step // spd, cell), count.astype(np.int32))
         hits.append((step + d0 * spd, cell, count))
     step, cell, count = (np.concatenate([h[i] for h in hits]) for i in range(3))
-    return Run(daily, cohorts, step, cell, count, systems, log_act, len(storms))
+    return Run(daily, cohorts, step, cell, count, systems, state, len(storms))
 
 
 def _render_days(s, storms, row, slot, frame, d0: int, d1: int) -> tuple[np.ndarray, np.ndarray]:
@@ -77,8 +82,8 @@ def _render_days(s, storms, row, slot, frame, d0: int, d1: int) -> tuple[np.ndar
     tm = (slot + 0.5) * frame.dt
     day = slot // spd
     age_class = np.minimum(day - np.floor(storms.t0[row]), nc - 1).astype(np.int64)
-    per_step = dyn.render(storms, row, tm, slot - d0 * spd, (d1 - d0) * spd, s, de)
-    per_day = dyn.render(storms, row, tm, (day - d0) * nc + age_class, (d1 - d0) * nc, s, de)
+    per_step = render(storms, row, tm, slot - d0 * spd, (d1 - d0) * spd, s, de)
+    per_day = render(storms, row, tm, (day - d0) * nc + age_class, (d1 - d0) * nc, s, de)
     return per_step, per_day.reshape(d1 - d0, nc, *s.grid.shape)
 
 

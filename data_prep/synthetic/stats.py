@@ -17,7 +17,10 @@ from data_prep.schema import Grid, get_grid
 
 
 def grid_counts(
-    records: pa.Table | pd.DataFrame | str | Path, grid: Grid | str, start: str | None = None, days: int | None = None
+    records: pa.Table | pd.DataFrame | str | Path,
+    grid: Grid | str,
+    start: str | None = None,
+    days: int | None = None,
 ) -> tuple[np.ndarray, pd.DatetimeIndex]:
     """Strikes per cell and UTC day, ``(counts (T, H, W) int32, day labels (T,))``.
 
@@ -39,7 +42,7 @@ def grid_counts(
 
 
 def world_stats(strikes_path: str | Path, grid: Grid | str) -> dict:
-    """Summary of a strike-record file on ``grid``: totals, base rate by month, stroke mix, currents."""
+    """Summary of a strike-record file on ``grid``: totals, base rates, stroke mix, currents."""
     table = pq.read_table(strikes_path)
     counts, days = grid_counts(table, grid)
     out = count_stats(counts, days)
@@ -63,8 +66,12 @@ def count_stats(counts: np.ndarray, days: pd.DatetimeIndex) -> dict:
         "days": int(len(days)),
         "strikes": int(totals.sum()),
         "base_rate": float(rate.mean()),
-        "base_rate_by_month": {int(m): round(float(rate[month == m].mean()), 4) for m in np.unique(month)},
-        "daily_strikes_percentiles": {str(p): int(v) for p, v in zip(q, np.percentile(totals, q), strict=True)},
+        "base_rate_by_month": {
+            int(m): round(float(rate[month == m].mean()), 4) for m in np.unique(month)
+        },
+        "daily_strikes_percentiles": {
+            str(p): int(v) for p, v in zip(q, np.percentile(totals, q), strict=True)
+        },
         "quiet_day_share": float((totals < 0.1 * totals.mean()).mean()) if len(totals) else 0.0,
         "mean_count_in_positive_cells": float(counts[occ].mean()) if occ.any() else 0.0,
     }
@@ -72,7 +79,7 @@ def count_stats(counts: np.ndarray, days: pd.DatetimeIndex) -> dict:
 
 def doy_climatology(occ: np.ndarray, days: pd.DatetimeIndex, window: int = 15) -> np.ndarray:
     """Per-cell frequency of occurrence by day of year, +-``window`` days (circular), (T, H, W)."""
-    doy = np.minimum(days.dayofyear.to_numpy(), 365) - 1
+    doy = np.minimum(days.day_of_year.to_numpy(), 365) - 1
     sums = np.zeros((365, *occ.shape[1:]))
     n = np.zeros(365)
     np.add.at(sums, doy, occ)
@@ -85,7 +92,7 @@ def doy_climatology(occ: np.ndarray, days: pd.DatetimeIndex, window: int = 15) -
 def brier_scores(prob: np.ndarray, occ: np.ndarray, inits: np.ndarray, clim: np.ndarray) -> dict:
     """Brier scores by lead of a forecast ``prob`` (I, L, H, W) and of persistence and climatology.
 
-    ``occ`` (T, H, W) observed occurrence, ``inits`` (I,) day index of each init, ``clim`` (T, H, W).
+    ``occ`` (T, H, W) observed occurrence, ``inits`` (I,) day of each init, ``clim`` (T, H, W).
     """
     out = {"oracle": [], "persistence": [], "climatology": []}
     for lead in range(1, prob.shape[1] + 1):
@@ -93,6 +100,10 @@ def brier_scores(prob: np.ndarray, occ: np.ndarray, inits: np.ndarray, clim: np.
         out["oracle"].append(float(((prob[:, lead - 1] - obs) ** 2).mean()))
         out["persistence"].append(float(((occ[inits] - obs) ** 2).mean()))
         out["climatology"].append(float(((clim[inits + lead] - obs) ** 2).mean()))
-    out["oracle_bss_vs_climatology"] = [1 - o / c for o, c in zip(out["oracle"], out["climatology"], strict=True)]
-    out["oracle_bss_vs_persistence"] = [1 - o / c for o, c in zip(out["oracle"], out["persistence"], strict=True)]
+    out["oracle_bss_vs_climatology"] = [
+        1 - o / c for o, c in zip(out["oracle"], out["climatology"], strict=True)
+    ]
+    out["oracle_bss_vs_persistence"] = [
+        1 - o / c for o, c in zip(out["oracle"], out["persistence"], strict=True)
+    ]
     return {k: [round(v, 5) for v in vals] for k, vals in out.items()}

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from data_prep.config import SynthConfig, atomic_write_text, to_dict
 from data_prep.errors import UserError
@@ -43,7 +44,9 @@ def generate_world(cfg: SynthConfig, out_dir: Path, progress: bool = True) -> di
     paths = {"strikes": write_parquet_atomic(table, out_dir / "strikes.parquet")}
     counts, days = grid_counts(table, s.grid, start=cfg.start, days=cfg.days)
     summary = count_stats(counts, days)
-    summary.update(cg_share=float(np.mean(table.column("stroke_type").to_numpy(zero_copy_only=False) == "CG")))
+    summary.update(
+        cg_share=float(np.mean(table.column("stroke_type").to_numpy(zero_copy_only=False) == "CG"))
+    )
     summary.update(storms_born=run.n_storms, systems_born=len(run.systems))
     inits = orc.oracle_inits(cfg.days, n_in=cfg.n_in, n_out=cfg.n_out)
     if cfg.oracle_samples > 0 and len(inits) > 0:
@@ -52,38 +55,79 @@ def generate_world(cfg: SynthConfig, out_dir: Path, progress: bool = True) -> di
         occ = counts > 0
         summary["brier"] = brier_scores(prob, occ, inits, doy_climatology(occ, days))
     summary["seconds"] = round(time.perf_counter() - clock, 2)
-    paths["world"] = atomic_write_text(out_dir / "world.json", json.dumps(_world_json(cfg, summary), indent=2))
+    paths["world"] = atomic_write_text(
+        out_dir / "world.json", json.dumps(_world_json(cfg, summary), indent=2)
+    )
     return paths
 
 
 def check_config(cfg: SynthConfig) -> None:
     """Raise :class:`UserError` naming the first invalid ``synth.*`` value."""
-    import pandas as pd
-
     problems = [
         (cfg.days >= 1, "synth.days", "must be at least 1"),
-        (cfg.step_hours >= 1 and 24 % cfg.step_hours == 0, "synth.step_hours", "must divide 24 (1, 2, 3, 4, 6, 8, 12, 24)"),
+        (
+            cfg.step_hours >= 1 and 24 % cfg.step_hours == 0,
+            "synth.step_hours",
+            "must divide 24 (1, 2, 3, 4, 6, 8, 12, 24)",
+        ),
         (0 < cfg.detection_efficiency <= 1, "synth.detection_efficiency", "must be in (0, 1]"),
         (0 <= cfg.cg_fraction <= 1, "synth.cg_fraction", "must be in [0, 1]"),
         (cfg.location_error_km >= 0, "synth.location_error_km", "must be >= 0"),
-        (cfg.storm_rate >= 0 and cfg.strike_scale >= 0 and cfg.system_rate >= 0, "synth rates", "must be >= 0"),
-        (0 < cfg.storm_life_days[0] <= cfg.storm_life_days[1], "synth.storm_life_days", "must be 0 < min <= max"),
-        (0 < cfg.system_speed[0] <= cfg.system_speed[1], "synth.system_speed", "must be 0 < min <= max"),
-        (cfg.activity_days > 0 and cfg.activity_sd >= 0, "synth.activity_days/activity_sd", "must be > 0 / >= 0"),
-        (cfg.oracle_samples >= 0 and cfg.n_in >= 1 and cfg.n_out >= 1, "synth.oracle_samples/n_in/n_out", "must be >= 0/1/1"),
+        (
+            cfg.storm_rate >= 0 and cfg.strike_scale >= 0 and cfg.system_rate >= 0,
+            "synth rates",
+            "must be >= 0",
+        ),
+        (
+            0 < cfg.storm_life_days[0] <= cfg.storm_life_days[1],
+            "synth.storm_life_days",
+            "must be 0 < min <= max",
+        ),
+        (
+            0 < cfg.system_speed[0] <= cfg.system_speed[1],
+            "synth.system_speed",
+            "must be 0 < min <= max",
+        ),
+        (
+            cfg.activity_days > 0 and cfg.activity_sd >= 0,
+            "synth.activity_days/activity_sd",
+            "must be > 0 / >= 0",
+        ),
+        (
+            cfg.oracle_samples >= 0 and cfg.n_in >= 1 and cfg.n_out >= 1,
+            "synth.oracle_samples/n_in/n_out",
+            "must be >= 0/1/1",
+        ),
     ]
     for ok, key, what in problems:
         if not ok:
-            raise UserError(f"synth config: {key} {what}; fix it in the YAML or with {key.split('/')[0]}=...")
+            raise UserError(
+                f"synth config: {key} {what}; fix it in the YAML or with {key.split('/')[0]}=..."
+            )
     try:
-        pd.Timestamp(cfg.start)
+        start = pd.Timestamp(cfg.start)
     except (ValueError, TypeError):
-        raise UserError(f"synth config: synth.start {cfg.start!r} is not a date; use YYYY-MM-DD") from None
+        start = None
+    if (
+        start is None
+        or not (1900 <= start.year <= 2200)
+        or start != start.normalize()
+        or start.tz is not None
+    ):
+        raise UserError(
+            f"synth config: synth.start {cfg.start!r} is not a day; use YYYY-MM-DD (UTC)"
+        )
 
 
 def _write_netcdf(ds, path: Path) -> Path:
     """Atomic netCDF write through :func:`data_prep.io.write_netcdf_atomic`, compressed."""
-    encoding = {"probability": {"zlib": True, "complevel": 1, "chunksizes": (1, 1, *ds["probability"].shape[2:])}}
+    encoding = {
+        "probability": {
+            "zlib": True,
+            "complevel": 1,
+            "chunksizes": (1, 1, *ds["probability"].shape[2:]),
+        }
+    }
     try:
         from data_prep.io import write_netcdf_atomic
     except ImportError:  # data_prep.io not there yet: same behaviour, local fallback
@@ -99,6 +143,7 @@ def _fallback_write(ds, path: Path, encoding: dict) -> Path:
     os.close(fd)
     try:
         ds.to_netcdf(tmp, encoding=encoding)
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -107,12 +152,17 @@ def _fallback_write(ds, path: Path, encoding: dict) -> Path:
 
 
 def _world_json(cfg: SynthConfig, summary: dict) -> dict:
+    last = pd.Timestamp(cfg.start) + pd.Timedelta(days=cfg.days - 1)
     return {
         "description": "strikecast synthetic lightning world; see data_prep/synthetic/__init__.py",
         "config": to_dict(cfg),
+        # grid the records over exactly these days (prep start/end): quiet first or last days
+        # have no records, and the oracle's init_time labels count from the start
+        "period": {"start": str(pd.Timestamp(cfg.start).date()), "end": str(last.date())},
         "files": {
-            "strikes.parquet": "one row per detected stroke: time (UTC), lat, lon, stroke_type, peak_current_kA",
-            "oracle.nc": "probability(init_time, lead_time, lat, lon) of >= 1 detected strike given the hidden state",
+            "strikes.parquet": "one row per detected stroke (time, lat, lon, type, peak current)",
+            "oracle.nc": "probability(init_time, lead_time, lat, lon) of >= 1 detected strike "
+            "given the hidden state",
         },
         "summary": summary,
     }
