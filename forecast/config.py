@@ -58,8 +58,8 @@ class TrainConfig:
     calibration: str = "temperature"  # temperature | isotonic | none
     log_every: int = 10
     progress: bool = True
-    session_steps: int = 0  # end this session after this many steps (a later --resume goes on); 0 = no limit
-    threads: int = 0  # CPU threads of torch (0 = all cores of this machine, shared among DDP processes)
+    session_steps: int = 0  # stop this session after N steps (--resume goes on); 0 = no limit
+    threads: int = 0  # CPU torch threads; 0 = cores / processes, or 1 on a busy machine
 
 
 @dataclass

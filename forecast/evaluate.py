@@ -96,11 +96,15 @@ def evaluate(cfg, ds: xr.Dataset, index, methods: dict[str, object], split: str 
         cover (all methods are scored on the same cases).
     split : split of ``index`` to score.
 
+    Lead times 1 .. n are scored, n the smallest ``n_out`` of the index and the methods.
+
     Returns
     -------
     xr.Dataset with dims method, lead_time, threshold, scale, bin, prob_threshold.
     """
-    ecfg, n_out = cfg.eval, index.n_out
+    ecfg = cfg.eval
+    # every method must reach every scored lead: a file or model with fewer leads shortens all
+    n_out = min([index.n_out] + [int(m.n_out) for m in methods.values() if hasattr(m, "n_out")])
     inits, notes = _cases(ds, index.inits(split), methods, f"split {split!r}")
     if inits.size == 0:
         raise UserError(f"evaluate: no init of split {split!r} to score; {notes}")
@@ -229,8 +233,10 @@ def evaluate_to_files(
 
     maps, out = Path(maps), Path(out)
     ds = open_maps(maps)
-    files = {name: ForecastFile(path, ds, maps) for name, path in forecasts.items()}
+    files: dict[str, ForecastFile] = {}
     try:
+        for name, path in forecasts.items():
+            files[name] = ForecastFile(path, ds, maps)
         index, split = _index_and_split(cfg, maps, ds, model=checkpoint is not None)
         methods = _methods(cfg, ds, index, checkpoint, files, baselines, device)
         scores = evaluate(cfg, ds, index, methods, split)

@@ -49,6 +49,15 @@ class ForecastFile:
             )
         return prob.transpose(INIT_TIME, LEAD_TIME, LAT, LON)
 
+    @property
+    def n_out(self) -> int:
+        """Lead times 1 .. n_out are all in the file."""
+        have = set(self.leads.tolist())
+        n = 0
+        while n + 1 in have:
+            n += 1
+        return n
+
     def covers(self, ds: xr.Dataset, inits: np.ndarray) -> np.ndarray:
         """Bool (N,): the file has a forecast from the maps' time of each init step."""
         return self._positions(ds, inits) >= 0

@@ -69,6 +69,7 @@ def scorecard_markdown(scores: xr.Dataset) -> str:
         f"- maps: `{a.get('maps', '?')}`",
         f"- cases: {a.get('cases', '')}",
         f"- CSI threshold: {a.get('threshold_selection', '')}",
+        f"- climatology fitted on: {a.get('climatology_fit', '')}",
         f"- skill: {a.get('references', '')}; brackets: 95 % bootstrap interval over forecast "
         f"days ({a.get('bootstrap')} resamples)",
     ]

@@ -123,8 +123,18 @@ def test_hidden_references_give_skill_without_baselines(maps):
     np.testing.assert_allclose(scores["brier_skill_score"], 1.0)
 
 
+def test_a_method_with_fewer_leads_shortens_every_method(maps):
+    class TwoLeads(Perfect):
+        n_out = 2
+
+    cfg = _cfg(bootstrap=0)
+    index = build_index(maps, cfg.data)
+    scores = evaluate(cfg, maps, index, {"model": TwoLeads()}, "test")
+    assert scores["lead_time"].values.tolist() == [1, 2]
+    np.testing.assert_allclose(scores["brier_skill_score"], 1.0)
+
+
 def test_format_score_table_lists_oracle_then_model_then_baselines(scored):
-    scores = scored[0].assign_coords(method=["climatology_x", "persistence", "oracle"][::-1])
     scores = scored[0].assign_coords(method=["model", "persistence", "oracle"])
     rows = [line.split()[0] for line in format_score_table(scores).splitlines()[2:]]
     assert rows == ["oracle", "model", "persistence"]
@@ -230,6 +240,38 @@ def test_forecast_file_outside_zero_one_is_a_user_error(files, maps):
             _cfg(split="all"), maps=files / "maps.nc", out=files / "x.nc", checkpoint=None,
             forecasts={"pct": files / "pct100.nc"}, baselines=False, device="cpu",
         )  # fmt: skip
+
+
+@pytest.mark.filterwarnings("ignore:windows .* are empty")
+def test_a_real_month_of_nldn_maps_scores_a_forecast_file(realdata, tmp_path):
+    from data_prep.config import PrepConfig
+    from data_prep.prep import prep
+    from forecast.baselines import Persistence
+
+    maps = tmp_path / "nldn.nc"
+    cfg = _cfg(baselines=("persistence", "lagrangian"), bootstrap=20)
+    prep([str(realdata / "nldn_tiles" / "nldn-tiles-202402.csv.gz")], maps,
+         PrepConfig(grid="conus-0.25"), cfg.data)  # fmt: skip
+    with xr.open_dataset(maps) as ds:
+        ds.load()
+    inits = np.arange(ds.sizes["time"] - 1)
+    prob = Persistence(n_out=2).forecast(ds, inits)  # a user's forecast with two lead times
+    fc = xr.Dataset(
+        {"probability": (("init_time", "lead_time", "lat", "lon"), prob)},
+        coords={"init_time": ds.time.values[inits], "lead_time": [1, 2], "lat": ds.lat,
+                "lon": ds.lon},
+    )  # fmt: skip
+    write_netcdf_atomic(fc, tmp_path / "mine.nc")
+    out, _ = evaluate_to_files(
+        cfg, maps=maps, out=tmp_path / "s.nc", checkpoint=None,
+        forecasts={"mine": tmp_path / "mine.nc"}, baselines=True, device="cpu",
+    )  # fmt: skip
+    with xr.open_dataset(out) as scores:
+        assert scores.attrs["split"] == "all" and scores.attrs["n_inits"] == len(inits)
+        assert scores["lead_time"].values.tolist() == [1, 2]
+        mine, pers = (scores.sel({"method": m}) for m in ("mine", "persistence"))
+        np.testing.assert_allclose(mine["brier_score"], pers["brier_score"])
+        assert np.all(np.isfinite(scores["roc_auc"].values))
 
 
 def test_nothing_to_score_is_a_user_error(files):

@@ -177,20 +177,16 @@ def test_oracle_beats_persistence_and_climatology(year):
     prob = xr.open_dataset(paths["oracle"]).probability.values
     inits = np.arange(cfg.n_in - 1, cfg.days - cfg.n_out)
     month = pd.date_range(cfg.start, periods=cfg.days).month.to_numpy()
-    clim = np.stack([occ[month == m].mean(0) for m in range(1, 13)])[
-        month - 1
-    ]  # in-sample, per cell
+    monthly = np.stack([occ[month == m].mean(0) for m in range(1, 13)])  # (12, H, W) in-sample
+    clim = monthly[month - 1]
     for lead in range(1, cfg.n_out + 1):
         obs = occ[inits + lead]
         bs_oracle = np.mean((prob[:, lead - 1] - obs) ** 2)
         bs_persist = np.mean((occ[inits] - obs) ** 2)
         bs_clim = np.mean((clim[inits + lead] - obs) ** 2)
-        assert bs_oracle < 0.9 * bs_clim and bs_oracle < bs_persist, (
-            lead,
-            bs_oracle,
-            bs_clim,
-            bs_persist,
-        )
+        margin = 0.75 if lead == 1 else 0.95  # an in-sample climatology of one year is flattered
+        assert bs_oracle < margin * bs_clim, (lead, bs_oracle, bs_clim)
+        assert bs_oracle < bs_persist, (lead, bs_oracle, bs_persist)
 
 
 def test_oracle_is_calibrated(year):

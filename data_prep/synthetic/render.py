@@ -21,7 +21,7 @@ def render(
     n_buckets: int,
     s: Setting,
     scale: float,
-    budget: int = 100_000,
+    budget: int = 20_000,
 ) -> np.ndarray:
     """Expected strikes per cell of (storm ``row``, time ``tm``) pairs summed into buckets.
 

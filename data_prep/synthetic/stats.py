@@ -100,10 +100,8 @@ def brier_scores(prob: np.ndarray, occ: np.ndarray, inits: np.ndarray, clim: np.
         out["oracle"].append(float(((prob[:, lead - 1] - obs) ** 2).mean()))
         out["persistence"].append(float(((occ[inits] - obs) ** 2).mean()))
         out["climatology"].append(float(((clim[inits + lead] - obs) ** 2).mean()))
-    out["oracle_bss_vs_climatology"] = [
-        1 - o / c for o, c in zip(out["oracle"], out["climatology"], strict=True)
-    ]
-    out["oracle_bss_vs_persistence"] = [
-        1 - o / c for o, c in zip(out["oracle"], out["persistence"], strict=True)
-    ]
-    return {k: [round(v, 5) for v in vals] for k, vals in out.items()}
+    for ref in ("climatology", "persistence"):
+        out[f"oracle_bss_vs_{ref}"] = [
+            1 - o / r if r > 0 else None for o, r in zip(out["oracle"], out[ref], strict=True)
+        ]
+    return {k: [None if v is None else round(v, 5) for v in vals] for k, vals in out.items()}
