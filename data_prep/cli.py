@@ -14,7 +14,6 @@ from pathlib import Path
 from data_prep.config import PrepConfig, SequenceConfig, SynthConfig, load_config
 from data_prep.errors import UserError
 
-
 _OVERRIDE = re.compile(r"^[A-Za-z_]\w*\.[A-Za-z_][\w.]*=")
 
 
@@ -46,7 +45,9 @@ def _section(args, cls, name: str, **cli_values):
         raise UserError(f"override {stray[0]!r} must name its section, e.g. {name}.key=value")
     for key, value in cli_values.items():
         if value is not None:
-            overrides.append(f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}")
+            overrides.append(
+                f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
+            )
     from data_prep.config import apply_overrides, from_dict
 
     return from_dict(cls, apply_overrides(dict(data), overrides), name + ".")
@@ -57,7 +58,9 @@ def load_config_dict(path: str) -> dict:
 
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"config file {p} not found: pass a YAML file such as configs/quickstart.yaml")
+        raise UserError(
+            f"config file {p} not found: pass a YAML file such as configs/quickstart.yaml"
+        )
     try:
         data = yaml.safe_load(p.read_text()) or {}
     except yaml.YAMLError:
@@ -80,7 +83,9 @@ def _add_synth(sub) -> None:
         epilog="example: strikecast synth --grid conus-0.25 --start 2021-01-01 --days 365 --seed 1 --out world/",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--grid", help="named grid (conus-0.25, plains-0.5, ...) or 'lat0,lat1,lon0,lon1,res'")
+    p.add_argument(
+        "--grid", help="named grid (conus-0.25, plains-0.5, ...) or 'lat0,lat1,lon0,lon1,res'"
+    )
     p.add_argument("--start", help="first day, YYYY-MM-DD (UTC)")
     p.add_argument("--days", type=int, help="number of days")
     p.add_argument("--seed", type=int, help="random seed; the same seed gives the same world")
@@ -92,7 +97,9 @@ def _add_synth(sub) -> None:
 def run_synth(args) -> int:
     from data_prep.synthetic import generate_world
 
-    cfg = _section(args, SynthConfig, "synth", grid=args.grid, start=args.start, days=args.days, seed=args.seed)
+    cfg = _section(
+        args, SynthConfig, "synth", grid=args.grid, start=args.start, days=args.days, seed=args.seed
+    )
     paths = generate_world(cfg, Path(args.out), progress=True)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
@@ -117,15 +124,21 @@ def _add_prep(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("inputs", nargs="+", help="input files or glob patterns")
-    p.add_argument("--out", required=True, help="output maps netCDF; an existing file is appended to")
+    p.add_argument(
+        "--out", required=True, help="output maps netCDF; an existing file is appended to"
+    )
     p.add_argument("--grid", help="named grid or 'lat0,lat1,lon0,lon1,res' (default conus-0.25)")
     p.add_argument("--format", help="reader name, or 'auto' to detect from content")
     p.add_argument("--time-step", dest="time_step", help="map step: 1D (default), 6h, 15min, ...")
     p.add_argument("--start", help="first step kept, inclusive (UTC)")
     p.add_argument("--end", help="last step kept, inclusive (UTC)")
-    p.add_argument("--workers", type=int, help="grid in parallel with a local dask cluster of N workers")
+    p.add_argument(
+        "--workers", type=int, help="grid in parallel with a local dask cluster of N workers"
+    )
     p.add_argument("--scheduler", help="address of an existing dask scheduler (tcp://host:8786)")
-    p.add_argument("--columns", help="point-record column names, e.g. time=ts,lat=latitude,lon=longitude")
+    p.add_argument(
+        "--columns", help="point-record column names, e.g. time=ts,lat=latitude,lon=longitude"
+    )
     add_config_args(p)
     p.set_defaults(run=run_prep)
 
@@ -136,7 +149,9 @@ def run_prep(args) -> int:
     # positional arguments are inputs, except `section.key=value` overrides mixed in among them
     is_override = [bool(_OVERRIDE.match(a)) and not Path(a).exists() for a in args.inputs]
     inputs = [a for a, o in zip(args.inputs, is_override, strict=True) if not o]
-    args.overrides = [a for a, o in zip(args.inputs, is_override, strict=True) if o] + list(args.overrides)
+    args.overrides = [a for a, o in zip(args.inputs, is_override, strict=True) if o] + list(
+        args.overrides
+    )
     cfg = _section(
         args,
         PrepConfig,
@@ -182,7 +197,10 @@ def run_parser(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
         print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"{parser.prog} {args.command}: interrupted; run the same command again to resume", file=sys.stderr)
+        print(
+            f"{parser.prog} {args.command}: interrupted; run the same command again to resume",
+            file=sys.stderr,
+        )
         return 130
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
-import tempfile
 import types
 import typing
 from dataclasses import dataclass, field
@@ -22,8 +21,8 @@ from typing import Any
 
 import yaml
 
+from data_prep.atomic import atomic_write_text
 from data_prep.errors import ConfigError
-
 
 # --------------------------------------------------------------------------------------------
 # data_prep sections
@@ -46,10 +45,17 @@ class SynthConfig:
     step_hours: int = 6  # internal time step (divides 24); strike times are uniform within it
     cg_fraction: float = 0.3  # share of cloud-to-ground strokes; the rest are intra-cloud
     strike_scale: float = 1.0  # multiplies the strikes each storm cluster produces
-    system_rate: float = 0.6  # travelling weather systems entering from the west per day (cool season)
-    system_speed: tuple[float, float] = (5.0, 12.0)  # their eastward speed range, degrees lon per day
+    system_rate: float = (
+        0.6  # travelling weather systems entering from the west per day (cool season)
+    )
+    system_speed: tuple[float, float] = (
+        5.0,
+        12.0,
+    )  # their eastward speed range, degrees lon per day
     storm_life_days: tuple[float, float] = (1.0, 3.0)  # lifetime range of storm clusters, days
-    activity_sd: float = 0.8  # spread of the domain-wide activity (log scale): quiet and active days
+    activity_sd: float = (
+        0.8  # spread of the domain-wide activity (log scale): quiet and active days
+    )
     activity_days: float = 6.0  # memory (e-folding time) of that activity, days
     regime_sd: float = 0.7  # spread of west-east / south-north tilts of activity (log scale)
     regime_days: float = 10.0  # memory of those regional regimes, days
@@ -67,7 +73,9 @@ class PrepConfig:
     workers: int = 1
     chunk_records: int = 5_000_000
     variable: str | None = None  # gridded netCDF input: the count variable (None = detect)
-    min_granule_fraction: float = 0.95  # GLM: a step is observed when granules cover this share of it
+    min_granule_fraction: float = (
+        0.95  # GLM: a step is observed when granules cover this share of it
+    )
 
 
 @dataclass
@@ -103,7 +111,9 @@ def from_dict(cls: type, data: dict | None, where: str = "") -> Any:
     """Build dataclass ``cls`` from its defaults updated by ``data``; reject unknown keys."""
     data = {} if data is None else data
     if not isinstance(data, dict):
-        raise ConfigError(f"config section {where or '<top>'!r} must be a mapping, got {type(data).__name__}")
+        raise ConfigError(
+            f"config section {where or '<top>'!r} must be a mapping, got {type(data).__name__}"
+        )
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     for key in data:
@@ -141,14 +151,28 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"config key {key!r}: expected a list, got {value!r}")
         if origin is tuple and args and args[-1] is not Ellipsis and len(args) != len(value):
             raise ConfigError(f"config key {key!r}: expected {len(args)} values, got {len(value)}")
-        item_types = [args[0]] * len(value) if (origin is list or args[-1] is Ellipsis) else list(args)
-        items = [_coerce(t, v, f"{key}[{i}]") for i, (t, v) in enumerate(zip(item_types, value, strict=True))]
+        item_types = (
+            [args[0]] * len(value) if (origin is list or args[-1] is Ellipsis) else list(args)
+        )
+        items = [
+            _coerce(t, v, f"{key}[{i}]")
+            for i, (t, v) in enumerate(zip(item_types, value, strict=True))
+        ]
         return origin(items)
     if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):
+        try:
+            return float(value)  # YAML 1.1 reads 1e-3 (no dot) as text
+        except ValueError:
+            pass
     if tp is str and isinstance(value, datetime.date):
         return value.isoformat()  # YAML reads an unquoted 2021-01-01 as a date
-    if tp is Any or (isinstance(tp, type) and isinstance(value, tp) and not (tp is int and isinstance(value, bool))):
+    if tp is Any or (
+        isinstance(tp, type)
+        and isinstance(value, tp)
+        and not (tp is int and isinstance(value, bool))
+    ):
         return value
     raise ConfigError(f"config key {key!r}: {value!r} is not a {_name(tp)}")
 
@@ -177,19 +201,25 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
-def load_config(cls: type, path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> Any:
+def load_config(
+    cls: type, path: str | os.PathLike | None = None, overrides: list[str] | None = None
+) -> Any:
     """Defaults of ``cls``, updated by the YAML at ``path``, then by ``overrides``."""
     data: dict = {}
     if path is not None:
         p = Path(path)
         if not p.is_file():
-            raise ConfigError(f"config file {p} not found: pass a YAML file such as configs/quickstart.yaml")
+            raise ConfigError(
+                f"config file {p} not found: pass a YAML file such as configs/quickstart.yaml"
+            )
         try:
             data = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as e:
             mark = getattr(e, "problem_mark", None)
             where = f" at line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"config file {p}: not valid YAML{where}; check indentation and colons") from None
+            raise ConfigError(
+                f"config file {p}: not valid YAML{where}; check indentation and colons"
+            ) from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {p}: the top level must be a mapping of sections")
     apply_overrides(data, list(overrides or []))
@@ -200,20 +230,6 @@ def save_config(cfg: Any, path: str | os.PathLike) -> Path:
     """Write the resolved config as YAML, atomically."""
     text = yaml.safe_dump(to_dict(cfg), sort_keys=False)
     return atomic_write_text(Path(path), text)
-
-
-def atomic_write_text(path: Path, text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def replace(cfg: Any, **changes) -> Any:

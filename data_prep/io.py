@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import xarray as xr
 
+from data_prep.atomic import atomic_output
 from data_prep.errors import UserError
 from data_prep.schema import COUNT, COVERAGE, COVERAGE_ATTRS, LAT, LON, TIME
 
@@ -21,20 +20,9 @@ def write_netcdf_atomic(ds: xr.Dataset, path: Path, encoding: dict | None = None
     A crash or a full disk never leaves a partial file at ``path``; an existing file there is
     replaced only once the new one is complete.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding or {})
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def open_maps(path: Path) -> xr.Dataset:

@@ -39,9 +39,23 @@ PROBABILITY = "probability"
 CF_CONVENTIONS = "CF-1.8"
 
 COORD_ATTRS = {
-    LAT: {"units": "degrees_north", "standard_name": "latitude", "long_name": "latitude of cell centre", "axis": "Y"},
-    LON: {"units": "degrees_east", "standard_name": "longitude", "long_name": "longitude of cell centre", "axis": "X"},
-    TIME: {"standard_name": "time", "long_name": "start of the accumulation step (UTC)", "axis": "T"},
+    LAT: {
+        "units": "degrees_north",
+        "standard_name": "latitude",
+        "long_name": "latitude of cell centre",
+        "axis": "Y",
+    },
+    LON: {
+        "units": "degrees_east",
+        "standard_name": "longitude",
+        "long_name": "longitude of cell centre",
+        "axis": "X",
+    },
+    TIME: {
+        "standard_name": "time",
+        "long_name": "start of the accumulation step (UTC)",
+        "axis": "T",
+    },
 }
 COUNT_ATTRS = {
     "long_name": "number of lightning strikes detected in the cell during the step",
@@ -72,9 +86,18 @@ class Grid:
 
     def __post_init__(self):
         if not (self.res > 0 and self.lat_max > self.lat_min and self.lon_max > self.lon_min):
-            raise UserError(f"grid {self.name!r}: need lat_min < lat_max, lon_min < lon_max, res > 0")
-        if not (-90 <= self.lat_min and self.lat_max <= 90 and -180 <= self.lon_min and self.lon_max <= 360):
-            raise UserError(f"grid {self.name!r}: bounds out of range; lat in [-90, 90], lon in [-180, 360]")
+            raise UserError(
+                f"grid {self.name!r}: need lat_min < lat_max, lon_min < lon_max, res > 0"
+            )
+        if not (
+            -90 <= self.lat_min
+            and self.lat_max <= 90
+            and -180 <= self.lon_min
+            and self.lon_max <= 360
+        ):
+            raise UserError(
+                f"grid {self.name!r}: bounds out of range; lat in [-90, 90], lon in [-180, 360]"
+            )
 
     @property
     def nlat(self) -> int:
@@ -96,7 +119,9 @@ class Grid:
     def lon(self) -> np.ndarray:
         return self.lon_min + (np.arange(self.nlon) + 0.5) * self.res
 
-    def cell_index(self, lat: np.ndarray, lon: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def cell_index(
+        self, lat: np.ndarray, lon: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Cell row/column of each point and whether it lies inside the domain.
 
         Returns ``(i, j, inside)``; ``i`` and ``j`` are only meaningful where ``inside``.
@@ -116,7 +141,11 @@ class Grid:
     def from_coords(cls, lat: np.ndarray, lon: np.ndarray, name: str = "custom") -> Grid:
         """Rebuild the grid of a maps file from its cell-centre coordinates."""
         lat, lon = np.asarray(lat, dtype=float), np.asarray(lon, dtype=float)
-        res = float(np.round(lat[1] - lat[0], 9)) if lat.size > 1 else float(np.round(lon[1] - lon[0], 9))
+        res = (
+            float(np.round(lat[1] - lat[0], 9))
+            if lat.size > 1
+            else float(np.round(lon[1] - lon[0], 9))
+        )
         return cls(
             lat_min=float(np.round(lat[0] - res / 2, 9)),
             lat_max=float(np.round(lat[-1] + res / 2, 9)),
@@ -136,7 +165,9 @@ GRIDS: dict[str, Grid] = {
     "plains-0.5": Grid(30.0, 46.0, -104.0, -80.0, 0.5, "plains-0.5"),
 }
 
-_CUSTOM = re.compile(r"^\s*([-+\d.eE]+)\s*,\s*([-+\d.eE]+)\s*,\s*([-+\d.eE]+)\s*,\s*([-+\d.eE]+)\s*,\s*([-+\d.eE]+)\s*$")
+_CUSTOM = re.compile(
+    r"^\s*([-+\d.eE]+)\s*,\s*([-+\d.eE]+)\s*,\s*([-+\d.eE]+)\s*,\s*([-+\d.eE]+)\s*,\s*([-+\d.eE]+)\s*$"
+)
 
 
 def get_grid(spec: str | Grid) -> Grid:
@@ -159,7 +190,9 @@ def parse_time_step(step: str) -> pd.Timedelta:
     try:
         td = pd.Timedelta(step)
     except (ValueError, TypeError):
-        raise UserError(f"time step {step!r} is not a duration: use e.g. '1D', '6h' or '15min'") from None
+        raise UserError(
+            f"time step {step!r} is not a duration: use e.g. '1D', '6h' or '15min'"
+        ) from None
     if td < pd.Timedelta("1min") or td % pd.Timedelta("1min") != pd.Timedelta(0):
         raise UserError(f"time step {step!r} must be a whole number of minutes, at least '1min'")
     return td

@@ -18,15 +18,14 @@ Files are written to a temporary file beside the target, then renamed into place
 
 from __future__ import annotations
 
-import os
 import pickle
 import random
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from data_prep.atomic import atomic_output
 from data_prep.errors import UserError
 
 FORMAT = "strikecast-checkpoint-1"
@@ -35,24 +34,9 @@ REQUIRED = ("format", "model_args", "model", "config", "stats")
 
 def save_checkpoint(state: dict, path: Path) -> Path:
     """Write ``state`` (see the module docstring) to ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+    with atomic_output(path) as tmp:
         torch.save({"format": FORMAT, **state}, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    return Path(path)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:

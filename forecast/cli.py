@@ -44,7 +44,9 @@ def _add_train(sub) -> None:
         "from last.pt exactly where it stopped.",
     )
     add_config_args(p)
-    p.add_argument("--resume", action="store_true", help="continue from train.out/last.pt if present")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from train.out/last.pt if present"
+    )
     p.set_defaults(run=run_train)
 
 
@@ -73,7 +75,9 @@ def _add_predict(sub) -> None:
     )
     p.add_argument("--checkpoint", required=True, help="checkpoint written by train (best.pt)")
     p.add_argument("--maps", required=True, help="observed maps netCDF written by prep")
-    p.add_argument("--init", help="init time DATE or range START:END (default: the latest possible)")
+    p.add_argument(
+        "--init", help="init time DATE or range START:END (default: the latest possible)"
+    )
     p.add_argument("--out", required=True, help="output forecast netCDF")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.set_defaults(run=run_predict)
@@ -82,7 +86,9 @@ def _add_predict(sub) -> None:
 def run_predict(args) -> int:
     from forecast.predict import predict_to_file
 
-    path = predict_to_file(Path(args.checkpoint), Path(args.maps), args.init, Path(args.out), device=args.device)
+    path = predict_to_file(
+        Path(args.checkpoint), Path(args.maps), args.init, Path(args.out), device=args.device
+    )
     print(f"forecast: {path}")
     return 0
 
@@ -108,7 +114,9 @@ def _add_evaluate(sub) -> None:
         metavar="[NAME=]FILE",
         help="score a forecast file with probability(init_time, lead_time, lat, lon); repeatable",
     )
-    p.add_argument("--out", required=True, help="output scores netCDF (a .md scorecard is written beside it)")
+    p.add_argument(
+        "--out", required=True, help="output scores netCDF (a .md scorecard is written beside it)"
+    )
     p.add_argument("--no-baselines", action="store_true", help="do not add the baseline methods")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     add_config_args(p)
@@ -187,8 +195,12 @@ def _add_quickstart(sub) -> None:
         "cores) and print the scores of the model against persistence, climatology and the oracle.",
     )
     p.add_argument("--out", required=True, help="output directory")
-    p.add_argument("--config", default=None, help="YAML config (default: the packaged quickstart config)")
-    p.add_argument("overrides", nargs="*", metavar="section.key=value", help="config overrides, applied last")
+    p.add_argument(
+        "--config", default=None, help="YAML config (default: the packaged quickstart config)"
+    )
+    p.add_argument(
+        "overrides", nargs="*", metavar="section.key=value", help="config overrides, applied last"
+    )
     p.set_defaults(run=run_quickstart)
 
 

@@ -66,7 +66,12 @@ class TrainConfig:
 class EvalConfig:
     """Scoring (see :mod:`forecast.evaluate`)."""
 
-    baselines: tuple[str, ...] = ("persistence", "smoothed_persistence", "climatology", "lagrangian")
+    baselines: tuple[str, ...] = (
+        "persistence",
+        "smoothed_persistence",
+        "climatology",
+        "lagrangian",
+    )
     split: str = "test"
     n_bins: int = 1001
     neighbourhoods: tuple[int, ...] = (1, 3, 5, 9)  # FSS / neighbourhood CSI window sizes (pixels)
@@ -90,6 +95,8 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
 
 
-def load_experiment(path: str | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+def load_experiment(
+    path: str | None = None, overrides: list[str] | None = None
+) -> ExperimentConfig:
     """Defaults, then the YAML at ``path``, then ``section.key=value`` overrides."""
     return load_config(ExperimentConfig, path, overrides)

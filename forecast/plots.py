@@ -9,7 +9,6 @@ in :mod:`forecast.diagrams`.
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pandas as pd
 import xarray as xr
 from matplotlib.figure import Figure
 
+from data_prep.atomic import atomic_output
 from data_prep.errors import UserError
 from data_prep.io import open_maps
 from data_prep.schema import INIT_TIME, LEAD_TIME, PROBABILITY
@@ -41,15 +41,9 @@ DPI = 110
 
 def save_figure(fig: Figure, path: Path) -> Path:
     """Write ``fig`` as PNG to ``path`` atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)
 
 
 def open_dataset(path: Path, what: str, needs: tuple[str, ...] = ()) -> xr.Dataset:

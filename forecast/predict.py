@@ -164,6 +164,11 @@ def select_inits(
         i = times.get_indexer([start])[0]
         if i < 0:
             raise UserError(f"--init {_day(start)} is not a time step of {maps}; {span}")
+        if i < n_in - 1:
+            raise UserError(
+                f"--init {_day(start)} needs {n_in} steps up to it, but {maps} starts "
+                f"{_day(times[0])}; {span}"
+            )
         if i not in set(ok.tolist()):
             raise UserError(f"--init {_day(start)}: its window of {n_in} steps {_WHY}; {span}")
         return np.array([i], dtype=np.int64)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -22,11 +23,15 @@ from forecast.config import ExperimentConfig, load_experiment
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
 
 
-def quickstart_config(config: str | Path | None = None, overrides: list[str] | None = None) -> ExperimentConfig:
+def quickstart_config(
+    config: str | Path | None = None, overrides: list[str] | None = None
+) -> ExperimentConfig:
     """The quickstart experiment: ``configs/quickstart.yaml`` (or ``config``) plus ``overrides``."""
     path = Path(config) if config else DEFAULT_CONFIG
     if not path.is_file():
-        raise UserError(f"quickstart config {path} not found: pass --config configs/quickstart.yaml from a clone")
+        raise UserError(
+            f"quickstart config {path} not found: pass --config configs/quickstart.yaml from a clone"
+        )
     return load_experiment(str(path), overrides)
 
 
@@ -48,7 +53,10 @@ class _Stages:
         self.i += 1
         finished = self.done.get(name) == self.key(*sections) and all(p.exists() for p in outputs)
         note = " (done before, skipped)" if finished else ""
-        print(f"[{self.i}/{self.n}] {name}: {what}{note}  [{time.perf_counter() - self.t0:5.0f} s]", flush=True)
+        print(
+            f"[{self.i}/{self.n}] {name}: {what}{note}  [{time.perf_counter() - self.t0:5.0f} s]",
+            flush=True,
+        )
         return not finished
 
     def finish(self, name: str, *sections: str) -> None:
@@ -56,7 +64,9 @@ class _Stages:
         atomic_write_text(self.stamps, json.dumps(self.done, indent=1))
 
 
-def quickstart(out: Path, config: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Path]:
+def quickstart(
+    out: Path, config: str | Path | None = None, overrides: list[str] | None = None
+) -> dict[str, Path]:
     """Run every stage on the synthetic world and print the score table; returns the output paths."""
     import pandas as pd
 
@@ -85,24 +95,46 @@ def quickstart(out: Path, config: str | Path | None = None, overrides: list[str]
     # synth: strike records in the point-record format users bring, plus the oracle
     oracle = paths["world"] / "oracle.nc"
     strikes = paths["world"] / "strikes.parquet"
-    if st.start("synth", f"{cfg.synth.days} days on {cfg.synth.grid}", "synth", outputs=(strikes, oracle)):
+    if st.start(
+        "synth", f"{cfg.synth.days} days on {cfg.synth.grid}", "synth", outputs=(strikes, oracle)
+    ):
         generate_world(cfg.synth, paths["world"], progress=True)
         st.finish("synth", "synth")
 
     # prep: records -> CF netCDF maps + window index (the same path real archives take)
-    if st.start("prep", f"grid {strikes.name} on {cfg.prep.grid}", "synth", "prep", "data", outputs=(paths["maps"],)):
-        paths["maps"].unlink(missing_ok=True)  # a new world replaces, never appends to, old maps
+    if st.start(
+        "prep",
+        f"grid {strikes.name} on {cfg.prep.grid}",
+        "synth",
+        "prep",
+        "data",
+        outputs=(paths["maps"],),
+    ):
+        # a new world replaces, never appends to, old maps, and a run trained on them is stale
+        paths["maps"].unlink(missing_ok=True)
+        shutil.rmtree(paths["run"], ignore_errors=True)
         # the world observes every day it simulates, quiet first/last days included
         last = pd.Timestamp(cfg.synth.start) + pd.Timedelta(days=cfg.synth.days - 1)
         prep_cfg = dataclasses.replace(
-            cfg.prep, start=cfg.prep.start or cfg.synth.start, end=cfg.prep.end or f"{last.date()}T23:59"
+            cfg.prep,
+            start=cfg.prep.start or cfg.synth.start,
+            end=cfg.prep.end or f"{last.date()}T23:59",
         )
         print(prep([str(strikes)], paths["maps"], prep_cfg, cfg.data))
         st.finish("prep", "synth", "prep", "data")
 
     # train: resumes from run/last.pt when an earlier quickstart was interrupted
     best = paths["run"] / "best.pt"
-    if st.start("train", f"{cfg.model.cell} on {paths['maps'].name}", "synth", "prep", "data", "model", "train", outputs=(best,)):
+    if st.start(
+        "train",
+        f"{cfg.model.cell} on {paths['maps'].name}",
+        "synth",
+        "prep",
+        "data",
+        "model",
+        "train",
+        outputs=(best,),
+    ):
         train(cfg, resume=(paths["run"] / "last.pt").is_file())
         st.finish("train", "synth", "prep", "data", "model", "train")
 

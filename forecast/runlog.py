@@ -2,8 +2,9 @@
 
 ``log.csv`` columns: ``step, epoch, lr, train_loss, val_loss, val_brier, val_bss, seconds``. A row
 every ``log_every`` steps carries the mean training loss since the previous row; a row after each
-validation carries the validation scores (and the epoch's mean training loss). A resumed run first
-drops the rows written after its checkpoint, so the log reads as one uninterrupted run.
+validation carries the validation scores (and the mean training loss since the last validation).
+``seconds`` is training wall time over all sessions. A resumed run first drops the rows written
+after its checkpoint, so the log reads as one uninterrupted run.
 """
 
 from __future__ import annotations
@@ -25,14 +26,18 @@ class RunLog:
     def __init__(self, run_dir: Path, *, enabled: bool = True, after_step: int | None = None):
         self.enabled, self.path = enabled, Path(run_dir) / "log.csv"
         self.last_loss = math.nan
-        self._sum, self._n, self._epoch_sum, self._epoch_n = 0.0, 0, 0.0, 0
+        self._n, self._epoch_sum, self._epoch_n = 0, 0.0, 0
         self._pending = torch.zeros(())
         if not enabled:
             return
         self._start_csv(after_step)
         from torch.utils.tensorboard import SummaryWriter
 
-        self.tb = SummaryWriter(log_dir=str(Path(run_dir) / "tensorboard"), purge_step=after_step)
+        tb_dir = Path(run_dir) / "tensorboard"
+        if after_step is None:  # a fresh run replaces the events of an earlier one
+            for old in tb_dir.glob("events.out.tfevents.*"):
+                old.unlink()
+        self.tb = SummaryWriter(log_dir=str(tb_dir), purge_step=after_step)
 
     def _start_csv(self, after_step: int | None) -> None:
         """A fresh log, or (resuming) the old one without rows after ``after_step``."""

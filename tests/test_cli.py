@@ -49,19 +49,25 @@ def test_missing_config_file_exits_2(tmp_path, capsys):
 
 
 def test_prep_of_missing_input_exits_2_naming_the_file(tmp_path, capsys):
-    err = _one_line_error(["prep", str(tmp_path / "absent.csv"), "--out", str(tmp_path / "m.nc")], capsys)
+    err = _one_line_error(
+        ["prep", str(tmp_path / "absent.csv"), "--out", str(tmp_path / "m.nc")], capsys
+    )
     assert "absent.csv" in err
     assert not (tmp_path / "m.nc").exists()
 
 
 def test_bad_usage_exits_2_in_one_line():
-    r = subprocess.run([sys.executable, "-m", "forecast", "predict"], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "forecast", "predict"], capture_output=True, text=True
+    )
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "--checkpoint" in r.stderr
 
 
 def test_python_m_data_prep_reaches_its_commands():
-    r = subprocess.run([sys.executable, "-m", "data_prep", "--help"], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "data_prep", "--help"], capture_output=True, text=True
+    )
     assert r.returncode == 0 and "synth" in r.stdout and "prep" in r.stdout
 
 

@@ -92,3 +92,7 @@ def test_unquoted_date_is_read_as_text():
     cfg = load_experiment(None, ["synth.start=2019-03-01", "prep.end=2020-01-31T06:00:00"])
     assert cfg.synth.start == "2019-03-01"
     assert cfg.prep.end.startswith("2020-01-31T06:00")
+
+
+def test_float_in_exponent_notation_is_a_float():
+    assert load_experiment(None, ["train.lr=1e-3"]).train.lr == 1e-3

@@ -82,6 +82,8 @@ def test_init_with_a_gap_or_outside_the_file_names_date_and_valid_range(run, tmp
         UserError, match=r"--init 2030-01-01 is not a time step .*valid inits: 2021-01-05\.\."
     ):
         predict_to_file(ckpt, gappy, "2030-01-01", tmp_path / "x.nc", device="cpu")
+    with pytest.raises(UserError, match=r"--init 2021-01-02 needs 5 steps up to it, but .* starts"):
+        predict_to_file(ckpt, gappy, "2021-01-02", tmp_path / "x.nc", device="cpu")
     with pytest.raises(UserError, match="not a date"):
         predict_to_file(ckpt, gappy, "yesterday-ish", tmp_path / "x.nc", device="cpu")
     last_gap = tmp_path / "last_gap.nc"

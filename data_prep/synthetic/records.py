@@ -8,14 +8,13 @@ cut to a region would; the oracle accounts for that loss.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from data_prep.atomic import atomic_output
 from data_prep.synthetic.dynamics import Setting
 from data_prep.synthetic.oracle import KM_PER_DEGREE
 from data_prep.synthetic.simulate import Run
@@ -73,14 +72,6 @@ def peak_currents(rng: np.random.Generator, cg: np.ndarray) -> np.ndarray:
 
 def write_parquet_atomic(table: pa.Table, path: Path) -> Path:
     """Write ``table`` to a temporary file beside ``path``, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         pq.write_table(table, tmp, compression="zstd", row_group_size=1_000_000)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a data file is readable like any other
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
