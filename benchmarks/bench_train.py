@@ -23,6 +23,7 @@ import argparse
 import copy
 import dataclasses
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -292,7 +293,11 @@ def main(argv: list[str] | None = None) -> None:
           f"{args.n_out} leads, encoder {args.encoder}, hidden {args.hidden}; "
           f"predict: batch 1 x {args.n_in} steps x {CONUS[0]}x{CONUS[1]}")
     print(f"reference check: our fused convlstm vs ref-convlstm, max |logit diff| = {diff:.2e}")
-    print(format_table(run_all(args, argv)))
+    load = os.getloadavg()[0]
+    rows = run_all(args, argv)
+    # Other work on the cores slows small multi-threaded ops many-fold; show it beside the table.
+    print(format_table(rows))
+    print(f"load average before / after: {load:.1f} / {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
