@@ -77,6 +77,7 @@ class EvalConfig:
     neighbourhoods: tuple[int, ...] = (1, 3, 5, 9)  # FSS / neighbourhood CSI window sizes (pixels)
     bootstrap: int = 200  # resamples of forecast days for confidence intervals (0 = none)
     seed: int = 0
+    uncalibrated: bool = True  # also score the model before calibration, as `model_uncalibrated`
     reliability_bins: int = 10  # equal-width bins of the reliability table and of ECE
     batch_inits: int = 32  # inits forecast and scored at a time (streaming)
     smoothing_window: int = 0  # smoothed persistence / lagrangian window (px); 0 = tune on val

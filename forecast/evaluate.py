@@ -259,6 +259,9 @@ def _methods(cfg, ds, index, checkpoint, files, baselines: bool, device: str) ->
         from forecast.predict import load_forecaster
 
         methods["model"] = load_forecaster(Path(checkpoint), device)
+        if cfg.eval.uncalibrated and methods["model"].calibrator.method != "none":
+            # the same model before calibration: reliability before and after, side by side
+            methods["model_uncalibrated"] = load_forecaster(Path(checkpoint), device, calibrated=False)
     methods.update(files)
     if baselines:
         for name in cfg.eval.baselines:

@@ -35,7 +35,7 @@ from data_prep.schema import (
     THRESHOLD,
     TIME,
 )
-from forecast.calibration import Calibrator
+from forecast.calibration import Calibrator, identity
 from forecast.checkpoint import load_checkpoint
 from forecast.config import ModelConfig
 from forecast.distributed import resolve_device
@@ -110,10 +110,18 @@ class Forecaster:
         return self.forecast_all(ds, inits)[:, :n, k]
 
 
-def load_forecaster(checkpoint: Path, device: str = "auto") -> Forecaster:
-    """The forecaster stored in ``checkpoint`` (``best.pt``), ready on ``device``."""
+def load_forecaster(checkpoint: Path, device: str = "auto", calibrated: bool = True) -> Forecaster:
+    """The forecaster stored in ``checkpoint`` (``best.pt``), ready on ``device``.
+
+    ``calibrated=False`` skips the stored calibration (raw model probabilities), so evaluation
+    can show reliability before and after calibration.
+    """
     dev = resolve_device(device)
-    return Forecaster(load_checkpoint(Path(checkpoint), map_location=dev), Path(checkpoint), dev)
+    fc = Forecaster(load_checkpoint(Path(checkpoint), map_location=dev), Path(checkpoint), dev)
+    if not calibrated:
+        fc.calibrator = identity(fc.n_out, len(fc.thresholds))
+        fc.source += " (uncalibrated)"
+    return fc
 
 
 def predict_to_file(
