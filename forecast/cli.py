@@ -156,7 +156,9 @@ def _add_plot(sub) -> None:
         "draw forecast-vs-observed maps and score diagrams from files on disk",
         "strikecast plot --forecast runs/q/forecast.nc --maps runs/q/maps.nc --scores runs/q/scores.nc --out runs/q/figures",
     )
-    p.add_argument("--maps", help="observed maps netCDF (for the observed-strikes panel)")
+    p.add_argument(
+        "--maps", help="observed maps netCDF (observed-strikes panel and climate figure)"
+    )
     p.add_argument("--forecast", help="forecast netCDF written by predict")
     p.add_argument("--scores", help="scores netCDF written by evaluate")
     p.add_argument("--log", help="training log.csv for training curves")

@@ -3,8 +3,8 @@
 Every figure is built from files (maps, forecast, scores netCDF; training ``log.csv``), never from
 live training state, as a :class:`matplotlib.figure.Figure` without pyplot, so plotting works on
 headless machines and inside notebooks alike. :func:`plot_files` draws whatever the given files
-allow and writes PNGs atomically. Map figures live in :mod:`forecast.map_figures`, score diagrams
-in :mod:`forecast.diagrams`.
+allow and writes PNGs atomically. Map figures live in :mod:`forecast.map_figures`, the climate of a
+maps file in :mod:`forecast.climate_figures`, score diagrams in :mod:`forecast.diagrams`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,11 @@ from data_prep.atomic import atomic_output
 from data_prep.errors import UserError
 from data_prep.io import open_maps
 from data_prep.schema import INIT_TIME, LEAD_TIME, PROBABILITY
+from forecast.climate_figures import climate_figure
 from forecast.map_figures import forecast_map_figure, observed_map_figure
 
 __all__ = [
+    "climate_figure",
     "forecast_map_figure",
     "observed_map_figure",
     "open_dataset",
@@ -161,7 +163,8 @@ def plot_files(
     Parameters
     ----------
     out : output folder (created).
-    maps : observed maps netCDF; with ``forecast`` gives the observed panel, alone an overview.
+    maps : observed maps netCDF; with ``forecast`` gives the observed panel, alone an overview;
+        always the climate figure (base rate by month, Hovmöller diagram, daily totals).
     forecast : forecast netCDF with ``probability(init_time, lead_time, lat, lon)``.
     scores : scores netCDF from evaluate -> reliability, ROC, PR, performance, score-vs-lead.
     log : training ``log.csv`` -> training curves.
@@ -177,6 +180,8 @@ def plot_files(
         paths += plot_maps(out, fc, maps_ds, init)
     elif maps_ds is not None:
         paths.append(save_figure(observed_map_figure(maps_ds, init), out / "observed.png"))
+    if maps_ds is not None:
+        paths.append(save_figure(climate_figure(maps_ds), out / "climate.png"))
     if scores is not None:
         paths += plot_scores(out, open_dataset(scores, "scores"))
     if log is not None:

@@ -58,15 +58,16 @@ def test_notebook_is_stored_without_outputs_and_with_the_python3_kernel(name):
             assert cell.outputs == [] and cell.execution_count is None, cell.source[:60]
 
 
-def test_quickstart_notebook_trains_predicts_and_shows_forecast_maps(tmp_path):
+def test_quickstart_notebook_draws_the_climate_trains_predicts_and_shows_forecast_maps(tmp_path):
     book = run_notebook("01_quickstart", tmp_path)
     figures = sorted(p.name for p in (tmp_path / "nb_quickstart" / "figures").iterdir())
     assert figures == [
+        "climate.png",
         "map_20210712T0000_lead01.png",
         "map_20210712T0000_lead02.png",
         "training.png",
     ]
-    assert _n_images(book) == 3
+    assert _n_images(book) == 4  # climate.png is shown once, in its own section
 
 
 def test_scores_notebook_makes_a_scores_file_and_draws_every_diagram(tmp_path):

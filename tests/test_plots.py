@@ -1,4 +1,4 @@
-"""Border data, map and score figures, and plot_files writing PNGs from files on disk."""
+"""Border data, map, climate and score figures, and plot_files writing PNGs from files on disk."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from data_prep.io import write_netcdf_atomic
 from data_prep.mock import mock_maps
 from forecast import diagrams, plots
 from forecast.borders import draw_borders, load_lines
+from forecast.climate_figures import daily_climate, travelling_window, zonal_speed
 from forecast.metrics import THRESHOLDS, ContingencyState, ProbabilityState, best_threshold
 
 CONUS = (24.0, 50.0, -125.0, -66.0)
@@ -200,6 +201,60 @@ def test_six_hourly_maps_say_per_6_h():
     assert "strikes per 0.5° cell per 6 h" in _texts(plots.observed_map_figure(maps))
 
 
+def test_climate_figure_labels_base_rate_hovmoller_and_daily_totals():
+    maps = mock_maps(n_steps=120, shape=(8, 24), start="2021-05-01", gaps=(30,))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a gap day must not warn (empty means, log of zero)
+        fig = plots.climate_figure(maps)
+    text = _texts(fig)
+    assert "120 days 2021-05-01 to 2021-08-28" in text
+    assert "(a) base rate" in text and "cells with >= 1 strike" in text
+    assert "Hovmöller, the 90 days whose patterns travel most coherently" in text
+    assert "apparent motion" in text and "° lon/day east" in text
+    assert "longitude" in text and "date (UTC day)" in text
+    assert "strikes per day in the domain" in text
+
+
+def test_daily_climate_counts_observed_and_positive_cells_and_sums_sub_daily_steps():
+    maps = mock_maps(n_steps=16, shape=(4, 6), time_step="6h", gaps=(1,))
+    clim = daily_climate(maps)
+    assert clim.sizes["time"] == 4  # 16 six-hourly steps -> 4 days
+    assert int(clim["strikes"].sum()) == int(maps["strike_count"].sum())
+    assert (clim["observed"] == 24).all()  # a day is observed where any of its steps is
+    daily = maps["strike_count"].resample(time="1D").sum()
+    assert (clim["positive"].values == (daily >= 1).sum(("lat", "lon")).values).all()
+    assert (clim["positive_lon"].sum("lon") == clim["positive"]).all()
+
+
+def travelling_waves(n_days: int, cells_per_day: float, seed: int = 0) -> np.ndarray:
+    """A Hovmöller field (n_days, 120) of waves moving ``cells_per_day`` cells east per day."""
+    t, x = np.meshgrid(np.arange(n_days), np.arange(120), indexing="ij")
+    phase = np.random.default_rng(seed).uniform(0, 2 * np.pi, 5)
+    return sum(np.cos(0.15 * k * (x - cells_per_day * t) + p) for k, p in enumerate(phase, 1))
+
+
+@pytest.mark.parametrize("cells_per_day", [-3, 2, 5])
+def test_zonal_speed_recovers_waves_moving_at_a_known_speed(cells_per_day):
+    share = travelling_waves(40, cells_per_day)
+    assert zonal_speed(share, 0.25) == pytest.approx(0.25 * cells_per_day, abs=0.05)
+
+
+def test_hovmoller_window_holds_the_travelling_days_or_the_whole_record():
+    share = np.random.default_rng(1).uniform(size=(200, 120))  # no motion ...
+    share[100:160] += 2 * travelling_waves(60, 4)  # ... but on days 100-159
+    window = travelling_window(share, 0.25, days=90)
+    assert window.stop - window.start == 90
+    assert min(window.stop, 160) - max(window.start, 100) >= 50  # most of the travelling days
+    assert travelling_window(share[:80], 0.25, days=90) == slice(0, 80)
+
+
+def test_zonal_speed_of_mock_storms_is_their_eastward_drift():
+    maps = mock_maps(n_steps=90, shape=(16, 48), start="2021-06-01")
+    clim = daily_climate(maps)
+    share = (clim["positive_lon"] / clim["observed_lon"]).values
+    assert zonal_speed(share, 0.5) == pytest.approx(0.8 * 0.5, abs=0.15)  # mock: 0.8 cells/step
+
+
 def test_every_score_diagram_draws_from_evaluate_names():
     scores = fake_scores()
     with warnings.catch_warnings():
@@ -227,6 +282,7 @@ def test_plot_files_writes_every_figure_as_png_atomically(files, tmp_path):
     names = sorted(p.name for p in paths)
     assert names == sorted(
         [
+            "climate.png",
             "map_20210712T0000_lead01.png",
             "map_20210712T0000_lead02.png",
             "neighbourhood.png",
@@ -242,9 +298,9 @@ def test_plot_files_writes_every_figure_as_png_atomically(files, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == names  # no temp files left behind
 
 
-def test_plot_files_with_maps_only_draws_the_observed_overview(files, tmp_path):
+def test_plot_files_with_maps_only_draws_the_observed_overview_and_the_climate(files, tmp_path):
     paths = plots.plot_files(out=tmp_path, maps=files["maps"])
-    assert [p.name for p in paths] == ["observed.png"]
+    assert [p.name for p in paths] == ["observed.png", "climate.png"]
 
 
 def test_init_absent_from_forecast_is_a_user_error(files, tmp_path):
