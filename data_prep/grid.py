@@ -1,6 +1,8 @@
 """Strike records -> (time, lat, lon) count maps and a coverage mask.
 
-The kernel turns each record into a flat cell index ``i*W + j`` (int32, computed exactly as
+Two kernels give identical counts and tallies. ``numba`` (used when numba is installed) grids a
+chunk in one parallel pass: see :mod:`data_prep.kernel`. The ``numpy`` kernel turns each record
+into a flat cell index ``i*W + j`` (int32, computed exactly as
 :meth:`data_prep.schema.Grid.cell_index` does, so the cell-edge convention holds bit for bit) and
 counts them with ``np.bincount``, in cache-sized slices. Time steps come from ``np.searchsorted``
 on sorted chunks (the common case: feeds are written in time order), otherwise from an integer
@@ -10,6 +12,7 @@ origin + (k+1)*step)``), so results of separate files add up exactly, in any ord
 
 from __future__ import annotations
 
+import functools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -109,6 +112,25 @@ def count_sparse(
 
 
 MAX_OUTPUT_BYTES = 16 << 30  # refuse to build maps larger than this (5 bytes per cell-step)
+KERNELS = ("auto", "numba", "numpy")  # auto: numba when it is installed
+
+
+@functools.cache
+def numba_kernel():
+    """The module :mod:`data_prep.kernel`, or None when numba is not installed."""
+    try:
+        from data_prep import kernel
+    except ImportError:
+        return None
+    return kernel
+
+
+def _readonly(a: np.ndarray, dtype) -> np.ndarray:
+    """A contiguous read-only view (a copy only if the dtype or layout differs): Arrow's arrays
+    are read-only, so passing every array read-only keeps numba to one compiled signature."""
+    v = np.ascontiguousarray(a, dtype=dtype).view()
+    v.flags.writeable = False
+    return v
 
 
 @dataclass
@@ -127,6 +149,13 @@ class Accumulator:
     covered: dict[int, np.ndarray] = field(default_factory=dict)
     full: bool = False
     spans: list[tuple[int, int]] = field(default_factory=list)
+    kernel: str = "auto"  # one of KERNELS
+
+    def __post_init__(self) -> None:
+        if self.kernel not in KERNELS:
+            raise ValueError(f"unknown kernel {self.kernel!r}; valid: {', '.join(KERNELS)}")
+        if self.kernel == "numba" and numba_kernel() is None:
+            raise ValueError("kernel 'numba' asked for, but numba is not installed")
 
     @property
     def n_cells(self) -> int:
@@ -144,6 +173,8 @@ class Accumulator:
         Slices are counted on ``THREADS`` threads (numpy releases the GIL in the arithmetic);
         their integer counts are added in slice order, so the result does not depend on it.
         """
+        if self.kernel != "numpy" and numba_kernel() is not None and self._add_fused(rec, tally):
+            return
         rec = self._wrap_lon(self._in_time_range(rec, tally))
         starts = range(0, len(rec), SLICE)
         if len(starts) > 1 and THREADS > 1:
@@ -163,6 +194,45 @@ class Accumulator:
             tally.reject("outside_domain", n_outside, outside)
             tally.gridded_records += n_records - n_outside
             tally.gridded_strikes += gridded
+
+    def _add_fused(self, rec: Records, tally: Tally) -> bool:
+        """Grid one chunk with the numba kernel; False (nothing done) when its steps are too many
+        for a dense table per thread (the numpy kernel's sparse path takes those)."""
+        if not len(rec):
+            return True
+        c, g = self.clock, self.grid
+        k_min, k_max = (int(k) for k in c.index(np.array([rec.time.min(), rec.time.max()])))
+        k0 = k_min if c.lo is None else max(k_min, c.lo)
+        k1 = k_max if c.hi is None else min(k_max, c.hi)
+        span = max(k1 - k0 + 1, 1)  # k1 < k0: every record is outside the time range
+        kernel = numba_kernel()
+        threads = kernel.threads()
+        if threads * span * self.n_cells > max(2 * len(rec), 1 << 22):
+            return False
+        wrap = 1 if g.lon_min < 0 else 2 if g.lon_max > 180 else 0
+        if g.lon_min < 0 and g.lon_max > 180:  # both ways possible: decide as _wrap_lon does
+            rec, wrap = self._wrap_lon(rec), 0
+        big = np.iinfo(np.int64)
+        lo, hi = (big.min if c.lo is None else c.lo), (big.max if c.hi is None else c.hi)
+        counts, totals = kernel.grid_records(
+            _readonly(rec.time, np.int64),
+            _readonly(rec.lat, np.float64),
+            _readonly(rec.lon, np.float64),
+            _readonly(np.empty(0) if rec.count is None else rec.count, np.int64),
+            np.array([c.origin, c.step, lo, hi, wrap], dtype=np.int64),
+            np.array([g.lat_min, g.lon_min, g.res, g.nlat, g.nlon], dtype=np.float64),
+            np.array([k0, span], dtype=np.int64),
+            threads,
+        )
+        table = counts.sum(axis=0)  # (span, H*W): the threads' tables
+        for s in np.flatnonzero(table.any(axis=1)).tolist():
+            self._row(self.counts, k0 + s, np.int64)[:] += table[s]
+        t = totals.sum(axis=0).tolist()
+        tally.reject("outside_time_range", t[0], t[1])
+        tally.reject("outside_domain", t[2], t[3])
+        tally.gridded_records += t[4]
+        tally.gridded_strikes += t[5]
+        return True
 
     def _count_slice(self, rec: Records, a: int) -> tuple:
         """``(records, records outside, dense, sparse)`` of one slice: ``dense`` is

@@ -144,6 +144,11 @@ def check_coordinates(rec: Records, tally: Tally) -> Records:
 
     Counts the rejections in ``tally`` and returns the remaining records.
     """
+    lat, lon = rec.lat, rec.lon
+    if not len(rec) or (
+        lat.min() >= -90 and lat.max() <= 90 and lon.min() >= -180 and lon.max() <= 360
+    ):  # the usual clean chunk: four reductions, no temporaries (a NaN min/max fails them)
+        return rec
     ok = (rec.lat >= -90) & (rec.lat <= 90) & (rec.lon >= -180) & (rec.lon <= 360)  # False for NaN
     if ok.all():
         return rec

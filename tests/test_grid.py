@@ -6,16 +6,28 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_prep.grid import Accumulator, StepClock, cell_index, span_fraction
+from data_prep.grid import Accumulator, StepClock, cell_index, numba_kernel, span_fraction
 from data_prep.records import Records, Tally
 from data_prep.schema import get_grid
 
 DAY = 86400 * 10**9
 
 
-def _grid_points(time, lat, lon, *, grid="plains-0.5", step=DAY, count=None, origin=0):
+def _grid_points(
+    time,
+    lat,
+    lon,
+    *,
+    grid="plains-0.5",
+    step=DAY,
+    count=None,
+    origin=0,
+    kernel="auto",
+    lo=None,
+    hi=None,
+):
     g = get_grid(grid)
-    acc, tally = Accumulator(g, StepClock(origin, step)), Tally()
+    acc, tally = Accumulator(g, StepClock(origin, step, lo, hi), kernel=kernel), Tally()
     rec = Records(np.asarray(time, np.int64), np.asarray(lat, float), np.asarray(lon, float), count)
     tally.read(len(rec), rec.strikes())
     acc.add(rec, tally)
@@ -118,3 +130,35 @@ def test_longitudes_0_to_360_land_on_a_grid_west_of_greenwich():
     acc, tally = _grid_points([0, 0], [40.0, 40.0], [270.0, -90.0])
     counts, _ = acc.maps(0, 0, 1.0)
     assert tally.gridded_records == 2 and counts.max() == 2
+
+
+@pytest.mark.parametrize("grid", ["plains-0.5", "30,46,254,282,0.5"])  # lon west / east of 180
+@pytest.mark.parametrize("sort", [True, False])
+@pytest.mark.parametrize("weighted", [True, False])
+def test_numba_and_numpy_kernels_agree(sort, weighted, grid):
+    if numba_kernel() is None:
+        pytest.skip("numba is not installed")
+    rng = np.random.default_rng(3)
+    n = 200_000
+    t = rng.integers(-DAY, 9 * DAY, n)  # steps -1 .. 8; steps 0 .. 6 kept
+    t = np.sort(t) if sort else t
+    lat = np.round(rng.uniform(28, 48, n), 1)  # many points exactly on cell edges, some outside
+    lon = np.round(rng.uniform(-106, -78, n), 1)
+    lon[::7] += 360  # longitudes in [0, 360) too
+    w = rng.integers(0, 5, n) if weighted else None
+    got = [
+        _grid_points(t, lat, lon, grid=grid, count=w, kernel=k, origin=DAY // 3, lo=0, hi=6)
+        for k in ("numba", "numpy")
+    ]
+    (a, ta), (b, tb) = got
+    assert sorted(a.counts) == sorted(b.counts)
+    assert all(np.array_equal(a.counts[k], b.counts[k]) for k in a.counts)
+    assert ta == tb and ta.balanced()
+    assert (
+        ta.rejected_records["outside_time_range"] > 0 and ta.rejected_records["outside_domain"] > 0
+    )
+
+
+def test_unknown_kernel_is_rejected_listing_the_valid_ones():
+    with pytest.raises(ValueError, match="unknown kernel 'cuda'; valid: auto, numba, numpy"):
+        Accumulator(get_grid("plains-0.5"), StepClock(0, DAY), kernel="cuda")
