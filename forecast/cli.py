@@ -11,6 +11,7 @@ from pathlib import Path
 
 from data_prep import cli as prep_cli
 from data_prep.cli import _Parser, add_config_args, run_parser
+from data_prep.errors import UserError
 
 
 def _experiment(args):
@@ -127,10 +128,16 @@ def run_evaluate(args) -> int:
     cfg = _experiment(args)
     from forecast.evaluate import evaluate_to_files
 
-    forecasts = {}
+    forecasts: dict[str, Path] = {}
     for item in args.forecast:
         name, _, path = item.rpartition("=")
-        forecasts[name or Path(path).stem] = Path(path)
+        name = name or Path(path).stem
+        if name in forecasts:
+            raise UserError(
+                f"--forecast {path}: the name {name!r} is already used by {forecasts[name]}; "
+                f"name each file with --forecast NAME={path}"
+            )
+        forecasts[name] = Path(path)
     scores_path, card_path = evaluate_to_files(
         cfg,
         maps=Path(args.maps),

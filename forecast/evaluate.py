@@ -23,9 +23,10 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from data_prep.errors import UserError
+from data_prep.errors import ConfigError, UserError
 from data_prep.io import open_maps, write_netcdf_atomic
 from data_prep.schema import TIME
+from data_prep.sequences import SPLITS
 from forecast.baselines import build_baseline, observations, valid_steps
 from forecast.metrics import ContingencyState, best_threshold
 from forecast.metrics.suite import REFERENCES, MethodState, scores_dataset
@@ -232,13 +233,17 @@ def evaluate_to_files(
     from forecast.forecast_files import ForecastFile
 
     maps, out = Path(maps), Path(out)
+    _check_names(forecasts, cfg, checkpoint is not None, baselines)
+    model = _load_model(checkpoint, device)
+    if model is not None:
+        cfg = _with_training_windows(cfg, model, maps)
     ds = open_maps(maps)
     files: dict[str, ForecastFile] = {}
     try:
         for name, path in forecasts.items():
             files[name] = ForecastFile(path, ds, maps)
-        index, split = _index_and_split(cfg, maps, ds, model=checkpoint is not None)
-        methods = _methods(cfg, ds, index, checkpoint, files, baselines, device)
+        index, split = _index_and_split(cfg, maps, ds, model=model is not None)
+        methods = _methods(cfg, ds, index, model, checkpoint, files, baselines, device)
         scores = evaluate(cfg, ds, index, methods, split)
     finally:
         for f in files.values():
@@ -253,15 +258,73 @@ def evaluate_to_files(
     return out, card
 
 
-def _methods(cfg, ds, index, checkpoint, files, baselines: bool, device: str) -> dict:
+RESERVED = ("model", "model_uncalibrated")
+
+
+def _check_names(forecasts: dict, cfg, model: bool, baselines: bool) -> None:
+    """Method names must be unique: a forecast file never silently replaces another method."""
+    taken = set(RESERVED if model else ()) | set(cfg.eval.baselines if baselines else ())
+    for name, path in forecasts.items():
+        if name in taken:
+            raise UserError(
+                f"--forecast {path}: the name {name!r} is taken by a method already scored; "
+                f"name it with --forecast OTHER={path}"
+            )
+
+
+def _load_model(checkpoint, device: str):
+    if checkpoint is None:
+        return None
+    from forecast.predict import load_forecaster
+
+    return load_forecaster(Path(checkpoint), device)
+
+
+def _with_training_windows(cfg, model, maps: Path):
+    """``cfg`` with the checkpoint's ``data`` section: the test windows are the ones training
+    held out, whatever the command line says."""
+    import dataclasses
+    import warnings
+
+    from data_prep.config import SequenceConfig, from_dict
+
+    trained = from_dict(SequenceConfig, model.data_config, "data.")
+    if trained != cfg.data:
+        diff = sorted(
+            k for k, v in dataclasses.asdict(trained).items() if getattr(cfg.data, k) != v
+        )
+        warnings.warn(
+            f"scoring with the data settings the checkpoint was trained with, not the given "
+            f"data.{', data.'.join(diff)}",
+            stacklevel=3,
+        )
+    if cfg.eval.split == "all" and model.train_maps and _same_file(maps, model.train_maps):
+        warnings.warn(
+            f"{maps}: eval.split=all scores the model on the maps it was trained on "
+            "(in-sample); use eval.split=test for held-out scores",
+            stacklevel=3,
+        )
+    return dataclasses.replace(cfg, data=trained)
+
+
+def _same_file(a, b) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False
+
+
+def _methods(cfg, ds, index, model, checkpoint, files, baselines: bool, device: str) -> dict:
     methods: dict[str, object] = {}
-    if checkpoint is not None:
+    if model is not None:
         from forecast.predict import load_forecaster
 
-        methods["model"] = load_forecaster(Path(checkpoint), device)
+        methods["model"] = model
         if cfg.eval.uncalibrated and methods["model"].calibrator.method != "none":
             # the same model before calibration: reliability before and after, side by side
-            methods["model_uncalibrated"] = load_forecaster(Path(checkpoint), device, calibrated=False)
+            methods["model_uncalibrated"] = load_forecaster(
+                Path(checkpoint), device, calibrated=False
+            )
     methods.update(files)
     if baselines:
         for name in cfg.eval.baselines:
@@ -283,15 +346,29 @@ def _index_and_split(cfg, maps: Path, ds: xr.Dataset, model: bool = False):
     from data_prep.sequences import load_or_build_index
 
     split = cfg.eval.split
+    if split not in (*SPLITS, "all"):
+        raise ConfigError(
+            f"config key 'eval.split': {split!r} is not one of {', '.join((*SPLITS, 'all'))}"
+        )
     if split != "all":
+        why = ""
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", UserWarning)  # empty splits: handled below
                 index = load_or_build_index(maps, ds, cfg.data)
             if len(index.starts.get(split, ())):
                 return index, split
-        except UserError:
-            pass
+            why = f"has no {split!r} windows"
+        except UserError as e:
+            why = f"has no window index ({e})"
+        if model:
+            # falling back to every step would score the model on the days it was trained on
+            raise UserError(
+                f"{maps}: {why} under the checkpoint's data settings (data.n_in "
+                f"{cfg.data.n_in}, data.n_out {cfg.data.n_out}, data.block_steps "
+                f"{cfg.data.block_steps}); score the maps the model was trained on, or maps of "
+                "a period it never saw with eval.split=all"
+            )
     first = cfg.data.n_in - 1 if model else 0
     return all_steps_index(ds, n_in=cfg.data.n_in, n_out=cfg.data.n_out, first=first), "all"
 

@@ -39,7 +39,12 @@ class ForecastFile:
         prob = self.ds[PROBABILITY]
         if THRESHOLD in prob.dims:  # several count thresholds: score P(count >= 1)
             thresholds = prob[THRESHOLD].values
-            pick = int(np.argmin(np.abs(thresholds - 1)))
+            if not np.any(thresholds == 1):
+                raise UserError(
+                    f"{self.path}: {PROBABILITY} has {THRESHOLD} {thresholds.tolist()} but no 1; "
+                    "strikes are scored as P(count >= 1): add that threshold to the file"
+                )
+            pick = int(np.flatnonzero(thresholds == 1)[0])
             prob = prob.isel({THRESHOLD: pick})
             self.note = f"threshold {thresholds[pick]} of {thresholds.tolist()}"
         missing = [d for d in (INIT_TIME, LEAD_TIME, LAT, LON) if d not in prob.dims]

@@ -34,8 +34,10 @@ def _masked_mean(per_cell: Tensor, observed: Tensor) -> Tensor:
 def _prepare(logits: Tensor, target: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """float32 logits/targets with unobserved entries made harmless, and the boolean mask."""
     if logits.shape != target.shape or logits.dim() != 5:
-        raise ValueError(f"loss: logits {tuple(logits.shape)} and target {tuple(target.shape)} "
-                         "must both be (B, n_out, n_thr, H, W)")
+        raise ValueError(
+            f"loss: logits {tuple(logits.shape)} and target {tuple(target.shape)} "
+            "must both be (B, n_out, n_thr, H, W)"
+        )
     observed = (mask[:, :, None] > 0).expand_as(logits)  # (B, n_out, n_thr, H, W)
     # Zeros where unobserved so NaNs there cannot reach the loss or its gradient.
     logits = torch.where(observed, logits.float(), torch.zeros((), device=logits.device))

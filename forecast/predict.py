@@ -58,8 +58,10 @@ class Forecaster:
         self.stats = FeatureStats.from_state(ckpt["stats"])
         self.thresholds = tuple(int(t) for t in mcfg.thresholds)
         self.n_out, self.cell = int(args["n_out"]), mcfg.cell
-        self.n_in = int(ckpt["config"]["data"]["n_in"])
-        self.min_coverage = float(ckpt["config"]["data"]["min_coverage"])
+        self.data_config = dict(ckpt["config"]["data"])  # windows and splits it was trained on
+        self.train_maps = str(ckpt["config"].get("train", {}).get("maps") or "")
+        self.n_in = int(self.data_config["n_in"])
+        self.min_coverage = float(self.data_config["min_coverage"])
         self.calibrator = Calibrator.from_state(
             ckpt.get("calibration"), self.n_out, len(self.thresholds)
         )
@@ -101,7 +103,12 @@ class Forecaster:
 
         ``n_out`` (optional, at most the trained number of lead times) keeps the first leads.
         """
-        k = self.thresholds.index(1) if 1 in self.thresholds else 0
+        if 1 not in self.thresholds:
+            raise UserError(
+                f"checkpoint {self.path} forecasts P(count >= t) for t in {list(self.thresholds)}"
+                ", not P(count >= 1); retrain with 1 in model.thresholds to score or plot it"
+            )
+        k = self.thresholds.index(1)
         n = self.n_out if n_out is None else int(n_out)
         if n > self.n_out:
             raise UserError(

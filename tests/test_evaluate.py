@@ -228,6 +228,13 @@ def test_forecast_file_with_count_thresholds_scores_threshold_one(files, maps):
     with xr.open_dataset(out) as scores:
         np.testing.assert_allclose(scores["csi"], 1.0)
         assert scores.attrs["n_inits"] == 10
+    high = prob.assign_coords(threshold=[2, 10])  # no P(count >= 1) to score
+    write_netcdf_atomic(high.to_dataset(name="probability"), files / "thr10.nc")
+    with pytest.raises(UserError, match=r"thr10.nc: probability has threshold \[2, 10\] but no 1"):
+        evaluate_to_files(
+            _cfg(split="all"), maps=files / "maps.nc", out=files / "x.nc", checkpoint=None,
+            forecasts={"thr": files / "thr10.nc"}, baselines=False, device="cpu",
+        )  # fmt: skip
 
 
 def test_forecast_file_outside_zero_one_is_a_user_error(files, maps):

@@ -168,3 +168,76 @@ def test_cli_predict_writes_the_file(run, tmp_path, capsys):
         == 2
     )
     assert "1999-01-01" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------------------------
+# scoring a checkpoint: held-out windows only, unique method names
+
+
+TINY_DATA = [o for o in TINY if o.startswith("data.")]
+
+
+def _evaluate(ckpt, maps, out, overrides=(), forecasts=None, data=TINY_DATA):
+    from forecast.evaluate import evaluate_to_files
+
+    cfg = load_experiment(None, [*data, "eval.bootstrap=0", "eval.select_inits=8", *overrides])
+    return evaluate_to_files(
+        cfg, maps=maps, out=out, checkpoint=ckpt, forecasts=forecasts or {},
+        baselines=True, device="cpu",
+    )  # fmt: skip
+
+
+def test_evaluate_scores_the_test_windows_the_checkpoint_held_out(run, tmp_path):
+    from data_prep.config import SequenceConfig, from_dict
+    from data_prep.sequences import build_index
+
+    ckpt, maps = run
+    trained = from_dict(SequenceConfig, load_checkpoint(ckpt)["config"]["data"], "data.")
+    with xr.open_dataset(maps) as ds:
+        want = build_index(ds.load(), trained).inits("test")
+    # the command line's data settings (defaults: 7 in, 3 out, blocks of 56) would split the
+    # maps differently and put training days into "test"
+    with pytest.warns(UserWarning, match="data settings the checkpoint was trained with"):
+        out, _ = _evaluate(ckpt, maps, tmp_path / "s.nc", data=())
+    with xr.open_dataset(out) as scores:
+        assert scores.attrs["split"] == "test"
+        assert scores.attrs["n_inits"] == len(want) > 0
+        assert scores["lead_time"].values.tolist() == [1, 2]
+
+
+def test_model_on_maps_without_held_out_windows_is_refused_not_scored_in_sample(run, tmp_path):
+    ckpt, maps = run
+    short = tmp_path / "short.nc"
+    with xr.open_dataset(maps) as ds:
+        ds.isel(time=slice(0, 12)).to_netcdf(short)
+    with pytest.raises(UserError, match="short.nc: has no 'test' windows.*eval.split=all"):
+        _evaluate(ckpt, short, tmp_path / "s.nc")
+
+
+def test_scoring_the_training_maps_with_split_all_warns_in_sample(run, tmp_path):
+    ckpt, maps = run
+    with pytest.warns(UserWarning, match="in-sample"):
+        _evaluate(ckpt, maps, tmp_path / "s.nc", ["eval.split=all", "eval.baselines=[]"])
+
+
+def test_forecast_named_like_a_scored_method_is_refused(run, tmp_path):
+    ckpt, maps = run
+    with pytest.raises(UserError, match="name 'model' is taken.*--forecast OTHER="):
+        _evaluate(ckpt, maps, tmp_path / "s.nc", forecasts={"model": tmp_path / "f.nc"})
+
+
+def test_unknown_eval_split_names_the_key_and_the_choices(run, tmp_path):
+    from data_prep.errors import ConfigError
+
+    ckpt, maps = run
+    with pytest.raises(ConfigError, match="'eval.split': 'tset' is not one of train, val"):
+        _evaluate(ckpt, maps, tmp_path / "s.nc", ["eval.split=tset"])
+
+
+def test_cli_refuses_two_forecast_files_with_one_name(run, tmp_path, capsys):
+    ckpt, maps = run
+    a, b = tmp_path / "a" / "f.nc", tmp_path / "b" / "f.nc"
+    rc = main(["evaluate", "--maps", str(maps), "--forecast", str(a), "--forecast", str(b),
+               "--out", str(tmp_path / "s.nc")])  # fmt: skip
+    assert rc == 2
+    assert "name 'f' is already used" in capsys.readouterr().err
