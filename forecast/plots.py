@@ -173,6 +173,8 @@ def plot_files(
     from forecast.diagrams import plot_scores
 
     out = Path(out)
+    if maps is None and forecast is None and scores is None and log is None:
+        raise UserError("nothing to draw; pass --maps, --forecast, --scores or --log")
     paths: list[Path] = []
     maps_ds = open_maps(Path(maps)) if maps is not None else None
     if forecast is not None:
@@ -183,11 +185,15 @@ def plot_files(
     if maps_ds is not None:
         paths.append(save_figure(climate_figure(maps_ds), out / "climate.png"))
     if scores is not None:
-        paths += plot_scores(out, open_dataset(scores, "scores"))
+        sc = open_dataset(scores, "scores")
+        if "method" not in sc.dims or "lead_time" not in sc.dims:
+            raise UserError(
+                f"{scores}: not a scores file (no method and lead_time dimensions); pass the "
+                "scores .nc written by `strikecast evaluate`"
+            )
+        paths += plot_scores(out, sc)
     if log is not None:
         paths += _plot_log(out, Path(log))
-    if not paths:
-        warnings.warn("plot_files: no input files given, nothing drawn", stacklevel=2)
     return paths
 
 

@@ -55,9 +55,10 @@ def build_data(cfg, dist: Dist) -> TrainData:
     for split in ("train", "val"):
         if len(index.starts[split]) == 0:
             raise UserError(
-                f"{path}: no {split} windows of {index.n_in}+{index.n_out} usable steps; use a "
-                "longer "
-                "record, or lower data.n_in or data.min_coverage"
+                f"{path}: no {split} windows of {index.n_in}+{index.n_out} usable steps "
+                f"({ds.sizes['time']} steps in blocks of data.block_steps={cfg.data.block_steps});"
+                " use a longer record, a smaller data.block_steps, data.split=contiguous, or "
+                "a lower data.min_coverage"
             )
     stats = fit_stats(ds, index)
     thresholds = tuple(cfg.model.thresholds)

@@ -317,6 +317,16 @@ def test_missing_or_unreadable_files_are_user_errors(files, tmp_path):
         plots.plot_files(out=tmp_path, scores=bad)
     with pytest.raises(UserError, match="lacks probability"):
         plots.plot_files(out=tmp_path, forecast=files["maps"])
+    with pytest.raises(UserError, match="maps.nc: not a scores file .* `strikecast evaluate`"):
+        plots.plot_files(out=tmp_path, scores=files["maps"])
+
+
+def test_cli_plot_with_nothing_to_draw_exits_2_naming_the_options(tmp_path, capsys):
+    from forecast.cli import main
+
+    assert main(["plot", "--out", str(tmp_path)]) == 2
+    assert "nothing to draw; pass --maps, --forecast, --scores or --log" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
 
 
 def test_cli_plot_prints_the_written_paths(files, tmp_path, capsys):
