@@ -7,6 +7,8 @@ read as strings) go through pandas coercion, and whatever does not parse is coun
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +18,22 @@ import pyarrow.compute as pc
 
 from data_prep.errors import UserError
 from data_prep.records import STROKE_CODES, Records, Tally
+
+_END = object()
+
+
+def prefetched(items: Iterable) -> Iterator:
+    """``items``, with the next one produced in a background thread while the caller works on
+    this one: pyarrow decodes a batch without the GIL while the previous batch is gridded.
+
+    At most two items are alive at a time; an exception of the producer is raised in the caller.
+    """
+    it = iter(items)
+    with ThreadPoolExecutor(1, thread_name_prefix="prefetch") as pool:
+        nxt = pool.submit(next, it, _END)
+        while (item := nxt.result()) is not _END:
+            nxt = pool.submit(next, it, _END)
+            yield item
 
 
 def column_map(
