@@ -59,7 +59,8 @@ def _ci(row: xr.Dataset, var: str) -> str:
 
 
 def scorecard_markdown(scores: xr.Dataset) -> str:
-    """Markdown scorecard: per lead, each method's BSS, AUC, AP, CSI@best with 95 % intervals."""
+    """Markdown scorecard: per lead, each method's BSS, AUC, AP, CSI@best with 95 % intervals,
+    and its calibration (ECE; the largest reliability gap over populated bins)."""
     a = scores.attrs
     lines = [
         "# strikecast scorecard",
@@ -79,15 +80,18 @@ def scorecard_markdown(scores: xr.Dataset) -> str:
     for lead in scores["lead_time"].values.tolist():
         lines += ["", f"## lead time {lead} step{'s' if lead != 1 else ''}", ""]
         lines.append(
-            "| method | BSS vs climatology | BSS vs persistence | AUC | AP | CSI@best | threshold |"
+            "| method | BSS vs climatology | BSS vs persistence | AUC | AP | CSI@best | threshold "
+            "| ECE | max gap |"
         )
-        lines.append("|---|---|---|---|---|---|---|")
+        lines.append("|---|---|---|---|---|---|---|---|---|")
         for name in names:
             row = scores.sel({"method": name, "lead_time": lead})
             lines.append(
                 f"| {name} | {_ci(row, 'brier_skill_score')} "
                 f"| {_fmt(float(row['brier_skill_score_vs_persistence']), 0).strip()} "
                 f"| {_ci(row, 'roc_auc')} | {_fmt(float(row['average_precision']), 0).strip()} "
-                f"| {_ci(row, 'csi')} | {float(row['best_threshold']):.2f} |"
+                f"| {_ci(row, 'csi')} | {float(row['best_threshold']):.2f} "
+                f"| {_fmt(float(row['ece']), 0).strip()} "
+                f"| {_fmt(float(row['reliability_max_gap']), 0).strip()} |"
             )
     return "\n".join(lines) + "\n"

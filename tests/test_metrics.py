@@ -120,11 +120,24 @@ def test_calibrated_forecast_has_small_ece_and_diagonal_reliability():
     assert s["reliability_count"][0].sum() == mask.sum()
 
 
+def test_max_gap_is_the_worst_reliability_gap_among_bins_with_one_percent_of_cases():
+    from forecast.metrics.probabilistic import max_calibration_gap
+
+    forecast = np.array([[0.05, 0.15, 0.25, 0.95]])
+    observed = np.array([[0.07, 0.10, 0.45, 0.20]])  # gaps 0.02, 0.05, 0.20, 0.75
+    count = np.array([[900.0, 95.0, 5.0, 0.0]])  # the 0.25 bin holds 0.5 % of the cases
+    gap = max_calibration_gap(forecast, observed, count, min_share=0.01)
+    assert gap[0] == pytest.approx(0.05)
+    assert max_calibration_gap(forecast, observed, count, min_share=0.001)[0] == pytest.approx(0.2)
+    assert np.isnan(max_calibration_gap(forecast, observed, 0 * count)[0])
+
+
 def test_perfect_forecast_scores_perfectly():
     _, events, mask = _random_case(4)
     prob = events.astype(np.float32)
     s = ProbabilityState.init(2).add(prob, events, mask).compute()
     assert np.all(s["brier_score"] == 0) and np.all(s["ece"] == 0)
+    assert np.all(s["reliability_max_gap"] == 0)
     assert np.all(s["roc_auc"] == 1) and np.all(s["average_precision"] == 1)
     csi = ContingencyState.init(2).add(prob, events, mask).compute()["csi"]
     assert np.all(csi == 1)

@@ -84,8 +84,12 @@ class ProbabilityState:
         """Number of scored cases per lead time, int64 (L,)."""
         return self.positives.sum(-1) + self.negatives.sum(-1)
 
-    def compute(self, reliability_bins: int = 10) -> dict[str, np.ndarray]:
-        """All probability scores: (L,) scalars, (L, B+1) curves, (L, R) reliability."""
+    def compute(self, reliability_bins: int = 10, min_share: float = 0.01) -> dict[str, np.ndarray]:
+        """All probability scores: (L,) scalars, (L, B+1) curves, (L, R) reliability.
+
+        ``min_share``: a reliability bin is populated when it holds at least this share of the
+        cases (``reliability_max_gap`` looks at populated bins only).
+        """
         with np.errstate(invalid="ignore", divide="ignore"):
             n = self.n.astype(np.float64)
             out = {
@@ -101,6 +105,7 @@ class ProbabilityState:
         rel = reliability(self.positives, self.negatives, self.prob_sum, reliability_bins)
         out.update(rel)
         out["ece"] = expected_calibration_error(**rel)
+        out["reliability_max_gap"] = max_calibration_gap(**rel, min_share=min_share)
         return out
 
 
@@ -176,6 +181,23 @@ def expected_calibration_error(
     gap = np.nan_to_num(np.abs(reliability_observed - reliability_forecast))
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.sum(gap * reliability_count, -1) / np.sum(reliability_count, -1)
+
+
+def max_calibration_gap(
+    reliability_forecast: np.ndarray,
+    reliability_observed: np.ndarray,
+    reliability_count: np.ndarray,
+    min_share: float = 0.01,
+) -> np.ndarray:
+    """Largest |observed frequency - mean forecast| over the populated reliability bins, those
+    holding at least ``min_share`` of the cases, (...); NaN when no bin is populated."""
+    count = np.asarray(reliability_count, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = count / count.sum(-1, keepdims=True)
+    gap = np.abs(np.asarray(reliability_observed) - np.asarray(reliability_forecast))
+    gap = np.where(share >= min_share, np.nan_to_num(gap), -np.inf)
+    worst = gap.max(-1)
+    return np.where(np.isfinite(worst), worst, np.nan)
 
 
 def skill_score(score: np.ndarray, reference: np.ndarray) -> np.ndarray:

@@ -92,7 +92,7 @@ def _dims(var: str, ndim: int) -> tuple[str, ...]:
 
 def _method_scores(state: MethodState, states: dict[str, MethodState], ecfg) -> dict:
     """All scores of one method: (L,), (L, K), (L, S), (L, R) or (L, B+1) arrays."""
-    out = state.prob.compute(ecfg.reliability_bins)
+    out = state.prob.compute(ecfg.reliability_bins, ecfg.reliability_min_share)
     cat = state.table.compute()
     out.update({k: cat[k] for k in _CATEGORICAL})
     out["csi_by_threshold"] = cat["csi"]
@@ -118,6 +118,8 @@ _LONG = {
     "brier_skill_score_vs_persistence": "Brier skill score against persistence on the same cases",
     "log_loss": "mean negative log-likelihood (probabilities clipped to [1e-6, 1 - 1e-6])",
     "ece": "expected calibration error over the reliability bins",
+    "reliability_max_gap": "largest |observed frequency - mean forecast| over reliability bins "
+    "holding at least eval.reliability_min_share of the cases",
     "roc_auc": "area under the ROC curve",
     "average_precision": "average precision (area under the precision-recall curve)",
     "csi": "critical success index at best_threshold",
