@@ -205,7 +205,9 @@ def _add_quickstart(sub) -> None:
     )
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument(
-        "--config", default=None, help="YAML config (default: configs/quickstart.yaml of this clone)"
+        "--config",
+        default=None,
+        help="YAML config (default: configs/quickstart.yaml of this clone)",
     )
     p.add_argument(
         "overrides", nargs="*", metavar="section.key=value", help="config overrides, applied last"
