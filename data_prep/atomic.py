@@ -12,17 +12,46 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from data_prep.errors import UserError
+
+
+def check_output_path(path: str | os.PathLike) -> Path:
+    """Raise :class:`UserError` naming ``path`` and the fix when no file can be written there:
+    ``path`` is a directory, an existing ancestor is a file, or the folder is not writable."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"output {path} is a directory; give a file path inside it or elsewhere")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:  # the nearest existing ancestor
+        folder = folder.parent
+    if not folder.is_dir():
+        raise UserError(
+            f"output {path}: {folder} is a file, not a folder; choose another output path"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(
+            f"output {path}: folder {folder} is not writable; choose a writable location"
+        )
+    return path
+
 
 @contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed to ``path``.
 
     The file gets the usual permissions (``0666`` less the umask; ``mkstemp`` makes ``0600``).
-    On any exception the temporary file is removed and ``path`` is left as it was.
+    On any exception the temporary file is removed and ``path`` is left as it was. A path no
+    file can be written to raises :class:`UserError` before anything is created.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    path = check_output_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise UserError(
+            f"output {path}: cannot create a file in {path.parent} ({e.strerror or e}); "
+            "choose a writable location"
+        ) from None
     os.close(fd)
     try:
         yield Path(tmp)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -178,7 +179,8 @@ def add_commands(sub) -> None:
 
 
 def run_parser(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
-    """Parse, run, and turn a :class:`UserError` into one line on stderr and exit code 2."""
+    """Parse, run, and turn a :class:`UserError` (or an ``OSError``: a full disk, a file that
+    vanished) into one line on stderr and exit code 2; warnings print as one line too."""
     args, extra = parser.parse_known_args(argv)
     # `section.key=value` overrides may also follow the options (argparse leaves them over)
     unknown = [a for a in extra if not _OVERRIDE.match(a)]
@@ -191,16 +193,24 @@ def run_parser(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     if not hasattr(args, "run"):
         parser.print_help()
         return 2
+    where = f"{parser.prog} {args.command}"
+
+    def one_line(message, category, filename, lineno, file=None, line=None):
+        print(f"{where}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
     try:
-        return int(args.run(args) or 0)
+        with warnings.catch_warnings():  # restores showwarning on the way out
+            warnings.showwarning = one_line
+            return int(args.run(args) or 0)
     except UserError as e:
-        print(f"{parser.prog} {args.command}: error: {e}", file=sys.stderr)
+        print(f"{where}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        text = f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e)
+        print(f"{where}: error: {' '.join(text.split()) or type(e).__name__}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(
-            f"{parser.prog} {args.command}: interrupted; run the same command again to resume",
-            file=sys.stderr,
-        )
+        print(f"{where}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
 
 

@@ -144,7 +144,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 return _coerce(arg, value, key)
             except ConfigError:
                 continue
-        raise ConfigError(f"config key {key!r}: {value!r} is not a {_name(tp)}")
+        raise ConfigError(f"config key {key!r}: expected {_name(tp)}, got {value!r}")
     if origin in (tuple, list):
         args = typing.get_args(tp)
         if not isinstance(value, list | tuple):
@@ -174,7 +174,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         and not (tp is int and isinstance(value, bool))
     ):
         return value
-    raise ConfigError(f"config key {key!r}: {value!r} is not a {_name(tp)}")
+    raise ConfigError(f"config key {key!r}: expected {_name(tp)}, got {value!r}")
 
 
 def _name(tp: Any) -> str:

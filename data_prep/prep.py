@@ -1,9 +1,16 @@
 """Strike records and gridded maps -> the CF-1.8 maps file and its window index.
 
 ``prep`` expands the inputs, skips those already in the archive at ``out`` (matched by file
-name, size and modification time), grids each new input on its own (serially, or in parallel
-with dask: the per-input counts are integers and add up identically in any order), merges them
-with the archive, and writes the result atomically with the accounting in its attributes.
+name, size and modification time; a known name whose file changed is refused), grids each new
+input on its own (serially, or in parallel with dask: the per-input counts are integers and add
+up identically in any order), merges them with the archive, and writes the result atomically
+with the accounting in its attributes.
+
+Point feeds may be split anywhere in time, so their overlapping steps are summed. Records of
+whole-day formats (``WHOLE_DAY``: NLDN tiles, one total per tile and day) are not: an input with
+strikes on days that another whole-day input of the archive or of the run already gave is
+refused, since each such tile-day would count twice. The archive lists the days of each such
+input (``steps`` of its entry in the ``inputs`` attribute).
 """
 
 from __future__ import annotations
@@ -20,12 +27,13 @@ import pandas as pd
 import xarray as xr
 
 import data_prep
+from data_prep.atomic import check_output_path
 from data_prep.config import PrepConfig, SequenceConfig
 from data_prep.errors import UserError
 from data_prep.grid import Accumulator, StepClock
 from data_prep.io import open_maps, write_netcdf_atomic
 from data_prep.readers import SlowPath, get_reader
-from data_prep.records import Cells, ReadOptions, Records, Span, Tally
+from data_prep.records import Cells, ReadOptions, Records, Span, Tally, first_line
 from data_prep.schema import (
     CF_CONVENTIONS,
     COORD_ATTRS,
@@ -39,8 +47,11 @@ from data_prep.schema import (
     grid_coords,
     parse_time_step,
 )
-from data_prep.sequences import index_path, load_or_build_index
+from data_prep.sequences import check_config, index_path, load_or_build_index
 from data_prep.tables import parse_columns
+
+WHOLE_DAY = ("nldn-tiles",)  # formats of whole-day totals: a day given twice would count twice
+SCHEDULER_TIMEOUT = "10s"  # connecting to a --scheduler address
 
 
 @dataclass
@@ -91,9 +102,16 @@ def prep(
     """Grid ``inputs`` (files or glob patterns) into the maps file ``out``; save its window index.
 
     An existing ``out`` is appended to: inputs already listed in it are skipped, new ones are
-    added (overlapping steps summed). Returns the summary, whose ``str`` is the accounting table.
+    added (overlapping steps summed, except days of whole-day formats, which are refused).
+    Returns the summary, whose ``str`` is the accounting table.
     """
     out = Path(out)
+    check_config(seq)  # fail before gridding, not after writing the maps
+    if not isinstance(cfg.workers, int) or cfg.workers < 1:
+        raise UserError(
+            f"--workers (prep.workers) {cfg.workers!r} must be a whole number of at least 1; "
+            "1 grids serially, e.g. --workers 2 uses 2 processes"
+        )
     grid, step = get_grid(cfg.grid), parse_time_step(cfg.time_step)
     files = expand_inputs(inputs)
     formats = {f: get_reader(cfg.format, f)[0] for f in files}  # fail fast on a bad name or file
@@ -110,9 +128,10 @@ def prep(
     clock = make_clock(cfg, step, old)
     opts = ReadOptions(parse_columns(columns), cfg.chunk_records, cfg.variable)
     plan = [(f, formats[f]) for f in fresh]
-    acc, tally = grid_all(plan, grid, clock, opts, workers=cfg.workers, scheduler=scheduler)
+    acc, tally, steps = grid_all(plan, grid, clock, opts, workers=cfg.workers, scheduler=scheduler)
+    check_whole_days(plan, steps, entries, out, int(step.value))
     ds = build_maps(acc, grid, clock, cfg, old)
-    ds.attrs.update(_provenance(plan, tally, old, cfg))
+    ds.attrs.update(_provenance(plan, steps, old, cfg))
     ds.attrs.update(Tally.from_attrs(old.attrs if old is not None else {}).merge(tally).to_attrs())
     write_netcdf_atomic(ds, out, encoding=maps_encoding(ds))
     summary.tally, summary.inputs, summary.times = tally, [str(f) for f, _ in plan], ds[TIME].values
@@ -202,16 +221,20 @@ def grid_all(plan, grid, clock, opts, *, workers: int = 1, scheduler: str | None
 
     ``scheduler``: None (a local dask cluster of ``workers`` processes when ``workers > 1``),
     ``"threads"`` or ``"sync"`` (dask's in-process schedulers), or a scheduler address.
+    Returns the merged accumulator and tally, and for each input the start times
+    (datetime64[ns], sorted) of the steps where it gridded strikes.
     """
     if scheduler is None and workers <= 1:
         results = [grid_file(p, f, grid, clock, opts) for p, f in plan]
     else:
         results = _grid_dask(plan, grid, clock, opts, workers, scheduler)
-    acc, tally = Accumulator(grid, clock), Tally()
+    acc, tally, steps = Accumulator(grid, clock), Tally(), []
     for a, t in results:
+        ks = np.array(sorted(k for k, row in a.counts.items() if row.any()), dtype=np.int64)
+        steps.append(clock.start(ks).astype("datetime64[ns]"))
         acc.merge(a)
         tally.merge(t)
-    return acc, tally
+    return acc, tally, steps
 
 
 def _grid_dask(plan, grid, clock, opts, workers, scheduler):
@@ -223,7 +246,14 @@ def _grid_dask(plan, grid, clock, opts, workers, scheduler):
     from distributed import Client, LocalCluster
 
     if scheduler is not None:
-        with Client(scheduler) as client:
+        try:
+            client = Client(scheduler, timeout=SCHEDULER_TIMEOUT)
+        except (OSError, ValueError) as e:
+            raise UserError(
+                f"--scheduler {scheduler}: cannot reach the dask scheduler ({first_line(e)}); "
+                "check the address (tcp://host:8786) and that it runs, or use --workers N"
+            ) from None
+        with client:
             return list(client.gather(client.compute(tasks)))
     with LocalCluster(
         n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
@@ -291,12 +321,14 @@ def maps_encoding(ds: xr.Dataset) -> dict:
     }
 
 
-def _provenance(plan, tally: Tally, old: xr.Dataset | None, cfg: PrepConfig) -> dict:
+def _provenance(plan, steps, old: xr.Dataset | None, cfg: PrepConfig) -> dict:
     step = parse_time_step(cfg.time_step)
     entries = json.loads(old.attrs.get("inputs", "[]")) if old is not None else []
     listed = {e["path"] for e in entries}
-    for path, fmt in plan:
+    for (path, fmt), times in zip(plan, steps, strict=True):
         entry = {"path": str(path), "format": fmt, **_fingerprint(path)}
+        if fmt in WHOLE_DAY:
+            entry["steps"] = _runs(times, int(step.value))
         entries = [e for e in entries if e["path"] != str(path)] if str(path) in listed else entries
         entries.append(entry)
     readers = sorted({e["format"] for e in entries})
@@ -321,25 +353,84 @@ def _fingerprint(path: Path) -> dict:
 
 def new_inputs(files: list[Path], entries: list[dict], out: Path) -> list[Path]:
     """The files not yet in the archive. A file is known by name, size and modification time,
-    so an archive survives moving its data folder; a known path whose file changed is an error
-    (its old strikes are already summed into the maps)."""
+    so an archive survives moving its data folder; a known name whose size or modification
+    time differs is an error (the strikes of the file by that name are already in the maps)."""
     seen = {(Path(e["path"]).name, e.get("size"), e.get("mtime_ns")) for e in entries}
-    paths = {e["path"] for e in entries}
+    names = {Path(e["path"]).name for e in entries}
     fresh = []
     for f in files:
         fp = _fingerprint(f)
         if (f.name, fp["size"], fp["mtime_ns"]) in seen:
             continue
-        if str(f) in paths:
+        if f.name in names:
             raise UserError(
-                f"{f}: changed since it was gridded into {out}; prep all inputs into a new --out"
+                f"{f}: changed since it was gridded into {out} (a file named {f.name} with "
+                "another size or modification time is in it); its old strikes are in the maps: "
+                "prep all inputs into a new --out, or rename the file if it is another input"
             )
         fresh.append(f)
     return fresh
 
 
+def check_whole_days(plan, steps, entries: list[dict], out: Path, step_ns: int) -> None:
+    """Refuse an input of a whole-day format (``WHOLE_DAY``) with strikes on steps that another
+    whole-day input already gave, in the archive (``entries``) or earlier in ``plan``: summed,
+    each such tile-day would count twice. ``steps``: per input of ``plan``, as from grid_all."""
+    seen = [
+        (f"{Path(e['path']).name} in {out}", _unruns(e["steps"], step_ns))
+        for e in entries
+        if e.get("format") in WHOLE_DAY and "steps" in e
+    ]
+    for (path, fmt), times in zip(plan, steps, strict=True):
+        if fmt not in WHOLE_DAY:
+            continue
+        for where, other in seen:
+            both = np.intersect1d(times, other)
+            if both.size:
+                raise UserError(
+                    f"{path}: strikes on {_dates(both)} are already gridded from {where}; "
+                    f"{fmt} are whole-day totals, so those days would count twice: leave them "
+                    "out of one of the files, or prep this file into a new --out"
+                )
+        seen.append((f"{path.name}, also given", times))
+
+
+def _runs(times: np.ndarray, step_ns: int) -> list[list[str]]:
+    """Sorted step start times -> ``[[first, last], ...]`` of runs of consecutive steps."""
+    if not times.size:
+        return []
+    t = times.astype("datetime64[ns]").view(np.int64)
+    cut = np.flatnonzero(np.diff(t) != step_ns) + 1
+    first, last = np.r_[0, cut], np.r_[cut, t.size] - 1
+    text = np.datetime_as_string(times.astype("datetime64[ns]"), unit="auto")  # lossless
+    return [[str(text[a]), str(text[b])] for a, b in zip(first, last, strict=True)]
+
+
+def _unruns(runs: list, step_ns: int) -> np.ndarray:
+    """Inverse of :func:`_runs`: the step start times, datetime64[ns]."""
+    ns = [np.arange(_ns(a), _ns(b) + 1, step_ns, dtype=np.int64) for a, b in runs]
+    return np.concatenate([np.zeros(0, np.int64), *ns]).view("datetime64[ns]")
+
+
+def _ns(text: str) -> int:
+    return int(np.datetime64(text, "ns").view(np.int64))
+
+
+def _dates(times: np.ndarray) -> str:
+    """``2024-02-05`` or ``2024-02-05 .. 2024-02-10 (6 days)`` (minutes when not midnight)."""
+    daily = bool((times.astype("datetime64[D]") == times).all())
+    text = np.datetime_as_string(times, unit="D" if daily else "m")
+    n = f"{text.size} {'days' if daily else 'steps'}"
+    return str(text[0]) if text.size == 1 else f"{text[0]} .. {text[-1]} ({n})"
+
+
 def _open_archive(out: Path, grid: Grid, step: pd.Timedelta) -> xr.Dataset | None:
     """The existing maps file at ``out`` (loaded), or None; it must share grid and step."""
+    if out.is_dir():
+        raise UserError(
+            f"--out {out} is a directory; give the path of a .nc maps file, e.g. {out / 'maps.nc'}"
+        )
+    check_output_path(out)
     if not out.exists():
         return None
     ds = open_maps(out)

@@ -8,7 +8,8 @@ domain: a GLM granule) or :class:`Cells` (observed source cells of a gridded inp
 ``coverage = "full"`` readers (point feeds, NLDN tiles) observe every cell of every step.
 
 ``READERS`` maps format names to readers; :func:`get_reader` rejects unknown names, listing the
-valid ones; :func:`detect_format` picks one from a file's content.
+valid ones, and a file whose first bytes do not fit the format named (a netCDF file given as
+CSV); :func:`detect_format` picks one from a file's content.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from data_prep.records import (
     drop_duplicates,
     first_line,
 )
-from data_prep.tables import batch_records, column_map
+from data_prep.tables import batch_records, column_map, prefetched
 
 # Roles of point-record columns and the names tried when the user names none.
 DEFAULT_COLUMNS = {
@@ -76,7 +77,7 @@ def read_points_parquet(path: Path, opts: ReadOptions, tally: Tally) -> Iterator
     batches = pf.iter_batches(
         batch_size=opts.chunk_records, columns=list(cols.values()), use_threads=True
     )
-    for batch in batches:
+    for batch in prefetched(batches):  # decode the next batch while this one is gridded
         rec = batch_records(path, batch, cols, tally)
         yield drop_duplicates(check_coordinates(rec, tally), tally)
 
@@ -235,8 +236,31 @@ ALIASES = {
 }
 
 
+# What a file's first bytes say it is, what each reader takes, and the formats to suggest.
+MAGIC = ((b"\x89HDF", "hdf5"), (b"CDF", "netcdf"), (b"PAR1", "parquet"), (b"\x1f\x8b", "gzip"))
+KINDS = {
+    "hdf5": ("a netCDF-4/HDF5 file", "glm or gridded"),
+    "netcdf": ("a netCDF (classic) file", "glm or gridded"),
+    "parquet": ("a Parquet file", "points-parquet"),
+    "gzip": ("a gzip file (compressed CSV)", "points-csv or nldn-tiles"),
+    "text": ("CSV text", "points-csv or nldn-tiles"),
+    "binary": ("a binary file of unknown type", None),
+}
+TAKES = {
+    "nldn-tiles": ("text", "gzip"),
+    "points-csv": ("text", "gzip"),
+    "points-parquet": ("parquet",),
+    "glm": ("hdf5", "netcdf"),
+    "gridded": ("hdf5", "netcdf"),
+}
+
+
 def get_reader(name: str, path: Path) -> tuple[str, Reader]:
-    """The reader for format ``name`` (``auto`` detects it from ``path``'s content)."""
+    """The reader for format ``name`` (``auto`` detects it from ``path``'s content).
+
+    A file whose first bytes say it is something else than ``name`` reads (e.g. netCDF given
+    as ``points-csv``) raises :class:`UserError` saying what the file looks like.
+    """
     name = ALIASES.get(name, name)
     if name == "auto":
         name = detect_format(path)
@@ -245,7 +269,27 @@ def get_reader(name: str, path: Path) -> tuple[str, Reader]:
     if name not in READERS:
         valid = ", ".join(["auto", "points", *READERS])
         raise UserError(f"unknown format {name!r}: use one of {valid}")
+    kind = sniff(path)
+    if kind is not None and kind not in TAKES[name]:
+        looks, fits = KINDS[kind]
+        wants = " or ".join(KINDS[k][0] for k in TAKES[name])
+        fix = "convert it to CSV or Parquet"
+        if fits:
+            fix = f"use --format auto, or name the right one: {fits}"
+        raise UserError(f"{path}: looks like {looks}, not {wants} as format {name} reads; {fix}")
     return name, READERS[name]
+
+
+def sniff(path: Path) -> str | None:
+    """What a file's first bytes say it is: a key of ``KINDS``, or None for an empty file."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head:
+        return None
+    for magic, kind in MAGIC:
+        if head.startswith(magic):
+            return kind
+    return "binary" if b"\x00" in head else "text"
 
 
 def _points_kind(path: Path) -> str:

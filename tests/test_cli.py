@@ -56,6 +56,84 @@ def test_prep_of_missing_input_exits_2_naming_the_file(tmp_path, capsys):
     assert not (tmp_path / "m.nc").exists()
 
 
+def _strikes(tmp_path):
+    from prep_files import strikes_frame, write_parquet
+
+    return str(write_parquet(strikes_frame(50), tmp_path / "s.parquet"))
+
+
+def test_prep_out_that_is_a_directory_exits_2_asking_for_a_nc_path(tmp_path, capsys):
+    err = _one_line_error(["prep", _strikes(tmp_path), "--out", str(tmp_path)], capsys)
+    assert err.startswith("strikecast prep: error: --out ") and "give the path of a .nc" in err
+
+
+def test_prep_out_under_a_file_exits_2_naming_the_file(tmp_path, capsys):
+    (tmp_path / "runs").write_text("a file")
+    out = tmp_path / "runs" / "maps.nc"
+    err = _one_line_error(["prep", _strikes(tmp_path), "--out", str(out)], capsys)
+    assert "runs is a file, not a folder" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["data.n_in=3"], "data.n_in 3 must be between 5 and 10"),
+        (["data.n_out=0"], "data.n_out 0 must be at least 1"),
+        (["--workers", "0"], "--workers (prep.workers) 0 must be"),
+        (["prep.workers=two"], "'prep.workers': expected int, got 'two'"),
+    ],
+)
+def test_prep_bad_window_lengths_and_workers_exit_2(tmp_path, capsys, args, match):
+    out = tmp_path / "maps.nc"
+    err = _one_line_error(["prep", _strikes(tmp_path), "--out", str(out), *args], capsys)
+    assert match in err and not out.exists()
+
+
+def test_prep_workers_that_is_not_a_number_is_a_one_line_usage_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["prep", _strikes(tmp_path), "--out", str(tmp_path / "m.nc"), "--workers", "two"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.count("\n") == 1
+    assert "argument --workers: invalid int value: 'two'" in err
+
+
+def test_prep_unreachable_scheduler_exits_2_in_one_line(tmp_path, capsys, monkeypatch):
+    import data_prep.prep
+
+    monkeypatch.setattr(data_prep.prep, "SCHEDULER_TIMEOUT", "1s")
+    argv = ["prep", _strikes(tmp_path), "--out", str(tmp_path / "m.nc")]
+    err = _one_line_error([*argv, "--scheduler", "tcp://127.0.0.1:1"], capsys)
+    assert "--scheduler tcp://127.0.0.1:1: cannot reach the dask scheduler" in err
+
+
+def test_an_os_error_exits_2_in_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
+    import data_prep.prep
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device", "maps.nc")
+
+    monkeypatch.setattr(data_prep.prep, "prep", disk_full)
+    err = _one_line_error(["prep", _strikes(tmp_path), "--out", "maps.nc"], capsys)
+    assert err == "strikecast prep: error: maps.nc: No space left on device\n"
+
+
+def test_a_warning_prints_one_line_and_the_hook_is_restored(tmp_path, capsys, monkeypatch):
+    import warnings
+
+    import data_prep.prep
+
+    def warns(*args, **kwargs):
+        warnings.warn("splits ['val'] are empty;\nuse a longer record", stacklevel=2)
+        return "summary"
+
+    monkeypatch.setattr(data_prep.prep, "prep", warns)
+    before = warnings.showwarning
+    assert main(["prep", _strikes(tmp_path), "--out", str(tmp_path / "m.nc")]) == 0
+    err = capsys.readouterr().err
+    assert err == "strikecast prep: warning: splits ['val'] are empty; use a longer record\n"
+    assert warnings.showwarning is before
+
+
 def test_bad_usage_exits_2_in_one_line():
     r = subprocess.run(
         [sys.executable, "-m", "forecast", "predict"], capture_output=True, text=True

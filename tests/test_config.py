@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from data_prep.config import apply_overrides, from_dict, load_config, save_config, to_dict
+from data_prep.config import (
+    PrepConfig,
+    apply_overrides,
+    from_dict,
+    load_config,
+    save_config,
+    to_dict,
+)
 from data_prep.errors import ConfigError
 from forecast.config import ExperimentConfig, load_experiment
 
@@ -53,6 +60,13 @@ def test_unknown_section_is_rejected_naming_it(tmp_path):
 def test_wrong_type_is_rejected_naming_the_key():
     with pytest.raises(ConfigError, match=r"train\.epochs.*'many'"):
         load_experiment(None, ["train.epochs=many"])
+
+
+def test_wrong_type_message_names_the_expected_type():
+    with pytest.raises(ConfigError, match=r"'train\.epochs': expected int, got 'many'$"):
+        load_experiment(None, ["train.epochs=many"])
+    with pytest.raises(ConfigError, match=r"'prep\.start': expected str \| None, got 3$"):
+        from_dict(PrepConfig, {"start": 3}, "prep.")
 
 
 def test_bool_is_not_an_int():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -192,3 +193,97 @@ def test_threaded_scheduler_and_open_maps_errors(tmp_path):
     xr.Dataset({"x": (("t",), np.zeros(2))}).to_netcdf(tmp_path / "other.nc")
     with pytest.raises(UserError, match=r"other\.nc: variable 'strike_count' missing"):
         open_maps(tmp_path / "other.nc")
+
+
+def test_a_changed_file_with_a_known_name_is_refused_even_from_another_folder(tmp_path):
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    p1 = write_parquet(strikes_frame(300), tmp_path / "a" / "feed.parquet")
+    arch = tmp_path / "arch.nc"
+    prep([str(p1)], arch, _cfg(), SEQ)
+    before = arch.read_bytes()
+    moved = tmp_path / "b" / "feed.parquet"
+    moved.write_bytes(p1.read_bytes())
+    os.utime(moved, ns=(p1.stat().st_atime_ns, p1.stat().st_mtime_ns))
+    assert prep([str(moved)], arch, _cfg(), SEQ).skipped == [str(moved)]  # moved: still known
+    other = write_parquet(strikes_frame(400, seed=3), tmp_path / "b" / "feed.parquet")
+    with pytest.raises(
+        UserError, match=r"b/feed\.parquet: changed since it was gridded .*new --out"
+    ):
+        prep([str(other)], arch, _cfg(), SEQ)
+    assert arch.read_bytes() == before
+
+
+def test_nldn_days_already_in_the_archive_are_refused_not_counted_twice(tmp_path):
+    a = write_nldn(tmp_path / "a.csv.gz", [(20240201, -90.0, 40.0, 2), (20240202, -90.0, 40.0, 3)])
+    b = write_nldn(tmp_path / "b.csv.gz", [(20240202, -90.0, 40.0, 3), (20240203, -90.0, 40.0, 4)])
+    c = write_nldn(tmp_path / "c.csv.gz", [(20240204, -91.0, 41.0, 5)])
+    arch = tmp_path / "arch.nc"
+    prep([str(a)], arch, _cfg(), SEQ)
+    before = arch.read_bytes()
+    with pytest.raises(
+        UserError,
+        match=r"b\.csv\.gz: strikes on 2024-02-02 are already gridded "
+        r"from a\.csv\.gz in .*arch\.nc; nldn-tiles are whole-day",
+    ):
+        prep([str(b)], arch, _cfg(), SEQ)
+    assert arch.read_bytes() == before
+    with pytest.raises(UserError, match=r"b\.csv\.gz: .* from a\.csv\.gz, also given"):
+        prep([str(a), str(b)], tmp_path / "new.nc", _cfg(), SEQ)
+    assert not (tmp_path / "new.nc").exists()
+    s = prep([str(a), str(c)], arch, _cfg(), SEQ)  # a is skipped, c's day is new
+    assert s.inputs == [str(c)] and s.skipped == [str(a)]
+    ds = xr.open_dataset(arch)
+    assert ds.strike_count.sum(("lat", "lon")).values.tolist() == [2, 3, 0, 5]
+    assert Tally.from_attrs(ds.attrs).gridded_strikes == 10
+    entries = {e["path"]: e for e in json.loads(ds.attrs["inputs"])}
+    assert entries[str(a)]["steps"] == [["2024-02-01", "2024-02-02"]]
+
+
+def test_out_that_is_a_directory_asks_for_a_nc_file_path(tmp_path):
+    path = write_parquet(strikes_frame(50), tmp_path / "s.parquet")
+    (tmp_path / "maps").mkdir()
+    with pytest.raises(UserError, match=r"--out .*maps is a directory; give the path of a \.nc"):
+        prep([str(path)], tmp_path / "maps", _cfg(), SEQ)
+
+
+def test_out_under_a_file_is_refused_before_gridding(tmp_path, monkeypatch):
+    import data_prep.prep as prep_module
+
+    path = write_parquet(strikes_frame(50), tmp_path / "s.parquet")
+    (tmp_path / "runs").write_text("a file")
+    monkeypatch.setattr(prep_module, "grid_all", None)  # gridding would fail loudly
+    with pytest.raises(UserError, match=r"runs is a file, not a folder"):
+        prep([str(path)], tmp_path / "runs" / "maps.nc", _cfg(), SEQ)
+
+
+@pytest.mark.parametrize(
+    ("seq", "match"),
+    [
+        (SequenceConfig(n_in=3, n_out=1), r"data\.n_in 3 must be between 5 and 10"),
+        (SequenceConfig(n_in=11, n_out=1), r"data\.n_in 11 must be between 5 and 10"),
+        (SequenceConfig(n_in=5, n_out=0), r"data\.n_out 0 must be at least 1"),
+    ],
+    ids=["n_in_3", "n_in_11", "n_out_0"],
+)
+def test_sequence_lengths_outside_their_range_are_refused_before_any_output(tmp_path, seq, match):
+    path = write_parquet(strikes_frame(50), tmp_path / "s.parquet")
+    with pytest.raises(UserError, match=match):
+        prep([str(path)], tmp_path / "maps.nc", _cfg(), seq)
+    assert not (tmp_path / "maps.nc").exists()
+
+
+@pytest.mark.parametrize("workers", [0, -2])
+def test_workers_below_one_are_refused(tmp_path, workers):
+    path = write_parquet(strikes_frame(50), tmp_path / "s.parquet")
+    with pytest.raises(UserError, match=rf"--workers \(prep\.workers\) {workers} must be"):
+        prep([str(path)], tmp_path / "maps.nc", _cfg(workers=workers), SEQ)
+
+
+def test_unreachable_scheduler_is_a_user_error_naming_the_address(tmp_path, monkeypatch):
+    import data_prep.prep as prep_module
+
+    monkeypatch.setattr(prep_module, "SCHEDULER_TIMEOUT", "1s")
+    path = write_parquet(strikes_frame(50), tmp_path / "s.parquet")
+    with pytest.raises(UserError, match=r"--scheduler tcp://127\.0\.0\.1:1: cannot reach") as e:
+        prep([str(path)], tmp_path / "maps.nc", _cfg(), SEQ, scheduler="tcp://127.0.0.1:1")
+    assert "\n" not in str(e.value) and not (tmp_path / "maps.nc").exists()

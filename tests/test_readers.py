@@ -223,3 +223,39 @@ def test_csv_gz_points_are_detected_and_read(tmp_path):
     assert detect_format(path) == "points-csv"
     _, tally, _ = _read(path)
     assert tally.read_records == 200 and tally.balanced() is False  # not gridded yet
+
+
+def _file_of_kind(kind: str, path):
+    """A small file of ``kind``: netCDF-4 (HDF5), classic netCDF, gzip CSV, Parquet or CSV."""
+    import xarray as xr
+
+    if kind in ("netcdf4", "netcdf3"):
+        ds = xr.Dataset({"flash_count": (("time", "lat", "lon"), np.ones((1, 2, 2)))})
+        ds.to_netcdf(path, format="NETCDF4" if kind == "netcdf4" else "NETCDF3_CLASSIC")
+        return path
+    if kind == "gzip":
+        return write_nldn(path, [(20240201, -90.0, 40.0, 2)])
+    if kind == "parquet":
+        return write_parquet(strikes_frame(10), path)
+    path.write_text("time,lat,lon\n2021-06-01,40,-90\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "fmt", "match"),
+    [
+        ("netcdf4", "points-csv", r"looks like a netCDF-4/HDF5 file, not CSV text .*points-csv"),
+        ("netcdf3", "nldn-tiles", r"looks like a netCDF \(classic\) file, not CSV text"),
+        ("netcdf4", "points", r"looks like a netCDF-4/HDF5 file.*: glm or gridded"),
+        ("gzip", "points-parquet", r"looks like a gzip file .*, not a Parquet file"),
+        ("parquet", "glm", r"looks like a Parquet file, not a netCDF-4.*: points-parquet"),
+        ("csv", "gridded", r"looks like CSV text, not .*: points-csv or nldn-tiles"),
+    ],
+)
+def test_a_wrong_format_on_a_file_says_what_the_file_looks_like(tmp_path, kind, fmt, match):
+    path = _file_of_kind(kind, tmp_path / "input.dat")
+    with pytest.raises(UserError, match=match) as e:
+        get_reader(fmt, path)
+    assert str(path) in str(e.value) and "--format auto" in str(e.value)
+    assert "\n" not in str(e.value)
+    assert get_reader("auto", path)[0] in ("gridded", "nldn-tiles", "points-parquet", "points-csv")
