@@ -245,8 +245,10 @@ def run_all(args, argv: list[str]) -> list[dict]:
 
 
 def format_table(rows: list[dict]) -> str:
-    head = (f"{'variant':<13}{'params':>9}{'samples/s':>11}{'ms/step':>9}{'GFLOP/step':>12}"
-            f"{'GFLOP/s':>9}{'peak MB':>9}{'predict ms':>12}")
+    head = (
+        f"{'variant':<13}{'params':>9}{'samples/s':>11}{'ms/step':>9}{'GFLOP/step':>12}"
+        f"{'GFLOP/s':>9}{'peak MB':>9}{'predict ms':>12}"
+    )
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(
@@ -287,11 +289,15 @@ def main(argv: list[str] | None = None) -> None:
         return
     device = pick_device(args.device)
     diff = check_reference(model_config(args), args.n_out)
-    print(f"torch {torch.__version__}  device {device}  threads {args.threads}  amp {args.amp}  "
-          f"compile {args.compile}  channels_last {args.channels_last}")
-    print(f"train batch {args.batch} x {args.n_in} steps x {args.height}x{args.width}, "
-          f"{args.n_out} leads, encoder {args.encoder}, hidden {args.hidden}; "
-          f"predict: batch 1 x {args.n_in} steps x {CONUS[0]}x{CONUS[1]}")
+    print(
+        f"torch {torch.__version__}  device {device}  threads {args.threads}  amp {args.amp}  "
+        f"compile {args.compile}  channels_last {args.channels_last}"
+    )
+    print(
+        f"train batch {args.batch} x {args.n_in} steps x {args.height}x{args.width}, "
+        f"{args.n_out} leads, encoder {args.encoder}, hidden {args.hidden}; "
+        f"predict: batch 1 x {args.n_in} steps x {CONUS[0]}x{CONUS[1]}"
+    )
     print(f"reference check: our fused convlstm vs ref-convlstm, max |logit diff| = {diff:.2e}")
     load = os.getloadavg()[0]
     rows = run_all(args, argv)
