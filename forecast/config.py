@@ -59,6 +59,7 @@ class TrainConfig:
     log_every: int = 10
     progress: bool = True
     session_steps: int = 0  # stop this session after N steps (--resume goes on); 0 = no limit
+    checkpoint_every: int = 1000  # also write last.pt every N steps within an epoch; 0 = never
     threads: int = 0  # CPU torch threads; 0 = cores / processes, or 1 on a busy machine
 
 

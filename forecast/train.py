@@ -3,8 +3,10 @@
 Seed and run directory; data, model, optimizer and a learning-rate schedule that is a pure
 function of the step; resume from ``last.pt``; one loop (schedule, forward and loss, backward and
 clip, step, log); validation on the fixed validation windows after every epoch; ``best.pt`` on
-improvement, ``last.pt`` after every epoch; early stopping; stop on a NaN loss; finally temperature
-(or isotonic) calibration of the best model on the validation windows.
+improvement, ``last.pt`` after every epoch and every ``train.checkpoint_every`` steps; early
+stopping; stop on a NaN loss; finally temperature (or isotonic) calibration of the best model on
+the validation windows. SIGTERM or Ctrl-C (a batch scheduler's preemption, a user) finishes the
+step, writes ``last.pt`` and stops; ``--resume`` goes on from there exactly.
 
 Run directory (``cfg.train.out``): ``config.yaml``, ``best.pt``, ``last.pt``, ``log.csv``,
 ``calibration.nc`` and TensorBoard events under ``tensorboard/``.
@@ -16,7 +18,9 @@ from __future__ import annotations
 
 import math
 import random
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -108,58 +112,76 @@ def train_loop(cfg: ExperimentConfig, dist: Dist, resume: bool = False) -> Path:
     if "log" in restored:
         log.load_state_dict(restored["log"])
     session_end = state.step + tc.session_steps if tc.session_steps else math.inf
+    # interruptible: SIGTERM / Ctrl-C end the pass after the current step, with last.pt written
+    with Interruption() as interrupt:
+        while (
+            state.step < total
+            and not state.stopped
+            and state.step < session_end
+            and not interrupt.requested
+        ):
+            data.train_sampler.set_epoch(state.epoch, skip=state.batch_in_epoch * tc.batch_size)
+            t0 = time.perf_counter()
+            net.train()
+            bar = _progress(data.train_loader, tc, dist, f"epoch {state.epoch + 1}")
+            for batch in bar:
+                x, y, mask = (
+                    batch[k].to(dist.device, non_blocking=True) for k in ("x", "y", "mask")
+                )
+                # schedule
+                lr = lr_at(
+                    state.step, lr=tc.lr, min_lr=tc.min_lr, warmup=tc.warmup_steps, total=total
+                )
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                # forward and loss
+                with distributed.autocast(dist.device, amp):
+                    logits = net(x)
+                loss = loss_fn(logits.float(), y, mask)
+                stop = _check_step(loss, state, lr, dist, interrupt)
+                # backward and clip
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                if tc.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                # step
+                scaler.step(optimizer)
+                scaler.update()
+                state.step += 1
+                state.batch_in_epoch += 1
+                # log
+                elapsed = state.seconds + time.perf_counter() - t0
+                log.train_loss(loss.detach(), state, lr, elapsed, every=tc.log_every)
+                bar.set_postfix(loss=f"{log.last_loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+                save = tc.checkpoint_every > 0 and state.step % tc.checkpoint_every == 0
+                if state.step >= total or state.step >= session_end or stop or save:
+                    break
+            state.seconds += time.perf_counter() - t0
+            epoch_done = state.batch_in_epoch >= data.steps_per_epoch
+            if epoch_done or state.step >= total:
+                # validate on the fixed set; checkpoint on improvement; early stopping
+                scores = validate(net, data, loss_fn, dist, amp)
+                improved = scores["val_loss"] < state.best_val
+                state.best_val = min(state.best_val, scores["val_loss"])
+                state.bad_epochs = 0 if improved else state.bad_epochs + 1
+                state.stopped = tc.patience > 0 and state.bad_epochs >= tc.patience
+                log.validation(scores, state, lr, state.seconds)
+                if improved and dist.is_main:
+                    save_checkpoint(_model_state(model, cfg, data, None), run_dir / "best.pt")
+            if epoch_done:
+                state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+            if dist.is_main:
+                ckpt = _train_state(model, optimizer, scaler, state, cfg, data)
+                save_checkpoint({**ckpt, "log": log.state_dict()}, run_dir / "last.pt")
+            distributed.barrier(dist)
 
-    while state.step < total and not state.stopped and state.step < session_end:
-        data.train_sampler.set_epoch(state.epoch, skip=state.batch_in_epoch * tc.batch_size)
-        t0 = time.perf_counter()
-        net.train()
-        bar = _progress(data.train_loader, tc, dist, f"epoch {state.epoch + 1}")
-        for batch in bar:
-            x, y, mask = (batch[k].to(dist.device, non_blocking=True) for k in ("x", "y", "mask"))
-            # schedule
-            lr = lr_at(state.step, lr=tc.lr, min_lr=tc.min_lr, warmup=tc.warmup_steps, total=total)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            # forward and loss
-            with distributed.autocast(dist.device, amp):
-                logits = net(x)
-            loss = loss_fn(logits.float(), y, mask)
-            _stop_if_not_finite(loss, state, lr, dist)
-            # backward and clip
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.unscale_(optimizer)
-            if tc.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-            # step
-            scaler.step(optimizer)
-            scaler.update()
-            state.step += 1
-            state.batch_in_epoch += 1
-            # log
-            elapsed = state.seconds + time.perf_counter() - t0
-            log.train_loss(loss.detach(), state, lr, elapsed, every=tc.log_every)
-            bar.set_postfix(loss=f"{log.last_loss:.4f}", lr=f"{lr:.2e}", refresh=False)
-            if state.step >= total or state.step >= session_end:
-                break
-        state.seconds += time.perf_counter() - t0
-        epoch_done = state.batch_in_epoch >= data.steps_per_epoch
-        if epoch_done or state.step >= total:
-            # validate on the fixed set; checkpoint on improvement; early stopping
-            scores = validate(net, data, loss_fn, dist, amp)
-            improved = scores["val_loss"] < state.best_val
-            state.best_val = min(state.best_val, scores["val_loss"])
-            state.bad_epochs = 0 if improved else state.bad_epochs + 1
-            state.stopped = tc.patience > 0 and state.bad_epochs >= tc.patience
-            log.validation(scores, state, lr, state.seconds)
-            if improved and dist.is_main:
-                save_checkpoint(_model_state(model, cfg, data, None), run_dir / "best.pt")
-        if epoch_done:
-            state.epoch, state.batch_in_epoch = state.epoch + 1, 0
-        if dist.is_main:
-            ckpt = _train_state(model, optimizer, scaler, state, cfg, data)
-            save_checkpoint({**ckpt, "log": log.state_dict()}, run_dir / "last.pt")
-        distributed.barrier(dist)
+    if interrupt.requested:
+        log.close()
+        raise TrainingInterrupted(
+            f"training interrupted ({interrupt.requested}) at step {state.step}: "
+            f"{run_dir / 'last.pt'} written; continue with --resume"
+        )
 
     # calibrate the best model on the validation windows
     if state.step >= total or state.stopped:
@@ -226,15 +248,59 @@ def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     return table[amp]
 
 
-def _stop_if_not_finite(loss: torch.Tensor, state: TrainState, lr: float, dist: Dist) -> None:
-    """Raise a one-line UserError when the loss (on any process) is NaN or infinite."""
-    bad = (~torch.isfinite(loss.detach())).float()
-    if distributed.all_sum(bad, dist).item() > 0:
+class TrainingInterrupted(UserError):
+    """Training stopped on a signal after writing ``last.pt``; ``--resume`` goes on."""
+
+
+class Interruption:
+    """SIGTERM and SIGINT while training: ``requested`` names the signal, and the loop stops
+    after the step it is in, writing ``last.pt``. A second signal stops at once.
+
+    Handlers are installed only in the main thread (Python's rule) and restored on exit.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.requested = ""
+        self._old: dict = {}
+
+    def __enter__(self) -> Interruption:
+        if threading.current_thread() is threading.main_thread():
+            self._old = {sig: signal.signal(sig, self._handle) for sig in self.SIGNALS}
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def _check_step(
+    loss: torch.Tensor, state: TrainState, lr: float, dist: Dist, interrupt: Interruption
+) -> bool:
+    """Raise a one-line UserError when the loss (on any process) is NaN or infinite; return
+    whether any process was asked to stop (one reduction for both, so all processes agree)."""
+    flags = torch.stack(
+        [
+            (~torch.isfinite(loss.detach())).float(),
+            loss.new_tensor(float(bool(interrupt.requested))),
+        ]
+    )
+    bad, stop = distributed.all_sum(flags, dist).tolist()
+    if stop and not interrupt.requested:
+        interrupt.requested = "another process"
+    if bad > 0:
         raise UserError(
             f"training diverged: the loss is {loss.item()} at step {state.step + 1} (epoch "
             f"{state.epoch + 1}, lr {lr:.3g}); lower train.lr, keep train.grad_clip > 0, or check "
             "the maps for bad values"
         )
+    return stop > 0
 
 
 def _progress(loader, tc: TrainConfig, dist: Dist, desc: str):

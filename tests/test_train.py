@@ -66,6 +66,58 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(maps_file, tmp_pa
     assert drop == [{k: v for k, v in r.items() if k != "seconds"} for r in rows[1]]
 
 
+def test_sigterm_writes_last_pt_and_resume_matches_an_uninterrupted_run(
+    maps_file, tmp_path, monkeypatch
+):
+    import signal
+
+    from forecast.runlog import RunLog
+    from forecast.train import TrainingInterrupted
+
+    steps = ["train.max_steps=9", "train.epochs=100"]
+    straight = train(tiny_cfg(maps_file, tmp_path / "a", *steps))
+    original = RunLog.train_loss
+
+    def preempted_at_step_3(self, loss, state, *args, **kwargs):  # a scheduler's SIGTERM
+        if state.step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(self, loss, state, *args, **kwargs)
+
+    monkeypatch.setattr(RunLog, "train_loss", preempted_at_step_3)
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(TrainingInterrupted, match=r"\(SIGTERM\) at step 4: .*last.pt .*--resume"):
+        train(tiny_cfg(maps_file, tmp_path / "b", *steps))
+    assert signal.getsignal(signal.SIGTERM) is handler  # the handler is given back
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["state"]["step"] == 4
+    monkeypatch.setattr(RunLog, "train_loss", original)
+    resumed = train(tiny_cfg(maps_file, tmp_path / "b", *steps), resume=True)
+    a, b = (load_checkpoint(d / "last.pt") for d in (straight, resumed))
+    assert a["state"]["step"] == b["state"]["step"] == 9
+    for key, value in a["model"].items():
+        assert torch.equal(value, b["model"][key]), key
+
+
+def test_last_pt_is_written_every_checkpoint_every_steps_within_an_epoch(
+    maps_file, tmp_path, monkeypatch
+):
+    import forecast.train as training
+
+    steps = ["train.max_steps=9", "train.epochs=100"]  # an epoch has 6 batches
+    plain = train(tiny_cfg(maps_file, tmp_path / "a", *steps, "train.checkpoint_every=0"))
+    saved_at, save = [], training.save_checkpoint
+
+    def recording(state, path):
+        if path.name == "last.pt":
+            saved_at.append(state["state"]["step"])
+        return save(state, path)
+
+    monkeypatch.setattr(training, "save_checkpoint", recording)
+    every4 = train(tiny_cfg(maps_file, tmp_path / "b", *steps, "train.checkpoint_every=4"))
+    assert saved_at == [4, 6, 8, 9]  # every 4 steps, the end of epoch 1, the last step
+    wa, wb = (load_checkpoint(d / "last.pt")["model"] for d in (plain, every4))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)  # saving does not change the run
+
+
 def test_resume_refuses_a_checkpoint_of_another_model_or_other_maps(maps_file, tmp_path):
     train(tiny_cfg(maps_file, tmp_path / "r", "train.max_steps=1"))
     wider = tiny_cfg(maps_file, tmp_path / "r", "model.hidden_channels=[4]")
