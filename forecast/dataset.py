@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 import torch
 import xarray as xr
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from data_prep.climatology import climatology_at, doy_sums, finish_climatology
 from data_prep.errors import UserError
@@ -282,31 +282,31 @@ def init_features(
 
 def make_loader(
     dataset: Dataset,
+    sampler: Sampler,
     *,
     batch_size: int,
-    shuffle: bool,
     num_workers: int = 0,
     device: str | torch.device = "cpu",
     seed: int = 0,
 ) -> DataLoader:
-    """A DataLoader with a seeded order, pinned memory on CUDA and persistent workers.
+    """Batches in ``sampler``'s order; worker processes and pinned memory keep the GPU fed.
 
-    ``device`` ("cpu", "cuda", "cuda:N" or "auto") only decides whether memory is pinned.
+    ``device`` only decides whether memory is pinned (on CUDA). Workers persist across epochs
+    and prefetch 4 batches each. The loader gets its own seeded generator, so making an iterator
+    does not draw from the global random state (a resumed run draws what the uninterrupted one
+    drew).
     """
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    pin = torch.device(device).type == "cuda"
-    generator = torch.Generator()
-    generator.manual_seed(int(seed))
+    workers = int(num_workers)
     return DataLoader(
         dataset,
         batch_size=int(batch_size),
-        shuffle=bool(shuffle),
-        num_workers=int(num_workers),
-        pin_memory=pin,
-        persistent_workers=num_workers > 0,
-        generator=generator,
-        worker_init_fn=_seed_worker if num_workers > 0 else None,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=torch.device(device).type == "cuda",
+        persistent_workers=workers > 0,
+        prefetch_factor=4 if workers > 0 else None,
+        generator=torch.Generator().manual_seed(int(seed)),
+        worker_init_fn=_seed_worker if workers > 0 else None,
     )
 
 

@@ -41,7 +41,7 @@ def build_data(cfg, dist: Dist) -> TrainData:
     """Open ``cfg.train.maps`` and make the training and validation loaders of this process."""
     from data_prep.io import open_maps
     from data_prep.sequences import load_or_build_index
-    from forecast.dataset import N_CHANNELS, WindowDataset, fit_stats
+    from forecast.dataset import N_CHANNELS, WindowDataset, fit_stats, make_loader
 
     tc = cfg.train
     if not tc.maps:
@@ -78,36 +78,20 @@ def build_data(cfg, dist: Dist) -> TrainData:
         len(train_set), rank=dist.rank, world=dist.world, shuffle=True, seed=tc.seed
     )
     val_sampler = ShardSampler(len(val_set), rank=dist.rank, world=dist.world, shuffle=False)
+    loading = dict(
+        batch_size=tc.batch_size, num_workers=tc.num_workers, device=dist.device, seed=tc.seed
+    )
     return TrainData(
         ds=ds,
         index=index,
         stats=stats,
-        train_loader=_loader(train_set, sampler, tc, dist),
-        val_loader=_loader(val_set, val_sampler, tc, dist),
+        train_loader=make_loader(train_set, sampler, **loading),
+        val_loader=make_loader(val_set, val_sampler, **loading),
         train_sampler=sampler,
         steps_per_epoch=math.ceil(len(sampler) / tc.batch_size),
         in_channels=N_CHANNELS,
         n_out=index.n_out,
         thr1=thresholds.index(1) if 1 in thresholds else 0,
-    )
-
-
-def _loader(dataset, sampler: ShardSampler, tc, dist: Dist) -> torch.utils.data.DataLoader:
-    """Batches in the sampler's order; worker processes and pinned memory keep the GPU fed.
-
-    The loader gets its own generator so that making an iterator does not draw from the global
-    random state (a resumed run then draws exactly what the uninterrupted one drew).
-    """
-    workers = tc.num_workers
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=tc.batch_size,
-        sampler=sampler,
-        num_workers=workers,
-        pin_memory=dist.device.type == "cuda",
-        persistent_workers=workers > 0,
-        prefetch_factor=4 if workers > 0 else None,
-        generator=torch.Generator().manual_seed(tc.seed),
     )
 
 

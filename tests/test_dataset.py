@@ -127,25 +127,38 @@ def test_features_on_another_grid_are_rejected(maps):
         init_features(other, np.array([4]), 5, stats)
 
 
-def test_make_loader_order_follows_the_seed(maps):
+def test_loader_batches_follow_the_sampler_with_or_without_worker_processes(maps):
+    from forecast.distributed import ShardSampler
+
     ds, index, stats = maps
     data = WindowDataset(ds, index.starts["train"], n_in=5, n_out=2, stats=stats)
+    sampler = ShardSampler(len(data), shuffle=True, seed=3)
 
-    def order(seed):
-        loader = make_loader(data, batch_size=8, shuffle=True, device="cpu", seed=seed)
-        return torch.cat([b["init"] for b in loader]).tolist()
+    def batches(workers, epoch, skip=0):
+        sampler.set_epoch(epoch, skip=skip)
+        loader = make_loader(data, sampler, batch_size=8, num_workers=workers, seed=0)
+        return list(loader)
 
-    assert order(0) == order(0)
-    assert order(0) != order(1)
-    assert sorted(order(0)) == (index.starts["train"] + 4).tolist()
+    inline, workers = batches(0, epoch=1), batches(2, epoch=1)
+    want = index.starts["train"][sampler.indices()] + 4  # init = start + n_in - 1
+    assert torch.cat([b["init"] for b in inline]).tolist() == want.tolist()
+    assert len(inline) == len(workers)
+    for a, b in zip(inline, workers, strict=True):
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    resumed = batches(0, epoch=1, skip=16)  # mid-epoch resume sees the remaining windows
+    assert torch.cat([b["init"] for b in resumed]).tolist() == want[16:].tolist()
+    assert batches(0, epoch=2)[0]["init"].tolist() != inline[0]["init"].tolist()
 
 
-def test_make_loader_pins_memory_only_on_cuda_and_keeps_workers(maps):
+def test_loader_pins_memory_only_on_cuda_and_keeps_its_workers(maps):
+    from forecast.distributed import ShardSampler
+
     ds, index, stats = maps
     data = WindowDataset(ds, index.starts["train"], n_in=5, n_out=2, stats=stats)
-    loader = make_loader(data, batch_size=4, shuffle=False, num_workers=1, device="cpu", seed=0)
+    sampler = ShardSampler(len(data))
+    loader = make_loader(data, sampler, batch_size=4, num_workers=1, device="cpu")
     assert loader.persistent_workers and not loader.pin_memory
-    assert make_loader(data, batch_size=4, shuffle=False, device="cuda", seed=0).pin_memory
+    assert make_loader(data, sampler, batch_size=4, device="cuda").pin_memory
 
 
 def test_bad_thresholds_and_starts_are_rejected(maps):
