@@ -245,15 +245,21 @@ def run_all(args, argv: list[str]) -> list[dict]:
 
 
 def format_table(rows: list[dict]) -> str:
+    """One row per variant; the last two columns are speed ratios to the unfused reference
+    ConvLSTM (training samples/s and predict latency) measured in the same run."""
+    ref = next((r for r in rows if r["variant"] == "ref-convlstm"), None)
     head = (
         f"{'variant':<13}{'params':>9}{'samples/s':>11}{'ms/step':>9}{'GFLOP/step':>12}"
-        f"{'GFLOP/s':>9}{'peak MB':>9}{'predict ms':>12}"
+        f"{'GFLOP/s':>9}{'peak MB':>9}{'predict ms':>12}{'train vs ref':>14}{'predict vs ref':>16}"
     )
     lines = [head, "-" * len(head)]
     for r in rows:
+        train_x = f"{r['samples_s'] / ref['samples_s']:.2f}x" if ref else "-"
+        predict_x = f"{ref['predict_ms'] / r['predict_ms']:.2f}x" if ref else "-"
         lines.append(
             f"{r['variant']:<13}{r['params']:>9,d}{r['samples_s']:>11.1f}{r['ms_step']:>9.1f}"
             f"{r['gflop_step']:>12.2f}{r['gflop_s']:>9.1f}{r['peak_mb']:>9.0f}{r['predict_ms']:>12.1f}"
+            f"{train_x:>14}{predict_x:>16}"
         )
     return "\n".join(lines)
 
