@@ -172,6 +172,31 @@ def test_cli_scores_a_forecast_file_beside_the_baselines(files):
     assert "| oracle | 1.000" in out.with_suffix(".md").read_text()
 
 
+class SplitShifted:
+    """Perfect discrimination, but sure (0.6 vs 0.4) on validation inits and timid (0.3 vs
+    0.1) elsewhere: the CSI-best threshold is 0.45 on validation, any of 0.15..0.30 on test."""
+
+    def __init__(self, val_inits):
+        self.val = set(np.asarray(val_inits).tolist())
+
+    def forecast(self, ds, inits, n_out=None):
+        events, _ = observations(ds, inits, n_out or N_OUT)
+        on_val = np.isin(inits, list(self.val))[:, None, None, None]
+        return np.where(on_val, 0.4 + 0.2 * events, 0.1 + 0.2 * events).astype(np.float32)
+
+
+def test_csi_threshold_is_chosen_on_validation_and_applied_on_test(maps):
+    cfg = _cfg(bootstrap=0)
+    index = build_index(maps, cfg.data)
+    methods = {"shifted": SplitShifted(index.inits("val"))}
+    for name in ("persistence", "climatology"):
+        methods[name] = build_baseline(name, maps, index, cfg.eval)
+    scores = evaluate(cfg, maps, index, methods, "test").sel({"method": "shifted"})
+    np.testing.assert_allclose(scores["best_threshold"], 0.45)  # from validation ...
+    np.testing.assert_allclose(scores["csi"], 0.0)  # ... so nothing reaches it on test
+    np.testing.assert_allclose(scores["csi_by_threshold"].sel(threshold=0.15), 1.0)
+
+
 def test_short_maps_score_every_init_the_forecast_covers(files):
     cfg = _cfg()
     out, card = evaluate_to_files(

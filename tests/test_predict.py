@@ -241,3 +241,22 @@ def test_cli_refuses_two_forecast_files_with_one_name(run, tmp_path, capsys):
                "--out", str(tmp_path / "s.nc")])  # fmt: skip
     assert rc == 2
     assert "name 'f' is already used" in capsys.readouterr().err
+
+
+def test_predict_applies_the_stored_temperature_to_the_model_logits(run, tmp_path):
+    ckpt, maps = run
+    temperature = load_checkpoint(ckpt)["calibration"]["temperature"]  # (n_out, 1)
+    assert not torch.allclose(temperature, torch.ones_like(temperature))
+    raw = load_forecaster(ckpt, device="cpu", calibrated=False)
+    calibrated = load_forecaster(ckpt, device="cpu")
+    with xr.open_dataset(maps) as ds:
+        ds.load()
+    inits = np.array([60, 80])
+    p_raw = torch.from_numpy(raw.forecast_all(ds, inits)).double()
+    logit = torch.log(p_raw) - torch.log1p(-p_raw)
+    want = torch.sigmoid(logit / temperature.double().view(1, 2, 1, 1, 1))
+    got = torch.from_numpy(calibrated.forecast_all(ds, inits)).double()
+    torch.testing.assert_close(got, want, atol=2e-6, rtol=0)
+    out = predict_to_file(ckpt, maps, "2021-03-02", tmp_path / "f.nc", device="cpu")  # step 60
+    file_p = xr.open_dataset(out)["probability"].isel(init_time=0).values
+    np.testing.assert_allclose(file_p, got[0, :, 0].numpy(), atol=1e-6)
