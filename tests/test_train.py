@@ -228,6 +228,9 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
     grads = _grads(net, model, x[mine], y[mine], mask[mine])
     if rank == 0:
         torch.save(grads, out)
+    # the DDP wrapper holds the gloo group: freed after destroy_process_group, its destructor can
+    # wait forever on gloo's threads, so it goes first
+    del net
     distributed.teardown(dist)
 
 
