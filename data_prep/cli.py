@@ -12,7 +12,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from data_prep.config import PrepConfig, SequenceConfig, SynthConfig, load_config
+from data_prep.config import SECTIONS, PrepConfig, SequenceConfig, SynthConfig, load_config
 from data_prep.errors import UserError
 
 _OVERRIDE = re.compile(r"^[A-Za-z_]\w*\.[A-Za-z_][\w.]*=")
@@ -30,6 +30,30 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "overrides", nargs="*", metavar="section.key=value", help="config overrides, applied last"
     )
+
+
+def check_sections(args, reads: tuple[str, ...]) -> None:
+    """Refuse a YAML section or an override whose section is misspelt, and an override of a
+    section this command does not read (it would be silently ignored)."""
+    if args.config:
+        for key in load_config_dict(args.config):
+            if key not in SECTIONS:
+                raise UserError(
+                    f"config file {args.config}: unknown section {key!r}; "
+                    f"valid sections: {', '.join(SECTIONS)}"
+                )
+    for o in args.overrides:
+        section = o.split("=", 1)[0].split(".", 1)[0]
+        if "." in o.split("=", 1)[0] and section not in reads:
+            what = (
+                "unknown section"
+                if section not in SECTIONS
+                else "a section this command does not read"
+            )
+            raise UserError(
+                f"override {o!r}: {section!r} is {what}; {args.command} reads "
+                f"{', '.join(s + '.' for s in reads)}"
+            )
 
 
 def _section(args, cls, name: str, **cli_values):
@@ -98,6 +122,7 @@ def _add_synth(sub) -> None:
 def run_synth(args) -> int:
     from data_prep.synthetic import generate_world
 
+    check_sections(args, ("synth",))
     cfg = _section(
         args, SynthConfig, "synth", grid=args.grid, start=args.start, days=args.days, seed=args.seed
     )
@@ -153,6 +178,7 @@ def run_prep(args) -> int:
     args.overrides = [a for a, o in zip(args.inputs, is_override, strict=True) if o] + list(
         args.overrides
     )
+    check_sections(args, ("prep", "data"))
     cfg = _section(
         args,
         PrepConfig,

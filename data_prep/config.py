@@ -28,6 +28,12 @@ from data_prep.errors import ConfigError
 # data_prep sections
 
 
+# Sections of an experiment config (forecast.config.ExperimentConfig): data_prep reads synth, prep
+# and data, and knows the other names so that one YAML serves every command and a misspelt
+# section is refused, never ignored.
+SECTIONS = ("synth", "prep", "data", "model", "train", "eval")
+
+
 @dataclass
 class SynthConfig:
     """The synthetic lightning world (see :mod:`data_prep.synthetic`)."""

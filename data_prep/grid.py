@@ -21,7 +21,7 @@ import numpy as np
 
 from data_prep.errors import UserError
 from data_prep.records import Records, Tally
-from data_prep.schema import Grid
+from data_prep.schema import EDGE_SNAP, Grid
 
 SLICE = 1 << 17  # points per kernel slice: ~1 MB per float64 array, fits in cache
 THREADS = min(4, os.cpu_count() or 1)  # threads counting slices of one chunk
@@ -54,9 +54,11 @@ def cell_index(lat: np.ndarray, lon: np.ndarray, grid: Grid) -> np.ndarray:
     h, w = grid.shape
     fi = np.subtract(lat, grid.lat_min)
     fi /= grid.res
+    fi += EDGE_SNAP  # decimal cell edges (see data_prep.schema)
     np.floor(fi, out=fi)
     fj = np.subtract(lon, grid.lon_min)
     fj /= grid.res
+    fj += EDGE_SNAP
     np.floor(fj, out=fj)
     i = fi.astype(np.int32)  # NaN/inf become INT_MIN: outside; coordinates were range-checked
     j = fj.astype(np.int32)
@@ -113,6 +115,7 @@ def count_sparse(
 
 MAX_OUTPUT_BYTES = 16 << 30  # refuse to build maps larger than this (5 bytes per cell-step)
 KERNELS = ("auto", "numba", "numpy")  # auto: numba when it is installed
+OBSERVE = ("span", "days")  # how a reader's records mark the steps it observed (Accumulator)
 
 
 @functools.cache
@@ -138,20 +141,27 @@ class Accumulator:
     """Running counts and coverage of one or more inputs on one grid and step clock.
 
     ``counts[k]`` (H*W,) int64 and ``covered[k]`` (H*W,) bool hold step ``k``; only steps that
-    saw records are stored, so scattered granules years apart cost nothing. ``full`` marks
-    inputs that observe every cell of every step in range (point feeds, NLDN tiles); ``spans``
-    lists ``(t0, t1)`` ns intervals observed over the whole domain (GLM granules).
+    saw records are stored, so scattered granules years apart cost nothing. ``observed`` lists
+    inclusive step ranges ``(k0, k1)`` seen over the whole domain: with ``observe = "span"``
+    (point feeds) each input adds the steps from its first to its last record, the clock's
+    bounds replacing either end where set; with ``observe = "days"`` (NLDN tiles) each step
+    holding a record. ``spans`` lists ``(t0, t1)`` ns intervals observed over the whole domain
+    (GLM granules), which count where they fill enough of a step.
     """
 
     grid: Grid
     clock: StepClock
     counts: dict[int, np.ndarray] = field(default_factory=dict)
     covered: dict[int, np.ndarray] = field(default_factory=dict)
-    full: bool = False
+    observe: str = ""  # "", or one of OBSERVE: how added records mark observed steps
+    observed: list[tuple[int, int]] = field(default_factory=list)
     spans: list[tuple[int, int]] = field(default_factory=list)
     kernel: str = "auto"  # one of KERNELS
 
     def __post_init__(self) -> None:
+        self._span: tuple[int, int] | None = None  # first and last step of a span input so far
+        if self.observe and self.observe not in OBSERVE:
+            raise ValueError(f"unknown observe {self.observe!r}; valid: {', '.join(OBSERVE)}")
         if self.kernel not in KERNELS:
             raise ValueError(f"unknown kernel {self.kernel!r}; valid: {', '.join(KERNELS)}")
         if self.kernel == "numba" and numba_kernel() is None:
@@ -173,6 +183,7 @@ class Accumulator:
         Slices are counted on ``THREADS`` threads (numpy releases the GIL in the arithmetic);
         their integer counts are added in slice order, so the result does not depend on it.
         """
+        self._observe(rec)
         if self.kernel != "numpy" and numba_kernel() is not None and self._add_fused(rec, tally):
             return
         rec = self._wrap_lon(self._in_time_range(rec, tally))
@@ -194,6 +205,38 @@ class Accumulator:
             tally.reject("outside_domain", n_outside, outside)
             tally.gridded_records += n_records - n_outside
             tally.gridded_strikes += gridded
+
+    def _observe(self, rec: Records) -> None:
+        """Note the steps ``rec`` shows observed (records outside the domain count: the network
+        was running), within the clock's bounds."""
+        if not self.observe or not len(rec):
+            return
+        lo, hi = self.clock.lo, self.clock.hi
+        if self.observe == "days":
+            ks = np.unique(self.clock.index(rec.time))
+        else:  # a span: the first and last step, merged with the input's earlier chunks
+            ks = self.clock.index(np.array([rec.time.min(), rec.time.max()]))
+        if lo is not None:
+            ks = ks[ks >= lo]
+        if hi is not None:
+            ks = ks[ks <= hi]
+        if self.observe == "days":
+            self.observed.extend((k, k) for k in ks.tolist())
+        elif ks.size:
+            a, b = int(ks.min()), int(ks.max())
+            if self._span is not None:
+                a, b = min(a, self._span[0]), max(b, self._span[1])
+            self._span = (a, b)
+
+    def finish(self) -> Accumulator:
+        """Close this input: a span input's observed steps, the clock's bounds replacing its
+        first and last record where set. Call once, after the input's last :meth:`add`."""
+        lo, hi = self.clock.lo, self.clock.hi
+        if self.observe == "span" and (self._span is not None or None not in (lo, hi)):
+            a, b = self._span if self._span is not None else (lo, hi)
+            self.observed.append((a if lo is None else lo, b if hi is None else hi))
+        self._span = None
+        return self
 
     def _add_fused(self, rec: Records, tally: Tally) -> bool:
         """Grid one chunk with the numba kernel; False (nothing done) when its steps are too many
@@ -307,13 +350,13 @@ class Accumulator:
             self._row(self.counts, k, np.int64)[:] += row
         for k, row in other.covered.items():
             self._row(self.covered, k, bool)[:] |= row
-        self.full |= other.full
+        self.observed.extend(other.observed)
         self.spans.extend(other.spans)
         return self
 
     def step_range(self) -> tuple[int, int] | None:
         """First and last step holding strikes or observations (clock bounds win), or None."""
-        ks = list(self.counts) + list(self.covered)
+        ks = list(self.counts) + list(self.covered) + [k for ab in self.observed for k in ab]
         for t0, t1 in self.spans:
             ks += [int(self.clock.index(np.int64(t0))), int(self.clock.index(np.int64(t1 - 1)))]
         lo, hi = self.clock.lo, self.clock.hi
@@ -338,8 +381,8 @@ class Accumulator:
         for k, row in self.covered.items():
             if k0 <= k <= k1:
                 cov[k - k0] = row
-        if self.full:
-            cov[:] = 1
+        for a, b in self.observed:
+            cov[max(a, k0) - k0 : min(b, k1) - k0 + 1] = 1
         if self.spans:
             frac = span_fraction(self.spans, self.clock, k0, k1)
             cov[frac >= min_span_fraction - 1e-9] = 1

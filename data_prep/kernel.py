@@ -2,7 +2,7 @@
 
 Each thread takes a contiguous share of the records and walks it in blocks of ``BLOCK``: a
 vectorised loop computes every record's cell exactly as :meth:`data_prep.schema.Grid.cell_index`
-does (``floor((lat - lat_min) / res)`` in float64, no fast-math, so the same IEEE operations give
+does (``floor((lat - lat_min) / res + EDGE_SNAP)`` in float64, no fast-math, so the same IEEE operations give
 the same bits), then a scalar loop finds each record's time step (one division per block when
 the block lies within one step, the usual case for feeds in time order), drops records outside
 the clock's bounds or the domain, and adds the strikes to the thread's own table. Tables and
@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+
+from data_prep.schema import EDGE_SNAP
 
 BLOCK = 1024  # records per block: the cell indices of a block stay in L1
 
@@ -79,8 +81,8 @@ def grid_records(time, lat, lon, count, clock, geo, table_steps, n_threads):  # 
             for q in range(m):
                 x = lo[q]
                 x = x + (east if x >= 180.0 else 0.0) + (west if x < 0.0 else 0.0)  # no branch
-                fi = np.floor((la[q] - lat_min) / res)
-                fj = np.floor((x - lon_min) / res)
+                fi = np.floor((la[q] - lat_min) / res + EDGE_SNAP)
+                fj = np.floor((x - lon_min) / res + EDGE_SNAP)
                 inside = (fi >= 0) & (fi < fh) & (fj >= 0) & (fj < fw)
                 # fi * fw + fj is exact in float64: small integers
                 cell[q] = np.int32(fi * fw + fj) if inside else np.int32(-1)

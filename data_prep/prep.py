@@ -30,7 +30,7 @@ import data_prep
 from data_prep.atomic import check_output_path
 from data_prep.config import PrepConfig, SequenceConfig
 from data_prep.errors import UserError
-from data_prep.grid import Accumulator, StepClock
+from data_prep.grid import OBSERVE, Accumulator, StepClock
 from data_prep.io import open_maps, write_netcdf_atomic
 from data_prep.readers import SlowPath, get_reader
 from data_prep.records import Cells, ReadOptions, Records, Span, Tally, first_line
@@ -196,7 +196,7 @@ def grid_file(
     _, reader = get_reader(fmt, path)
     for robust in (False, True):
         acc, tally = Accumulator(grid, clock), Tally()
-        acc.full = reader.coverage == "full"
+        acc.observe = reader.coverage if reader.coverage in OBSERVE else ""
         run_opts = dataclasses.replace(opts, robust=robust)
         try:
             for item in reader.read(path, run_opts, tally):
@@ -206,7 +206,7 @@ def grid_file(
                     acc.spans.append((item.t0, item.t1))
                 elif isinstance(item, Cells):
                     acc.cover_cells(item.time, item.lat, item.lon)
-            return acc, tally
+            return acc.finish(), tally
         except SlowPath:
             continue
         except (EOFError, OSError) as e:

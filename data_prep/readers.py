@@ -5,7 +5,10 @@ A reader is a generator ``read(path, opts, tally)`` that counts every record it 
 duplicates there, with a reason) and yields :class:`~data_prep.records.Records` chunks of clean
 records, plus what the input observed: :class:`Span` (a time interval seen over the whole
 domain: a GLM granule) or :class:`Cells` (observed source cells of a gridded input).
-``coverage = "full"`` readers (point feeds, NLDN tiles) observe every cell of every step.
+``coverage = "span"`` readers (point feeds) observe every cell of every step from their first to
+their last record (``--start``/``--end`` extend that span); ``coverage = "days"`` readers (NLDN
+tiles) observe every cell of each step they list, so a day missing from a month file is no data,
+never a day of zeros.
 
 ``READERS`` maps format names to readers; :func:`get_reader` rejects unknown names, listing the
 valid ones, and a file whose first bytes do not fit the format named (a netCDF file given as
@@ -61,7 +64,7 @@ class Reader:
     """A registered reader: its generator, what it observes, and a one-line description."""
 
     read: Callable[[Path, ReadOptions, Tally], Iterator[Records | Span | Cells]]
-    coverage: str  # "full", "granules" or "cells"
+    coverage: str  # "span", "days", "granules" or "cells" (see the module docstring)
     description: str
 
 
@@ -102,8 +105,9 @@ def read_nldn_tiles(path: Path, opts: ReadOptions, tally: Tally) -> Iterator[Rec
     """NCEI NLDN tiles (``ZDAY,CENTERLON,CENTERLAT,TOTAL_COUNT``): one record per tile-day.
 
     A record carries TOTAL_COUNT strikes at the tile centre at the start of its UTC day; a
-    repeated tile-day is a duplicate. Tiles absent from a day had no strikes (the network
-    observed them): coverage is full.
+    repeated tile-day is a duplicate. Tiles absent from a listed day had no strikes (the network
+    observed them); a day the file does not list at all is not observed (a month file cut short,
+    a month missing from the archive).
     """
     skip, names = _csv_header(path)
     names = [n.lstrip("#").strip() for n in names]
@@ -216,11 +220,11 @@ def _is_gzip(path: Path) -> bool:
 
 READERS: dict[str, Reader] = {
     "nldn-tiles": Reader(
-        read_nldn_tiles, "full", "NCEI NLDN tiles CSV(.gz): ZDAY,CENTERLON,CENTERLAT,TOTAL_COUNT"
+        read_nldn_tiles, "days", "NCEI NLDN tiles CSV(.gz): ZDAY,CENTERLON,CENTERLAT,TOTAL_COUNT"
     ),
-    "points-csv": Reader(read_points_csv, "full", "point records in CSV(.gz): time, lat, lon, ..."),
+    "points-csv": Reader(read_points_csv, "span", "point records in CSV(.gz): time, lat, lon, ..."),
     "points-parquet": Reader(
-        read_points_parquet, "full", "point records in Parquet: time, lat, lon, ..."
+        read_points_parquet, "span", "point records in Parquet: time, lat, lon, ..."
     ),
     "glm": Reader(read_glm, "granules", "GOES GLM L2 LCFA granules (netCDF flashes)"),
     "gridded": Reader(

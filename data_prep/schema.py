@@ -18,7 +18,11 @@ from 2024-02-03T00:00Z up to, not including, 2024-02-04T00:00Z).
 Cell edges: a strike at (lat, lon) falls in cell (i, j) when
 ``lat_min + i*res <= lat < lat_min + (i+1)*res`` and likewise for lon: the south and west edges of a
 cell are inclusive, the north and east edges exclusive. Strikes on the domain's north or east edge
-are outside the domain.
+are outside the domain. The edge ``lat_min + i*res`` is the decimal value (24 + 17*0.1 = 25.7),
+not its float64 rounding: ``(lat - lat_min) / res`` is snapped up by ``EDGE_SNAP`` (1e-9 of a
+cell, 1e-5 m at 0.1 deg) before the floor, so 25.7 falls in cell 17 although
+``(25.7 - 24) / 0.1`` is 16.999999999999993 in float64. NLDN tile centres lie exactly on the
+edges of ``conus-0.1``; without the snap they would scatter between neighbouring cells.
 """
 
 from __future__ import annotations
@@ -68,6 +72,9 @@ COVERAGE_ATTRS = {
     "flag_values": np.array([0, 1], dtype=np.int8),
     "flag_meanings": "no_data observed",
 }
+
+
+EDGE_SNAP = 1e-9  # cells: a point this close below a cell edge lies on it (decimal edges)
 
 
 @dataclass(frozen=True)
@@ -126,8 +133,8 @@ class Grid:
 
         Returns ``(i, j, inside)``; ``i`` and ``j`` are only meaningful where ``inside``.
         """
-        fi = np.floor((np.asarray(lat, dtype=np.float64) - self.lat_min) / self.res)
-        fj = np.floor((np.asarray(lon, dtype=np.float64) - self.lon_min) / self.res)
+        fi = np.floor((np.asarray(lat, dtype=np.float64) - self.lat_min) / self.res + EDGE_SNAP)
+        fj = np.floor((np.asarray(lon, dtype=np.float64) - self.lon_min) / self.res + EDGE_SNAP)
         inside = (fi >= 0) & (fi < self.nlat) & (fj >= 0) & (fj < self.nlon)
         return fi.astype(np.int64, copy=False), fj.astype(np.int64, copy=False), inside
 

@@ -1,6 +1,7 @@
 """Training log of a run: ``log.csv`` and TensorBoard events, written by the main process only.
 
-``log.csv`` columns: ``step, epoch, lr, train_loss, val_loss, val_brier, val_bss, seconds``. A row
+``log.csv`` columns: ``step, epoch, lr, train_loss, val_loss, val_brier, val_bss, val_auc,
+seconds``. A row
 every ``log_every`` steps carries the mean training loss since the previous row; a row after each
 validation carries the validation scores (and the mean training loss since the last validation).
 ``seconds`` is training wall time over all sessions. A resumed run first drops the rows written
@@ -17,7 +18,9 @@ import torch
 
 from data_prep.config import atomic_write_text
 
-COLUMNS = ("step", "epoch", "lr", "train_loss", "val_loss", "val_brier", "val_bss", "seconds")
+COLUMNS = (
+    "step", "epoch", "lr", "train_loss", "val_loss", "val_brier", "val_bss", "val_auc", "seconds",
+)  # fmt: skip
 
 
 class RunLog:
@@ -46,7 +49,9 @@ class RunLog:
             with self.path.open(newline="") as f:
                 rows = [r for r in csv.DictReader(f) if int(r["step"]) <= after_step]
         text = (
-            ",".join(COLUMNS) + "\n" + "".join(",".join(r[c] for c in COLUMNS) + "\n" for r in rows)
+            ",".join(COLUMNS)
+            + "\n"
+            + "".join(",".join(r.get(c) or "" for c in COLUMNS) + "\n" for r in rows)
         )
         atomic_write_text(self.path, text)
 

@@ -43,6 +43,37 @@ def test_misspelt_config_key_exits_2_naming_the_key(capsys):
     assert "train.epocs" in err
 
 
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (
+            ["prep", "x.parquet", "--out", "m.nc", "perp.grid=conus-0.5"],
+            "'perp' is unknown section",
+        ),
+        (["prep", "x.parquet", "--out", "m.nc", "train.epochs=3"], "'train' is a section this"),
+        (["synth", "--out", "w", "prep.grid=conus-0.5"], "synth reads synth."),
+    ],
+)
+def test_prep_and_synth_refuse_overrides_they_would_ignore(argv, match, capsys):
+    assert match in _one_line_error(argv, capsys)
+
+
+def test_misspelt_yaml_section_exits_2_naming_it(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("perp:\n  grid: conus-0.5\nmodel:\n  cell: convlstm\n")
+    err = _one_line_error(["prep", "x.parquet", "--out", "m.nc", "--config", str(bad)], capsys)
+    assert "unknown section 'perp'" in err
+
+
+def test_data_prep_knows_every_section_of_the_experiment_config():
+    import dataclasses
+
+    from data_prep.config import SECTIONS
+    from forecast.config import ExperimentConfig
+
+    assert SECTIONS == tuple(f.name for f in dataclasses.fields(ExperimentConfig))
+
+
 def test_missing_config_file_exits_2(tmp_path, capsys):
     err = _one_line_error(["train", "--config", str(tmp_path / "none.yaml")], capsys)
     assert "none.yaml" in err

@@ -40,6 +40,25 @@ def test_point_on_south_west_cell_edge_goes_into_that_cell():
     assert i.tolist() == [1 * g.nlon + 1, 0, 31 * g.nlon + 47]
 
 
+@pytest.mark.parametrize("kernel", ["numpy", "numba"])
+def test_points_on_decimal_edges_of_a_tenth_degree_grid_go_into_the_cell_they_start(kernel):
+    # (25.7 - 24) / 0.1 is 16.999999999999993 in float64: a bare floor would put 25.7 in cell 16
+    if kernel == "numba" and numba_kernel() is None:
+        pytest.skip("numba not installed")
+    g = get_grid("conus-0.1")
+    i = np.arange(g.nlat)
+    j = np.arange(g.nlon)
+    lat = np.round(24.0 + i / 10, 10)  # the decimal edges 24.0, 24.1, ..., 49.9
+    lon = np.round(-125.0 + j[: g.nlat] / 10, 10)
+    want = i * g.nlon + j[: g.nlat]
+    assert np.array_equal(cell_index(lat, lon, g), want)
+    gi, gj, inside = g.cell_index(lat, lon)
+    assert inside.all() and np.array_equal(gi * g.nlon + gj, want)
+    acc, tally = _grid_points(np.zeros(g.nlat, np.int64), lat, lon, grid="conus-0.1", kernel=kernel)
+    assert tally.gridded_records == g.nlat
+    assert np.flatnonzero(acc.counts[0]).tolist() == want.tolist()
+
+
 def test_point_on_north_or_east_domain_edge_is_rejected_outside_domain():
     acc, tally = _grid_points([0, 0, 0], [46.0, 40.0, 40.0], [-90.0, -80.0, -80.0000001])
     assert tally.rejected_records["outside_domain"] == 2

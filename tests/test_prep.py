@@ -111,6 +111,33 @@ def test_glm_steps_without_granules_are_marked_no_data(tmp_path):
     assert s.tally.rejected_records["quality_flag"] == 1 and s.tally.balanced()
 
 
+def test_days_no_nldn_file_lists_are_no_data_not_zero_strikes(tmp_path):
+    # January 1-2 in one month file, January 5 in another: days 3 and 4 were never observed
+    write_nldn(tmp_path / "a.csv.gz", [(20210101, -90.0, 40.0, 3), (20210102, -130.0, 40.0, 1)])
+    write_nldn(tmp_path / "b.csv.gz", [(20210105, -85.0, 35.0, 2)])
+    out = tmp_path / "nldn.nc"
+    prep([str(tmp_path / "*.csv.gz")], out, _cfg(), SEQ)
+    ds = xr.open_dataset(out)
+    # day 2's only tile is outside the domain, yet the network reported that day: observed zeros
+    assert ds.coverage.min(("lat", "lon")).values.tolist() == [1, 1, 0, 0, 1]
+    assert ds.coverage.max(("lat", "lon")).values.tolist() == [1, 1, 0, 0, 1]
+    assert ds.strike_count.sum(("lat", "lon")).values.tolist() == [3, 0, 0, 0, 2]
+
+
+def test_point_feeds_observe_from_first_to_last_record_or_the_given_range(tmp_path):
+    a = write_parquet(strikes_frame(50, seed=1, days=2, start="2021-06-01"), tmp_path / "a.parquet")
+    b = write_parquet(strikes_frame(50, seed=2, days=2, start="2021-06-06"), tmp_path / "b.parquet")
+    gap = tmp_path / "gap.nc"
+    prep([str(a), str(b)], gap, _cfg(), SEQ)
+    cov = xr.open_dataset(gap).coverage.max(("lat", "lon")).values.tolist()
+    assert cov == [1, 1, 0, 0, 0, 1, 1]  # June 3-5 fall between the two feeds' records
+    declared = tmp_path / "declared.nc"
+    prep([str(a)], declared, _cfg(start="2021-05-30", end="2021-06-04T23:59"), SEQ)
+    ds = xr.open_dataset(declared)
+    assert ds.coverage.min(("lat", "lon")).values.tolist() == [1] * 6  # quiet days observed
+    assert ds.strike_count.sum(("lat", "lon")).values.tolist()[:2] == [0, 0]
+
+
 def test_dask_local_cluster_gives_the_same_maps_as_the_serial_path(tmp_path):
     paths = [
         write_parquet(strikes_frame(300, seed=k), tmp_path / f"s{k}.parquet") for k in range(3)
