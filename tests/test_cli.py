@@ -202,7 +202,11 @@ def test_quickstart_writes_scores_forecast_and_figures(tmp_path, capsys):
     assert "brier" in printed.lower() or "BSS" in printed
 
     scores = xr.open_dataset(out / "scores.nc")
-    assert {"model", "persistence", "climatology", "oracle"} <= set(scores["method"].values)
+    methods = {"model", "model_uncalibrated", "oracle", "persistence", "smoothed_persistence"}
+    methods |= {"climatology", "lagrangian"}
+    assert set(scores["method"].values) == methods
+    card = (out / "scores.md").read_text()
+    assert all(f"| {m} " in card for m in methods), card[:400]
     assert list(scores["lead_time"].values) == [1, 2, 3]
     for name in ("brier_skill_score", "roc_auc", "csi"):
         assert set(scores[name].dims) >= {"method", "lead_time"}
@@ -220,3 +224,19 @@ def test_quickstart_writes_scores_forecast_and_figures(tmp_path, capsys):
     assert maps.attrs["Conventions"].startswith("CF-")
     assert sorted(p.name for p in (out / "figures").glob("*.png"))
     assert (out / "run" / "config.yaml").is_file() and (out / "config.yaml").is_file()
+
+
+@pytest.mark.slow
+def test_quickstart_model_beats_persistence_and_climatology_and_stays_below_the_oracle(
+    tmp_path, capsys
+):
+    """The shipped quickstart, unchanged: about a minute on 2 cores."""
+    assert main(["quickstart", "--out", str(tmp_path / "qs"), "train.progress=false"]) == 0
+    assert "persistence: yes, climatology: yes" in capsys.readouterr().out
+    bss = xr.open_dataset(tmp_path / "qs" / "scores.nc")["brier_skill_score"]
+    auc = xr.open_dataset(tmp_path / "qs" / "scores.nc")["roc_auc"]
+    for score in (bss, auc):
+        model = score.sel({"method": "model"})
+        for ref in ("persistence", "climatology", "lagrangian", "smoothed_persistence"):
+            assert (model > score.sel({"method": ref})).all(), (score.name, ref)
+        assert (score.sel({"method": "oracle"}) > model).all(), score.name
