@@ -13,6 +13,7 @@ P(count >= 1) for windows ending at the init steps, the signature the baselines 
 
 from __future__ import annotations
 
+import json
 import re
 import warnings
 from pathlib import Path
@@ -22,6 +23,7 @@ import pandas as pd
 import torch
 import xarray as xr
 
+import forecast
 from data_prep.config import from_dict
 from data_prep.errors import UserError
 from data_prep.schema import (
@@ -60,6 +62,8 @@ class Forecaster:
         self.n_out, self.cell = int(args["n_out"]), mcfg.cell
         self.data_config = dict(ckpt["config"]["data"])  # windows and splits it was trained on
         self.train_maps = str(ckpt["config"].get("train", {}).get("maps") or "")
+        self.trained = dict(ckpt.get("trained") or {})  # step, epoch, val_loss of the weights
+        self.model_args = {"model": dict(args["model"]), "in_channels": int(args["in_channels"])}
         self.n_in = int(self.data_config["n_in"])
         self.min_coverage = float(self.data_config["min_coverage"])
         self.calibrator = Calibrator.from_state(
@@ -302,6 +306,10 @@ def forecast_dataset(
         "time_step": str(ds.attrs.get("time_step", pd.Timedelta(step).isoformat())),
         "time_step_seconds": int(step / np.timedelta64(1, "s")),
         "n_in": fc.n_in,
+        "training_maps": fc.train_maps,
+        "training_step": int(fc.trained.get("step", -1)),  # -1: a checkpoint without the record
+        "model_config": json.dumps(fc.model_args, sort_keys=True),
+        "strikecast_version": forecast.__version__,
         "history": f"{pd.Timestamp.now('UTC'):%Y-%m-%dT%H:%M:%SZ} strikecast predict",
     }
     return out

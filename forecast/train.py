@@ -168,7 +168,8 @@ def train_loop(cfg: ExperimentConfig, dist: Dist, resume: bool = False) -> Path:
                 state.stopped = tc.patience > 0 and state.bad_epochs >= tc.patience
                 log.validation(scores, state, lr, state.seconds)
                 if improved and dist.is_main:
-                    save_checkpoint(_model_state(model, cfg, data, None), run_dir / "best.pt")
+                    best = {**_model_state(model, cfg, data, None), "trained": _trained(state)}
+                    save_checkpoint(best, run_dir / "best.pt")
             if epoch_done:
                 state.epoch, state.batch_in_epoch = state.epoch + 1, 0
             if dist.is_main:
@@ -332,6 +333,11 @@ def _model_state(model: nn.Module, cfg: ExperimentConfig, data, calibration: dic
         "maps": str(cfg.train.maps),
         "calibration": calibration,
     }
+
+
+def _trained(state: TrainState) -> dict:
+    """How far the weights of ``best.pt`` were trained, for the provenance of its forecasts."""
+    return {"step": state.step, "epoch": state.epoch, "val_loss": state.best_val}
 
 
 def _train_state(model, optimizer, scaler, state: TrainState, cfg, data) -> dict:

@@ -56,6 +56,20 @@ def test_latest_window_ends_at_the_last_step_and_needs_no_targets(run, tmp_path)
     assert ds.attrs["time_step"] == "1D" and "checkpoint" in ds.attrs
 
 
+def test_forecast_file_records_the_training_maps_step_and_model(run, tmp_path):
+    import json
+
+    ckpt, maps = run
+    ds = xr.open_dataset(predict_to_file(ckpt, maps, None, tmp_path / "f.nc", device="cpu"))
+    best = load_checkpoint(ckpt)
+    assert ds.attrs["training_maps"] == str(maps)
+    assert ds.attrs["training_step"] == best["trained"]["step"] > 0
+    assert (
+        json.loads(ds.attrs["model_config"])["model"]["cell"] == best["model_args"]["model"]["cell"]
+    )
+    assert ds.attrs["strikecast_version"]
+
+
 def test_forecaster_matches_the_file_and_takes_batches(run, tmp_path):
     ckpt, maps = run
     span = "2021-03-01T00:00:2021-03-10T00:00"  # START:END with times of day, as quickstart passes
