@@ -77,12 +77,32 @@ def read_points_parquet(path: Path, opts: ReadOptions, tally: Tally) -> Iterator
     cols = _gridding_columns(
         column_map(path, pf.schema_arrow.names, opts.columns, DEFAULT_COLUMNS, REQUIRED), opts
     )
-    batches = pf.iter_batches(
-        batch_size=opts.chunk_records, columns=list(cols.values()), use_threads=True
-    )
+    batches = _parquet_batches(path, pf, opts.chunk_records, list(cols.values()))
     for batch in prefetched(batches):  # decode the next batch while this one is gridded
         rec = batch_records(path, batch, cols, tally)
         yield drop_duplicates(check_coordinates(rec, tally), tally)
+
+
+def _parquet_batches(
+    path: Path, pf: pq.ParquetFile, batch_size: int, columns: list[str]
+) -> Iterator[pa.RecordBatch]:
+    """Record batches of ``columns``; a corrupt page or footer entry raises :class:`UserError`.
+
+    pyarrow reports damage found while decoding as ``OSError`` (a page header or compressed
+    page that does not decode) or ``ArrowInvalid`` (inconsistent column chunks).
+    """
+    batches = pf.iter_batches(batch_size=batch_size, columns=columns, use_threads=True)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except (pa.ArrowException, OSError, ValueError) as e:
+            raise UserError(
+                f"{path}: cannot read Parquet data ({first_line(e)}); the file is corrupt: "
+                "re-export or re-download it"
+            ) from None
+        yield batch
 
 
 def read_points_csv(path: Path, opts: ReadOptions, tally: Tally) -> Iterator[Records]:
@@ -182,7 +202,7 @@ def _raise_csv(path, e, opts):
 def _open_parquet(path: Path) -> pq.ParquetFile:
     try:
         return pq.ParquetFile(str(path))
-    except (pa.ArrowInvalid, OSError) as e:
+    except (pa.ArrowException, OSError, ValueError) as e:  # a damaged footer: UnicodeDecodeError
         raise UserError(
             f"{path}: not a readable Parquet file ({first_line(e)}); re-export it"
         ) from None

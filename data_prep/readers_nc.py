@@ -97,23 +97,62 @@ def _decoded(var) -> np.ndarray:
     return out
 
 
-def _cf_time(units: str, path: Path, name: str, default_ref: int | None = None) -> tuple[int, int]:
-    """``"<unit> since <date>"`` -> (ns per unit, reference time in ns); a bare ``"<unit>"``
-    counts from ``default_ref`` (the granule's ``product_time``)."""
-    unit, _, ref = str(units).partition(" since ")
-    if unit.strip().lower() in _UNIT_NS and not ref and default_ref is not None:
-        return _UNIT_NS[unit.strip().lower()], default_ref
-    if unit.strip().lower() not in _UNIT_NS or not ref:
+GLM_UNITS = {  # what the GOES-R product user guide gives each time variable
+    "product_time": "seconds since 2000-01-01 12:00:00",
+    "flash_time_offset_of_first_event": "seconds since <granule start>",
+}
+
+
+def _units(var, path: Path) -> str:
+    """The ``units`` attribute of GLM time variable ``var``; a missing one is a UserError."""
+    units = getattr(var, "units", None)
+    if units is None:
         raise UserError(
-            f"{path}: {name} has units {units!r}; expected '<seconds|milliseconds> since <date>'"
+            f"{path}: variable {var.name} has no units; "
+            f"expected {GLM_UNITS.get(var.name, '<seconds> since <date>')!r} (GOES GLM L2 LCFA)"
         )
-    ts = pd.Timestamp(ref.strip())
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return _UNIT_NS[unit.strip().lower()], int(ts.value)
+    return str(units)
+
+
+def _cf_time(units: str, path: Path, name: str, default_ref: int | None = None) -> tuple[int, int]:
+    """``"<unit> since <date>"`` -> (ns per unit, reference time in ns).
+
+    A bare ``"<unit>"`` counts from ``default_ref`` (the granule's ``product_time``) when given.
+    An unknown unit or a reference date that does not parse raises :class:`UserError`.
+    """
+    unit, _, ref = str(units).partition(" since ")
+    unit = unit.strip().lower()
+    expected = GLM_UNITS.get(name, "<seconds|milliseconds> since <date>")
+    if unit in _UNIT_NS and not ref and default_ref is not None:
+        return _UNIT_NS[unit], default_ref
+    if unit not in _UNIT_NS or not ref:
+        raise UserError(
+            f"{path}: variable {name} has units {units!r}; expected "
+            f"'<seconds|milliseconds> since <date>', e.g. {expected!r} (GOES GLM L2 LCFA)"
+        )
+    ref_ns = _utc_ns(ref)
+    if ref_ns is None:
+        raise UserError(
+            f"{path}: variable {name} has units {units!r}, whose reference date does not parse; "
+            f"expected {expected!r} (GOES GLM L2 LCFA)"
+        )
+    return _UNIT_NS[unit], ref_ns
+
+
+def _utc_ns(text: str) -> int | None:
+    """A date (naive = UTC) -> int ns since 1970 UTC; None when it does not parse or fit."""
+    try:
+        ts = pd.Timestamp(text.strip())
+        if ts is pd.NaT:
+            return None
+        ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+        return int(ts.as_unit("ns").value)
+    except (ValueError, TypeError, OverflowError):  # OutOfBoundsDatetime is a ValueError
+        return None
 
 
 def _granule_span(ds, path: Path) -> tuple[int, int]:
-    unit, ref = _cf_time(ds["product_time"].units, path, "product_time")
+    unit, ref = _cf_time(_units(ds["product_time"], path), path, "product_time")
     if "product_time_bounds" in ds.variables:
         b = ds["product_time_bounds"][:].astype(np.float64).ravel()
         return ref + int(round(b[0] * unit)), ref + int(round(b[-1] * unit))
@@ -126,7 +165,7 @@ def _flash_times(var, t0: int, t1: int, path: Path) -> tuple[np.ndarray, np.ndar
 
     ``t0``, ``t1``: the granule's span (ns); ``t0`` is ``product_time``.
     """
-    unit, ref = _cf_time(var.units, path, var.name, default_ref=t0)
+    unit, ref = _cf_time(_units(var, path), path, var.name, default_ref=t0)
     raw = np.asarray(var[:])
     scale, offset = float(getattr(var, "scale_factor", 1.0)), float(getattr(var, "add_offset", 0.0))
     readings = [raw]
@@ -160,14 +199,14 @@ def read_gridded(path: Path, opts: ReadOptions, tally: Tally) -> Iterator[Record
     import xarray as xr
 
     try:
-        ds = xr.open_dataset(path)
+        ds = xr.open_dataset(path, decode_times=False)  # the time coordinate: _step_times
     except (OSError, ValueError) as e:
         raise UserError(
             f"{path}: not a readable netCDF file ({first_line(e)}); re-download it"
         ) from None
     with ds:
         da, dims = _pick_variable(ds, opts.variable, path)
-        times = ds[dims[0]].values.astype("datetime64[ns]").view(np.int64)
+        times = _step_times(ds, dims[0], path)
         lat = ds[dims[1]].values.astype(np.float64)
         lon = ds[dims[2]].values.astype(np.float64)
         cov = (
@@ -181,6 +220,36 @@ def read_gridded(path: Path, opts: ReadOptions, tally: Tally) -> Iterator[Record
             ti, yi, xi = np.nonzero(np.isfinite(v))
             yield Cells(times[a + ti], lat[yi], lon[xi])
             yield _cell_records(v, times[a:], lat, lon, tally)
+
+
+def _step_times(ds, name: str, path: Path) -> np.ndarray:
+    """Time coordinate ``name`` of ``ds`` (opened with ``decode_times=False``) -> int64 ns UTC.
+
+    Numbers need CF units (``"<unit> since <date>"``) on a standard calendar; read without
+    them they would silently become nanoseconds since 1970, so they raise :class:`UserError`.
+    """
+    import xarray as xr
+
+    var = ds[name].variable
+    if var.dtype.kind == "M":
+        return var.values.astype("datetime64[ns]").view(np.int64)
+    units, cal = var.attrs.get("units"), var.attrs.get("calendar")
+    fix = f"give {name!r} CF units, e.g. units 'hours since 1970-01-01' (calendar 'standard')"
+    if units is None:
+        raise UserError(
+            f"{path}: time coordinate {name!r} holds {var.dtype} values without units; {fix}"
+        )
+    try:
+        decoded = xr.decode_cf(xr.Dataset({name: var}))[name].values
+    except (ValueError, TypeError, OverflowError):
+        decoded = None
+    if decoded is None or decoded.dtype.kind != "M":
+        on = f" on calendar {cal!r}" if cal else ""
+        raise UserError(
+            f"{path}: time coordinate {name!r} has units {units!r}{on}, "
+            f"which do not decode to standard dates; {fix}"
+        )
+    return decoded.astype("datetime64[ns]").view(np.int64)
 
 
 def _cell_records(v: np.ndarray, times, lat, lon, tally: Tally) -> Records:

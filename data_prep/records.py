@@ -134,8 +134,9 @@ class Tally:
         total_rec = sum(self.rejected_records.values())
         total_str = sum(self.rejected_strikes.values())
         rows.append(("rejected (all reasons)", total_rec, total_str))
-        lines = [f"{'':<28}{'records':>14}{'strikes':>14}"]
-        lines += [f"{name:<28}{a:>14,}{b:>14,}" for name, a, b in rows]
+        w = max(28, 2 + max(len(name) for name, _, _ in rows))  # long reason names fit
+        lines = [f"{'':<{w}}{'records':>14}{'strikes':>14}"]
+        lines += [f"{name:<{w}}{a:>14,}{b:>14,}" for name, a, b in rows]
         return "\n".join(lines)
 
 

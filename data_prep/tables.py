@@ -128,13 +128,7 @@ def to_times(
     if pa.types.is_timestamp(t) and t.unit == "ns" and arr.null_count == 0:  # zero copy
         return arr.view(pa.int64()).to_numpy(), np.zeros(len(arr), dtype=bool)
     if pa.types.is_timestamp(t) or pa.types.is_date(t):
-        ns = (
-            arr.cast(pa.timestamp("ns", tz=getattr(t, "tz", None)))
-            if t != pa.timestamp("ns")
-            else arr
-        )
-        ints = pc.fill_null(ns.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
-        return ints, _nulls(arr)
+        return _timestamps_ns(arr)
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t):
         text = arr.to_pandas()
         if time_format == "yyyymmdd":
@@ -146,6 +140,23 @@ def to_times(
         f"{path}: time column {name!r} holds {t} values, not timestamps; store ISO 8601 times "
         "(e.g. 2024-02-01T13:05:00Z) or name the right column with --columns time=<column>"
     )
+
+
+_NS_PER = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+
+
+def _timestamps_ns(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Timestamps or dates -> (int64 ns UTC (N,), unparseable (N,) bool).
+
+    Nulls and times int64 nanoseconds cannot hold (before 1677 or after 2262) are unparseable.
+    """
+    if pa.types.is_date(arr.type):
+        arr = arr.cast(pa.timestamp("ms" if pa.types.is_date64(arr.type) else "s"))
+    raw = pc.fill_null(arr.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
+    per = _NS_PER[arr.type.unit]
+    lim = np.iinfo(np.int64).max // per
+    bad = _nulls(arr) | (raw > lim) | (raw < -lim)
+    return np.where(bad, 0, raw) * per, bad
 
 
 def _yyyymmdd(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:

@@ -51,8 +51,21 @@ def write_nldn(path: Path, rows: list[tuple], gz: bool = True) -> Path:
     return path
 
 
-def write_glm(path: Path, start: str, lat, lon, offsets_s, flags, *, seconds: float = 20.0) -> Path:
-    """A GLM L2 LCFA-like granule: flash_* variables, product_time and its bounds."""
+def write_glm(
+    path: Path,
+    start: str,
+    lat,
+    lon,
+    offsets_s,
+    flags,
+    *,
+    seconds: float = 20.0,
+    units: dict[str, str | None] | None = None,
+) -> Path:
+    """A GLM L2 LCFA-like granule: flash_* variables, product_time and its bounds.
+
+    ``units`` replaces the ``units`` attribute of the variables it names (None deletes it).
+    """
     import netCDF4
 
     epoch = pd.Timestamp("2000-01-01 12:00:00", tz="UTC")
@@ -77,18 +90,56 @@ def write_glm(path: Path, start: str, lat, lon, offsets_s, flags, *, seconds: fl
         off[:] = raw.view(np.int16)
         q = ds.createVariable("flash_quality_flag", "i2", ("number_of_flashes",))
         q[:] = np.asarray(flags, dtype=np.int16)
+        for name, text in (units or {}).items():
+            if text is None:
+                ds[name].delncattr("units")
+            else:
+                ds[name].units = text
     return path
 
 
 def write_gridded(
-    path: Path, values: np.ndarray, times, lat, lon, name: str = "flash_count"
+    path: Path,
+    values: np.ndarray,
+    times,
+    lat,
+    lon,
+    name: str = "flash_count",
+    time_attrs: dict | None = None,
 ) -> Path:
-    """A gridded netCDF of counts ``values`` (T, H, W) (NaN = no data)."""
+    """A gridded netCDF of counts ``values`` (T, H, W) (NaN = no data).
+
+    Numeric ``times`` are stored as they are, with attributes ``time_attrs`` (e.g. units);
+    anything else is converted to datetimes and encoded by xarray.
+    """
     import xarray as xr
 
+    numeric = np.asarray(times).dtype.kind in "iuf"
+    time = (("time",), np.asarray(times), time_attrs or {}) if numeric else pd.DatetimeIndex(times)
     ds = xr.Dataset(
         {name: (("time", "latitude", "longitude"), values)},
-        coords={"time": pd.DatetimeIndex(times), "latitude": lat, "longitude": lon},
+        coords={"time": time, "latitude": lat, "longitude": lon},
     )
     ds.to_netcdf(path)
+    return path
+
+
+def corrupt_parquet(path: Path, where: str) -> Path:
+    """Damage a Parquet file of six row groups of 500 rows whose magic bytes stay intact.
+
+    ``where``: ``page_header`` (the lat page header of row group 3), ``footer_count`` (the
+    value count of a column chunk of row group 3, in the footer) or ``footer_name`` (a byte of
+    the first column name in the footer schema, no longer UTF-8).
+    """
+    data = bytearray(path.read_bytes())
+    footer = len(data) - 8 - int.from_bytes(data[-8:-4], "little")
+    if where == "page_header":
+        at = pq.ParquetFile(path).metadata.row_group(3).column(1).data_page_offset
+        data[at : at + 16] = b"\xff" * 16
+    elif where == "footer_count":  # thrift compact: field delta 1, i64, zigzag varint of 500
+        counts = [i for i in range(footer, len(data)) if data[i : i + 3] == b"\x16\xe8\x07"]
+        data[counts[len(counts) // 2] + 1] = 0xFF
+    else:
+        data[data.index(b"\x04time", footer) + 1] = 0xFF
+    path.write_bytes(bytes(data))
     return path

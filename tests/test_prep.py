@@ -9,13 +9,20 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from prep_files import PLAINS, strikes_frame, write_glm, write_nldn, write_parquet
+from prep_files import (
+    PLAINS,
+    corrupt_parquet,
+    strikes_frame,
+    write_glm,
+    write_nldn,
+    write_parquet,
+)
 
 from data_prep.cli import main
 from data_prep.config import PrepConfig, SequenceConfig
 from data_prep.errors import UserError
 from data_prep.prep import prep
-from data_prep.records import Tally
+from data_prep.records import REASONS, Tally
 
 SEQ = SequenceConfig(n_in=5, n_out=1, block_steps=8)
 
@@ -314,3 +321,58 @@ def test_unreachable_scheduler_is_a_user_error_naming_the_address(tmp_path, monk
     with pytest.raises(UserError, match=r"--scheduler tcp://127\.0\.0\.1:1: cannot reach") as e:
         prep([str(path)], tmp_path / "maps.nc", _cfg(), SEQ, scheduler="tcp://127.0.0.1:1")
     assert "\n" not in str(e.value) and not (tmp_path / "maps.nc").exists()
+
+
+# Each row of a points CSV, labelled with what must become of it on plains-0.5 (30..46 N,
+# 104..80 W, 0.5 degrees) from 2021-06-01 to 2021-06-03: a good row names its (lat, lon) cell.
+LABELLED_ROWS = [
+    ("2021-06-01T00:10:00Z,40.2,-90.3", (40.25, -90.25)),
+    ("2021-06-01T12:00:00Z,35.7,-100.9", (35.75, -100.75)),
+    ("2021-06-02T06:00:00Z,40.2,-90.3", (40.25, -90.25)),
+    ("2021-06-02T12:00:00Z,35.7,259.1", (35.75, -100.75)),  # 0..360 longitude
+    ("2021-06-02T00:00:00Z,30.0,-104.0", (30.25, -103.75)),  # south-west corner: inside
+    ("2021-06-03T23:59:59Z,45.9,-80.1", (45.75, -80.25)),
+    ("not-a-time,40.0,-90.0", "unparseable"),
+    ("2021-06-01T01:00:00Z,abc,-90.0", "unparseable"),
+    ("2021-06-01T01:30:00Z,40.0", "unparseable"),  # a field short
+    ("2021-06-01T02:00:00Z,NaN,-90.0", "nan_coordinate"),
+    ("2021-06-01T02:30:00Z,40.0,", "nan_coordinate"),  # empty lon
+    ("2021-06-01T03:00:00Z,95.0,-90.0", "out_of_range_coordinate"),
+    ("2021-06-01T04:00:00Z,-97.5,38.2", "out_of_range_coordinate"),  # lat and lon swapped
+    ("2021-06-01T05:00:00Z,50.0,-90.0", "outside_domain"),
+    ("2021-06-01T05:30:00Z,40.0,-80.0", "outside_domain"),  # the east edge is outside
+    ("2021-05-31T23:59:59Z,40.2,-90.3", "outside_time_range"),  # before --start
+    ("2021-06-04T00:00:00Z,40.2,-90.3", "outside_time_range"),  # after the --end step
+    ("2021-06-01T00:10:00Z,40.2,-90.3", "duplicate"),  # the first row again
+]
+
+
+def test_a_points_csv_with_every_kind_of_bad_row_is_accounted_for_row_by_row(tmp_path):
+    path = tmp_path / "labelled.csv"
+    path.write_text("time,lat,lon\n" + "".join(f"{row}\n" for row, _ in LABELLED_ROWS))
+    out = tmp_path / "maps.nc"
+    s = prep([str(path)], out, _cfg(start="2021-06-01", end="2021-06-03"), SEQ)
+    ds = xr.open_dataset(out)
+    t = Tally.from_attrs(ds.attrs)
+    reasons = [what for _, what in LABELLED_ROWS if isinstance(what, str)]
+    expected = {r: reasons.count(r) for r in REASONS}
+    assert t.rejected_records == expected == t.rejected_strikes == s.tally.rejected_records
+    good = [(row, cell) for row, cell in LABELLED_ROWS if not isinstance(cell, str)]
+    assert t.read_records == len(LABELLED_ROWS) == t.gridded_records + sum(expected.values())
+    assert t.gridded_records == len(good) == int(ds.strike_count.sum()) and t.balanced()
+    want: dict = {}
+    for row, (lat, lon) in good:
+        key = (pd.Timestamp(row.split(",")[0]).tz_localize(None).floor("D"), lat, lon)
+        want[key] = want.get(key, 0) + 1
+    cells = ds.strike_count.to_series()
+    assert {k: int(n) for k, n in cells[cells > 0].items()} == want
+    assert len({len(line) for line in s.tally.table().splitlines()}) == 1  # columns line up
+
+
+def test_a_corrupt_parquet_input_stops_prep_with_one_line_error_and_no_output(tmp_path):
+    path = write_parquet(strikes_frame(3000), tmp_path / "c.parquet", row_group_size=500)
+    corrupt_parquet(path, "page_header")
+    out = tmp_path / "maps.nc"
+    with pytest.raises(UserError, match=r"c\.parquet: cannot read Parquet data") as e:
+        prep([str(path)], out, _cfg(), SEQ)
+    assert "\n" not in str(e.value) and not out.exists()

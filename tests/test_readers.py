@@ -7,7 +7,14 @@ import gzip
 import numpy as np
 import pandas as pd
 import pytest
-from prep_files import strikes_frame, write_glm, write_gridded, write_nldn, write_parquet
+from prep_files import (
+    corrupt_parquet,
+    strikes_frame,
+    write_glm,
+    write_gridded,
+    write_nldn,
+    write_parquet,
+)
 
 from data_prep.errors import UserError
 from data_prep.readers import READERS, SlowPath, detect_format, get_reader
@@ -259,3 +266,139 @@ def test_a_wrong_format_on_a_file_says_what_the_file_looks_like(tmp_path, kind, 
     assert str(path) in str(e.value) and "--format auto" in str(e.value)
     assert "\n" not in str(e.value)
     assert get_reader("auto", path)[0] in ("gridded", "nldn-tiles", "points-parquet", "points-csv")
+
+
+def _glm(path, **kw):
+    """A good one-flash granule at 2021-06-01 00:00:00 (``kw`` as for write_glm)."""
+    return write_glm(path, "2021-06-01 00:00:00", [35.0], [-90.0], [1.0], [0], **kw)
+
+
+@pytest.mark.parametrize(
+    ("var", "units", "match"),
+    [
+        (
+            "product_time",
+            None,
+            r"g\.nc: variable product_time has no units; "
+            r"expected 'seconds since 2000-01-01 12:00:00' \(GOES GLM L2 LCFA\)",
+        ),
+        (
+            "product_time",
+            "seconds since launch day",
+            r"g\.nc: variable product_time has units 'seconds since launch day', whose "
+            r"reference date does not parse; expected 'seconds since 2000-01-01 12:00:00'",
+        ),
+        (
+            "flash_time_offset_of_first_event",
+            None,
+            r"g\.nc: variable flash_time_offset_of_first_event has no units; "
+            r"expected 'seconds since <granule start>' \(GOES GLM L2 LCFA\)",
+        ),
+        (
+            "flash_time_offset_of_first_event",
+            "seconds since 2021-13-45 00:00:00",
+            r"g\.nc: variable flash_time_offset_of_first_event has units "
+            r"'seconds since 2021-13-45 00:00:00', whose reference date does not parse",
+        ),
+        (
+            "flash_time_offset_of_first_event",
+            "fortnights since 2021-06-01",
+            r"g\.nc: variable flash_time_offset_of_first_event has units 'fortnights since",
+        ),
+    ],
+    ids=["product_time_none", "product_time_bad_date", "offset_none", "offset_bad_date", "unit"],
+)
+def test_glm_time_variable_without_usable_units_is_a_one_line_error_naming_it(
+    tmp_path, var, units, match
+):
+    path = _glm(tmp_path / "g.nc", units={var: units})
+    with pytest.raises(UserError, match=match) as e:
+        _read(path, "glm")
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("var", ["flash_lat", "flash_lon", "flash_quality_flag", "product_time"])
+def test_glm_granule_missing_a_flash_variable_is_a_user_error_naming_it(tmp_path, var):
+    import netCDF4
+
+    path = _glm(tmp_path / "g.nc")
+    with netCDF4.Dataset(path, "a") as ds:
+        ds.renameVariable(var, f"old_{var}")
+    with pytest.raises(UserError, match=rf"g\.nc: variable {var} missing; not a GLM L2 LCFA"):
+        _read(path, "glm")
+
+
+@pytest.mark.parametrize("where", ["page_header", "footer_count", "footer_name"])
+def test_parquet_corrupt_in_the_middle_is_a_one_line_error_naming_the_file(tmp_path, where):
+    path = write_parquet(strikes_frame(3000), tmp_path / "c.parquet", row_group_size=500)
+    corrupt_parquet(path, where)
+    with pytest.raises(UserError, match=r"c\.parquet: .*Parquet .*re-export") as e:
+        _read(path, chunk_records=400)
+    assert "\n" not in str(e.value)
+
+
+def test_truncated_parquet_is_a_one_line_error_naming_the_file(tmp_path):
+    good = write_parquet(strikes_frame(3000), tmp_path / "g.parquet", row_group_size=500)
+    path = tmp_path / "t.parquet"
+    path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(UserError, match=r"t\.parquet: not a readable Parquet file") as e:
+        _read(path)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    ("attrs", "match"),
+    [
+        ({}, r"time coordinate 'time' holds int64 values without units"),
+        ({"units": "hours"}, r"time coordinate 'time' has units 'hours', which do not decode"),
+        (
+            {"units": "hours since launch day"},
+            r"time coordinate 'time' has units 'hours since launch day', which do not decode",
+        ),
+        (
+            {"units": "hours since 2021-06-01", "calendar": "noleap"},
+            r"time coordinate 'time' has units 'hours since 2021-06-01' on calendar 'noleap'",
+        ),
+    ],
+    ids=["no_units", "no_reference", "bad_date", "noleap"],
+)
+def test_gridded_numeric_time_without_cf_units_is_refused_not_read_as_nanoseconds(
+    tmp_path, attrs, match
+):
+    v = np.ones((2, 2, 2))
+    path = write_gridded(
+        tmp_path / "n.nc", v, np.array([0, 24]), [35.1, 35.6], [-90.1, -89.9], time_attrs=attrs
+    )
+    with pytest.raises(UserError, match=rf"n\.nc: {match}.*'hours since 1970-01-01'") as e:
+        _read(path)
+    assert "\n" not in str(e.value)
+
+
+def test_gridded_numeric_time_with_cf_units_is_decoded(tmp_path):
+    v = np.ones((2, 2, 2))
+    attrs = {"units": "hours since 2021-06-01"}
+    path = write_gridded(
+        tmp_path / "h.nc", v, np.array([0, 24]), [35.1, 35.6], [-90.1, -89.9], time_attrs=attrs
+    )
+    recs, _, _ = _read(path)
+    t0 = pd.Timestamp("2021-06-01", tz="UTC").value
+    assert sorted(set((_concat(recs)["time"] - t0).tolist())) == [0, 24 * 3600 * 10**9]
+
+
+def test_times_beyond_what_int64_nanoseconds_hold_are_unparseable_rows(tmp_path):
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    far = [dt.datetime(2021, 6, 1), dt.datetime(2300, 1, 1), None, dt.datetime(1500, 1, 1)]
+    table = pa.table(
+        {"time": pa.array(far, pa.timestamp("us", tz="UTC")), "lat": [40.0] * 4, "lon": [-90.0] * 4}
+    )
+    pq.write_table(table, tmp_path / "far.parquet")
+    csv = tmp_path / "far.csv"
+    csv.write_text("time,lat,lon\n2021-06-01T00:00:00Z,40,-90\n2300-01-01T00:00:00Z,40,-90\n")
+    for path, n_bad in ((tmp_path / "far.parquet", 3), (csv, 1)):
+        recs, tally, _ = _read(path)
+        assert tally.read_records == 1 + n_bad and tally.rejected_records["unparseable"] == n_bad
+        assert _concat(recs)["time"].tolist() == [pd.Timestamp("2021-06-01", tz="UTC").value]
