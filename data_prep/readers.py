@@ -32,12 +32,12 @@ from data_prep.errors import UserError
 from data_prep.readers_nc import read_glm, read_gridded
 from data_prep.records import (
     Cells,
+    Deduplicator,
     ReadOptions,
     Records,
     Span,
     Tally,
     check_coordinates,
-    drop_duplicates,
     first_line,
 )
 from data_prep.tables import batch_records, column_map, prefetched
@@ -78,9 +78,10 @@ def read_points_parquet(path: Path, opts: ReadOptions, tally: Tally) -> Iterator
         column_map(path, pf.schema_arrow.names, opts.columns, DEFAULT_COLUMNS, REQUIRED), opts
     )
     batches = _parquet_batches(path, pf, opts.chunk_records, list(cols.values()))
+    dedup = Deduplicator()
     for batch in prefetched(batches):  # decode the next batch while this one is gridded
         rec = batch_records(path, batch, cols, tally)
-        yield drop_duplicates(check_coordinates(rec, tally), tally)
+        yield dedup(check_coordinates(rec, tally), tally)
 
 
 def _parquet_batches(
@@ -118,6 +119,7 @@ def _gridding_columns(cols: dict[str, str], opts: ReadOptions) -> dict[str, str]
     return cols if opts.extra else {k: v for k, v in cols.items() if k not in EXTRA_ROLES}
 
 
+CSV_BLOCK_BYTES = 1 << 24  # CSV text decoded per batch (16 MiB)
 NLDN_COLUMNS = {"time": "ZDAY", "lon": "CENTERLON", "lat": "CENTERLAT", "count": "TOTAL_COUNT"}
 
 
@@ -148,6 +150,7 @@ def _read_csv(path, opts, tally, *, skip, names, cols, time_format=None) -> Iter
     """
     bad_rows: list[int] = []
     reader = _open_csv(path, opts, skip, names, cols, bad_rows)
+    dedup = Deduplicator()
     while True:
         try:
             batch = reader.read_next_batch()
@@ -160,7 +163,7 @@ def _read_csv(path, opts, tally, *, skip, names, cols, time_format=None) -> Iter
             tally.reject("unparseable", len(bad_rows), len(bad_rows))
             bad_rows.clear()
         rec = batch_records(path, batch, cols, tally, time_format)
-        yield drop_duplicates(check_coordinates(rec, tally), tally)
+        yield dedup(check_coordinates(rec, tally), tally)
 
 
 def _open_csv(path, opts, skip, names, cols, bad_rows):
@@ -176,7 +179,7 @@ def _open_csv(path, opts, skip, names, cols, bad_rows):
         return pacsv.open_csv(
             str(path),
             read_options=pacsv.ReadOptions(
-                skip_rows=skip + 1, column_names=names, block_size=1 << 24
+                skip_rows=skip + 1, column_names=names, block_size=CSV_BLOCK_BYTES
             ),
             parse_options=pacsv.ParseOptions(invalid_row_handler=on_bad_row),
             convert_options=pacsv.ConvertOptions(

@@ -160,45 +160,82 @@ def check_coordinates(rec: Records, tally: Tally) -> Records:
     return rec.take(ok)
 
 
-def drop_duplicates(rec: Records, tally: Tally) -> Records:
-    """Reject repeated records with the same time, lat and lon (the first one is kept).
+class Deduplicator:
+    """Rejects repeated (time, lat, lon) records across the chunks of one file, keeping the first.
 
-    Cheap when times are sorted, as in most feeds: only records sharing a time are compared.
-    Works within one chunk (``PrepConfig.chunk_records`` records; a whole NLDN month file).
+    Cheap when times are sorted, as in most feeds: only records sharing a time are compared. In
+    a file in time order a repeat in a later chunk shares the latest time of the chunks before
+    it, so the records at that time are carried over (a few) and compared with the next chunk:
+    every repeat in the file is found. In a file out of time order, repeats are found within
+    each chunk (``PrepConfig.chunk_records`` records; a whole NLDN month file) and across
+    neighbouring chunks at their boundary time only.
     """
-    n = len(rec)
-    if n < 2:
+
+    def __init__(self) -> None:
+        self.tail: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # time, lat, lon
+
+    def __call__(self, rec: Records, tally: Tally) -> Records:
+        """``rec`` without the repeats of records seen before in it or in earlier chunks."""
+        if not len(rec):
+            return rec
+        t, la, lo = rec.time, rec.lat, rec.lon
+        n_tail = 0 if self.tail is None else self.tail[0].size
+        if n_tail and rec.time.min() <= self.tail[0][0]:
+            t, la, lo = (
+                np.concatenate([a, b]) for a, b in zip(self.tail, (t, la, lo), strict=True)
+            )
+        mask = duplicate_mask(t, la, lo)[t.size - len(rec) :]  # carried rows come first: kept
+        if mask.any():
+            tally.reject("duplicate", mask.sum(), rec.strikes_where(mask))
+            rec = rec.take(~mask)
+        self._carry(rec)
         return rec
-    order = (
-        None if bool(np.all(rec.time[1:] >= rec.time[:-1])) else np.argsort(rec.time, kind="stable")
-    )
-    t = rec.time if order is None else rec.time[order]
+
+    def _carry(self, rec: Records) -> None:
+        """Keep the records at the latest time seen (joined to the old ones at that time)."""
+        if not len(rec):
+            return
+        last = rec.time.max()
+        at = rec.time == last
+        new = (rec.time[at], rec.lat[at], rec.lon[at])
+        if self.tail is not None and self.tail[0][0] == last:
+            new = tuple(np.concatenate([a, b]) for a, b in zip(self.tail, new, strict=True))
+        if self.tail is None or last >= self.tail[0][0]:
+            self.tail = new
+
+
+def duplicate_mask(time: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
+    """(N,) bool: True for each record repeating the (time, lat, lon) of an earlier record."""
+    n = time.size
+    mask = np.zeros(n, dtype=bool)
+    if n < 2:
+        return mask
+    order = None if bool(np.all(time[1:] >= time[:-1])) else np.argsort(time, kind="stable")
+    t = time if order is None else time[order]
     tie = t[1:] == t[:-1]
     if not tie.any():
-        return rec
+        return mask
     pos = np.flatnonzero(np.r_[tie, False] | np.r_[False, tie])  # records sharing their time
     idx = pos if order is None else order[pos]
-    srt = idx[np.argsort(_row_hash(rec, idx))]  # equal rows end up adjacent
+    srt = idx[np.argsort(_row_hash(time, lat, lon, idx))]  # equal rows end up adjacent
     same = (
-        (rec.time[srt[1:]] == rec.time[srt[:-1]])
-        & (rec.lat[srt[1:]] == rec.lat[srt[:-1]])
-        & (rec.lon[srt[1:]] == rec.lon[srt[:-1]])
+        (time[srt[1:]] == time[srt[:-1]])
+        & (lat[srt[1:]] == lat[srt[:-1]])
+        & (lon[srt[1:]] == lon[srt[:-1]])
     )
     if not same.any():
-        return rec
+        return mask
     starts = np.flatnonzero(np.r_[True, ~same])  # runs of equal rows
     first = np.minimum.reduceat(srt, starts)  # the earliest row of each run is kept
-    mask = np.zeros(n, dtype=bool)
     mask[srt] = srt != np.repeat(first, np.diff(np.r_[starts, srt.size]))
-    tally.reject("duplicate", mask.sum(), rec.strikes_where(mask))
-    return rec.take(~mask)
+    return mask
 
 
-def _row_hash(rec: Records, idx: np.ndarray) -> np.ndarray:
+def _row_hash(time: np.ndarray, lat: np.ndarray, lon: np.ndarray, idx: np.ndarray) -> np.ndarray:
     """A 64-bit hash (uint64) of (time, lat, lon) of rows ``idx``; equal rows hash equal."""
-    h = rec.time[idx].view(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
-    h ^= (rec.lat[idx] + 0.0).view(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)  # + 0.0: -0 -> 0
-    h ^= (rec.lon[idx] + 0.0).view(np.uint64) * np.uint64(0x165667B19E3779F9)
+    h = time[idx].view(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    h ^= (lat[idx] + 0.0).view(np.uint64) * np.uint64(0xC2B2AE3D27D4EB4F)  # + 0.0: -0 -> 0
+    h ^= (lon[idx] + 0.0).view(np.uint64) * np.uint64(0x165667B19E3779F9)
     return h
 
 

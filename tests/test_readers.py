@@ -77,6 +77,27 @@ def test_points_parquet_with_synthetic_columns_reads_with_zero_rejections(tmp_pa
     assert set(np.concatenate([r.stroke_type for r in recs]).tolist()) == {1, 2}
 
 
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_repeats_in_later_chunks_of_a_time_ordered_file_are_duplicates(tmp_path, fmt, monkeypatch):
+    df = strikes_frame(1000, seed=4)
+    # row 299 ends the first chunk of 300; its two repeats open the second one
+    df = pd.concat([df.iloc[:300], df.iloc[[299, 299]], df.iloc[300:]]).reset_index(drop=True)
+    if fmt == "parquet":
+        path = write_parquet(df, tmp_path / "s.parquet", row_group_size=300)
+        recs, tally, _ = _read(path, chunk_records=300)
+    else:
+        import data_prep.readers
+
+        path = tmp_path / "s.csv"
+        df.assign(time=df["time"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")).to_csv(path, index=False)
+        monkeypatch.setattr(data_prep.readers, "CSV_BLOCK_BYTES", 8192)
+        recs, tally, _ = _read(path)
+    assert len(recs) > 2  # several chunks
+    assert {k: v for k, v in tally.rejected_records.items() if v} == {"duplicate": 2}
+    got = pd.DataFrame(_concat(recs))
+    assert not got.duplicated().any() and len(got) == 1000 == tally.read_records - 2
+
+
 def test_timezone_aware_times_convert_to_utc_and_naive_times_are_utc(tmp_path):
     path = tmp_path / "tz.csv"
     path.write_text(
