@@ -161,7 +161,10 @@ def _add_prep(sub) -> None:
     p.add_argument(
         "--workers", type=int, help="grid in parallel with a local dask cluster of N workers"
     )
-    p.add_argument("--scheduler", help="address of an existing dask scheduler (tcp://host:8786)")
+    p.add_argument(
+        "--scheduler",
+        help="address of an existing dask scheduler (tcp://host:8786); or threads, processes, sync",
+    )
     p.add_argument(
         "--columns", help="point-record column names, e.g. time=ts,lat=latitude,lon=longitude"
     )

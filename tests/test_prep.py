@@ -156,6 +156,19 @@ def test_dask_local_cluster_gives_the_same_maps_as_the_serial_path(tmp_path):
     assert a.identical(b) and int(a.strike_count.sum()) == 900
 
 
+def test_an_existing_dask_scheduler_gives_the_same_maps_as_the_serial_path(tmp_path):
+    from distributed import LocalCluster
+
+    paths = [
+        write_parquet(strikes_frame(300, seed=k), tmp_path / f"s{k}.parquet") for k in range(3)
+    ]
+    serial, remote = tmp_path / "serial.nc", tmp_path / "remote.nc"
+    prep([str(p) for p in paths], serial, _cfg(), SEQ)
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=None) as cluster:
+        prep([str(p) for p in paths], remote, _cfg(), SEQ, scheduler=cluster.scheduler_address)
+    assert xr.open_dataset(serial).identical(xr.open_dataset(remote))
+
+
 def test_time_range_and_bad_inputs_never_leave_a_partial_output(tmp_path):
     good = write_nldn(
         tmp_path / "a.csv.gz", [(20240201, -90.0, 40.0, 2), (20240205, -90.0, 40.0, 1)]
