@@ -47,12 +47,18 @@ def test_finley_table_reproduces_published_scores():
         assert s[name] == pytest.approx(value, abs=5e-4), name
 
 
-def test_sedi_matches_its_formula_on_the_finley_table():
-    h, f = 28 / 51, 72 / 2752
-    expected = (np.log(f) - np.log(h) - np.log(1 - f) + np.log(1 - h)) / (
-        np.log(f) + np.log(h) + np.log(1 - f) + np.log(1 - h)
+def test_sedi_is_zero_for_random_forecasts_antisymmetric_and_known_on_finley():
+    # Ferro & Stephenson (2011): SEDI = 0 when H = F (no skill), SEDI(H, F) = -SEDI(F, H)
+    assert categorical_scores(20, 180, 80, 720)["sedi"] == pytest.approx(
+        0.0, abs=1e-12
+    )  # H = F = 0.2
+    s, swapped = (
+        categorical_scores(30, 10, 20, 40)["sedi"],
+        categorical_scores(10, 30, 40, 20)["sedi"],
     )
-    assert categorical_scores(28, 72, 23, 2680)["sedi"] == pytest.approx(expected)
+    assert s > 0 and swapped == pytest.approx(-s)
+    # Finley: H = 28/51, F = 72/2752; logs worked by hand: -3.8134 / -5.0656
+    assert categorical_scores(28, 72, 23, 2680)["sedi"] == pytest.approx(0.7528, abs=5e-4)
 
 
 def test_perfect_table_has_csi_one_and_no_false_alarms():
