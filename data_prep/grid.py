@@ -113,7 +113,7 @@ def count_sparse(
     return uniq // (n_cells + 1), uniq % (n_cells + 1), counts
 
 
-MAX_OUTPUT_BYTES = 16 << 30  # refuse to build maps larger than this (5 bytes per cell-step)
+MAX_OUTPUT_BYTES = 16 << 30  # refuse to build maps larger than this (9 bytes per cell and step)
 KERNELS = ("auto", "numba", "numpy")  # auto: numba when it is installed
 OBSERVE = ("span", "days")  # how a reader's records mark the steps it observed (Accumulator)
 
