@@ -58,6 +58,7 @@ def test_notebook_is_stored_without_outputs_and_with_the_python3_kernel(name):
             assert cell.outputs == [] and cell.execution_count is None, cell.source[:60]
 
 
+@pytest.mark.slow
 def test_quickstart_notebook_draws_the_climate_trains_predicts_and_shows_forecast_maps(tmp_path):
     book = run_notebook("01_quickstart", tmp_path)
     figures = sorted(p.name for p in (tmp_path / "nb_quickstart" / "figures").iterdir())
@@ -70,6 +71,7 @@ def test_quickstart_notebook_draws_the_climate_trains_predicts_and_shows_forecas
     assert _n_images(book) == 4  # climate.png is shown once, in its own section
 
 
+@pytest.mark.slow
 def test_scores_notebook_makes_a_scores_file_and_draws_every_diagram(tmp_path):
     book = run_notebook("03_scores", tmp_path)
     figures = {p.stem for p in (tmp_path / "nb_scores" / "figures").glob("*.png")}
@@ -77,6 +79,7 @@ def test_scores_notebook_makes_a_scores_file_and_draws_every_diagram(tmp_path):
     assert _n_images(book) == len(diagrams.DIAGRAMS)
 
 
+@pytest.mark.slow
 def test_real_data_notebook_skips_every_cell_without_the_sample(tmp_path, monkeypatch):
     monkeypatch.setenv("STRIKECAST_NLDN", str(tmp_path / "absent.csv.gz"))
     book = run_notebook("02_real_nldn", tmp_path)
@@ -84,6 +87,7 @@ def test_real_data_notebook_skips_every_cell_without_the_sample(tmp_path, monkey
     assert not (tmp_path / "nb_nldn").exists()
 
 
+@pytest.mark.slow
 def test_real_data_notebook_maps_and_scores_the_nldn_sample(realdata, tmp_path, monkeypatch):
     monkeypatch.setenv("STRIKECAST_NLDN", str(realdata / "nldn_tiles" / "nldn-tiles-202402.csv.gz"))
     book = run_notebook("02_real_nldn", tmp_path)
