@@ -9,6 +9,14 @@ Every map step becomes ``N_CHANNELS`` input channels (:func:`input_features`)::
     4  longitude, scaled to -1..1 over the training grid
     5  sin(2 pi day-of-year / 365.25)
     6  cos(2 pi day-of-year / 365.25)
+    7  share of the domain's cells with >= 1 strike     domain-wide activity, the same in every cell
+    8  log((share + 0.01) / (climatological share + 0.01))  that activity against the calendar day's
+
+Channels 7 and 8 give every cell the state of the whole domain that step: quiet and active spells
+span the domain (in the synthetic world a domain-wide activity with a memory of days; in real
+networks the synoptic regime), while the convolutions see only a few hundred kilometres around
+a cell. Without them the model regresses to the training split's mean activity and forecasts
+too low in an active month and too high in a quiet one.
 
 :func:`fit_stats` fits the climatology and ``count_scale`` on the training split only.
 :class:`WindowDataset` reads the steps of one window per item: from numpy arrays loaded once
@@ -32,7 +40,8 @@ from data_prep.errors import UserError
 from data_prep.schema import COUNT, COVERAGE, LAT, LON, TIME
 from data_prep.sequences import WindowIndex
 
-N_CHANNELS = 7
+N_CHANNELS = 9
+_SHARE_EPS = 0.01  # keeps the log ratio of channel 8 finite on days without a strike
 IN_MEMORY_BYTES = 2 * 1024**3  # maps smaller than this are loaded once as numpy
 FEATURE_CACHE_BYTES = 1024**3  # in-memory maps whose input features fit are featurised once
 _CHUNK_STEPS = 128  # steps read at a time when fitting statistics
@@ -153,6 +162,10 @@ def input_features(
     angle = 2 * np.pi * _day_of_year(times) / 365.25  # (T,)
     out[:, 5] = np.sin(angle)[:, None, None]
     out[:, 6] = np.cos(angle)[:, None, None]
+    share = out[:, 1].mean((1, 2), dtype=np.float64)  # (T,)
+    clim_share = out[:, 2].mean((1, 2), dtype=np.float64)
+    out[:, 7] = share[:, None, None]
+    out[:, 8] = np.log((share + _SHARE_EPS) / (clim_share + _SHARE_EPS))[:, None, None]
     return out
 
 

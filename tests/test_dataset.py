@@ -72,7 +72,15 @@ def test_input_features_known_channels():
     np.testing.assert_array_equal(x[1, 2], clim[1])  # 2 January
     np.testing.assert_allclose(x[0, 3, :, 0], [-1, 0, 1], atol=1e-6)  # latitude, south to north
     np.testing.assert_allclose(x[0, 4, 0, [0, -1]], [-1, 1], atol=1e-6)
-    np.testing.assert_allclose(x[0, 5:, 0, 0], [0.0, 1.0], atol=1e-6)  # 1 January: sin 0, cos 1
+    np.testing.assert_allclose(x[0, 5:7, 0, 0], [0.0, 1.0], atol=1e-6)  # 1 January: sin 0, cos 1
+    # domain activity: 1 of 12 cells struck on 1 January, none on the 2nd; the same everywhere
+    np.testing.assert_allclose(
+        x[:, 7], np.array([1 / 12, 0.0])[:, None, None] + np.zeros((2, 3, 4))
+    )
+    clim_share = clim[:2].mean((1, 2))
+    want = np.log((np.array([1 / 12, 0.0]) + 0.01) / (clim_share + 0.01))
+    np.testing.assert_allclose(x[:, 8, 2, 3], want, rtol=1e-5)
+    assert np.ptp(x[:, 8], axis=(1, 2)).max() == 0
 
 
 def test_fit_stats_ignores_data_outside_the_training_split(maps):

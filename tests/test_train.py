@@ -14,6 +14,7 @@ from data_prep.errors import UserError
 from data_prep.mock import mock_maps
 from forecast.checkpoint import load_checkpoint
 from forecast.config import load_experiment
+from forecast.dataset import N_CHANNELS
 from forecast.train import lr_at, train
 
 TINY = [
@@ -150,7 +151,7 @@ def test_run_directory_holds_config_checkpoints_log_and_calibration(maps_file, t
     assert 0.0 <= float(rows[-1]["val_auc"]) <= 1.0
     best = load_checkpoint(run / "best.pt")
     assert best["calibration"]["method"] == "temperature"
-    assert best["model_args"]["n_out"] == 2 and best["model_args"]["in_channels"] == 7
+    assert best["model_args"]["n_out"] == 2 and best["model_args"]["in_channels"] == N_CHANNELS
 
 
 def test_nan_loss_stops_with_a_one_line_message(maps_file, tmp_path):
