@@ -170,7 +170,8 @@ def _draw_base_rate(ax, clim: xr.Dataset, window: slice, step_words: str) -> Non
         )
     ax.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     ax.set_ylim(0, max(np.nanmax(rate) if np.isfinite(rate).any() else 0, 0.01) * 1.12)
-    ax.xaxis.set_major_locator(mdates.AutoDateLocator(maxticks=8))
+    # minticks 3: a 4-year record gets yearly ticks (with the default 5, no month interval fits)
+    ax.xaxis.set_major_locator(mdates.AutoDateLocator(minticks=3, maxticks=8))
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax.xaxis.get_major_locator()))
     ax.set_ylabel("cells with >= 1 strike")
     ax.set_title("(a) base rate: share of observed cells with lightning", fontsize=9)
@@ -207,7 +208,7 @@ def _draw_hovmoller(
     vmax = max(float(np.nanpercentile(part, 99)) if np.isfinite(part).any() else 0, 0.01)
     mesh = ax.pcolormesh(_edges(lon), t_edges, part, cmap=COUNT_CMAP, vmin=0, vmax=vmax)
     ax.set_ylim(t_edges[-1], t_edges[0])  # time runs down: eastward motion slants down-right
-    ax.yaxis.set_major_locator(mdates.AutoDateLocator(maxticks=12))
+    ax.yaxis.set_major_locator(mdates.AutoDateLocator(minticks=3, maxticks=12))
     ax.yaxis.set_major_formatter(mdates.DateFormatter("%d %b %Y"))
     ax.xaxis.set_major_formatter(FuncFormatter(_lon_label))
     ax.set_xlabel("longitude")
