@@ -60,7 +60,7 @@ def measure(cfg: SynthConfig, out: Path) -> list[tuple[str, str, str]]:
         ("wall time per 365 days", f"{per_year:.1f} s", "< 60 s on conus-0.25, 2 cores"),
         ("base rate, year", f"{rate.mean():.3f}", ""),
         ("base rate, DJF", f"{winter.mean():.3f}" if winter.size else "-", "a few % (conus-0.25)"),
-        ("base rate, JJA", f"{summer.mean():.3f}" if summer.size else "-", "0.15-0.25 (conus-0.25)"),
+        ("base rate, JJA", f"{summer.mean():.3f}" if summer.size else "-", "0.10-0.25, tens of % (conus-0.25)"),
         ("CG share of strokes", f"{stats['cg_share']:.3f}", f"{cfg.cg_fraction:.3f} (config)"),
         ("eastward shift of activity per day", f"{eastward_shift(counts) * res:+.2f} deg lon", "> 0"),
         ("daily totals p99 / median", f"{np.percentile(totals, 99) / max(np.median(totals), 1):.1f}", "> 5"),
