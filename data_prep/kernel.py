@@ -2,8 +2,8 @@
 
 Each thread takes a contiguous share of the records and walks it in blocks of ``BLOCK``: a
 vectorised loop computes every record's cell exactly as :meth:`data_prep.schema.Grid.cell_index`
-does (``floor((lat - lat_min) / res + EDGE_SNAP)`` in float64, no fast-math, so the same IEEE operations give
-the same bits), then a scalar loop finds each record's time step (one division per block when
+does (``floor((lat - lat_min) / res + EDGE_SNAP)`` in float64, no fast-math, so the same IEEE
+operations give the same bits), then a scalar loop finds each record's time step (one division per block when
 the block lies within one step, the usual case for feeds in time order), drops records outside
 the clock's bounds or the domain, and adds the strikes to the thread's own table. Tables and
 per-outcome totals are summed afterwards: integer sums, so the result does not depend on the

@@ -195,8 +195,8 @@ def grid_file(
     """Read and grid one input; a CSV the fast path cannot convert is read again as text."""
     _, reader = get_reader(fmt, path)
     for robust in (False, True):
-        acc, tally = Accumulator(grid, clock), Tally()
-        acc.observe = reader.coverage if reader.coverage in OBSERVE else ""
+        observe = reader.coverage if reader.coverage in OBSERVE else ""
+        acc, tally = Accumulator(grid, clock, observe=observe), Tally()
         run_opts = dataclasses.replace(opts, robust=robust)
         try:
             for item in reader.read(path, run_opts, tally):

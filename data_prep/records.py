@@ -179,8 +179,7 @@ class Deduplicator:
         if not len(rec):
             return rec
         t, la, lo = rec.time, rec.lat, rec.lon
-        n_tail = 0 if self.tail is None else self.tail[0].size
-        if n_tail and rec.time.min() <= self.tail[0][0]:
+        if self.tail is not None and rec.time.min() <= self.tail[0][0]:
             t, la, lo = (
                 np.concatenate([a, b]) for a, b in zip(self.tail, (t, la, lo), strict=True)
             )

@@ -72,9 +72,6 @@ def open_dataset(path: Path, what: str, needs: tuple[str, ...] = ()) -> xr.Datas
 # training curves
 
 
-LOG_COLUMNS = ("step", "epoch", "lr", "train_loss", "val_loss", "val_brier", "val_bss")
-
-
 def training_figure(log: pd.DataFrame) -> Figure:
     """Training and validation loss, validation Brier skill score and learning rate against step."""
     if "step" not in log:

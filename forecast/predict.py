@@ -63,7 +63,7 @@ class Forecaster:
         self.data_config = dict(ckpt["config"]["data"])  # windows and splits it was trained on
         self.train_maps = str(ckpt["config"].get("train", {}).get("maps") or "")
         self.trained = dict(ckpt.get("trained") or {})  # step, epoch, val_loss of the weights
-        self.model_args = {"model": dict(args["model"]), "in_channels": int(args["in_channels"])}
+        self.model_args = dict(args)  # model config, in_channels, n_out: rebuilds the network
         self.n_in = int(self.data_config["n_in"])
         self.min_coverage = float(self.data_config["min_coverage"])
         self.calibrator = Calibrator.from_state(

@@ -1,9 +1,9 @@
 """Training log of a run: ``log.csv`` and TensorBoard events, written by the main process only.
 
 ``log.csv`` columns: ``step, epoch, lr, train_loss, val_loss, val_brier, val_bss, val_auc,
-seconds``. A row
-every ``log_every`` steps carries the mean training loss since the previous row; a row after each
-validation carries the validation scores (and the mean training loss since the last validation).
+seconds``. A row every ``log_every`` steps carries the mean training loss since the previous row;
+a row after each validation carries the validation scores (and the mean training loss since the
+last validation).
 ``seconds`` is training wall time over all sessions. A resumed run first drops the rows written
 after its checkpoint, so the log reads as one uninterrupted run.
 """
