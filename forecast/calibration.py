@@ -4,8 +4,13 @@ Validation forecasts stream into a :class:`LogitHistogram`: per lead time and th
 number of observed cells with and without lightning in each narrow bin of the raw logit. The
 histogram is small, merges across processes by summing, and is all the fits need:
 
-- ``temperature`` (default): one temperature per lead and threshold, ``p = sigmoid(z / T)``,
-  minimising the log loss (Guo et al. 2017). T > 1 softens an over-confident model.
+- ``platt`` (default): a slope and an offset per lead and threshold, ``p = sigmoid(a z + b)``,
+  minimising the log loss (Platt 1999). Rare events need the offset: a model that is
+  over-confident only where it forecasts high probabilities (often so at the longer leads) is
+  fixed by ``a < 1`` with ``b < 0``, which one temperature cannot do without raising every low
+  probability.
+- ``temperature``: one temperature per lead and threshold, ``p = sigmoid(z / T)`` (Guo et al.
+  2017). T > 1 softens an over-confident model.
 - ``isotonic``: pooled-adjacent-violators on the binned validation probabilities gives a monotone
   map, stored as its values on the logit-bin grid and applied by linear interpolation.
 - ``none``: ``p = sigmoid(z)``.
@@ -24,7 +29,7 @@ import xarray as xr
 
 from data_prep.errors import UserError
 
-METHODS = ("temperature", "isotonic", "none")
+METHODS = ("platt", "temperature", "isotonic", "none")
 N_LOGIT_BINS = 2001
 LOGIT_SPAN = 16.0  # bins cover logits in [-span, span]; beyond that go to the edge bins
 _P_EPS = 1e-5  # isotonic probabilities stay inside [eps, 1 - eps] so log losses stay finite
@@ -68,9 +73,10 @@ class Calibrator:
     """Maps raw logits (B, n_out, n_thr, H, W) to calibrated probabilities of the same shape."""
 
     method: str
-    temperature: torch.Tensor  # (n_out, n_thr); ones unless method == "temperature"
+    temperature: torch.Tensor  # (n_out, n_thr); 1 / slope for platt, ones for isotonic and none
     table: torch.Tensor | None = None  # (n_out, n_thr, n_bins) isotonic P on the logit-bin grid
     span: float = LOGIT_SPAN
+    offset: torch.Tensor | None = None  # (n_out, n_thr) platt offset b; None is zero
 
     def probability(self, logits: torch.Tensor) -> torch.Tensor:
         """Calibrated P(count >= threshold), float32; never increasing along the threshold axis."""
@@ -79,7 +85,8 @@ class Calibrator:
             p = _interp_table(z, self.table.to(z.device), self.span)
         else:
             t = self.temperature.to(z.device).view(1, *self.temperature.shape, 1, 1)
-            p = torch.sigmoid(z / t)
+            b = 0.0 if self.offset is None else self.offset.to(z.device).view_as(t)
+            p = torch.sigmoid(z / t + b)
         return torch.cummin(p, dim=2).values if p.shape[2] > 1 else p
 
     def to_state(self) -> dict:
@@ -88,6 +95,7 @@ class Calibrator:
             "temperature": self.temperature.float(),
             "table": None if self.table is None else self.table.float(),
             "span": float(self.span),
+            "offset": None if self.offset is None else self.offset.float(),
         }
 
     @classmethod
@@ -95,7 +103,8 @@ class Calibrator:
         """Rebuild from :meth:`to_state`; ``None`` (an uncalibrated checkpoint) gives ``none``."""
         if state is None:
             return identity(n_out, n_thr)
-        return cls(state["method"], state["temperature"], state["table"], state["span"])
+        offset = state.get("offset")  # absent from checkpoints written before platt existed
+        return cls(state["method"], state["temperature"], state["table"], state["span"], offset)
 
 
 def identity(n_out: int, n_thr: int) -> Calibrator:
@@ -103,7 +112,7 @@ def identity(n_out: int, n_thr: int) -> Calibrator:
     return Calibrator("none", torch.ones(n_out, n_thr))
 
 
-def fit_calibration(hist: LogitHistogram, method: str = "temperature") -> Calibrator:
+def fit_calibration(hist: LogitHistogram, method: str = "platt") -> Calibrator:
     """Fit ``method`` (one of :data:`METHODS`) per lead and threshold on a validation histogram."""
     if method not in METHODS:
         raise UserError(
@@ -111,6 +120,19 @@ def fit_calibration(hist: LogitHistogram, method: str = "temperature") -> Calibr
         )
     n_out, n_thr = hist.counts.shape[:2]
     z, c = hist.centres, hist.counts.numpy()
+    if method == "platt":
+        ab = np.array(
+            [
+                [fit_platt(z, c[i, k, :, 1], c[i, k, :, 0]) for k in range(n_thr)]
+                for i in range(n_out)
+            ]
+        )  # (n_out, n_thr, 2)
+        return Calibrator(
+            "platt",
+            torch.tensor(1.0 / ab[..., 0], dtype=torch.float32),
+            span=hist.span,
+            offset=torch.tensor(ab[..., 1], dtype=torch.float32),
+        )
     if method == "temperature":
         t = [
             [fit_temperature(z, c[i, k, :, 1], c[i, k, :, 0]) for k in range(n_thr)]
@@ -147,6 +169,46 @@ def fit_temperature(z: np.ndarray, pos: np.ndarray, neg: np.ndarray, iters: int 
             break
         a = a_new
     return 1.0 / a
+
+
+def fit_platt(
+    z: np.ndarray, pos: np.ndarray, neg: np.ndarray, iters: int = 100
+) -> tuple[float, float]:
+    """Slope a and offset b minimising the log loss of ``sigmoid(a z + b)`` over weighted logits.
+
+    ``z`` (n,) logits, ``pos``/``neg`` (n,) weights of outcomes 1/0. The loss is convex in (a, b);
+    Newton steps, halved until the loss falls, with a kept within [0.01, 100]. No data, or only
+    one outcome, gives (1, 0).
+    """
+    w = pos + neg
+    if w.sum() <= 0 or pos.sum() <= 0 or neg.sum() <= 0:
+        return 1.0, 0.0
+    x = np.stack([z, np.ones_like(z)], -1)  # (n, 2)
+
+    def loss(theta: np.ndarray) -> float:
+        u = x @ theta
+        return float(np.sum(w * np.logaddexp(0.0, u) - pos * u))
+
+    theta, f = np.array([1.0, 0.0]), loss(np.array([1.0, 0.0]))
+    for _ in range(iters):
+        p = 1 / (1 + np.exp(-(x @ theta)))
+        grad = x.T @ (w * p - pos)
+        hess = (x * (w * p * (1 - p))[:, None]).T @ x + 1e-9 * np.eye(2)
+        step, scale = np.linalg.solve(hess, grad), 1.0
+        while scale > 1e-6:
+            new = theta - scale * step
+            new[0] = np.clip(new[0], 0.01, 100.0)
+            f_new = loss(new)
+            if f_new <= f:
+                break
+            scale /= 2
+        else:
+            break
+        done = np.max(np.abs(new - theta)) < 1e-9
+        theta, f = new, f_new
+        if done:
+            break
+    return float(theta[0]), float(theta[1])
 
 
 def _isotonic_table(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
@@ -198,7 +260,8 @@ def reliability(
 
     Returns a Dataset with dims ``(stage, lead_time, threshold, bin)``: ``forecast_probability``
     (mean forecast in the bin), ``observed_frequency``, ``count`` (cells), and per (stage,
-    lead_time, threshold) the ``log_loss`` and ``brier_score``; plus ``temperature``.
+    lead_time, threshold) the ``log_loss`` and ``brier_score``; plus ``temperature`` (and the platt
+    ``offset``).
     """
     n_out, n_thr = hist.counts.shape[:2]
     z = (
@@ -220,6 +283,8 @@ def reliability(
     dims3, dims1 = ("stage", "lead_time", "threshold", "bin"), ("stage", "lead_time", "threshold")
     data = {k: (dims3 if np.ndim(v[0]) == 3 else dims1, np.array(v)) for k, v in out.items()}
     data["temperature"] = (("lead_time", "threshold"), cal.temperature.numpy())
+    if cal.offset is not None:
+        data["offset"] = (("lead_time", "threshold"), cal.offset.numpy())
     coords = {
         "stage": list(probs),
         "lead_time": np.arange(1, n_out + 1),

@@ -60,6 +60,31 @@ def run_train(args) -> int:
     return 0
 
 
+def _add_calibrate(sub) -> None:
+    p = _parser(
+        sub,
+        "calibrate",
+        "refit the calibration of a trained model on validation, weights unchanged",
+        "strikecast calibrate --config runs/conus/config.yaml train.calibration=isotonic",
+        "Refit train.calibration (platt, temperature, isotonic, none) of train.out/best.pt on the "
+        "validation windows of train.maps, and rewrite best.pt, calibration.nc and config.yaml. "
+        "Pass the run's own config.yaml so the model, windows and maps match.",
+    )
+    add_config_args(p)
+    p.set_defaults(run=run_calibrate)
+
+
+def run_calibrate(args) -> int:
+    cfg = _experiment(args)
+    from forecast.train import recalibrate
+
+    run_dir = recalibrate(cfg)
+    print(
+        f"calibrated ({cfg.train.calibration}): {run_dir / 'best.pt'}, {run_dir / 'calibration.nc'}"
+    )
+    return 0
+
+
 # --------------------------------------------------------------------------------------------
 # predict
 
@@ -232,7 +257,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     prep_cli.add_commands(sub)
-    for add in (_add_train, _add_predict, _add_evaluate, _add_plot, _add_quickstart):
+    for add in (
+        _add_train,
+        _add_calibrate,
+        _add_predict,
+        _add_evaluate,
+        _add_plot,
+        _add_quickstart,
+    ):
         add(sub)
     return parser
 

@@ -22,7 +22,7 @@ import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -206,6 +206,30 @@ def calibrate(run_dir, model, net, data, dist: Dist, amp, method: str, threshold
         save_checkpoint(best, run_dir / "best.pt")
         write_netcdf_atomic(reliability(hist, cal, tuple(thresholds)), run_dir / "calibration.nc")
     distributed.barrier(dist)
+
+
+def recalibrate(cfg: ExperimentConfig) -> Path:
+    """Refit the calibration of ``<train.out>/best.pt`` on validation with ``train.calibration``.
+
+    The weights stay as trained; ``best.pt``, ``calibration.nc`` and ``config.yaml`` are rewritten.
+    Refuses a ``best.pt`` of another model, window config or maps, as ``--resume`` does.
+    """
+    from forecast.model import build_model
+
+    run_dir = Path(cfg.train.out)
+    path = run_dir / "best.pt"
+    if not path.is_file():
+        raise UserError(f"{path} not found: train first, or point train.out at a run directory")
+    with distributed.session(cfg.train.device, cfg.train.threads) as dist:
+        data = build_data(cfg, dist)
+        _same_run(path, load_checkpoint(path, map_location="cpu"), cfg, data)
+        model = build_model(cfg.model, data.in_channels, data.n_out).to(dist.device)
+        net = _wrap(model, replace(cfg.train, compile=False), dist)
+        amp = _amp_dtype(cfg.train.amp, dist.device)
+        calibrate(run_dir, model, net, data, dist, amp, cfg.train.calibration, cfg.model.thresholds)
+        if dist.is_main:
+            save_config(cfg, run_dir / "config.yaml")
+    return run_dir
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Calibration: temperature known answer, isotonic monotone map, reliability, safe state."""
+"""Calibration: temperature and platt known answers, isotonic monotone map, reliability, safe state."""
 
 from __future__ import annotations
 
@@ -12,15 +12,23 @@ from data_prep.errors import UserError
 from forecast.calibration import Calibrator, LogitHistogram, fit_calibration, reliability
 
 
-def _overconfident(n=200_000, temperature=2.0, seed=0):
-    """True logits z, outcomes drawn from sigmoid(z), forecast logits temperature * z."""
+def _overconfident(n=200_000, temperature=2.0, shift=0.0, seed=0, mean=0.0):
+    """True logits z, outcomes drawn from sigmoid(z), forecast logits temperature * z + shift."""
     rng = np.random.default_rng(seed)
-    z = rng.normal(0.0, 2.0, size=n)
+    z = rng.normal(mean, 2.0, size=n)
     y = rng.random(n) < 1 / (1 + np.exp(-z))
     hist = LogitHistogram(1, 1)
     as5d = lambda a: torch.tensor(a, dtype=torch.float32).view(1, 1, 1, 1, n)  # noqa: E731
-    hist.add(as5d(temperature * z), as5d(y), torch.ones(1, 1, 1, n))
+    hist.add(as5d(temperature * z + shift), as5d(y), torch.ones(1, 1, 1, n))
     return hist
+
+
+def _max_gap(rel, stage: str, min_share: float = 0.01) -> float:
+    """Largest |observed - forecast| over reliability bins holding >= min_share of the cases."""
+    r = rel.sel(stage=stage, lead_time=1, threshold=1)
+    share = r["count"] / r["count"].sum()
+    gap = np.abs(r["observed_frequency"] - r["forecast_probability"]).where(share >= min_share)
+    return float(gap.max())
 
 
 def test_temperature_of_a_forecast_miscalibrated_by_two_is_recovered():
@@ -33,6 +41,29 @@ def test_underconfident_forecast_gets_a_temperature_below_one():
     assert cal.temperature.item() == pytest.approx(0.5, rel=0.03)
 
 
+def test_platt_recovers_the_slope_and_offset_of_a_rare_event_forecast():
+    # forecast logits f = 1.5 z + 0.8 for true logits z: sigmoid((f - 0.8) / 1.5) is exact
+    cal = fit_calibration(_overconfident(temperature=1.5, shift=0.8, mean=-3.0), "platt")
+    assert cal.method == "platt"
+    assert 1 / cal.temperature.item() == pytest.approx(1 / 1.5, rel=0.03)
+    assert cal.offset.item() == pytest.approx(-0.8 / 1.5, abs=0.03)
+
+
+def test_platt_calibrates_a_shifted_forecast_that_one_temperature_cannot():
+    # rare events, over-confident and biased high: T alone leaves a large gap, platt none
+    hist = _overconfident(temperature=1.5, shift=0.8, mean=-3.0)
+    gap_t = _max_gap(reliability(hist, fit_calibration(hist, "temperature"), (1,)), "calibrated")
+    gap_p = _max_gap(reliability(hist, fit_calibration(hist, "platt"), (1,)), "calibrated")
+    assert gap_p < 0.02 < 0.05 < gap_t
+
+
+def test_platt_without_both_outcomes_is_the_identity():
+    hist = LogitHistogram(1, 1)
+    hist.add(torch.zeros(1, 1, 1, 2, 2), torch.zeros(1, 1, 1, 2, 2), torch.ones(1, 1, 2, 2))
+    cal = fit_calibration(hist, "platt")
+    assert cal.temperature.item() == 1.0 and cal.offset.item() == 0.0
+
+
 def test_isotonic_map_is_monotone_and_lowers_log_loss():
     hist = _overconfident()
     cal = fit_calibration(hist, "isotonic")
@@ -43,9 +74,10 @@ def test_isotonic_map_is_monotone_and_lowers_log_loss():
     assert calibrated.item() < raw.item()
 
 
-def test_reliability_after_temperature_scaling_lies_on_the_diagonal():
+@pytest.mark.parametrize("method", ["platt", "temperature"])
+def test_reliability_after_scaling_an_overconfident_forecast_lies_on_the_diagonal(method):
     hist = _overconfident()
-    rel = reliability(hist, fit_calibration(hist), (1,), n_bins=10)
+    rel = reliability(hist, fit_calibration(hist, method), (1,), n_bins=10)
     assert rel["observed_frequency"].dims == ("stage", "lead_time", "threshold", "bin")
     after = rel.sel(stage="calibrated", lead_time=1, threshold=1)
     gap = np.abs(after["observed_frequency"] - after["forecast_probability"]).fillna(0)
@@ -74,6 +106,21 @@ def test_state_survives_a_weights_only_round_trip_and_keeps_thresholds_ordered()
     assert Calibrator.from_state(None, 1, 2).method == "none"
 
 
+def test_platt_state_round_trips_and_older_states_without_an_offset_load():
+    cal = Calibrator("platt", torch.tensor([[2.0]]), offset=torch.tensor([[-1.0]]))
+    buf = io.BytesIO()
+    torch.save(cal.to_state(), buf)
+    buf.seek(0)
+    back = Calibrator.from_state(torch.load(buf, weights_only=True), 1, 1)
+    z = torch.tensor([0.0, 4.0]).view(1, 1, 1, 1, 2)
+    torch.testing.assert_close(back.probability(z), torch.sigmoid(z / 2.0 - 1.0))
+    old = {k: v for k, v in Calibrator("temperature", torch.tensor([[2.0]])).to_state().items()}
+    old.pop("offset")
+    torch.testing.assert_close(
+        Calibrator.from_state(old, 1, 1).probability(z), torch.sigmoid(z / 2.0)
+    )
+
+
 def test_unknown_method_lists_the_valid_ones():
-    with pytest.raises(UserError, match="temperature, isotonic, none"):
-        fit_calibration(LogitHistogram(1, 1), "platt")
+    with pytest.raises(UserError, match="platt, temperature, isotonic, none"):
+        fit_calibration(LogitHistogram(1, 1), "beta")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -257,10 +259,13 @@ def test_cli_refuses_two_forecast_files_with_one_name(run, tmp_path, capsys):
     assert "name 'f' is already used" in capsys.readouterr().err
 
 
-def test_predict_applies_the_stored_temperature_to_the_model_logits(run, tmp_path):
+def test_predict_applies_the_stored_platt_slope_and_offset_to_the_model_logits(run, tmp_path):
     ckpt, maps = run
-    temperature = load_checkpoint(ckpt)["calibration"]["temperature"]  # (n_out, 1)
+    cal = load_checkpoint(ckpt)["calibration"]
+    temperature, offset = cal["temperature"], cal["offset"]  # (n_out, 1) each
+    assert cal["method"] == "platt"
     assert not torch.allclose(temperature, torch.ones_like(temperature))
+    assert not torch.allclose(offset, torch.zeros_like(offset))
     raw = load_forecaster(ckpt, device="cpu", calibrated=False)
     calibrated = load_forecaster(ckpt, device="cpu")
     with xr.open_dataset(maps) as ds:
@@ -268,9 +273,40 @@ def test_predict_applies_the_stored_temperature_to_the_model_logits(run, tmp_pat
     inits = np.array([60, 80])
     p_raw = torch.from_numpy(raw.forecast_all(ds, inits)).double()
     logit = torch.log(p_raw) - torch.log1p(-p_raw)
-    want = torch.sigmoid(logit / temperature.double().view(1, 2, 1, 1, 1))
+    t, b = temperature.double().view(1, 2, 1, 1, 1), offset.double().view(1, 2, 1, 1, 1)
+    want = torch.sigmoid(logit / t + b)
     got = torch.from_numpy(calibrated.forecast_all(ds, inits)).double()
     torch.testing.assert_close(got, want, atol=2e-6, rtol=0)
     out = predict_to_file(ckpt, maps, "2021-03-02", tmp_path / "f.nc", device="cpu")  # step 60
     file_p = xr.open_dataset(out)["probability"].isel(init_time=0).values
     np.testing.assert_allclose(file_p, got[0, :, 0].numpy(), atol=1e-6)
+
+
+def test_calibrate_refits_the_calibration_and_keeps_the_weights(run, tmp_path, capsys):
+    ckpt, maps = run
+    run_dir = tmp_path / "run"
+    shutil.copytree(ckpt.parent, run_dir)
+    config = str(run_dir / "config.yaml")
+    rc = main(["calibrate", "--config", config, f"train.out={run_dir}",
+               "train.calibration=isotonic"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    before, after = load_checkpoint(ckpt), load_checkpoint(run_dir / "best.pt")
+    assert after["calibration"]["method"] == "isotonic"
+    assert all(torch.equal(before["model"][k], v) for k, v in after["model"].items())
+    assert xr.open_dataset(run_dir / "calibration.nc").attrs["calibration_method"] == "isotonic"
+    assert load_experiment(config).train.calibration == "isotonic"
+    # refitting platt gives back what training stored: a pure function of the weights
+    for _ in range(2):
+        assert main(["calibrate", "--config", config, "train.calibration=platt"]) == 0
+        cal = load_checkpoint(run_dir / "best.pt")["calibration"]
+        torch.testing.assert_close(cal["offset"], before["calibration"]["offset"])
+
+
+def test_calibrate_refuses_a_config_of_another_window_length(run, tmp_path, capsys):
+    ckpt, _ = run
+    run_dir = tmp_path / "run"
+    shutil.copytree(ckpt.parent, run_dir)
+    rc = main(["calibrate", "--config", str(run_dir / "config.yaml"), f"train.out={run_dir}",
+               "data.n_in=6"])  # fmt: skip
+    assert rc == 2
+    assert "data.n_in" in capsys.readouterr().err
