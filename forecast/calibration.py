@@ -4,13 +4,15 @@ Validation forecasts stream into a :class:`LogitHistogram`: per lead time and th
 number of observed cells with and without lightning in each narrow bin of the raw logit. The
 histogram is small, merges across processes by summing, and is all the fits need:
 
-- ``platt`` (default): a slope and an offset per lead and threshold, ``p = sigmoid(a z + b)``,
-  minimising the log loss (Platt 1999). Rare events need the offset: a model that is
-  over-confident only where it forecasts high probabilities (often so at the longer leads) is
-  fixed by ``a < 1`` with ``b < 0``, which one temperature cannot do without raising every low
-  probability.
-- ``temperature``: one temperature per lead and threshold, ``p = sigmoid(z / T)`` (Guo et al.
-  2017). T > 1 softens an over-confident model.
+- ``temperature`` (default): one temperature per lead and threshold, ``p = sigmoid(z / T)``,
+  minimising the log loss (Guo et al. 2017). T > 1 softens an over-confident model. It cannot
+  move the base rate, so it is robust when the validation days are quieter or more active than
+  the days the model will forecast (short records, few validation blocks).
+- ``platt``: a slope and an offset per lead and threshold, ``p = sigmoid(a z + b)`` (Platt 1999).
+  A model over-confident only where it forecasts high probabilities (often so at the longer
+  leads of rare events) needs ``a < 1`` with ``b < 0``, which one temperature cannot do without
+  raising every low probability; the offset also takes on the validation days' base rate, so it
+  needs validation days as active as the rest (a long record in short blocks).
 - ``isotonic``: pooled-adjacent-violators on the binned validation probabilities gives a monotone
   map, stored as its values on the logit-bin grid and applied by linear interpolation.
 - ``none``: ``p = sigmoid(z)``.
@@ -29,7 +31,7 @@ import xarray as xr
 
 from data_prep.errors import UserError
 
-METHODS = ("platt", "temperature", "isotonic", "none")
+METHODS = ("temperature", "platt", "isotonic", "none")
 N_LOGIT_BINS = 2001
 LOGIT_SPAN = 16.0  # bins cover logits in [-span, span]; beyond that go to the edge bins
 _P_EPS = 1e-5  # isotonic probabilities stay inside [eps, 1 - eps] so log losses stay finite
@@ -112,7 +114,7 @@ def identity(n_out: int, n_thr: int) -> Calibrator:
     return Calibrator("none", torch.ones(n_out, n_thr))
 
 
-def fit_calibration(hist: LogitHistogram, method: str = "platt") -> Calibrator:
+def fit_calibration(hist: LogitHistogram, method: str = "temperature") -> Calibrator:
     """Fit ``method`` (one of :data:`METHODS`) per lead and threshold on a validation histogram."""
     if method not in METHODS:
         raise UserError(

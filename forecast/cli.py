@@ -66,7 +66,7 @@ def _add_calibrate(sub) -> None:
         "calibrate",
         "refit the calibration of a trained model on validation, weights unchanged",
         "strikecast calibrate --config runs/conus/config.yaml train.calibration=isotonic",
-        "Refit train.calibration (platt, temperature, isotonic, none) of train.out/best.pt on the "
+        "Refit train.calibration (temperature, platt, isotonic, none) of train.out/best.pt on the "
         "validation windows of train.maps, and rewrite best.pt, calibration.nc and config.yaml. "
         "Pass the run's own config.yaml so the model, windows and maps match.",
     )

@@ -55,7 +55,7 @@ class TrainConfig:
     channels_last: bool = True
     num_workers: int = 0
     patience: int = 5  # early stopping after this many validations without improvement
-    calibration: str = "platt"  # platt | temperature | isotonic | none
+    calibration: str = "temperature"  # temperature | platt | isotonic | none
     log_every: int = 10
     progress: bool = True
     session_steps: int = 0  # stop this session after N steps (--resume goes on); 0 = no limit

@@ -122,5 +122,5 @@ def test_platt_state_round_trips_and_older_states_without_an_offset_load():
 
 
 def test_unknown_method_lists_the_valid_ones():
-    with pytest.raises(UserError, match="platt, temperature, isotonic, none"):
+    with pytest.raises(UserError, match="temperature, platt, isotonic, none"):
         fit_calibration(LogitHistogram(1, 1), "beta")

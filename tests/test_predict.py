@@ -39,7 +39,8 @@ def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("predict")
     maps = root / "maps.nc"
     mock_maps(n_steps=100, shape=(16, 24), seed=5).to_netcdf(maps)
-    train(load_experiment(None, [*TINY, f"train.maps={maps}", f"train.out={root / 'run'}"]))
+    extra = [f"train.maps={maps}", f"train.out={root / 'run'}", "train.calibration=platt"]
+    train(load_experiment(None, [*TINY, *extra]))
     return root / "run" / "best.pt", maps
 
 

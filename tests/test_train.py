@@ -150,7 +150,7 @@ def test_run_directory_holds_config_checkpoints_log_and_calibration(maps_file, t
     assert rows[-1]["val_bss"] != ""
     assert 0.0 <= float(rows[-1]["val_auc"]) <= 1.0
     best = load_checkpoint(run / "best.pt")
-    assert best["calibration"]["method"] == "platt"
+    assert best["calibration"]["method"] == "temperature"
     assert best["model_args"]["n_out"] == 2 and best["model_args"]["in_channels"] == N_CHANNELS
 
 
