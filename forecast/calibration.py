@@ -152,6 +152,11 @@ def fit_calibration(hist: LogitHistogram, method: str = "temperature") -> Calibr
     return identity(n_out, n_thr)
 
 
+def _sigmoid(u: np.ndarray) -> np.ndarray:
+    """Logistic function without overflow for large |u|."""
+    return 0.5 * (1.0 + np.tanh(0.5 * u))
+
+
 def fit_temperature(z: np.ndarray, pos: np.ndarray, neg: np.ndarray, iters: int = 50) -> float:
     """Temperature T minimising the log loss of ``sigmoid(z / T)`` over weighted logits.
 
@@ -163,7 +168,7 @@ def fit_temperature(z: np.ndarray, pos: np.ndarray, neg: np.ndarray, iters: int 
         return 1.0
     a = 1.0
     for _ in range(iters):
-        p = 1 / (1 + np.exp(-a * z))
+        p = _sigmoid(a * z)
         grad = np.sum((w * p - pos) * z)
         hess = np.sum(w * p * (1 - p) * z * z) + 1e-12
         a_new = float(np.clip(a - grad / hess, 0.01, 100.0))
@@ -193,7 +198,7 @@ def fit_platt(
 
     theta, f = np.array([1.0, 0.0]), loss(np.array([1.0, 0.0]))
     for _ in range(iters):
-        p = 1 / (1 + np.exp(-(x @ theta)))
+        p = _sigmoid(x @ theta)
         grad = x.T @ (w * p - pos)
         hess = (x * (w * p * (1 - p))[:, None]).T @ x + 1e-9 * np.eye(2)
         step, scale = np.linalg.solve(hess, grad), 1.0

@@ -203,6 +203,7 @@ def calibrate(run_dir, model, net, data, dist: Dist, amp, method: str, threshold
     cal = fit_calibration(hist, method)
     if dist.is_main:
         best["calibration"] = cal.to_state()
+        best["config"]["train"]["calibration"] = method
         save_checkpoint(best, run_dir / "best.pt")
         write_netcdf_atomic(reliability(hist, cal, tuple(thresholds)), run_dir / "calibration.nc")
     distributed.barrier(dist)

@@ -292,7 +292,7 @@ def test_calibrate_refits_the_calibration_and_keeps_the_weights(run, tmp_path, c
                "train.calibration=isotonic"])  # fmt: skip
     assert rc == 0, capsys.readouterr().err
     before, after = load_checkpoint(ckpt), load_checkpoint(run_dir / "best.pt")
-    assert after["calibration"]["method"] == "isotonic"
+    assert after["calibration"]["method"] == after["config"]["train"]["calibration"] == "isotonic"
     assert all(torch.equal(before["model"][k], v) for k, v in after["model"].items())
     assert xr.open_dataset(run_dir / "calibration.nc").attrs["calibration_method"] == "isotonic"
     assert load_experiment(config).train.calibration == "isotonic"
