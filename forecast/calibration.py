@@ -5,9 +5,9 @@ number of observed cells with and without lightning in each narrow bin of the ra
 histogram is small, merges across processes by summing, and is all the fits need:
 
 - ``temperature`` (default): one temperature per lead and threshold, ``p = sigmoid(z / T)``,
-  minimising the log loss (Guo et al. 2017). T > 1 softens an over-confident model. It cannot
-  move the base rate, so it is robust when the validation days are quieter or more active than
-  the days the model will forecast (short records, few validation blocks).
+  minimising the log loss (Guo et al. 2017). T > 1 softens an over-confident model. With no
+  offset to take on the validation days' base rate, it suffers least when they are quieter or
+  more active than the days the model will forecast (short records, few validation blocks).
 - ``platt``: a slope and an offset per lead and threshold, ``p = sigmoid(a z + b)`` (Platt 1999).
   A model over-confident only where it forecasts high probabilities (often so at the longer
   leads of rare events) needs ``a < 1`` with ``b < 0``, which one temperature cannot do without
@@ -80,8 +80,12 @@ class Calibrator:
     span: float = LOGIT_SPAN
     offset: torch.Tensor | None = None  # (n_out, n_thr) platt offset b; None is zero
 
-    def probability(self, logits: torch.Tensor) -> torch.Tensor:
-        """Calibrated P(count >= threshold), float32; never increasing along the threshold axis."""
+    def probability(self, logits: torch.Tensor, monotone: bool = True) -> torch.Tensor:
+        """Calibrated P(count >= threshold), float32.
+
+        ``monotone``: never increasing along the threshold axis (forecasts); ``False`` maps each
+        threshold on its own (the reliability tables, where all thresholds get the same logits).
+        """
         z = logits.float()
         if self.method == "isotonic":
             p = _interp_table(z, self.table.to(z.device), self.span)
@@ -89,7 +93,7 @@ class Calibrator:
             t = self.temperature.to(z.device).view(1, *self.temperature.shape, 1, 1)
             b = 0.0 if self.offset is None else self.offset.to(z.device).view_as(t)
             p = torch.sigmoid(z / t + b)
-        return torch.cummin(p, dim=2).values if p.shape[2] > 1 else p
+        return torch.cummin(p, dim=2).values if monotone and p.shape[2] > 1 else p
 
     def to_state(self) -> dict:
         return {
@@ -105,6 +109,7 @@ class Calibrator:
         """Rebuild from :meth:`to_state`; ``None`` (an uncalibrated checkpoint) gives ``none``."""
         if state is None:
             return identity(n_out, n_thr)
+        check_method(state["method"], "the checkpoint's calibration method")
         offset = state.get("offset")  # absent from checkpoints written before platt existed
         return cls(state["method"], state["temperature"], state["table"], state["span"], offset)
 
@@ -114,12 +119,15 @@ def identity(n_out: int, n_thr: int) -> Calibrator:
     return Calibrator("none", torch.ones(n_out, n_thr))
 
 
+def check_method(method: str, what: str = "config: train.calibration") -> None:
+    """Refuse a calibration method this version does not know, listing the known ones."""
+    if method not in METHODS:
+        raise UserError(f"{what} {method!r} is unknown; use one of {', '.join(METHODS)}")
+
+
 def fit_calibration(hist: LogitHistogram, method: str = "temperature") -> Calibrator:
     """Fit ``method`` (one of :data:`METHODS`) per lead and threshold on a validation histogram."""
-    if method not in METHODS:
-        raise UserError(
-            f"config: train.calibration {method!r} is unknown; use one of {', '.join(METHODS)}"
-        )
+    check_method(method)
     n_out, n_thr = hist.counts.shape[:2]
     z, c = hist.centres, hist.counts.numpy()
     if method == "platt":
@@ -184,8 +192,8 @@ def fit_platt(
     """Slope a and offset b minimising the log loss of ``sigmoid(a z + b)`` over weighted logits.
 
     ``z`` (n,) logits, ``pos``/``neg`` (n,) weights of outcomes 1/0. The loss is convex in (a, b);
-    Newton steps, halved until the loss falls, with a kept within [0.01, 100]. No data, or only
-    one outcome, gives (1, 0).
+    Newton steps, halved until the loss falls, with a kept within [0.01, 100] (at a bound, b is
+    refitted alone). No data, or only one outcome, gives (1, 0).
     """
     w = pos + neg
     if w.sum() <= 0 or pos.sum() <= 0 or neg.sum() <= 0:
@@ -215,6 +223,13 @@ def fit_platt(
         theta, f = new, f_new
         if done:
             break
+    if theta[0] in (0.01, 100.0):  # slope at a bound: the joint step stopped short for b
+        for _ in range(iters):
+            p = _sigmoid(x @ theta)
+            db = np.sum(w * p - pos) / (np.sum(w * p * (1 - p)) + 1e-12)
+            theta[1] -= db
+            if abs(db) < 1e-9:
+                break
     return float(theta[0]), float(theta[1])
 
 
@@ -268,7 +283,7 @@ def reliability(
     Returns a Dataset with dims ``(stage, lead_time, threshold, bin)``: ``forecast_probability``
     (mean forecast in the bin), ``observed_frequency``, ``count`` (cells), and per (stage,
     lead_time, threshold) the ``log_loss`` and ``brier_score``; plus ``temperature`` (and the platt
-    ``offset``).
+    ``slope`` = 1 / temperature and ``offset``).
     """
     n_out, n_thr = hist.counts.shape[:2]
     z = (
@@ -276,7 +291,7 @@ def reliability(
         .view(1, 1, 1, 1, -1)
         .expand(1, n_out, n_thr, 1, -1)
     )
-    probs = {"raw": torch.sigmoid(z), "calibrated": cal.probability(z.contiguous())}
+    probs = {"raw": torch.sigmoid(z), "calibrated": cal.probability(z.contiguous(), monotone=False)}
     c = hist.counts.numpy()
     edges = np.linspace(0, 1, n_bins + 1)
     out = {
@@ -291,6 +306,7 @@ def reliability(
     data = {k: (dims3 if np.ndim(v[0]) == 3 else dims1, np.array(v)) for k, v in out.items()}
     data["temperature"] = (("lead_time", "threshold"), cal.temperature.numpy())
     if cal.offset is not None:
+        data["slope"] = (("lead_time", "threshold"), 1.0 / cal.temperature.numpy())
         data["offset"] = (("lead_time", "threshold"), cal.offset.numpy())
     coords = {
         "stage": list(probs),

@@ -7,6 +7,7 @@ objects. Bad usage or bad input exits with code 2 and one line on stderr.
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from data_prep import cli as prep_cli
@@ -67,21 +68,29 @@ def _add_calibrate(sub) -> None:
         "refit the calibration of a trained model on validation, weights unchanged",
         "strikecast calibrate --config runs/conus/config.yaml train.calibration=isotonic",
         "Refit train.calibration (temperature, platt, isotonic, none) of train.out/best.pt on the "
-        "validation windows of train.maps, and rewrite best.pt, calibration.nc and config.yaml. "
-        "Pass the run's own config.yaml so the model, windows and maps match.",
+        "validation windows of train.maps, and rewrite best.pt and calibration.nc; the run's "
+        "config.yaml records the new method. Pass the run's own config.yaml: its folder is the "
+        "run (unless train.out=... is given), and its model, windows and maps must match best.pt.",
     )
     add_config_args(p)
     p.set_defaults(run=run_calibrate)
 
 
 def run_calibrate(args) -> int:
+    # the run is the folder of its config.yaml (wherever it was copied), unless train.out is given
+    here = Path(args.config).parent if args.config else None
+    if here and (here / "best.pt").is_file():
+        if not any(o.split("=", 1)[0].strip() == "train.out" for o in args.overrides):
+            args.overrides = [*args.overrides, f"train.out={here}"]
     cfg = _experiment(args)
     from forecast.train import recalibrate
 
     run_dir = recalibrate(cfg)
-    print(
-        f"calibrated ({cfg.train.calibration}): {run_dir / 'best.pt'}, {run_dir / 'calibration.nc'}"
-    )
+    if os.environ.get("RANK", "0") == "0":  # once under torchrun
+        print(
+            f"calibrated ({cfg.train.calibration}): {run_dir / 'best.pt'}, "
+            f"{run_dir / 'calibration.nc'}"
+        )
     return 0
 
 

@@ -4,7 +4,7 @@ Seed and run directory; data, model, optimizer and a learning-rate schedule that
 function of the step; resume from ``last.pt``; one loop (schedule, forward and loss, backward and
 clip, step, log); validation on the fixed validation windows after every epoch; ``best.pt`` on
 improvement, ``last.pt`` after every epoch and every ``train.checkpoint_every`` steps; early
-stopping; stop on a NaN loss; finally temperature (or isotonic) calibration of the best model on
+stopping; stop on a NaN loss; finally calibration (temperature, platt or isotonic) of the best model on
 the validation windows. SIGTERM or Ctrl-C (a batch scheduler's preemption, a user) finishes the
 step, writes ``last.pt`` and stops; ``--resume`` goes on from there exactly.
 
@@ -33,7 +33,7 @@ from tqdm import tqdm
 from data_prep.config import save_config, to_dict
 from data_prep.errors import UserError
 from forecast import distributed
-from forecast.calibration import LogitHistogram, fit_calibration, reliability
+from forecast.calibration import LogitHistogram, check_method, fit_calibration, reliability
 from forecast.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from forecast.config import ExperimentConfig, TrainConfig
 from forecast.distributed import Dist
@@ -90,6 +90,7 @@ def train_loop(cfg: ExperimentConfig, dist: Dist, resume: bool = False) -> Path:
     from forecast.model import build_model
 
     tc = cfg.train
+    check_method(tc.calibration)  # a typo fails now, not after the last epoch
     # seed and run directory
     _seed(tc.seed)
     run_dir = Path(tc.out)
@@ -212,24 +213,34 @@ def calibrate(run_dir, model, net, data, dist: Dist, amp, method: str, threshold
 def recalibrate(cfg: ExperimentConfig) -> Path:
     """Refit the calibration of ``<train.out>/best.pt`` on validation with ``train.calibration``.
 
-    The weights stay as trained; ``best.pt``, ``calibration.nc`` and ``config.yaml`` are rewritten.
-    Refuses a ``best.pt`` of another model, window config or maps, as ``--resume`` does.
+    The weights stay as trained; ``best.pt`` and ``calibration.nc`` are rewritten, and the run's
+    ``config.yaml`` records the new ``train.calibration`` (nothing else of it changes). Refuses a
+    ``best.pt`` of another model, window config or maps.
     """
+    from forecast.config import load_experiment
     from forecast.model import build_model
 
+    check_method(cfg.train.calibration)
     run_dir = Path(cfg.train.out)
     path = run_dir / "best.pt"
     if not path.is_file():
         raise UserError(f"{path} not found: train first, or point train.out at a run directory")
+    fix = "pass the run's own config.yaml and drop overrides of those keys"
+    ckpt = load_checkpoint(path, map_location="cpu")
+    _same_run(path, ckpt, cfg, None, train_keys=(), fix=fix)  # before the slow part
     with distributed.session(cfg.train.device, cfg.train.threads) as dist:
         data = build_data(cfg, dist)
-        _same_run(path, load_checkpoint(path, map_location="cpu"), cfg, data)
+        _same_run(path, ckpt, cfg, data, train_keys=(), fix=fix)
         model = build_model(cfg.model, data.in_channels, data.n_out).to(dist.device)
-        net = _wrap(model, replace(cfg.train, compile=False), dist)
         amp = _amp_dtype(cfg.train.amp, dist.device)
-        calibrate(run_dir, model, net, data, dist, amp, cfg.train.calibration, cfg.model.thresholds)
+        calibrate(
+            run_dir, model, model, data, dist, amp, cfg.train.calibration, cfg.model.thresholds
+        )
         if dist.is_main:
-            save_config(cfg, run_dir / "config.yaml")
+            saved = run_dir / "config.yaml"
+            run_cfg = load_experiment(str(saved)) if saved.is_file() else cfg
+            run_cfg.train = replace(run_cfg.train, calibration=cfg.train.calibration)
+            save_config(run_cfg, saved)
     return run_dir
 
 
@@ -393,8 +404,20 @@ def _restore(path: Path, model, optimizer, scaler, cfg, data, dist: Dist) -> dic
     return ckpt
 
 
-def _same_run(path: Path, ckpt: dict, cfg: ExperimentConfig, data) -> None:
-    """Raise a UserError naming what differs between ``ckpt`` and this run's config and maps."""
+def _same_run(
+    path: Path,
+    ckpt: dict,
+    cfg: ExperimentConfig,
+    data,
+    *,
+    train_keys: tuple[str, ...] | None = None,
+    fix: str = "remove it (or pick another train.out) to train from scratch",
+) -> None:
+    """Raise a UserError naming what differs between ``ckpt`` and this run's config and maps.
+
+    Compares the model and data sections, the ``train_keys`` (default: those that shape the
+    optimisation) and, unless ``data`` is None, the feature statistics of the maps.
+    """
     old, new = ckpt["config"], to_dict(cfg)
     keys = [
         f"{sec}.{k}"
@@ -402,8 +425,9 @@ def _same_run(path: Path, ckpt: dict, cfg: ExperimentConfig, data) -> None:
         for k in new[sec]
         if old[sec].get(k) != new[sec][k]
     ]
-    keys += [f"train.{k}" for k in _RUN_KEYS if old["train"].get(k) != new["train"][k]]
-    if not keys:
+    train_keys = _RUN_KEYS if train_keys is None else train_keys
+    keys += [f"train.{k}" for k in train_keys if old["train"].get(k) != new["train"][k]]
+    if not keys and data is not None:
         a, b = ckpt["stats"], data.stats.to_state()
         same = a["count_scale"] == b["count_scale"] and torch.equal(
             a["climatology"], b["climatology"]
@@ -411,8 +435,7 @@ def _same_run(path: Path, ckpt: dict, cfg: ExperimentConfig, data) -> None:
         keys = [] if same else ["the maps (feature statistics)"]
     if keys:
         raise UserError(
-            f"checkpoint {path} belongs to another run: {', '.join(keys)} differ; remove it "
-            "(or pick another train.out) to train from scratch"
+            f"checkpoint {path} belongs to another run: {', '.join(keys)} differ; {fix}"
         )
 
 

@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from data_prep.errors import UserError
-from forecast.calibration import Calibrator, LogitHistogram, fit_calibration, reliability
+from forecast.calibration import (
+    Calibrator,
+    LogitHistogram,
+    fit_calibration,
+    fit_platt,
+    reliability,
+)
 
 
 def _overconfident(n=200_000, temperature=2.0, shift=0.0, seed=0, mean=0.0):
@@ -54,7 +60,43 @@ def test_platt_calibrates_a_shifted_forecast_that_one_temperature_cannot():
     hist = _overconfident(temperature=1.5, shift=0.8, mean=-3.0)
     gap_t = _max_gap(reliability(hist, fit_calibration(hist, "temperature"), (1,)), "calibrated")
     gap_p = _max_gap(reliability(hist, fit_calibration(hist, "platt"), (1,)), "calibrated")
-    assert gap_p < 0.02 < 0.05 < gap_t
+    assert gap_p < 0.02 and gap_t > 0.05
+
+
+def test_reliability_tables_map_each_threshold_on_its_own():
+    # P(>=1) is biased high by 2 logits (platt offset about -2), P(>=10) is calibrated as it is:
+    # on a shared logit grid the forecasts' monotone clip would wrongly cap P(>=10) by P(>=1)
+    rng = np.random.default_rng(1)
+    n = 200_000
+    z = rng.normal(-2.0, 2.0, size=(2, n))
+    y = rng.random((2, n)) < 1 / (1 + np.exp(-z))
+    hist = LogitHistogram(1, 2)
+    logits = torch.tensor(np.stack([z[0] + 2.0, z[1]]), dtype=torch.float32).view(1, 1, 2, 1, n)
+    hist.add(
+        logits, torch.tensor(y, dtype=torch.float32).view(1, 1, 2, 1, n), torch.ones(1, 1, 1, n)
+    )
+    cal = fit_calibration(hist, "platt")
+    assert cal.offset[0, 0].item() == pytest.approx(-2.0, abs=0.05)
+    rel = reliability(hist, cal, (1, 10))
+    for thr in (1, 10):
+        r = rel.sel(stage="calibrated", lead_time=1, threshold=thr)
+        share = r["count"] / r["count"].sum()
+        gap = np.abs(r["observed_frequency"] - r["forecast_probability"]).where(share >= 0.01)
+        assert float(gap.max()) < 0.02, thr
+    grid = torch.linspace(-6, 6, 13).view(1, 1, 1, 1, 13).expand(1, 1, 2, 1, 13).contiguous()
+    p = cal.probability(grid)  # forecasts stay ordered: P(>=10) <= P(>=1)
+    assert torch.all(p[:, :, 1] <= p[:, :, 0])
+
+
+def test_platt_slope_at_its_bound_still_fits_the_base_rate():
+    # forecasts with no skill (logits unrelated to outcomes) give slope ~0: the offset alone
+    # must then reproduce the base rate (the log loss optimum makes mean p equal it)
+    rng = np.random.default_rng(2)
+    z = rng.normal(0.0, 3.0, size=100_000)
+    y = rng.random(100_000) < 0.1
+    a, b = fit_platt(z, y.astype(float), (~y).astype(float))
+    p = 1 / (1 + np.exp(-(a * z + b)))
+    assert a == 0.01 and p.mean() == pytest.approx(y.mean(), rel=2e-4)
 
 
 def test_platt_without_both_outcomes_is_the_identity():
@@ -116,6 +158,8 @@ def test_platt_state_round_trips_and_older_states_without_an_offset_load():
     torch.testing.assert_close(back.probability(z), torch.sigmoid(z / 2.0 - 1.0))
     old = {k: v for k, v in Calibrator("temperature", torch.tensor([[2.0]])).to_state().items()}
     old.pop("offset")
+    with pytest.raises(UserError, match="calibration method 'beta' is unknown"):
+        Calibrator.from_state({**old, "method": "beta"}, 1, 1)
     torch.testing.assert_close(
         Calibrator.from_state(old, 1, 1).probability(z), torch.sigmoid(z / 2.0)
     )

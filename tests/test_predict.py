@@ -283,31 +283,48 @@ def test_predict_applies_the_stored_platt_slope_and_offset_to_the_model_logits(r
     np.testing.assert_allclose(file_p, got[0, :, 0].numpy(), atol=1e-6)
 
 
-def test_calibrate_refits_the_calibration_and_keeps_the_weights(run, tmp_path, capsys):
+def test_calibrate_refits_the_run_of_its_config_folder_and_keeps_the_weights(run, tmp_path, capsys):
     ckpt, maps = run
-    run_dir = tmp_path / "run"
+    run_dir = tmp_path / "copied_run"  # config.yaml inside still names the original train.out
     shutil.copytree(ckpt.parent, run_dir)
     config = str(run_dir / "config.yaml")
-    rc = main(["calibrate", "--config", config, f"train.out={run_dir}",
-               "train.calibration=isotonic"])  # fmt: skip
+    rc = main(["calibrate", "--config", config, "train.calibration=isotonic"])
     assert rc == 0, capsys.readouterr().err
     before, after = load_checkpoint(ckpt), load_checkpoint(run_dir / "best.pt")
+    assert before["calibration"]["method"] == "platt"  # the original run is untouched
     assert after["calibration"]["method"] == after["config"]["train"]["calibration"] == "isotonic"
     assert all(torch.equal(before["model"][k], v) for k, v in after["model"].items())
-    assert xr.open_dataset(run_dir / "calibration.nc").attrs["calibration_method"] == "isotonic"
-    assert load_experiment(config).train.calibration == "isotonic"
-    # refitting platt gives back what training stored: a pure function of the weights
-    for _ in range(2):
-        assert main(["calibrate", "--config", config, "train.calibration=platt"]) == 0
-        cal = load_checkpoint(run_dir / "best.pt")["calibration"]
-        torch.testing.assert_close(cal["offset"], before["calibration"]["offset"])
+    with xr.open_dataset(run_dir / "calibration.nc") as rel:
+        assert rel.attrs["calibration_method"] == "isotonic"
+    saved = load_experiment(config)
+    assert saved.train.calibration == "isotonic" and saved.train.out == str(ckpt.parent)
+    # refitting platt gives back what training stored (a pure function of the weights and the
+    # validation windows); the batch size of the validation pass does not matter
+    rc = main(["calibrate", "--config", config, "train.calibration=platt", "train.batch_size=3"])
+    assert rc == 0, capsys.readouterr().err
+    cal = load_checkpoint(run_dir / "best.pt")["calibration"]
+    for key in ("temperature", "offset"):
+        torch.testing.assert_close(cal[key], before["calibration"][key])
 
 
 def test_calibrate_refuses_a_config_of_another_window_length(run, tmp_path, capsys):
     ckpt, _ = run
     run_dir = tmp_path / "run"
     shutil.copytree(ckpt.parent, run_dir)
-    rc = main(["calibrate", "--config", str(run_dir / "config.yaml"), f"train.out={run_dir}",
-               "data.n_in=6"])  # fmt: skip
+    rc = main(["calibrate", "--config", str(run_dir / "config.yaml"), "data.n_in=6"])
     assert rc == 2
-    assert "data.n_in" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "data.n_in" in err and "pass the run's own config.yaml" in err
+
+
+def test_calibrate_refuses_an_unknown_method_and_a_folder_without_best_pt(run, tmp_path, capsys):
+    ckpt, _ = run
+    run_dir = tmp_path / "run"
+    shutil.copytree(ckpt.parent, run_dir)
+    config = str(run_dir / "config.yaml")
+    assert main(["calibrate", "--config", config, "train.calibration=plat"]) == 2
+    assert "'plat' is unknown; use one of temperature, platt" in capsys.readouterr().err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["calibrate", "--config", config, f"train.out={empty}"]) == 2
+    assert f"{empty / 'best.pt'} not found" in capsys.readouterr().err
