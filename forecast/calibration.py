@@ -130,13 +130,15 @@ def fit_calibration(hist: LogitHistogram, method: str = "temperature") -> Calibr
     check_method(method)
     n_out, n_thr = hist.counts.shape[:2]
     z, c = hist.centres, hist.counts.numpy()
+
+    def each(fit) -> np.ndarray:
+        """``fit(pos, neg)`` on every (lead, threshold) histogram, stacked (n_out, n_thr, ...)."""
+        return np.array(
+            [[fit(c[i, k, :, 1], c[i, k, :, 0]) for k in range(n_thr)] for i in range(n_out)]
+        )
+
     if method == "platt":
-        ab = np.array(
-            [
-                [fit_platt(z, c[i, k, :, 1], c[i, k, :, 0]) for k in range(n_thr)]
-                for i in range(n_out)
-            ]
-        )  # (n_out, n_thr, 2)
+        ab = each(lambda pos, neg: fit_platt(z, pos, neg))  # (n_out, n_thr, 2)
         return Calibrator(
             "platt",
             torch.tensor(1.0 / ab[..., 0], dtype=torch.float32),
@@ -144,19 +146,11 @@ def fit_calibration(hist: LogitHistogram, method: str = "temperature") -> Calibr
             offset=torch.tensor(ab[..., 1], dtype=torch.float32),
         )
     if method == "temperature":
-        t = [
-            [fit_temperature(z, c[i, k, :, 1], c[i, k, :, 0]) for k in range(n_thr)]
-            for i in range(n_out)
-        ]
+        t = each(lambda pos, neg: fit_temperature(z, pos, neg))
         return Calibrator("temperature", torch.tensor(t, dtype=torch.float32), span=hist.span)
     if method == "isotonic":
-        table = [
-            [_isotonic_table(c[i, k, :, 1], c[i, k, :, 0]) for k in range(n_thr)]
-            for i in range(n_out)
-        ]
-        return Calibrator(
-            "isotonic", torch.ones(n_out, n_thr), torch.tensor(np.array(table)), hist.span
-        )
+        table = torch.tensor(each(_isotonic_table))
+        return Calibrator("isotonic", torch.ones(n_out, n_thr), table, hist.span)
     return identity(n_out, n_thr)
 
 
@@ -165,54 +159,35 @@ def _sigmoid(u: np.ndarray) -> np.ndarray:
     return 0.5 * (1.0 + np.tanh(0.5 * u))
 
 
-def fit_temperature(z: np.ndarray, pos: np.ndarray, neg: np.ndarray, iters: int = 50) -> float:
-    """Temperature T minimising the log loss of ``sigmoid(z / T)`` over weighted logits.
+def _fit_logistic(
+    x: np.ndarray,
+    pos: np.ndarray,
+    neg: np.ndarray,
+    theta: np.ndarray,
+    lo: np.ndarray,
+    hi: np.ndarray,
+    offset: np.ndarray | float = 0.0,
+    iters: int = 100,
+) -> np.ndarray:
+    """Coefficients minimising the weighted log loss of ``sigmoid(x @ theta + offset)``.
 
-    ``z`` (n,) logits, ``pos``/``neg`` (n,) weights of outcomes 1/0. The loss is convex in
-    ``a = 1 / T``; Newton steps on ``a``, kept within [0.01, 100]. No data gives T = 1.
+    ``x`` (n, k) predictors, ``pos``/``neg`` (n,) weights of outcomes 1/0, ``theta`` (k,) the
+    start, kept within [lo, hi]. The loss is convex: Newton steps, halved until the loss falls.
     """
     w = pos + neg
-    if w.sum() <= 0 or pos.sum() <= 0 or neg.sum() <= 0:
-        return 1.0
-    a = 1.0
-    for _ in range(iters):
-        p = _sigmoid(a * z)
-        grad = np.sum((w * p - pos) * z)
-        hess = np.sum(w * p * (1 - p) * z * z) + 1e-12
-        a_new = float(np.clip(a - grad / hess, 0.01, 100.0))
-        if abs(a_new - a) < 1e-9:
-            break
-        a = a_new
-    return 1.0 / a
 
-
-def fit_platt(
-    z: np.ndarray, pos: np.ndarray, neg: np.ndarray, iters: int = 100
-) -> tuple[float, float]:
-    """Slope a and offset b minimising the log loss of ``sigmoid(a z + b)`` over weighted logits.
-
-    ``z`` (n,) logits, ``pos``/``neg`` (n,) weights of outcomes 1/0. The loss is convex in (a, b);
-    Newton steps, halved until the loss falls, with a kept within [0.01, 100] (at a bound, b is
-    refitted alone). No data, or only one outcome, gives (1, 0).
-    """
-    w = pos + neg
-    if w.sum() <= 0 or pos.sum() <= 0 or neg.sum() <= 0:
-        return 1.0, 0.0
-    x = np.stack([z, np.ones_like(z)], -1)  # (n, 2)
-
-    def loss(theta: np.ndarray) -> float:
-        u = x @ theta
+    def loss(t: np.ndarray) -> float:
+        u = x @ t + offset
         return float(np.sum(w * np.logaddexp(0.0, u) - pos * u))
 
-    theta, f = np.array([1.0, 0.0]), loss(np.array([1.0, 0.0]))
+    f = loss(theta)
     for _ in range(iters):
-        p = _sigmoid(x @ theta)
+        p = _sigmoid(x @ theta + offset)
         grad = x.T @ (w * p - pos)
-        hess = (x * (w * p * (1 - p))[:, None]).T @ x + 1e-9 * np.eye(2)
+        hess = (x * (w * p * (1 - p))[:, None]).T @ x + 1e-9 * np.eye(x.shape[1])
         step, scale = np.linalg.solve(hess, grad), 1.0
         while scale > 1e-6:
-            new = theta - scale * step
-            new[0] = np.clip(new[0], 0.01, 100.0)
+            new = np.clip(theta - scale * step, lo, hi)
             f_new = loss(new)
             if f_new <= f:
                 break
@@ -223,14 +198,44 @@ def fit_platt(
         theta, f = new, f_new
         if done:
             break
-    if theta[0] in (0.01, 100.0):  # slope at a bound: the joint step stopped short for b
-        for _ in range(iters):
-            p = _sigmoid(x @ theta)
-            db = np.sum(w * p - pos) / (np.sum(w * p * (1 - p)) + 1e-12)
-            theta[1] -= db
-            if abs(db) < 1e-9:
-                break
-    return float(theta[0]), float(theta[1])
+    return theta
+
+
+def _one_outcome(pos: np.ndarray, neg: np.ndarray) -> bool:
+    """No data, or only strikes, or only cells without: nothing to fit."""
+    return pos.sum() <= 0 or neg.sum() <= 0
+
+
+_SLOPE = (0.01, 100.0)  # bounds of the slope 1 / T
+
+
+def fit_temperature(z: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> float:
+    """Temperature T minimising the log loss of ``sigmoid(z / T)`` over weighted logits.
+
+    ``z`` (n,) logits, ``pos``/``neg`` (n,) weights of outcomes 1/0. Fitted as the slope
+    ``a = 1 / T`` (the loss is convex in it), kept within [0.01, 100]. No data gives T = 1.
+    """
+    if _one_outcome(pos, neg):
+        return 1.0
+    a = _fit_logistic(z[:, None], pos, neg, np.array([1.0]), _SLOPE[0], _SLOPE[1])[0]
+    return 1.0 / float(a)
+
+
+def fit_platt(z: np.ndarray, pos: np.ndarray, neg: np.ndarray) -> tuple[float, float]:
+    """Slope a and offset b minimising the log loss of ``sigmoid(a z + b)`` over weighted logits.
+
+    ``z`` (n,) logits, ``pos``/``neg`` (n,) weights of outcomes 1/0; a is kept within
+    [0.01, 100] (at a bound, b is refitted alone). No data, or only one outcome, gives (1, 0).
+    """
+    if _one_outcome(pos, neg):
+        return 1.0, 0.0
+    x = np.stack([z, np.ones_like(z)], -1)  # (n, 2)
+    lo, hi = np.array([_SLOPE[0], -np.inf]), np.array([_SLOPE[1], np.inf])
+    a, b = _fit_logistic(x, pos, neg, np.array([1.0, 0.0]), lo, hi)
+    if a in _SLOPE:  # slope at a bound: the joint steps stopped short for b
+        ones = np.ones((len(z), 1))
+        (b,) = _fit_logistic(ones, pos, neg, np.array([b]), -np.inf, np.inf, offset=a * z)
+    return float(a), float(b)
 
 
 def _isotonic_table(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:

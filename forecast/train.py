@@ -4,9 +4,9 @@ Seed and run directory; data, model, optimizer and a learning-rate schedule that
 function of the step; resume from ``last.pt``; one loop (schedule, forward and loss, backward and
 clip, step, log); validation on the fixed validation windows after every epoch; ``best.pt`` on
 improvement, ``last.pt`` after every epoch and every ``train.checkpoint_every`` steps; early
-stopping; stop on a NaN loss; finally calibration (temperature, platt or isotonic) of the best model on
-the validation windows. SIGTERM or Ctrl-C (a batch scheduler's preemption, a user) finishes the
-step, writes ``last.pt`` and stops; ``--resume`` goes on from there exactly.
+stopping; stop on a NaN loss; finally calibration (temperature, platt or isotonic) of the best
+model on the validation windows. SIGTERM or Ctrl-C (a batch scheduler's preemption, a user)
+finishes the step, writes ``last.pt`` and stops; ``--resume`` goes on from there exactly.
 
 Run directory (``cfg.train.out``): ``config.yaml``, ``best.pt``, ``last.pt``, ``log.csv``,
 ``calibration.nc`` and TensorBoard events under ``tensorboard/``.
@@ -192,11 +192,15 @@ def train_loop(cfg: ExperimentConfig, dist: Dist, resume: bool = False) -> Path:
     return run_dir
 
 
-def calibrate(run_dir, model, net, data, dist: Dist, amp, method: str, thresholds) -> None:
-    """Calibrate best.pt on validation; store it in best.pt, reliability in calibration.nc."""
+def calibrate(
+    run_dir, model, net, data, dist: Dist, amp, method: str, thresholds, best: dict | None = None
+) -> None:
+    """Calibrate best.pt (``best`` when already loaded) on validation; store the calibration in
+    best.pt, the reliability in calibration.nc."""
     from data_prep.io import write_netcdf_atomic
 
-    best = load_checkpoint(run_dir / "best.pt", map_location=dist.device)
+    if best is None:
+        best = load_checkpoint(run_dir / "best.pt", map_location="cpu")
     model.load_state_dict(best["model"])
     hist = LogitHistogram(data.n_out, len(thresholds))
     validate(net, data, None, dist, amp, hist=hist)
@@ -233,9 +237,8 @@ def recalibrate(cfg: ExperimentConfig) -> Path:
         _same_run(path, ckpt, cfg, data, train_keys=(), fix=fix)
         model = build_model(cfg.model, data.in_channels, data.n_out).to(dist.device)
         amp = _amp_dtype(cfg.train.amp, dist.device)
-        calibrate(
-            run_dir, model, model, data, dist, amp, cfg.train.calibration, cfg.model.thresholds
-        )
+        method, thresholds = cfg.train.calibration, cfg.model.thresholds
+        calibrate(run_dir, model, model, data, dist, amp, method, thresholds, best=ckpt)
         if dist.is_main:
             saved = run_dir / "config.yaml"
             run_cfg = load_experiment(str(saved)) if saved.is_file() else cfg
