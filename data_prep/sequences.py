@@ -8,7 +8,8 @@ the hole).
 
 Splits are time-blocked (see :mod:`data_prep.splits`): a window joins a split only when all of
 its steps, inputs and targets, lie in that split's blocks, so no step of a training window is
-ever seen by a validation or test window.
+ever seen by a validation or test window, and an embargo of ``n_in`` steps keeps windows of
+different splits apart.
 
 Index file ``<maps stem>.windows.nc`` (small netCDF, written atomically)::
 
@@ -47,7 +48,7 @@ from data_prep.splits import (
 )
 
 N_IN_RANGE = (5, 10)
-INDEX_VERSION = 2  # part of the fingerprint: bump when windows or splits are made differently
+INDEX_VERSION = 3  # part of the fingerprint: bump when windows or splits are made differently
 _DAYS_PER_YEAR = 365.25
 _CHUNK_STEPS = 256  # steps read at a time when counting observed cells
 

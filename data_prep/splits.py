@@ -5,6 +5,14 @@ Each step belongs to exactly one split, and a window joins a split only when *al
 are dropped. So no step seen by a training window is ever seen, as input or target, by a
 validation or test window, and no target day leaks across splits.
 
+An embargo of ``n_in`` steps follows every change of split: the first ``n_in`` steps of a block
+whose predecessor belongs to another split are used by no window. Windows of different splits
+are then at least ``n_in`` steps apart, so no test (or validation) input lies next to, or within
+the input span of, a training target; weather persists for days, and an input the day after a
+training target would share its storms. A block after an embargo holds windows when
+``block_steps >= 2 n_in + n_out``; shorter blocks give windows only where blocks of one split
+follow each other.
+
 ``split = "blocks"`` cuts the time axis into blocks of ``block_steps`` steps and deals them to
 train / val / test in a fixed, interleaved pattern: block by block, the split furthest below its
 share (overall, and among blocks at the same time of year) gets the block. Shares follow
@@ -101,8 +109,8 @@ def split_windows(
 
     Returns
     -------
-    dict ``{"train", "val", "test"}`` -> int64 starts, ascending; no step of a window in one
-    split is a step of any window of another split.
+    dict ``{"train", "val", "test"}`` -> int64 starts, ascending; windows of different splits
+    are at least ``n_in`` steps apart (see :func:`embargoed`).
     """
     starts = np.asarray(starts, dtype=np.int64)
     length = cfg.n_in + cfg.n_out
@@ -110,13 +118,26 @@ def split_windows(
         raise UserError(
             f"window starts run past the {n_steps} steps of the maps; rebuild the index"
         )
-    label = step_splits(n_steps, cfg, steps_per_year=steps_per_year)
+    label = embargoed(step_splits(n_steps, cfg, steps_per_year=steps_per_year), cfg.n_in)
     out = {}
     for k, name in enumerate(SPLITS):
         inside = np.concatenate([[0], np.cumsum(label == k)])  # (T+1,) steps of split k before i
         whole = inside[starts + length] - inside[starts] == length
         out[name] = starts[whole]
     return out
+
+
+def embargoed(label: np.ndarray, n_steps: int) -> np.ndarray:
+    """``label`` int (T,) with the first ``n_steps`` steps after each change of split set to -1.
+
+    Runs shorter than the embargo end up wholly embargoed; the embargo runs from the change, so
+    a short run never shortens the gap before the next split.
+    """
+    label = np.asarray(label, dtype=np.int64).copy()
+    change = np.flatnonzero(np.diff(label) != 0) + 1  # first step of each new run
+    for first in change:
+        label[first : first + n_steps] = -1
+    return label
 
 
 def split_steps(starts: np.ndarray, n_steps: int, length: int) -> np.ndarray:

@@ -117,8 +117,8 @@ def test_feature_stats_state_loads_with_weights_only(maps, tmp_path):
 
 def test_init_features_equal_window_inputs_and_reach_the_last_step(maps):
     ds, index, stats = maps
-    data = WindowDataset(ds, index.starts["test"][:3], n_in=5, n_out=2, stats=stats)
-    x = init_features(ds, index.inits("test")[:3], 5, stats)
+    data = WindowDataset(ds, index.starts["val"][:3], n_in=5, n_out=2, stats=stats)
+    x = init_features(ds, index.inits("val")[:3], 5, stats)
     assert x.shape == (3, 5, N_CHANNELS, 6, 8)
     for i in range(3):
         np.testing.assert_array_equal(x[i].numpy(), data[i]["x"].numpy())

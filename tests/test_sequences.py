@@ -112,13 +112,42 @@ def test_no_step_of_a_window_is_shared_between_splits(split):
     assert all(len(out[k]) > 0 for k in SPLITS)
 
 
-def test_windows_are_dropped_only_at_split_boundaries():
+def test_windows_are_dropped_only_at_split_boundaries_and_in_the_embargo():
     cfg = SequenceConfig(n_in=5, n_out=2, split="contiguous", fractions=(0.5, 0.25, 0.25))
     out = split_windows(np.arange(0, 100 - 7 + 1), 100, cfg)
-    # steps 0-49 train, 50-74 val, 75-99 test: windows fit entirely inside one part
+    # steps 0-49 train, 50-74 val, 75-99 test, the first n_in = 5 steps of val and test embargoed
     assert out["train"].tolist() == list(range(0, 44))
-    assert out["val"].tolist() == list(range(50, 69))
-    assert out["test"].tolist() == list(range(75, 94))
+    assert out["val"].tolist() == list(range(55, 69))
+    assert out["test"].tolist() == list(range(80, 94))
+
+
+def _inputs_and_targets(starts: np.ndarray, n_in: int, n_out: int) -> tuple[set, set]:
+    return _used_steps(starts, n_in), _used_steps(np.asarray(starts) + n_in, n_out)
+
+
+@pytest.mark.parametrize("split", ["blocks", "contiguous"])
+def test_no_held_out_input_lies_within_n_in_steps_of_a_training_target(split):
+    n_in, n_out = 7, 3
+    cfg = SequenceConfig(n_in=n_in, n_out=n_out, split=split, block_steps=20)
+    out = split_windows(np.arange(0, 400 - 10 + 1), 400, cfg)
+    train_in, train_target = _inputs_and_targets(out["train"], n_in, n_out)
+    near_train_target = {t + d for t in train_target for d in range(-n_in, n_in + 1)}
+    for held_out in ("val", "test"):
+        inputs, targets = _inputs_and_targets(out[held_out], n_in, n_out)
+        assert inputs.isdisjoint(train_target) and targets.isdisjoint(train_in)
+        assert inputs.isdisjoint(near_train_target)  # the embargo: n_in steps between them
+        assert len(out[held_out]) > 0
+
+
+def test_windows_of_different_splits_are_at_least_n_in_steps_apart():
+    cfg = SequenceConfig(n_in=5, n_out=2, block_steps=12)  # blocks of 12 < 2 n_in + n_out
+    out = split_windows(np.arange(0, 1000 - 7 + 1), 1000, cfg)
+    used = {k: np.array(sorted(_used_steps(out[k], 7))) for k in SPLITS}
+    for a in SPLITS:
+        for b in SPLITS:
+            if a < b and used[a].size and used[b].size:
+                gap = np.abs(used[a][:, None] - used[b][None, :]).min()
+                assert gap > cfg.n_in, (a, b, gap)
 
 
 def test_blocks_split_shares_follow_fractions_and_reach_every_season():
