@@ -48,14 +48,38 @@ def format_score_table(scores: xr.Dataset) -> str:
     return "\n".join(lines)
 
 
-def _ci(row: xr.Dataset, var: str) -> str:
+MIN_BLOCKS = 10  # an interval resting on fewer independent blocks of days is flagged
+
+
+def few_blocks(attrs: dict) -> bool:
+    """True when the scores' intervals rest on fewer than MIN_BLOCKS independent blocks."""
+    return int(attrs.get("bootstrap", 0)) > 0 and int(attrs.get("bootstrap_blocks", 0)) < MIN_BLOCKS
+
+
+def _ci(row: xr.Dataset, var: str, flag: str = "") -> str:
     value = float(row[var])
     lo, hi = (float(row[f"{var}_{e}"]) if f"{var}_{e}" in row else np.nan for e in ("lo", "hi"))
     if not np.isfinite(value):
         return "-"
     if np.isfinite(lo) and np.isfinite(hi):
-        return f"{value:.3f} [{lo:.3f}, {hi:.3f}]"
+        return f"{value:.3f} [{lo:.3f}, {hi:.3f}]{flag}"
     return f"{value:.3f}"
+
+
+def _interval_lines(a: dict) -> list[str]:
+    """How the brackets were made, and a warning when they rest on too few blocks."""
+    lines = [
+        f"- brackets: 95 % moving-block bootstrap interval over forecast days "
+        f"({a.get('bootstrap')} resamples, blocks of {a.get('bootstrap_block')} days, "
+        f"{a.get('bootstrap_blocks')} independent blocks)"
+    ]
+    if few_blocks(a):
+        lines.append(
+            f"- **\\* few blocks**: the intervals rest on {a.get('bootstrap_blocks')} < "
+            f"{MIN_BLOCKS} independent blocks of {a.get('bootstrap_block')} days; they are "
+            "rough, score more days before comparing methods by them"
+        )
+    return lines
 
 
 def scorecard_markdown(scores: xr.Dataset) -> str:
@@ -71,9 +95,10 @@ def scorecard_markdown(scores: xr.Dataset) -> str:
         f"- cases: {a.get('cases', '')}",
         f"- CSI threshold: {a.get('threshold_selection', '')}",
         f"- climatology fitted on: {a.get('climatology_fit', '')}",
-        f"- skill: {a.get('references', '')}; brackets: 95 % bootstrap interval over forecast "
-        f"days ({a.get('bootstrap')} resamples)",
+        f"- skill: {a.get('references', '')}",
+        *_interval_lines(a),
     ]
+    flag = "\\*" if few_blocks(a) else ""
     lines += ["", "## summary (BSS vs climatology, ROC AUC, CSI at the selected threshold)", ""]
     lines += ["```", format_score_table(scores), "```"]
     names = method_order(scores["method"].values)
@@ -87,10 +112,11 @@ def scorecard_markdown(scores: xr.Dataset) -> str:
         for name in names:
             row = scores.sel({"method": name, "lead_time": lead})
             lines.append(
-                f"| {name} | {_ci(row, 'brier_skill_score')} "
+                f"| {name} | {_ci(row, 'brier_skill_score', flag)} "
                 f"| {_fmt(float(row['brier_skill_score_vs_persistence']), 0).strip()} "
-                f"| {_ci(row, 'roc_auc')} | {_fmt(float(row['average_precision']), 0).strip()} "
-                f"| {_ci(row, 'csi')} | {float(row['best_threshold']):.2f} "
+                f"| {_ci(row, 'roc_auc', flag)} "
+                f"| {_fmt(float(row['average_precision']), 0).strip()} "
+                f"| {_ci(row, 'csi', flag)} | {float(row['best_threshold']):.2f} "
                 f"| {_fmt(float(row['ece']), 0).strip()} "
                 f"| {_fmt(float(row['reliability_max_gap']), 0).strip()} |"
             )

@@ -197,6 +197,67 @@ def test_csi_threshold_is_chosen_on_validation_and_applied_on_test(maps):
     np.testing.assert_allclose(scores["csi_by_threshold"].sel(threshold=0.15), 1.0)
 
 
+class Subtle:
+    """Perfect discrimination within one hundredth of probability: 0.505 on events, 0.5 else."""
+
+    def forecast(self, ds, inits, n_out=None):
+        events, _ = observations(ds, inits, n_out or N_OUT)
+        return (0.5 + 0.005 * events).astype(np.float32)
+
+
+def test_auc_interval_comes_from_the_bins_of_its_estimate(maps):
+    # 0.5 and 0.505 share a bin of 101 but not of 1001 (eval.n_bins): one binning for both
+    cfg = _cfg(bootstrap=20)
+    index = build_index(maps, cfg.data)
+    scores = evaluate(cfg, maps, index, {"subtle": Subtle()}, "test").sel({"method": "subtle"})
+    for var in ("roc_auc", "roc_auc_lo", "roc_auc_hi"):
+        np.testing.assert_allclose(scores[var], 1.0, err_msg=var)
+
+
+def test_scores_record_the_blocks_and_the_scorecard_flags_fewer_than_ten(scored):
+    from forecast.scorecard import scorecard_markdown
+
+    scores, _ = scored
+    a = scores.attrs
+    assert a["bootstrap_block"] == 10 and "moving-block" in a["bootstrap_scheme"]
+    assert a["bootstrap_blocks"] == a["n_days"] // 10 < 10
+    card = scorecard_markdown(scores)
+    assert f"rest on {a['bootstrap_blocks']} < 10 independent blocks of 10 days" in card
+    assert "| oracle | 1.000 [1.000, 1.000]\\*" in card
+    many = scores.copy()
+    many.attrs.update(bootstrap_block=1, bootstrap_blocks=a["n_days"])
+    card = scorecard_markdown(many)
+    assert "few blocks" not in card and f"{a['n_days']} independent blocks" in card
+
+
+class OnlySome(Perfect):
+    """A forecast file holding only the given inits."""
+
+    def __init__(self, inits):
+        self.inits = np.asarray(inits)
+
+    def covers(self, ds, inits):
+        return np.isin(inits, self.inits)
+
+
+def test_a_forecast_without_validation_inits_is_tuned_in_sample_and_says_so(maps):
+    cfg = _cfg(bootstrap=0)
+    index = build_index(maps, cfg.data)
+    base = {n: build_baseline(n, maps, index, cfg.eval) for n in ("persistence", "climatology")}
+    alone = evaluate(cfg, maps, index, base, "test")
+    with pytest.warns(UserWarning, match="CSI threshold of nwp: max CSI on the scored 'test'"):
+        both = evaluate(cfg, maps, index, {"nwp": OnlySome(index.inits("test")), **base}, "test")
+    n_val = len(index.inits("val"))
+    note = both.attrs["threshold_selection"]
+    assert f"max CSI on {n_val} val inits (persistence, climatology)" in note
+    assert "nwp: max CSI on the scored 'test' inits" in note and "in-sample" in note
+    for name in base:  # the baselines are still tuned on every validation init
+        np.testing.assert_array_equal(
+            both.sel({"method": name})["best_threshold"],
+            alone.sel({"method": name})["best_threshold"],
+        )
+
+
 def test_short_maps_score_every_init_the_forecast_covers(files):
     cfg = _cfg()
     out, card = evaluate_to_files(
@@ -231,7 +292,7 @@ def test_forecast_file_without_probability_is_a_user_error(files):
 
 def test_forecast_file_outside_the_split_is_a_user_error(files, maps):
     path = _forecast_file(maps, np.arange(6, 9), files / "early.nc")
-    with pytest.raises(UserError, match="early.nc: covers none of the 19 inits.*eval.split=all"):
+    with pytest.raises(UserError, match="early.nc: covers none of the 12 inits.*eval.split=all"):
         evaluate_to_files(
             _cfg(), maps=files / "maps.nc", out=files / "x.nc", checkpoint=None,
             forecasts={"early": path}, baselines=False, device="cpu",

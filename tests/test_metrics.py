@@ -15,6 +15,9 @@ from forecast.metrics import (
     box_sum,
     categorical_scores,
     confidence_intervals,
+    point_estimates,
+    resample_weights,
+    skill_score,
 )
 
 
@@ -260,3 +263,62 @@ def test_bootstrap_interval_brackets_the_estimate_and_is_seeded():
         np.testing.assert_array_equal(ci[name][0], again[name][0])
     nan = confidence_intervals(state, ref, n_resamples=0, seed=1)["csi"][0]
     assert np.isnan(nan).all()
+
+
+def test_block_length_one_is_the_iid_bootstrap_of_days():
+    rng = np.random.default_rng(7)  # the i.i.d. draws of days, as before blocks existed
+    iid = np.stack([np.bincount(r, minlength=25) for r in rng.integers(0, 25, size=(50, 25))])
+    np.testing.assert_array_equal(resample_weights(25, 50, seed=7, block=1), iid)
+
+
+@pytest.mark.parametrize("block", [1, 7, 30])
+def test_moving_blocks_draw_every_day_once_on_average(block):
+    w = resample_weights(30, 4000, seed=0, block=block)
+    assert w.shape == (4000, 30) and np.all(w.sum(axis=1) == 30)
+    # circular blocks: the first and last days are drawn as often as the middle ones
+    np.testing.assert_allclose(w.mean(axis=0), 1.0, atol=0.08)
+
+
+def _regime_days(n_days: int = 120, run: int = 12, seed: int = 0) -> tuple[DailyState, DailyState]:
+    """Per-day states of a forecast good on runs of ``run`` days and poor on others (one lead),
+    and a constant reference: strongly autocorrelated daily scores."""
+    good = np.repeat(np.random.default_rng(seed).random(n_days // run) < 0.5, run)[:, None]
+    n = np.full((n_days, 1), 100)
+    pos, neg = np.zeros((n_days, 1, 11), np.int64), np.zeros((n_days, 1, 11), np.int64)
+    pos[:, 0, 5], neg[:, 0, 5] = np.where(good[:, 0], 0, 10), np.where(good[:, 0], 0, 90)
+    pos[:, 0, 8], neg[:, 0, 2] = np.where(good[:, 0], 10, 0), np.where(good[:, 0], 90, 0)
+    table = np.where(good[..., None], [8, 2, 2], [2, 5, 5])  # (D, 1, 3) hits, false alarms, misses
+    state = DailyState(np.where(good, 5.0, 20.0), n, pos, neg, table)
+    ref = DailyState(np.full((n_days, 1), 15.0), n, pos, neg, table)
+    return state, ref
+
+
+def test_blocks_widen_the_interval_of_autocorrelated_days():
+    state, ref = _regime_days()
+
+    def width(block):
+        ci = confidence_intervals(state, ref, n_resamples=400, seed=0, block=block)
+        return {k: float(hi[0] - lo[0]) for k, (lo, hi) in ci.items()}
+
+    iid, blocks = width(1), width(12)
+    for name in ("brier_skill_score", "roc_auc", "csi"):
+        assert blocks[name] > 1.8 * iid[name], (name, iid[name], blocks[name])
+
+
+def test_point_estimate_is_the_bootstrap_state_with_every_day_drawn_once():
+    prob, events, mask = _random_case(4, shape=(20, 2, 6, 7))
+    day, thr = np.arange(20) // 2, np.array([0.3, 0.5])
+    clim = np.full_like(prob, 0.3)
+    daily = DailyState.init(10, 2, 1001).add(prob, events, mask, day, thr)
+    ref = DailyState.init(10, 2, 1001).add(clim, events, mask, day, thr)
+    est = point_estimates(daily, ref)
+    whole = ProbabilityState.init(2, 1001).add(prob, events, mask).compute()
+    whole_ref = ProbabilityState.init(2, 1001).add(clim, events, mask).compute()
+    np.testing.assert_array_equal(est["roc_auc"], whole["roc_auc"])  # the same 1001 bins
+    csi = ContingencyState.init(2).add(prob, events, mask).compute()["csi"]
+    np.testing.assert_array_equal(est["csi"], csi[[0, 1], np.searchsorted(THRESHOLDS, thr)])
+    bss = skill_score(whole["brier_score"], whole_ref["brier_score"])
+    np.testing.assert_allclose(est["brier_skill_score"], bss, rtol=1e-12)
+    ci = confidence_intervals(daily, ref, n_resamples=200, seed=0, block=3)
+    for name, (lo, hi) in ci.items():
+        assert np.all(lo <= est[name]) and np.all(est[name] <= hi), name

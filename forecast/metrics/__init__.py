@@ -8,13 +8,20 @@ maps streams through in batches and partial results merge:
 - :class:`ContingencyState` (categorical, per probability threshold): POD, FAR, CSI, ETS, HSS, PSS,
   frequency bias, SEDI, from one contingency table summed over the whole set.
 - :class:`FractionsState` (spatial tolerance): fractions skill score and neighbourhood CSI.
-- :class:`DailyState` (per forecast day): percentile-bootstrap confidence intervals.
+- :class:`DailyState` (per forecast day): the headline scores and their confidence intervals
+  (percentile, circular moving-block bootstrap of days) from one binned state.
 
 Arrays of forecasts and observations are ``(N inits, L leads, H, W)``; a boolean mask of the same
 shape marks the scored pixels (observed cells with a finite forecast).
 """
 
-from forecast.metrics.bootstrap import DailyState, bootstrap_samples, confidence_intervals
+from forecast.metrics.bootstrap import (
+    DailyState,
+    bootstrap_samples,
+    confidence_intervals,
+    point_estimates,
+    resample_weights,
+)
 from forecast.metrics.categorical import (
     THRESHOLDS,
     ContingencyState,
@@ -46,8 +53,10 @@ __all__ = [
     "categorical_scores",
     "confidence_intervals",
     "expected_calibration_error",
+    "point_estimates",
     "pr_curve",
     "reliability",
+    "resample_weights",
     "roc_auc",
     "roc_curve",
     "skill_score",

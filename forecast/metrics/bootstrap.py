@@ -1,9 +1,19 @@
-"""Confidence intervals over forecast days: small per-day statistics, percentile bootstrap.
+"""Confidence intervals over forecast days: small per-day statistics, moving-block bootstrap.
 
-Maps of one forecast day are correlated, so days (not pixels) are resampled. :class:`DailyState`
-keeps, per init day and lead time, the Brier sum and case count, event / non-event counts in coarse
-probability bins (for ROC AUC), and the contingency table at one threshold per lead (for CSI):
-``n_days * n_leads * (2 + 2 * coarse_bins + 4)`` numbers whatever the size of the maps.
+Maps of one forecast day are correlated, so days (not pixels) are resampled; consecutive days
+are correlated too (weather lasts several days, and consecutive inits share target days), so
+days are drawn in blocks of consecutive days: the circular moving-block bootstrap (Politis and
+Romano 1992). Each resample strings together ``ceil(D / block)`` blocks of ``block`` consecutive
+scored days starting at uniformly drawn days (wrapping from the last day to the first) and keeps
+the first ``D`` days, so every day is drawn once per resample on average. ``block = 1`` is the
+i.i.d. bootstrap of days.
+
+:class:`DailyState` keeps, per init day and lead time, the Brier sum and case count, event /
+non-event counts in the same probability bins as :class:`ProbabilityState` (for ROC AUC), and the
+contingency table at one threshold per lead (for CSI): ``n_days * n_leads * (2 + 2 * n_bins + 3)``
+numbers whatever the size of the maps. The point estimates of these scores are computed from the
+same state with every day drawn once (:func:`point_estimates`), so an interval and its estimate
+always come from the same binned counts.
 """
 
 from __future__ import annotations
@@ -15,7 +25,7 @@ import numpy as np
 
 from forecast.metrics.probabilistic import bin_index, roc_auc, skill_score
 
-COARSE_BINS = 101
+HEADLINE = ("brier_skill_score", "roc_auc", "csi")  # the scores with intervals
 
 
 @dataclass
@@ -33,9 +43,9 @@ class DailyState:
     table: np.ndarray
 
     @classmethod
-    def init(cls, n_days: int, n_leads: int, coarse_bins: int = COARSE_BINS) -> DailyState:
-        """An empty state for ``n_days`` forecast days and ``n_leads`` lead times."""
-        counts = np.zeros((n_days, n_leads, coarse_bins), dtype=np.int64)
+    def init(cls, n_days: int, n_leads: int, n_bins: int = 1001) -> DailyState:
+        """An empty state for ``n_days`` forecast days, ``n_leads`` leads, ``n_bins`` bins."""
+        counts = np.zeros((n_days, n_leads, n_bins), dtype=np.int64)
         return cls(
             np.zeros((n_days, n_leads)),
             np.zeros((n_days, n_leads), dtype=np.int64),
@@ -56,7 +66,7 @@ class DailyState:
 
         ``thresholds`` (L,) are the probability thresholds of the CSI table.
         """
-        n_days, _, n_coarse = self.positives.shape
+        n_days, _, n_bins = self.positives.shape
         for lead in range(prob.shape[1]):
             m = mask[:, lead]
             d = np.broadcast_to(day[:, None, None], m.shape)[m]
@@ -65,9 +75,9 @@ class DailyState:
             yes = p >= thresholds[lead]
             self.brier[:, lead] += np.bincount(d, weights=(p - o) ** 2, minlength=n_days)
             self.n[:, lead] += np.bincount(d, minlength=n_days)
-            key = d * n_coarse + bin_index(p, n_coarse)
-            size = n_days * n_coarse
-            shape = (n_days, n_coarse)
+            key = d * n_bins + bin_index(p, n_bins)
+            size = n_days * n_bins
+            shape = (n_days, n_bins)
             self.positives[:, lead] += np.bincount(key[o], minlength=size).reshape(shape)
             self.negatives[:, lead] += np.bincount(key[~o], minlength=size).reshape(shape)
             for j, sel in enumerate((yes & o, yes & ~o, ~yes & o)):
@@ -85,11 +95,27 @@ class DailyState:
         )
 
 
-def resample_weights(n_days: int, n_resamples: int, seed: int) -> np.ndarray:
-    """How often each day is drawn in each resample (with replacement): float64 (B, D)."""
+def resample_weights(n_days: int, n_resamples: int, seed: int, block: int = 1) -> np.ndarray:
+    """How often each day is drawn in each resample: float64 (B, D), every row summing to D.
+
+    Circular moving blocks of ``block`` consecutive days (see module docstring); ``block = 1``
+    draws days i.i.d. with replacement (the same draws for the same seed as before blocks).
+    A block longer than the days is cut to ``n_days``.
+    """
+    block = max(1, min(int(block), n_days))
+    n_starts = -(-n_days // block)
     rng = np.random.default_rng(seed)
-    draws = rng.integers(0, n_days, size=(n_resamples, n_days))
-    return np.stack([np.bincount(row, minlength=n_days) for row in draws]).astype(np.float64)
+    starts = rng.integers(0, n_days, size=(n_resamples, n_starts))
+    days = (starts[:, :, None] + np.arange(block)) % n_days  # (B, starts, block)
+    days = days.reshape(n_resamples, -1)[:, :n_days]  # (B, D): the first D days drawn
+    rows = np.arange(n_resamples)[:, None] * n_days
+    counts = np.bincount((rows + days).ravel(), minlength=n_resamples * n_days)
+    return counts.reshape(n_resamples, n_days).astype(np.float64)
+
+
+def independent_blocks(n_days: int, block: int) -> int:
+    """Number of non-overlapping blocks of ``block`` days in ``n_days``: what an interval rests on."""
+    return int(n_days // max(1, int(block)))
 
 
 def bootstrap_samples(
@@ -97,7 +123,8 @@ def bootstrap_samples(
 ) -> dict[str, np.ndarray]:
     """Headline scores of each resample: ``brier_skill_score``, ``roc_auc``, ``csi``, each (B, L).
 
-    ``reference`` is the climatology's state on the same days (same day axis).
+    ``weights`` float (B, D) counts each day's draws; ``reference`` is the climatology's state on
+    the same days (same day axis).
     """
 
     def total(x: np.ndarray) -> np.ndarray:
@@ -114,25 +141,33 @@ def bootstrap_samples(
         }
 
 
+def point_estimates(state: DailyState, reference: DailyState) -> dict[str, np.ndarray]:
+    """Headline scores of all days, each (L,): the resample that draws every day once."""
+    ones = np.ones((1, state.n.shape[0]))
+    return {k: v[0] for k, v in bootstrap_samples(state, reference, ones).items()}
+
+
 def confidence_intervals(
     state: DailyState,
     reference: DailyState,
     *,
     n_resamples: int,
     seed: int,
+    block: int = 1,
     level: float = 0.95,
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Percentile intervals ``{score: (lo (L,), hi (L,))}`` of the headline scores.
 
-    NaN when fewer than two days or ``n_resamples`` is 0.
+    Days are resampled in circular moving blocks of ``block`` days. NaN when fewer than two days
+    or ``n_resamples`` is 0.
     """
     n_days, n_leads = state.n.shape
-    names = ("brier_skill_score", "roc_auc", "csi")
     if n_days < 2 or n_resamples <= 0:
         nan = np.full(n_leads, np.nan)
-        return {name: (nan, nan.copy()) for name in names}
-    samples = bootstrap_samples(state, reference, resample_weights(n_days, n_resamples, seed))
+        return {name: (nan, nan.copy()) for name in HEADLINE}
+    weights = resample_weights(n_days, n_resamples, seed, block)
+    samples = bootstrap_samples(state, reference, weights)
     q = [(1 - level) / 2 * 100, (1 + level) / 2 * 100]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN leads (no events) stay NaN
-        return {name: tuple(np.nanpercentile(samples[name], q, axis=0)) for name in names}
+        return {name: tuple(np.nanpercentile(samples[name], q, axis=0)) for name in HEADLINE}

@@ -13,7 +13,12 @@ from dataclasses import dataclass
 import numpy as np
 import xarray as xr
 
-from forecast.metrics.bootstrap import DailyState, confidence_intervals
+from forecast.metrics.bootstrap import (
+    DailyState,
+    confidence_intervals,
+    independent_blocks,
+    point_estimates,
+)
 from forecast.metrics.categorical import THRESHOLDS, ContingencyState
 from forecast.metrics.probabilistic import ProbabilityState, skill_score
 from forecast.metrics.spatial import FractionsState
@@ -37,7 +42,7 @@ class MethodState:
             ProbabilityState.init(n_leads, cfg.n_bins),
             ContingencyState.init(n_leads, THRESHOLDS),
             FractionsState.init(n_leads, cfg.neighbourhoods),
-            DailyState.init(n_days, n_leads),
+            DailyState.init(n_days, n_leads, cfg.n_bins),  # the bins of ``prob``: one AUC
             np.asarray(thresholds, dtype=np.float64),
         )
 
@@ -75,8 +80,21 @@ def scores_dataset(states: dict[str, MethodState], names: list[str], ecfg) -> xr
     ds = xr.Dataset(data, coords=coords)
     ds["prob_threshold"].attrs["long_name"] = "forecast 'yes' where probability >= this (curves)"
     ds["bin"].attrs["long_name"] = "centre of the reliability bin"
-    ds.attrs.update(n_bins=int(n_bins), bootstrap=int(ecfg.bootstrap), seed=int(ecfg.seed))
+    ds.attrs.update(n_bins=int(n_bins), seed=int(ecfg.seed))
+    ds.attrs.update(bootstrap_attrs(any_state.daily.n.shape[0], ecfg))
     return ds
+
+
+def bootstrap_attrs(n_days: int, ecfg) -> dict:
+    """The interval settings recorded in the scores file: resamples, block length, blocks."""
+    return {
+        "bootstrap": int(ecfg.bootstrap),
+        "bootstrap_block": int(ecfg.bootstrap_block),
+        "bootstrap_blocks": independent_blocks(n_days, ecfg.bootstrap_block),
+        "bootstrap_scheme": "percentile intervals (95 %) of a circular moving-block bootstrap "
+        "of forecast days, blocks of bootstrap_block consecutive scored days; "
+        "bootstrap_blocks = n_days // bootstrap_block",
+    }
 
 
 def _dims(var: str, ndim: int) -> tuple[str, ...]:
@@ -99,13 +117,13 @@ def _method_scores(state: MethodState, states: dict[str, MethodState], ecfg) -> 
     out.update(zip(_TABLE, np.moveaxis(state.table.table, -1, 0), strict=True))
     out.update(state.fractions.compute())
     out["best_threshold"] = state.thresholds
-    pick = np.searchsorted(THRESHOLDS, state.thresholds - 1e-9)  # (L,) threshold positions
-    out["csi"] = cat["csi"][np.arange(len(pick)), np.clip(pick, 0, THRESHOLDS.size - 1)]
-    clim, pers = states["climatology"].prob.compute(), states["persistence"].prob.compute()
-    out["brier_skill_score"] = skill_score(out["brier_score"], clim["brier_score"])
+    pers = states["persistence"].prob.compute()
     out["brier_skill_score_vs_persistence"] = skill_score(out["brier_score"], pers["brier_score"])
+    # headline scores and their intervals from one binned per-day state
+    clim = states["climatology"].daily
+    out.update(point_estimates(state.daily, clim))
     ci = confidence_intervals(
-        state.daily, states["climatology"].daily, n_resamples=ecfg.bootstrap, seed=ecfg.seed
+        state.daily, clim, n_resamples=ecfg.bootstrap, seed=ecfg.seed, block=ecfg.bootstrap_block
     )
     for name, (lo, hi) in ci.items():
         out[f"{name}_lo"], out[f"{name}_hi"] = lo, hi
