@@ -3,19 +3,25 @@
 :func:`evaluate` runs every method over the same init steps, a batch of inits at a time, and
 streams each method's forecasts into the states of :mod:`forecast.metrics`:
 
-1. Threshold selection: contingency tables on the validation split (or, without one, on the
-   scored cases) give each method and lead the probability threshold of highest CSI.
+1. Threshold selection, one rule for a model, a forecast file or a baseline: contingency tables
+   on the validation inits the method covers give each method and lead the probability
+   threshold of highest CSI. A method covering no validation init (or scores without a
+   validation split) is tuned on the scored cases, which the scores file and a warning say.
 2. Scoring: probability, categorical, spatial and per-day states on the scored split; the
    categorical and spatial scores at the selected threshold.
 3. Brier skill scores against the climatology and persistence methods on the same cases (scored
-   as hidden references when not asked for), bootstrap intervals over forecast days.
+   as hidden references when not asked for), moving-block bootstrap intervals over forecast
+   days (``eval.bootstrap_block`` days per block).
 
 :func:`evaluate_to_files` opens the files, assembles the methods, and writes the scores netCDF and
-a Markdown scorecard beside it.
+a Markdown scorecard beside it. A checkpoint or a forecast file written by ``predict`` brings the
+data settings it was trained with, so both are scored on the split training held out.
 """
 
 from __future__ import annotations
 
+import json
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -104,6 +110,11 @@ def evaluate(cfg, ds: xr.Dataset, index, methods: dict[str, object], split: str 
     xr.Dataset with dims method, lead_time, threshold, scale, bin, prob_threshold.
     """
     ecfg = cfg.eval
+    if ecfg.bootstrap_block < 1:
+        raise ConfigError(
+            f"config key 'eval.bootstrap_block': {ecfg.bootstrap_block} is not a number of days "
+            "per bootstrap block; use 1 or more (e.g. 10)"
+        )
     # every method must reach every scored lead: a file or model with fewer leads shortens all
     n_out = min([index.n_out] + [int(m.n_out) for m in methods.values() if hasattr(m, "n_out")])
     inits, notes = _cases(ds, index.inits(split), methods, f"split {split!r}")
@@ -181,15 +192,43 @@ def _day(t) -> str:
 
 
 def _thresholds(ds, index, split, inits, methods, n_out, batch):
-    """Selected thresholds {name: (L,)} and a note saying where they were selected."""
-    val = np.asarray(index.inits("val")) if "val" in index.starts and split != "val" else None
-    if val is not None and val.size:
-        sel, _ = _cases(ds, val, methods, "val", strict=False)
-        if sel.size:
-            note = f"max CSI on {sel.size} val inits"
-            return select_thresholds(ds, sel, methods, n_out, batch), note
-    note = f"max CSI on the scored {split!r} inits (no validation inits for every method)"
-    return select_thresholds(ds, inits, methods, n_out, batch), note
+    """Selected thresholds {name: (L,)} and a note saying where they were selected.
+
+    Each method is tuned on the validation inits it covers (all of them, for a model or a
+    baseline), whatever else is scored beside it; methods covering the same inits stream
+    together. Methods covering none are tuned on the scored ``inits``: in-sample, so the note
+    says so, and a warning too when a validation split exists.
+    """
+    has_val = "val" in index.starts and split != "val"
+    val = np.asarray(index.inits("val") if has_val else [], dtype=np.int64)
+    groups: dict[bytes, list[str]] = {}
+    for name, m in methods.items():
+        keep = m.covers(ds, val) if hasattr(m, "covers") and val.size else np.ones(val.size, bool)
+        groups.setdefault(np.asarray(keep, bool).tobytes(), []).append(name)
+    thresholds, notes, unseen = {}, [], []
+    for key, names in groups.items():
+        sel = val[np.frombuffer(key, dtype=bool)]
+        if not sel.size:
+            unseen += names
+            continue
+        thresholds.update(select_thresholds(ds, sel, _pick(methods, names), n_out, batch))
+        whose = f" ({', '.join(names)})" if len(groups) > 1 else ""
+        notes.append(f"max CSI on {sel.size} val inits{whose}")
+    if unseen:
+        thresholds.update(select_thresholds(ds, inits, _pick(methods, unseen), n_out, batch))
+        if not val.size:
+            notes.append(f"max CSI on the scored {split!r} inits (no validation inits; in-sample)")
+        else:
+            notes.append(
+                f"{', '.join(unseen)}: max CSI on the scored {split!r} inits (no forecast for "
+                f"any of the {val.size} val inits; in-sample, optimistic)"
+            )
+            warnings.warn(f"CSI threshold of {notes[-1]}", stacklevel=3)
+    return thresholds, "; ".join(notes)
+
+
+def _pick(methods: dict, names: list[str]) -> dict:
+    return {n: methods[n] for n in names}
 
 
 def _days(ds, inits) -> tuple[np.ndarray, np.ndarray]:
@@ -235,14 +274,15 @@ def evaluate_to_files(
     maps, out = Path(maps), Path(out)
     _check_names(forecasts, cfg, checkpoint is not None, baselines)
     model = _load_model(checkpoint, device)
-    if model is not None:
-        cfg = _with_training_windows(cfg, model, maps)
     ds = open_maps(maps)
     files: dict[str, ForecastFile] = {}
     try:
         for name, path in forecasts.items():
             files[name] = ForecastFile(path, ds, maps)
-        index, split = _index_and_split(cfg, maps, ds, model=model is not None)
+        trained = _training_windows(model, files)
+        if trained is not None:
+            cfg = _with_training_windows(cfg, trained, maps)
+        index, split = _index_and_split(cfg, maps, ds, trained=trained is not None)
         methods = _methods(cfg, ds, index, model, checkpoint, files, baselines, device)
         scores = evaluate(cfg, ds, index, methods, split)
     finally:
@@ -280,31 +320,53 @@ def _load_model(checkpoint, device: str):
     return load_forecaster(Path(checkpoint), device)
 
 
-def _with_training_windows(cfg, model, maps: Path):
-    """``cfg`` with the checkpoint's ``data`` section: the test windows are the ones training
-    held out, whatever the command line says."""
+def _training_windows(model, files: dict) -> tuple[dict, str, str] | None:
+    """(data settings, training maps, what) of the model, else of the first forecast file that
+    records them (``predict`` does); None when no scored method says how it was trained."""
+    if model is not None:
+        return model.data_config, model.train_maps, "checkpoint"
+    for f in files.values():
+        text = f.ds.attrs.get("data_config")
+        if text:
+            try:
+                data = json.loads(text)
+            except (TypeError, ValueError):
+                data = None
+            if not isinstance(data, dict):
+                raise UserError(
+                    f"{f.path}: attribute data_config is not a JSON object of data settings; "
+                    "remove it, or write the file again with `strikecast predict`"
+                )
+            return data, str(f.ds.attrs.get("training_maps", "")), f"forecast file {f.path}"
+    return None
+
+
+def _with_training_windows(cfg, trained: tuple[dict, str, str], maps: Path):
+    """``cfg`` with the ``data`` section the scored model (checkpoint or forecast file) was
+    trained with: the test windows are the ones training held out, whatever the command line
+    says."""
     import dataclasses
-    import warnings
 
     from data_prep.config import SequenceConfig, from_dict
 
-    trained = from_dict(SequenceConfig, model.data_config, "data.")
-    if trained != cfg.data:
+    data, train_maps, what = trained
+    settings = from_dict(SequenceConfig, data, "data.")
+    if settings != cfg.data:
         diff = sorted(
-            k for k, v in dataclasses.asdict(trained).items() if getattr(cfg.data, k) != v
+            k for k, v in dataclasses.asdict(settings).items() if getattr(cfg.data, k) != v
         )
         warnings.warn(
-            f"scoring with the data settings the checkpoint was trained with, not the given "
+            f"scoring with the data settings the {what} was trained with, not the given "
             f"data.{', data.'.join(diff)}",
             stacklevel=3,
         )
-    if cfg.eval.split == "all" and model.train_maps and _same_file(maps, model.train_maps):
+    if cfg.eval.split == "all" and train_maps and _same_file(maps, train_maps):
         warnings.warn(
             f"{maps}: eval.split=all scores the model on the maps it was trained on "
             "(in-sample); use eval.split=test for held-out scores",
             stacklevel=3,
         )
-    return dataclasses.replace(cfg, data=trained)
+    return dataclasses.replace(cfg, data=settings)
 
 
 def _same_file(a, b) -> bool:
@@ -336,13 +398,12 @@ def _methods(cfg, ds, index, model, checkpoint, files, baselines: bool, device: 
     return methods
 
 
-def _index_and_split(cfg, maps: Path, ds: xr.Dataset, model: bool = False):
+def _index_and_split(cfg, maps: Path, ds: xr.Dataset, trained: bool = False):
     """(index, split): the maps' window index and cfg.eval.split, or all steps and "all".
 
-    With a ``model`` to score, "all" keeps the inits with ``n_in`` steps of history.
+    With a ``trained`` model to score (checkpoint or its forecast file), a split the maps lack
+    is refused, and "all" keeps the inits with ``n_in`` steps of history.
     """
-    import warnings
-
     from data_prep.sequences import load_or_build_index
 
     split = cfg.eval.split
@@ -361,15 +422,15 @@ def _index_and_split(cfg, maps: Path, ds: xr.Dataset, model: bool = False):
             why = f"has no {split!r} windows"
         except UserError as e:
             why = f"has no window index ({e})"
-        if model:
+        if trained:
             # falling back to every step would score the model on the days it was trained on
             raise UserError(
-                f"{maps}: {why} under the checkpoint's data settings (data.n_in "
+                f"{maps}: {why} under the data settings the model was trained with (data.n_in "
                 f"{cfg.data.n_in}, data.n_out {cfg.data.n_out}, data.block_steps "
                 f"{cfg.data.block_steps}); score the maps the model was trained on, or maps of "
                 "a period it never saw with eval.split=all"
             )
-    first = cfg.data.n_in - 1 if model else 0
+    first = cfg.data.n_in - 1 if trained else 0
     return all_steps_index(ds, n_in=cfg.data.n_in, n_out=cfg.data.n_out, first=first), "all"
 
 

@@ -309,6 +309,8 @@ def forecast_dataset(
         "training_maps": fc.train_maps,
         "training_step": int(fc.trained.get("step", -1)),  # -1: a checkpoint without the record
         "model_config": json.dumps(fc.model_args, sort_keys=True),
+        # the windows and splits it was trained on: evaluate scores the file on the same split
+        "data_config": json.dumps(fc.data_config, sort_keys=True),
         "strikecast_version": forecast.__version__,
         "history": f"{pd.Timestamp.now('UTC'):%Y-%m-%dT%H:%M:%SZ} strikecast predict",
     }

@@ -222,6 +222,29 @@ def test_evaluate_scores_the_test_windows_the_checkpoint_held_out(run, tmp_path)
         assert scores["lead_time"].values.tolist() == [1, 2]
 
 
+def test_a_checkpoint_and_its_forecast_file_get_one_threshold_and_one_interval(run, tmp_path):
+    ckpt, maps = run
+    with xr.open_dataset(maps) as ds:
+        first, last = (str(t)[:10] for t in ds.time.values[[4, -1]])
+    path = predict_to_file(ckpt, maps, f"{first}:{last}", tmp_path / "f.nc", device="cpu")
+    ways = {"model": (ckpt, {}), "f": (None, {"f": path})}
+    scored = {}
+    for name, (checkpoint, forecasts) in ways.items():
+        # the command line's data settings (the defaults) differ from the ones training used
+        with pytest.warns(UserWarning, match="data settings the .* was trained with"):
+            out, _ = _evaluate(checkpoint, maps, tmp_path / f"{name}.nc", ["eval.bootstrap=20"],
+                               forecasts, data=())  # fmt: skip
+        with xr.open_dataset(out) as scores:
+            scored[name] = scores.sel({"method": name}).load(), dict(scores.attrs)
+    (model, a), (file, b) = scored["model"], scored["f"]
+    for key in ("split", "n_inits", "threshold_selection", "bootstrap", "bootstrap_block"):
+        assert a[key] == b[key], key
+    assert a["split"] == "test" and "val inits" in a["threshold_selection"]
+    np.testing.assert_array_equal(model["best_threshold"], file["best_threshold"])
+    for var in ("csi", "csi_lo", "csi_hi", "roc_auc_lo", "brier_skill_score_hi"):
+        np.testing.assert_allclose(model[var], file[var], atol=1e-6, err_msg=var)
+
+
 def test_model_on_maps_without_held_out_windows_is_refused_not_scored_in_sample(run, tmp_path):
     ckpt, maps = run
     short = tmp_path / "short.nc"
