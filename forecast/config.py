@@ -78,7 +78,7 @@ class EvalConfig:
     neighbourhoods: tuple[int, ...] = (1, 3, 5, 9)  # FSS / neighbourhood CSI window sizes (pixels)
     bootstrap: int = 200  # resamples of forecast days for confidence intervals (0 = none)
     # days per block of the moving-block bootstrap: daily activity stays correlated ~10 days
-    # (README, "Confidence intervals"); 1 = days drawn independently
+    # (README, "File formats", Scores); 1 = days drawn independently
     bootstrap_block: int = 10
     seed: int = 0
     uncalibrated: bool = True  # also score the model before calibration, as `model_uncalibrated`
