@@ -29,6 +29,7 @@ from data_prep.errors import UserError
 from data_prep.schema import (
     CF_CONVENTIONS,
     COORD_ATTRS,
+    FORECAST_COORD_ATTRS,
     INIT_TIME,
     LAT,
     LEAD_TIME,
@@ -266,17 +267,14 @@ def forecast_dataset(
     if len(fc.thresholds) == 1:
         prob, dims = prob[:, :, 0], (INIT_TIME, LEAD_TIME, LAT, LON)
     coords = {
-        INIT_TIME: (INIT_TIME, times, {"long_name": "time of the last observed step (UTC)"}),
+        INIT_TIME: (INIT_TIME, times, FORECAST_COORD_ATTRS[INIT_TIME]),
         LEAD_TIME: (
             LEAD_TIME,
             leads,
             {"long_name": "forecast step ahead of init_time", "units": "1"},
         ),
-        "valid_time": (
-            (INIT_TIME, LEAD_TIME),
-            valid,
-            {"long_name": "start of the forecast step (UTC)"},
-        ),
+        "forecast_period": (LEAD_TIME, leads * step, FORECAST_COORD_ATTRS["forecast_period"]),
+        "valid_time": ((INIT_TIME, LEAD_TIME), valid, FORECAST_COORD_ATTRS["valid_time"]),
         LAT: (LAT, ds[LAT].values, COORD_ATTRS[LAT]),
         LON: (LON, ds[LON].values, COORD_ATTRS[LON]),
     }
@@ -284,14 +282,14 @@ def forecast_dataset(
         coords[THRESHOLD] = (
             THRESHOLD,
             np.array(fc.thresholds, dtype=np.int32),
-            {"units": "strikes per cell"},
+            {"long_name": "strike count threshold of the probability", "units": "1"},
         )
     attrs = {
         "long_name": "probability of at least `threshold` (default 1) lightning strikes in the "
         "cell during the step",
         "units": "1",
-        "valid_min": 0.0,
-        "valid_max": 1.0,
+        "valid_min": np.float32(0.0),
+        "valid_max": np.float32(1.0),
     }
     out = xr.Dataset({PROBABILITY: (dims, prob.astype(np.float32), attrs)}, coords=coords)
     out.attrs = {
