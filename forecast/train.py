@@ -138,7 +138,7 @@ def train_loop(cfg: ExperimentConfig, dist: Dist, resume: bool = False) -> Path:
                 # forward and loss
                 with distributed.autocast(dist.device, amp):
                     logits = net(x)
-                loss = loss_fn(logits.float(), y, mask)
+                loss = process_loss(loss_fn, logits, y, mask, dist)
                 stop = _check_step(loss, state, lr, dist, interrupt)
                 # backward and clip
                 optimizer.zero_grad(set_to_none=True)
@@ -318,6 +318,22 @@ class Interruption:
     def __exit__(self, *exc) -> None:
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
+
+
+def process_loss(loss_fn, logits: torch.Tensor, y, mask, dist: Dist) -> torch.Tensor:
+    """This process's training loss: its sum over observed cells divided by the mean number of
+    observed (cell, threshold) pairs per process.
+
+    DDP averages gradients over the ``W`` processes; with ``N`` observed pairs in all, dividing
+    by ``N / W`` makes that average the gradient of the masked mean over the union of the
+    batches, so a process whose batch has more gaps weighs no more than another (dividing by
+    its own count would make each of its observed cells weigh more). One process: the mean.
+    """
+    from forecast.losses import observed_pairs
+
+    n = observed_pairs(mask, logits.shape[2]).to(torch.float32)
+    count = distributed.all_sum(n, dist) / dist.world
+    return loss_fn(logits.float(), y, mask, count=count)
 
 
 def _check_step(

@@ -18,7 +18,7 @@ import torch
 import xarray as xr
 
 from data_prep.errors import UserError
-from forecast.distributed import Dist, ShardSampler, all_sum, autocast
+from forecast.distributed import Dist, ShardSampler, all_sum, autocast, on_main
 
 
 @dataclass
@@ -51,7 +51,8 @@ def build_data(cfg, dist: Dist) -> TrainData:
         )
     path = Path(tc.maps)
     ds = open_maps(path)
-    index = load_or_build_index(path, ds, cfg.data)
+    # built (and saved) once by the main process, not by every process at once
+    index = on_main(dist, lambda: load_or_build_index(path, ds, cfg.data))
     for split in ("train", "val"):
         if len(index.starts[split]) == 0:
             raise UserError(
@@ -60,7 +61,7 @@ def build_data(cfg, dist: Dist) -> TrainData:
                 " use a longer record, a smaller data.block_steps, data.split=contiguous, or "
                 "a lower data.min_coverage"
             )
-    stats = fit_stats(ds, index)
+    stats = on_main(dist, lambda: fit_stats(ds, index))
     thresholds = tuple(cfg.model.thresholds)
 
     def dataset(split):
