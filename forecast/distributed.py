@@ -120,6 +120,16 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype)
 
 
+def inference_precision(device: torch.device):
+    """The precision of every forward pass outside training: float32, autocast off.
+
+    Validation, the calibration fit and ``predict`` (and so ``evaluate``) all run the model in
+    this context, whatever ``train.amp`` says, so the calibration is fitted on the very logits
+    it is applied to (bf16 logits differ from float32 ones by about 1e-2).
+    """
+    return torch.autocast(device.type, enabled=False)
+
+
 def barrier(dist: Dist) -> None:
     if dist.world > 1:
         td.barrier()

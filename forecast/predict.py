@@ -41,7 +41,7 @@ from data_prep.schema import (
 from forecast.calibration import Calibrator, identity
 from forecast.checkpoint import load_checkpoint
 from forecast.config import ModelConfig
-from forecast.distributed import resolve_device
+from forecast.distributed import inference_precision, resolve_device
 
 
 class Forecaster:
@@ -91,17 +91,24 @@ class Forecaster:
 
         ``inits`` (N,) are the step indices of the last observed map of each forecast.
         """
-        from forecast.dataset import init_features
-
         self.check_grid(ds)
         inits = np.atleast_1d(np.asarray(inits, dtype=np.int64))
         h, w = ds.sizes[LAT], ds.sizes[LON]
         out = np.empty((len(inits), self.n_out, len(self.thresholds), h, w), dtype=np.float32)
         for a in range(0, len(inits), self.batch_size):
-            x = init_features(ds, inits[a : a + self.batch_size], self.n_in, self.stats)
-            logits = self.model(x.to(self.device))  # (B, n_out, n_thr, H, W)
-            out[a : a + len(x)] = self.calibrator.probability(logits).cpu().numpy()
+            logits = self.logits(ds, inits[a : a + self.batch_size])  # (B, n_out, n_thr, H, W)
+            out[a : a + len(logits)] = self.calibrator.probability(logits).cpu().numpy()
         return out
+
+    @torch.inference_mode()
+    def logits(self, ds: xr.Dataset, inits: np.ndarray) -> torch.Tensor:
+        """Raw logits (N, n_out, n_thr, H, W), float32 on the device, for windows ending at
+        ``inits``, in the precision validation and the calibration fit use."""
+        from forecast.dataset import init_features
+
+        x = init_features(ds, np.asarray(inits, dtype=np.int64), self.n_in, self.stats)
+        with inference_precision(self.device):
+            return self.model(x.to(self.device)).float()
 
     def forecast(self, ds: xr.Dataset, inits: np.ndarray, n_out: int | None = None) -> np.ndarray:
         """Calibrated P(count >= 1), float32 (N, n_out, H, W), for windows ending at ``inits``.
