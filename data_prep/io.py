@@ -9,7 +9,16 @@ import xarray as xr
 
 from data_prep.atomic import atomic_output
 from data_prep.errors import UserError
-from data_prep.schema import COUNT, COVERAGE, COVERAGE_ATTRS, LAT, LON, TIME
+from data_prep.schema import (
+    COUNT,
+    COVERAGE,
+    COVERAGE_ATTRS,
+    LAT,
+    LON,
+    TIME,
+    cf_encoding,
+    with_cf_globals,
+)
 
 EAGER_BYTES = 1 << 30  # maps files smaller than this are loaded into memory by open_maps
 
@@ -18,10 +27,12 @@ def write_netcdf_atomic(ds: xr.Dataset, path: Path, encoding: dict | None = None
     """Write ``ds`` to a temporary file beside ``path``, then rename it into place.
 
     A crash or a full disk never leaves a partial file at ``path``; an existing file there is
-    replaced only once the new one is complete.
+    replaced only once the new one is complete. The file follows CF-1.8
+    (:func:`data_prep.schema.cf_encoding`); ``encoding`` adds to or overrides that.
     """
+    ds = with_cf_globals(ds)
     with atomic_output(path) as tmp:
-        ds.to_netcdf(tmp, engine="netcdf4", encoding=encoding or {})
+        ds.to_netcdf(tmp, engine="netcdf4", encoding=cf_encoding(ds, encoding))
     return Path(path)
 
 

@@ -42,10 +42,12 @@ from data_prep.schema import (
     COVERAGE,
     COVERAGE_ATTRS,
     TIME,
+    TIME_BOUNDS,
     Grid,
     get_grid,
     grid_coords,
     parse_time_step,
+    time_bounds,
 )
 from data_prep.sequences import check_config, index_path, load_or_build_index
 from data_prep.tables import parse_columns
@@ -291,31 +293,29 @@ def build_maps(
             f"a cell holds more than {np.iinfo(np.int32).max} strikes in one step; "
             "use a shorter --time-step"
         )
-    times = clock.start(np.arange(k0, k1 + 1)).astype("datetime64[ns]")
-    coords = {TIME: ((TIME,), times, COORD_ATTRS[TIME]), **grid_coords(grid)}
+    edges = clock.start(np.arange(k0, k1 + 2)).astype("datetime64[ns]")  # (T+1,) step edges
+    time_attrs = {**COORD_ATTRS[TIME], "bounds": TIME_BOUNDS}
+    coords = {TIME: ((TIME,), edges[:-1], time_attrs), **grid_coords(grid)}
     dims = (TIME, "lat", "lon")
     return xr.Dataset(
         {
             COUNT: (dims, counts.astype(np.int32), COUNT_ATTRS),
             COVERAGE: (dims, cov.astype(np.int8), COVERAGE_ATTRS),
+            TIME_BOUNDS: time_bounds(edges),
         },
         coords=coords,
     )
 
 
 def maps_encoding(ds: xr.Dataset) -> dict:
-    """zlib compression, chunks of whole maps a few steps long, integer seconds for time."""
+    """zlib compression, chunks of whole maps a few steps long (times: the CF default of
+    :func:`data_prep.schema.cf_encoding`)."""
     t, h, w = ds[COUNT].shape
     chunks = (max(1, min(t, 16)), h, w)
     var = {"zlib": True, "complevel": 4, "chunksizes": chunks, "_FillValue": None}
     return {
         COUNT: {**var, "dtype": "int32"},
         COVERAGE: {**var, "dtype": "int8"},
-        TIME: {
-            "units": "seconds since 1970-01-01 00:00:00",
-            "calendar": "proleptic_gregorian",
-            "dtype": "int64",
-        },
         "lat": {"_FillValue": None},
         "lon": {"_FillValue": None},
     }

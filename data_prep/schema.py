@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 from data_prep.errors import UserError
 
@@ -65,6 +66,26 @@ COUNT_ATTRS = {
     "long_name": "number of lightning strikes detected in the cell during the step",
     "units": "1",
     "coordinates": "time lat lon",
+    "cell_methods": "time: sum",
+}
+TIME_BOUNDS, BOUNDS_DIM = "time_bnds", "nv"  # (time, nv): start and end of each step
+FORECAST_COORD_ATTRS = {
+    INIT_TIME: {
+        "standard_name": "forecast_reference_time",
+        "long_name": "time of the last observed step (UTC)",
+    },
+    "valid_time": {"standard_name": "time", "long_name": "start of the forecast step (UTC)"},
+    "forecast_period": {
+        "standard_name": "forecast_period",
+        "long_name": "time from init_time to the start of the forecast step",
+    },
+}
+# Times as float64 seconds: exact for whole seconds over +-285 million years, and (unlike int64,
+# which xarray picks by default) a CF-1.8 data type.
+TIME_ENCODING = {
+    "units": "seconds since 1970-01-01 00:00:00",
+    "calendar": "proleptic_gregorian",
+    "dtype": "float64",
 }
 COVERAGE_ATTRS = {
     "long_name": "observation coverage: 1 the cell was observed, 0 no data",
@@ -211,3 +232,49 @@ def grid_coords(grid: Grid) -> dict:
         LAT: ((LAT,), grid.lat.astype(np.float64), COORD_ATTRS[LAT]),
         LON: ((LON,), grid.lon.astype(np.float64), COORD_ATTRS[LON]),
     }
+
+
+def time_bounds(edges: np.ndarray) -> tuple[tuple[str, str], np.ndarray]:
+    """The ``time_bnds`` variable of steps whose edges are ``edges`` (T+1,): (T, 2) start, end."""
+    edges = np.asarray(edges, dtype="datetime64[ns]")
+    return (TIME, BOUNDS_DIM), np.stack([edges[:-1], edges[1:]], axis=1)
+
+
+def cf_encoding(ds: xr.Dataset, encoding: dict | None = None) -> dict:
+    """Per-variable netCDF encoding that keeps ``ds`` inside CF-1.8, merged under ``encoding``.
+
+    Times (and durations) become float64 seconds, int64 data int32 (float64 when it does not fit),
+    and coordinates carry no ``_FillValue`` (they never miss a value). ``encoding`` (the caller's)
+    wins key by key.
+    """
+    given = encoding or {}
+    out = {}
+    for name, var in ds.variables.items():
+        enc = {}
+        if var.dtype.kind in "mM":
+            enc.update(TIME_ENCODING)
+            if var.dtype.kind == "m":
+                enc = {"units": "seconds", "dtype": "float64"}
+        elif np.dtype(var.encoding.get("dtype", var.dtype)) == np.int64:
+            enc["dtype"] = "int32" if _fits_int32(var.values) else "float64"
+        if name in ds.coords or name == TIME_BOUNDS:
+            enc["_FillValue"] = None
+        if enc or name in given:
+            out[name] = {**enc, **given.get(name, {})}
+    return out
+
+
+def with_cf_globals(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` (a shallow copy) stating ``Conventions`` and a ``history`` line when it lacks them.
+
+    The default history carries no date, so the same inputs still give identical files.
+    """
+    out = ds.copy(deep=False)
+    out.attrs.setdefault("Conventions", CF_CONVENTIONS)
+    out.attrs.setdefault("history", "written by strikecast")
+    return out
+
+
+def _fits_int32(values: np.ndarray) -> bool:
+    info = np.iinfo(np.int32)
+    return values.size == 0 or (info.min <= values.min() and values.max() <= info.max)

@@ -315,12 +315,35 @@ def reliability(
         data["offset"] = (("lead_time", "threshold"), cal.offset.numpy())
     coords = {
         "stage": list(probs),
-        "lead_time": np.arange(1, n_out + 1),
-        "threshold": list(thresholds),
+        "lead_time": np.arange(1, n_out + 1, dtype=np.int32),
+        "threshold": np.asarray(thresholds, dtype=np.int32),
         "bin_lower": ("bin", edges[:-1]),
         "bin_upper": ("bin", edges[1:]),
     }
-    return xr.Dataset(data, coords=coords, attrs={"calibration_method": cal.method})
+    ds = xr.Dataset(data, coords=coords, attrs={"calibration_method": cal.method})
+    for name, long_name in _RELIABILITY_LONG.items():
+        if name in ds.variables:
+            ds[name].attrs.update(long_name=long_name, units="1")
+    ds.attrs["title"] = (
+        "strikecast reliability of validation forecasts before and after calibration"
+    )
+    return ds
+
+
+_RELIABILITY_LONG = {
+    "lead_time": "forecast step ahead of init_time",
+    "threshold": "strike count threshold of the probability",
+    "bin_lower": "lower edge of the reliability bin (forecast probability)",
+    "bin_upper": "upper edge of the reliability bin (forecast probability)",
+    "forecast_probability": "mean forecast probability in the bin",
+    "observed_frequency": "observed frequency of the event in the bin",
+    "count": "observed cells in the bin",
+    "log_loss": "mean negative log-likelihood",
+    "brier_score": "Brier score (mean squared probability error)",
+    "temperature": "calibration temperature T of p = sigmoid(z / T + offset)",
+    "slope": "platt slope a of p = sigmoid(a z + b)",
+    "offset": "platt offset b of p = sigmoid(a z + b)",
+}
 
 
 def _binned(p: np.ndarray, pos: np.ndarray, neg: np.ndarray, edges: np.ndarray) -> dict:

@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -20,6 +21,8 @@ import torch.distributed as td
 from torch.utils.data import Sampler
 
 from data_prep.errors import UserError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -117,9 +120,49 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype)
 
 
+def inference_precision(device: torch.device):
+    """The precision of every forward pass outside training: float32, autocast off.
+
+    Validation, the calibration fit and ``predict`` (and so ``evaluate``) all run the model in
+    this context, whatever ``train.amp`` says, so the calibration is fitted on the very logits
+    it is applied to (bf16 logits differ from float32 ones by about 1e-2).
+    """
+    return torch.autocast(device.type, enabled=False)
+
+
 def barrier(dist: Dist) -> None:
     if dist.world > 1:
         td.barrier()
+
+
+def broadcast_object(obj, dist: Dist):
+    """The main process's ``obj`` (any picklable object) on every process."""
+    if dist.world == 1:
+        return obj
+    box = [obj]
+    td.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def on_main(dist: Dist, fn: Callable[[], T]) -> T:
+    """``fn()`` run once, on the main process; its result on every process.
+
+    For work that writes a shared file or costs a pass over the data (the window index, the
+    feature statistics): the processes wait for it instead of all doing it at once. A
+    :class:`UserError` of ``fn`` is raised on every process, so none is left waiting.
+    """
+    if dist.world == 1:
+        return fn()
+    outcome = None
+    if dist.is_main:
+        try:
+            outcome = (fn(), None)
+        except UserError as e:
+            outcome = (None, e)
+    value, error = broadcast_object(outcome, dist)
+    if error is not None:
+        raise error
+    return value
 
 
 class ShardSampler(Sampler[int]):

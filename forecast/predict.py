@@ -29,6 +29,7 @@ from data_prep.errors import UserError
 from data_prep.schema import (
     CF_CONVENTIONS,
     COORD_ATTRS,
+    FORECAST_COORD_ATTRS,
     INIT_TIME,
     LAT,
     LEAD_TIME,
@@ -40,7 +41,7 @@ from data_prep.schema import (
 from forecast.calibration import Calibrator, identity
 from forecast.checkpoint import load_checkpoint
 from forecast.config import ModelConfig
-from forecast.distributed import resolve_device
+from forecast.distributed import inference_precision, resolve_device
 
 
 class Forecaster:
@@ -90,17 +91,24 @@ class Forecaster:
 
         ``inits`` (N,) are the step indices of the last observed map of each forecast.
         """
-        from forecast.dataset import init_features
-
         self.check_grid(ds)
         inits = np.atleast_1d(np.asarray(inits, dtype=np.int64))
         h, w = ds.sizes[LAT], ds.sizes[LON]
         out = np.empty((len(inits), self.n_out, len(self.thresholds), h, w), dtype=np.float32)
         for a in range(0, len(inits), self.batch_size):
-            x = init_features(ds, inits[a : a + self.batch_size], self.n_in, self.stats)
-            logits = self.model(x.to(self.device))  # (B, n_out, n_thr, H, W)
-            out[a : a + len(x)] = self.calibrator.probability(logits).cpu().numpy()
+            logits = self.logits(ds, inits[a : a + self.batch_size])  # (B, n_out, n_thr, H, W)
+            out[a : a + len(logits)] = self.calibrator.probability(logits).cpu().numpy()
         return out
+
+    @torch.inference_mode()
+    def logits(self, ds: xr.Dataset, inits: np.ndarray) -> torch.Tensor:
+        """Raw logits (N, n_out, n_thr, H, W), float32 on the device, for windows ending at
+        ``inits``, in the precision validation and the calibration fit use."""
+        from forecast.dataset import init_features
+
+        x = init_features(ds, np.asarray(inits, dtype=np.int64), self.n_in, self.stats)
+        with inference_precision(self.device):
+            return self.model(x.to(self.device)).float()
 
     def forecast(self, ds: xr.Dataset, inits: np.ndarray, n_out: int | None = None) -> np.ndarray:
         """Calibrated P(count >= 1), float32 (N, n_out, H, W), for windows ending at ``inits``.
@@ -266,17 +274,14 @@ def forecast_dataset(
     if len(fc.thresholds) == 1:
         prob, dims = prob[:, :, 0], (INIT_TIME, LEAD_TIME, LAT, LON)
     coords = {
-        INIT_TIME: (INIT_TIME, times, {"long_name": "time of the last observed step (UTC)"}),
+        INIT_TIME: (INIT_TIME, times, FORECAST_COORD_ATTRS[INIT_TIME]),
         LEAD_TIME: (
             LEAD_TIME,
             leads,
             {"long_name": "forecast step ahead of init_time", "units": "1"},
         ),
-        "valid_time": (
-            (INIT_TIME, LEAD_TIME),
-            valid,
-            {"long_name": "start of the forecast step (UTC)"},
-        ),
+        "forecast_period": (LEAD_TIME, leads * step, FORECAST_COORD_ATTRS["forecast_period"]),
+        "valid_time": ((INIT_TIME, LEAD_TIME), valid, FORECAST_COORD_ATTRS["valid_time"]),
         LAT: (LAT, ds[LAT].values, COORD_ATTRS[LAT]),
         LON: (LON, ds[LON].values, COORD_ATTRS[LON]),
     }
@@ -284,14 +289,14 @@ def forecast_dataset(
         coords[THRESHOLD] = (
             THRESHOLD,
             np.array(fc.thresholds, dtype=np.int32),
-            {"units": "strikes per cell"},
+            {"long_name": "strike count threshold of the probability", "units": "1"},
         )
     attrs = {
         "long_name": "probability of at least `threshold` (default 1) lightning strikes in the "
         "cell during the step",
         "units": "1",
-        "valid_min": 0.0,
-        "valid_max": 1.0,
+        "valid_min": np.float32(0.0),
+        "valid_max": np.float32(1.0),
     }
     out = xr.Dataset({PROBABILITY: (dims, prob.astype(np.float32), attrs)}, coords=coords)
     out.attrs = {

@@ -138,7 +138,7 @@ def train_loop(cfg: ExperimentConfig, dist: Dist, resume: bool = False) -> Path:
                 # forward and loss
                 with distributed.autocast(dist.device, amp):
                     logits = net(x)
-                loss = loss_fn(logits.float(), y, mask)
+                loss = process_loss(loss_fn, logits, y, mask, dist)
                 stop = _check_step(loss, state, lr, dist, interrupt)
                 # backward and clip
                 optimizer.zero_grad(set_to_none=True)
@@ -162,7 +162,7 @@ def train_loop(cfg: ExperimentConfig, dist: Dist, resume: bool = False) -> Path:
             epoch_done = state.batch_in_epoch >= data.steps_per_epoch
             if epoch_done or state.step >= total:
                 # validate on the fixed set; checkpoint on improvement; early stopping
-                scores = validate(net, data, loss_fn, dist, amp)
+                scores = validate(net, data, loss_fn, dist)
                 improved = scores["val_loss"] < state.best_val
                 state.best_val = min(state.best_val, scores["val_loss"])
                 state.bad_epochs = 0 if improved else state.bad_epochs + 1
@@ -187,13 +187,13 @@ def train_loop(cfg: ExperimentConfig, dist: Dist, resume: bool = False) -> Path:
 
     # calibrate the best model on the validation windows
     if state.step >= total or state.stopped:
-        calibrate(run_dir, model, net, data, dist, amp, tc.calibration, cfg.model.thresholds)
+        calibrate(run_dir, model, net, data, dist, tc.calibration, cfg.model.thresholds)
     log.close()
     return run_dir
 
 
 def calibrate(
-    run_dir, model, net, data, dist: Dist, amp, method: str, thresholds, best: dict | None = None
+    run_dir, model, net, data, dist: Dist, method: str, thresholds, best: dict | None = None
 ) -> None:
     """Calibrate best.pt (``best`` when already loaded) on validation; store the calibration in
     best.pt, the reliability in calibration.nc."""
@@ -203,7 +203,7 @@ def calibrate(
         best = load_checkpoint(run_dir / "best.pt", map_location="cpu")
     model.load_state_dict(best["model"])
     hist = LogitHistogram(data.n_out, len(thresholds))
-    validate(net, data, None, dist, amp, hist=hist)
+    validate(net, data, None, dist, hist=hist)  # in the precision of predict
     hist.counts = distributed.all_sum(hist.counts, dist)
     cal = fit_calibration(hist, method)
     if dist.is_main:
@@ -236,9 +236,8 @@ def recalibrate(cfg: ExperimentConfig) -> Path:
         data = build_data(cfg, dist)
         _same_run(path, ckpt, cfg, data, train_keys=(), fix=fix)
         model = build_model(cfg.model, data.in_channels, data.n_out).to(dist.device)
-        amp = _amp_dtype(cfg.train.amp, dist.device)
         method, thresholds = cfg.train.calibration, cfg.model.thresholds
-        calibrate(run_dir, model, model, data, dist, amp, method, thresholds, best=ckpt)
+        calibrate(run_dir, model, model, data, dist, method, thresholds, best=ckpt)
         if dist.is_main:
             saved = run_dir / "config.yaml"
             run_cfg = load_experiment(str(saved)) if saved.is_file() else cfg
@@ -318,6 +317,22 @@ class Interruption:
     def __exit__(self, *exc) -> None:
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
+
+
+def process_loss(loss_fn, logits: torch.Tensor, y, mask, dist: Dist) -> torch.Tensor:
+    """This process's training loss: its sum over observed cells divided by the mean number of
+    observed (cell, threshold) pairs per process.
+
+    DDP averages gradients over the ``W`` processes; with ``N`` observed pairs in all, dividing
+    by ``N / W`` makes that average the gradient of the masked mean over the union of the
+    batches, so a process whose batch has more gaps weighs no more than another (dividing by
+    its own count would make each of its observed cells weigh more). One process: the mean.
+    """
+    from forecast.losses import observed_pairs
+
+    n = observed_pairs(mask, logits.shape[2]).to(torch.float32)
+    count = distributed.all_sum(n, dist) / dist.world
+    return loss_fn(logits.float(), y, mask, count=count)
 
 
 def _check_step(

@@ -18,7 +18,7 @@ import torch
 import xarray as xr
 
 from data_prep.errors import UserError
-from forecast.distributed import Dist, ShardSampler, all_sum, autocast
+from forecast.distributed import Dist, ShardSampler, all_sum, inference_precision, on_main
 
 
 @dataclass
@@ -51,7 +51,8 @@ def build_data(cfg, dist: Dist) -> TrainData:
         )
     path = Path(tc.maps)
     ds = open_maps(path)
-    index = load_or_build_index(path, ds, cfg.data)
+    # built (and saved) once by the main process, not by every process at once
+    index = on_main(dist, lambda: load_or_build_index(path, ds, cfg.data))
     for split in ("train", "val"):
         if len(index.starts[split]) == 0:
             raise UserError(
@@ -60,7 +61,7 @@ def build_data(cfg, dist: Dist) -> TrainData:
                 " use a longer record, a smaller data.block_steps, data.split=contiguous, or "
                 "a lower data.min_coverage"
             )
-    stats = fit_stats(ds, index)
+    stats = on_main(dist, lambda: fit_stats(ds, index))
     thresholds = tuple(cfg.model.thresholds)
 
     def dataset(split):
@@ -110,8 +111,9 @@ def climatology_of_targets(data: TrainData, init: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def validate(net, data: TrainData, loss_fn, dist: Dist, amp, hist=None) -> dict[str, float]:
-    """Scores over the validation windows, merged over processes.
+def validate(net, data: TrainData, loss_fn, dist: Dist, hist=None) -> dict[str, float]:
+    """Scores over the validation windows, merged over processes, with the model in the
+    precision of predict (:func:`forecast.distributed.inference_precision`).
 
     Returns ``val_loss`` (mean over windows of the training loss; NaN without ``loss_fn``),
     ``val_brier`` (Brier score of P(count >= 1) over observed target cells, all leads),
@@ -127,7 +129,7 @@ def validate(net, data: TrainData, loss_fn, dist: Dist, amp, hist=None) -> dict[
     clim = ProbabilityState.init(data.n_out, n_bins=2)
     for batch in data.val_loader:
         x, y, mask = (batch[k].to(dist.device, non_blocking=True) for k in ("x", "y", "mask"))
-        with autocast(dist.device, amp):
+        with inference_precision(dist.device):
             logits = net(x)
         logits = logits.float()
         if loss_fn is not None:

@@ -7,6 +7,7 @@ import io
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 
 from data_prep.errors import UserError
 from forecast.calibration import (
@@ -168,3 +169,44 @@ def test_platt_state_round_trips_and_older_states_without_an_offset_load():
 def test_unknown_method_lists_the_valid_ones():
     with pytest.raises(UserError, match="temperature, platt, isotonic, none"):
         fit_calibration(LogitHistogram(1, 1), "beta")
+
+
+def test_calibration_is_fitted_on_the_logits_predict_computes(tmp_path, monkeypatch):
+    """With train.amp=bf16 (on CPU here) the calibration fit still sees the float32 logits that
+    predict applies it to, window for window. The head's weights are randomised (a fresh head
+    is zero, and its logits then agree in any precision) and the calibration refitted."""
+    from data_prep.mock import mock_maps
+    from data_prep.sequences import load_or_build_index
+    from forecast.checkpoint import load_checkpoint, save_checkpoint
+    from forecast.config import load_experiment
+    from forecast.predict import load_forecaster
+    from forecast.train import recalibrate, train
+
+    fitted = []
+    add = LogitHistogram.add
+    monkeypatch.setattr(
+        LogitHistogram, "add", lambda self, z, y, m: fitted.append(z.clone()) or add(self, z, y, m)
+    )
+    maps = tmp_path / "maps.nc"
+    mock_maps(n_steps=80, shape=(8, 12), seed=2).to_netcdf(maps)
+    cfg = load_experiment(
+        None,
+        [
+            "model.encoder_channels=[8]", "model.hidden_channels=[8]", "model.norm_groups=4",
+            "data.n_in=5", "data.n_out=2", "data.block_steps=20", "train.batch_size=8",
+            "train.max_steps=1", "train.progress=false", "train.device=cpu", "train.threads=1",
+            "train.amp=bf16", f"train.maps={maps}", f"train.out={tmp_path / 'run'}",
+        ],
+    )  # fmt: skip
+    run = train(cfg)
+    best = load_checkpoint(run / "best.pt")
+    g = torch.Generator().manual_seed(0)
+    for k in ("head.weight", "head.bias"):
+        best["model"][k] = torch.randn(best["model"][k].shape, generator=g) * 0.3
+    save_checkpoint(best, run / "best.pt")
+    fitted.clear()
+    recalibrate(cfg)
+    index = load_or_build_index(maps, xr.open_dataset(maps), cfg.data)
+    fc = load_forecaster(run / "best.pt", "cpu")
+    predicted = fc.logits(xr.open_dataset(maps), index.starts["val"] + index.n_in - 1)
+    np.testing.assert_allclose(torch.cat(fitted).numpy(), predicted.numpy(), rtol=0, atol=1e-5)

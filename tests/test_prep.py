@@ -40,7 +40,7 @@ def test_nldn_real_month_gives_ten_daily_maps_that_account_for_every_strike(real
         SEQ,
     )
     ds = xr.open_dataset(out)
-    assert ds.sizes == {"time": 10, "lat": 104, "lon": 236}
+    assert ds.sizes == {"time": 10, "lat": 104, "lon": 236, "nv": 2}  # nv: time_bnds
     t = Tally.from_attrs(ds.attrs)
     assert t.read_strikes == 100_476 and t.balanced() and s.tally.balanced()
     # 97,083 strikes have tile centres in [24, 50] x [-125, -66]; 3 lie on the east edge (-66.0)
@@ -69,6 +69,11 @@ def test_maps_file_follows_the_cf_layout(tmp_path):
     assert json.loads(ds.attrs["inputs"])[0]["format"] == "points-parquet"
     assert int(ds.strike_count.sum()) == 500 and ds.sizes["time"] == 20
     assert (out.stat().st_mode & 0o777) != 0o600
+    # counts are sums over the step [time, time + 6 h), stated by cell_methods and time_bnds
+    assert ds.strike_count.attrs["cell_methods"] == "time: sum"
+    assert ds.time.attrs["bounds"] == "time_bnds" and ds.time.encoding["dtype"] == np.float64
+    step = np.timedelta64(6, "h")
+    assert (ds.time_bnds[:, 0] == ds.time).all() and (ds.time_bnds[:, 1] == ds.time + step).all()
 
 
 def test_reprep_of_the_same_inputs_gives_identical_files(tmp_path):

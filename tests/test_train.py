@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import socket
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -190,12 +192,17 @@ def test_schedule_warms_up_then_decays_to_min_lr():
 # DistributedDataParallel on 2 CPU processes (gloo) vs one process on the whole batch
 
 
-def _batch(n=4):
+def _batch(n=4, gappy=False):
+    """Inputs, targets and mask; ``gappy``: rank 0's windows (0, 2) are 90 % unobserved, rank 1's
+    fully observed, so the two processes hold very different numbers of observed cells."""
     g = torch.Generator().manual_seed(1)
     x = torch.randn(n, 5, 7, 16, 24, generator=g)
     x[:, :, 2] = torch.rand(n, 5, 16, 24, generator=g) * 0.5  # climatology channel in (0, 1)
     y = (torch.rand(n, 2, 1, 16, 24, generator=g) < 0.3).float()
-    return x, y, torch.ones(n, 2, 16, 24)
+    mask = torch.ones(n, 2, 16, 24)
+    if gappy:
+        mask[0::2] = (torch.rand(len(mask[0::2]), 2, 16, 24, generator=g) < 0.1).float()
+    return x, y, mask
 
 
 def _model():
@@ -206,14 +213,18 @@ def _model():
     return build_model(cfg, 7, 2)
 
 
-def _grads(net, model, x, y, mask):
+def _grads(net, model, x, y, mask, dist=None):
+    """Gradients of the training loss of this process (train's process_loss)."""
+    from forecast.distributed import Dist
     from forecast.losses import build_loss
+    from forecast.train import process_loss
 
-    build_loss("bce")(net(x), y, mask).backward()
+    dist = dist or Dist(0, 1, torch.device("cpu"))
+    process_loss(build_loss("bce"), net(x), y, mask, dist).backward()
     return {k: p.grad.clone() for k, p in model.named_parameters()}
 
 
-def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
+def _ddp_worker(rank: int, world: int, port: int, out: str, gappy: bool = False) -> None:
     from forecast import distributed
     from forecast.config import TrainConfig
     from forecast.distributed import ShardSampler
@@ -226,9 +237,9 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
     dist = distributed.setup("cpu")
     model = _model()
     net = _wrap(model, TrainConfig(), dist)
-    x, y, mask = _batch()
+    x, y, mask = _batch(gappy=gappy)
     mine = ShardSampler(len(x), rank=rank, world=world, shuffle=False).indices()
-    grads = _grads(net, model, x[mine], y[mine], mask[mine])
+    grads = _grads(net, model, x[mine], y[mine], mask[mine], dist)
     if rank == 0:
         torch.save(grads, out)
     # the DDP wrapper holds the gloo group: freed after destroy_process_group, its destructor can
@@ -237,7 +248,10 @@ def _ddp_worker(rank: int, world: int, port: int, out: str) -> None:
     distributed.teardown(dist)
 
 
-def test_ddp_on_two_processes_matches_one_process_gradients(tmp_path):
+@pytest.mark.parametrize("gappy", [False, True], ids=["observed", "gaps_differ_by_rank"])
+def test_ddp_on_two_processes_matches_one_process_gradients(tmp_path, gappy):
+    """Also when one process's batch has far more gaps: the loss is normalised by the observed
+    cells of all processes, so the gradient is that of one process on the union."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -246,13 +260,52 @@ def test_ddp_on_two_processes_matches_one_process_gradients(tmp_path):
 
     # fork: the workers inherit the imported modules (spawn would import torch again, ~5 s each)
     torch.multiprocessing.start_processes(
-        _ddp_worker, args=(2, port, str(out)), nprocs=2, join=True, start_method="fork"
+        _ddp_worker, args=(2, port, str(out), gappy), nprocs=2, join=True, start_method="fork"
     )
     model = _model()
-    single = _grads(model, model, *_batch())
+    single = _grads(model, model, *_batch(gappy=gappy))
     ddp = torch.load(out, weights_only=True)
     for k, g in single.items():
         np.testing.assert_allclose(ddp[k].numpy(), g.numpy(), rtol=1e-4, atol=1e-6, err_msg=k)
+
+
+def _on_main_worker(rank: int, world: int, port: int, folder: str) -> None:
+    from forecast import distributed
+
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world)
+    )
+    dist = distributed.setup("cpu")
+
+    def build():
+        (Path(folder) / f"built_by_{rank}").touch()
+        return {"built_by": rank}
+
+    def fail():
+        raise UserError(f"maps: broken (seen by rank {rank})")
+
+    got = distributed.on_main(dist, build)
+    try:
+        distributed.on_main(dist, fail)
+        error = ""
+    except UserError as e:
+        error = str(e)
+    (Path(folder) / f"rank_{rank}.json").write_text(json.dumps({"got": got, "error": error}))
+    distributed.teardown(dist)
+
+
+def test_index_and_statistics_are_built_once_by_rank_0_and_shared_with_every_rank(tmp_path):
+    """build_data's on_main: one process builds, all get its result; its error stops all."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    torch.multiprocessing.start_processes(
+        _on_main_worker, args=(2, port, str(tmp_path)), nprocs=2, join=True, start_method="fork"
+    )
+    assert sorted(p.name for p in tmp_path.glob("built_by_*")) == ["built_by_0"]
+    for rank in (0, 1):
+        out = json.loads((tmp_path / f"rank_{rank}.json").read_text())
+        assert out == {"got": {"built_by": 0}, "error": "maps: broken (seen by rank 0)"}
 
 
 def _ddp_train_worker(rank: int, world: int, port: int, maps: str, out: str) -> None:

@@ -180,14 +180,26 @@ def oracle_dataset(prob: np.ndarray, s: dyn.Setting) -> xr.Dataset:
             schema.INIT_TIME: (
                 schema.INIT_TIME,
                 init_time,
-                {"long_name": "label of the last observed day (UTC)"},
+                {
+                    **schema.FORECAST_COORD_ATTRS[schema.INIT_TIME],
+                    "long_name": "label of the last observed day (UTC)",
+                },
             ),
             schema.LEAD_TIME: (
                 schema.LEAD_TIME,
-                lead,
+                lead.astype(np.int32),
                 {"long_name": "days after init_time", "units": "1"},
             ),
-            "valid_time": ((schema.INIT_TIME, schema.LEAD_TIME), valid),
+            "forecast_period": (
+                schema.LEAD_TIME,
+                lead * np.timedelta64(1, "D"),
+                schema.FORECAST_COORD_ATTRS["forecast_period"],
+            ),
+            "valid_time": (
+                (schema.INIT_TIME, schema.LEAD_TIME),
+                valid,
+                schema.FORECAST_COORD_ATTRS["valid_time"],
+            ),
             **schema.grid_coords(s.grid),
         },
     )

@@ -78,8 +78,9 @@ def scores_dataset(states: dict[str, MethodState], names: list[str], ecfg) -> xr
         stacked = np.stack([per[n][var] for n in names])
         data[var] = (_dims(var, stacked.ndim), stacked, {"long_name": _LONG.get(var, var)})
     ds = xr.Dataset(data, coords=coords)
-    ds["prob_threshold"].attrs["long_name"] = "forecast 'yes' where probability >= this (curves)"
-    ds["bin"].attrs["long_name"] = "centre of the reliability bin"
+    for name, long_name in _COORD_LONG.items():
+        ds[name].attrs.update(long_name=long_name, units="1")
+    ds.attrs.update(title="strikecast forecast scores by method and lead time")
     ds.attrs.update(n_bins=int(n_bins), seed=int(ecfg.seed))
     ds.attrs.update(bootstrap_attrs(any_state.daily.n.shape[0], ecfg))
     return ds
@@ -130,6 +131,13 @@ def _method_scores(state: MethodState, states: dict[str, MethodState], ecfg) -> 
     return out
 
 
+_COORD_LONG = {
+    "lead_time": "forecast step ahead of init_time",
+    "threshold": "probability threshold of the categorical scores",
+    "scale": "neighbourhood width in cells",
+    "bin": "centre of the reliability bin",
+    "prob_threshold": "forecast 'yes' where probability >= this (curves)",
+}
 _LONG = {
     "brier_score": "Brier score (mean squared probability error)",
     "brier_skill_score": "Brier skill score against climatology on the same cases",
