@@ -142,10 +142,11 @@ class Accumulator:
 
     ``counts[k]`` (H*W,) int64 and ``covered[k]`` (H*W,) bool hold step ``k``; only steps that
     saw records are stored, so scattered granules years apart cost nothing. ``observed`` lists
-    inclusive step ranges ``(k0, k1)`` seen over the whole domain: with ``observe = "span"``
-    (point feeds) each input adds the steps from its first to its last record, the clock's
-    bounds replacing either end where set; with ``observe = "days"`` (NLDN tiles) each step
-    holding a record. ``spans`` lists ``(t0, t1)`` ns intervals observed over the whole domain
+    inclusive step ranges ``(k0, k1)`` seen over the whole domain: with ``observe = "days"``
+    (NLDN tiles) each step holding a record. With ``observe = "span"`` (point feeds) each input
+    adds to ``feeds`` the steps from its first to its last record; :meth:`observed_ranges`
+    extends only the earliest feed back to the clock's lower bound and the latest forward to its
+    upper bound, so days between two feeds' files stay unobserved. ``spans`` lists ``(t0, t1)`` ns intervals observed over the whole domain
     (GLM granules), which count where they fill enough of a step.
     """
 
@@ -155,6 +156,7 @@ class Accumulator:
     covered: dict[int, np.ndarray] = field(default_factory=dict)
     observe: str = ""  # "", or one of OBSERVE: how added records mark observed steps
     observed: list[tuple[int, int]] = field(default_factory=list)
+    feeds: list[tuple[int, int]] = field(default_factory=list)  # first, last step of each feed
     spans: list[tuple[int, int]] = field(default_factory=list)
     kernel: str = "auto"  # one of KERNELS
 
@@ -214,29 +216,41 @@ class Accumulator:
         lo, hi = self.clock.lo, self.clock.hi
         if self.observe == "days":
             ks = np.unique(self.clock.index(rec.time))
-        else:  # a span: the first and last step, merged with the input's earlier chunks
-            ks = self.clock.index(np.array([rec.time.min(), rec.time.max()]))
-        if lo is not None:
-            ks = ks[ks >= lo]
-        if hi is not None:
-            ks = ks[ks <= hi]
-        if self.observe == "days":
+            if lo is not None:
+                ks = ks[ks >= lo]
+            if hi is not None:
+                ks = ks[ks <= hi]
             self.observed.extend((k, k) for k in ks.tolist())
-        elif ks.size:
-            a, b = int(ks.min()), int(ks.max())
-            if self._span is not None:
-                a, b = min(a, self._span[0]), max(b, self._span[1])
-            self._span = (a, b)
+            return
+        # a span: the first and last step within the bounds, merged with earlier chunks
+        k_first, k_last = self.clock.index(np.array([rec.time.min(), rec.time.max()])).tolist()
+        a = k_first if lo is None else max(k_first, lo)
+        b = k_last if hi is None else min(k_last, hi)
+        if a > b:
+            return
+        if self._span is not None:
+            a, b = min(a, self._span[0]), max(b, self._span[1])
+        self._span = (a, b)
 
     def finish(self) -> Accumulator:
-        """Close this input: a span input's observed steps, the clock's bounds replacing its
-        first and last record where set. Call once, after the input's last :meth:`add`."""
-        lo, hi = self.clock.lo, self.clock.hi
-        if self.observe == "span" and (self._span is not None or None not in (lo, hi)):
-            a, b = self._span if self._span is not None else (lo, hi)
-            self.observed.append((a if lo is None else lo, b if hi is None else hi))
+        """Close this input: a span input's first and last record's steps join ``feeds``.
+        Call once, after the input's last :meth:`add`."""
+        if self.observe == "span" and self._span is not None:
+            self.feeds.append(self._span)
         self._span = None
         return self
+
+    def observed_ranges(self) -> list[tuple[int, int]]:
+        """Inclusive step ranges observed over the whole domain: ``observed``, each feed's own
+        span, and the clock's bounds reached from the earliest and the latest feed only."""
+        ranges = list(self.observed) + list(self.feeds)
+        if self.feeds:
+            first, last = min(a for a, _ in self.feeds), max(b for _, b in self.feeds)
+            if self.clock.lo is not None and self.clock.lo < first:
+                ranges.append((self.clock.lo, first))
+            if self.clock.hi is not None and self.clock.hi > last:
+                ranges.append((last, self.clock.hi))
+        return ranges
 
     def _add_fused(self, rec: Records, tally: Tally) -> bool:
         """Grid one chunk with the numba kernel; False (nothing done) when its steps are too many
@@ -351,12 +365,14 @@ class Accumulator:
         for k, row in other.covered.items():
             self._row(self.covered, k, bool)[:] |= row
         self.observed.extend(other.observed)
+        self.feeds.extend(other.feeds)
         self.spans.extend(other.spans)
         return self
 
     def step_range(self) -> tuple[int, int] | None:
         """First and last step holding strikes or observations (clock bounds win), or None."""
-        ks = list(self.counts) + list(self.covered) + [k for ab in self.observed for k in ab]
+        ks = list(self.counts) + list(self.covered)
+        ks += [k for ab in self.observed_ranges() for k in ab]
         for t0, t1 in self.spans:
             ks += [int(self.clock.index(np.int64(t0))), int(self.clock.index(np.int64(t1 - 1)))]
         lo, hi = self.clock.lo, self.clock.hi
@@ -381,7 +397,7 @@ class Accumulator:
         for k, row in self.covered.items():
             if k0 <= k <= k1:
                 cov[k - k0] = row
-        for a, b in self.observed:
+        for a, b in self.observed_ranges():
             cov[max(a, k0) - k0 : min(b, k1) - k0 + 1] = 1
         if self.spans:
             frac = span_fraction(self.spans, self.clock, k0, k1)

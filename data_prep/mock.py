@@ -4,7 +4,9 @@
 :mod:`data_prep.schema`): ``strike_count(time, lat, lon)`` int32 and ``coverage(time, lat, lon)``
 int8 with CF attributes. Strikes come from a few Gaussian storm blobs that drift eastward and
 whose activity follows the season (more in summer), so the maps carry signal that persistence,
-climatology and a model can pick up, yet stay tiny and fast to make.
+climatology and a model can pick up, yet stay tiny and fast to make. Missing data comes in two
+kinds, as in real archives: whole steps (``gaps``) and patches of cells on some steps
+(``cell_gaps``, a network outage over part of the domain); both hold coverage 0 and count 0.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ def mock_maps(
     start: str = "2021-01-01",
     time_step: str = "1D",
     gaps: tuple[int, ...] | list[int] = (),
+    cell_gaps: float = 0.0,
 ) -> xr.Dataset:
     """A seeded maps Dataset with drifting storm blobs, in the prep output layout.
 
@@ -54,6 +57,9 @@ def mock_maps(
     start : time label of the first step.
     time_step : step length (``"1D"``, ``"6h"``, ...).
     gaps : step indices with no observations (coverage 0 and count 0 everywhere).
+    cell_gaps : share of steps that lose a patch of cells (coverage 0 and count 0 there): a
+        seeded rectangle of 1..H/2 by 1..W/2 cells. Drawn from their own stream, so the counts
+        do not depend on it.
 
     Returns
     -------
@@ -65,16 +71,28 @@ def mock_maps(
     gaps = np.asarray(list(gaps), dtype=np.int64)
     if gaps.size and (gaps.min() < 0 or gaps.max() >= n_steps):
         raise UserError(f"mock_maps: gaps {gaps.tolist()} must lie in 0..{n_steps - 1}")
+    if not 0.0 <= cell_gaps <= 1.0:
+        raise UserError(f"mock_maps: cell_gaps {cell_gaps} must lie in [0, 1]")
     step = parse_time_step(time_step)
     times = pd.date_range(pd.Timestamp(start), periods=n_steps, freq=step)
     rng = np.random.default_rng(seed)
     rate = _storm_rate(rng, times, h, w)  # (T, H, W)
     counts = rng.poisson(rate).astype(np.int32)
-    coverage = np.ones((n_steps, h, w), dtype=np.int8)
+    coverage = _cell_gaps(np.random.default_rng([seed, 1]), n_steps, h, w, cell_gaps)
     coverage[gaps] = 0
-    counts[gaps] = 0
+    counts[coverage == 0] = 0
     grid = Grid(30.0, 30.0 + 0.5 * h, -104.0, -104.0 + 0.5 * w, 0.5, "custom")
     return _as_dataset(counts, coverage, times, grid, step)
+
+
+def _cell_gaps(rng: np.random.Generator, t: int, h: int, w: int, share: float) -> np.ndarray:
+    """Coverage int8 (T, H, W): 1, except a random rectangle on a ``share`` of the steps."""
+    coverage = np.ones((t, h, w), dtype=np.int8)
+    for k in np.flatnonzero(rng.random(t) < share).tolist():
+        dy, dx = int(rng.integers(1, h // 2 + 1)), int(rng.integers(1, w // 2 + 1))
+        y0, x0 = int(rng.integers(0, h - dy + 1)), int(rng.integers(0, w - dx + 1))
+        coverage[k, y0 : y0 + dy, x0 : x0 + dx] = 0
+    return coverage
 
 
 def _storm_rate(rng: np.random.Generator, times: pd.DatetimeIndex, h: int, w: int) -> np.ndarray:

@@ -6,7 +6,8 @@ duplicates there, with a reason) and yields :class:`~data_prep.records.Records` 
 records, plus what the input observed: :class:`Span` (a time interval seen over the whole
 domain: a GLM granule) or :class:`Cells` (observed source cells of a gridded input).
 ``coverage = "span"`` readers (point feeds) observe every cell of every step from their first to
-their last record (``--start``/``--end`` extend that span); ``coverage = "days"`` readers (NLDN
+their last record (``--start``/``--end`` reach back from the earliest feed and forward from the
+latest, never across the days between two feeds); ``coverage = "days"`` readers (NLDN
 tiles) observe every cell of each step they list, so a day missing from a month file is no data,
 never a day of zeros.
 

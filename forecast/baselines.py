@@ -4,6 +4,10 @@ Every baseline answers ``forecast(ds, inits, n_out) -> float32 (N, n_out, H, W)`
 of at least one strike per cell and lead time, from the maps up to and including each init step.
 Build one by name with :func:`build_baseline`; the registry is :data:`BASELINES`.
 
+A cell without data (coverage 0) in a baseline's input is never read as zero strikes: it holds
+the mean over the observed cells of its step (:func:`observed_or_mean`), e.g. the share of the
+observed cells struck; NaN when the step has no observed cell, so the case is not scored.
+
 - ``persistence``: the last step's occurrence (0 or 1) at every lead.
 - ``smoothed_persistence``: the share of cells with a strike in the ``n`` x ``n`` window around each
   cell on the last step.
@@ -84,8 +88,19 @@ def observations(ds: xr.Dataset, inits: np.ndarray, n_out: int) -> tuple[np.ndar
 
 
 def occurrence(ds: xr.Dataset, steps: np.ndarray) -> np.ndarray:
-    """Strike occurrence (count >= 1) at ``steps``, float32 (*S, H, W)."""
-    return (read_steps(ds, COUNT, steps) >= 1).astype(np.float32)
+    """Strike occurrence (count >= 1) at ``steps``, float32 (*S, H, W); a no-data cell holds
+    the share of its step's observed cells struck (see :func:`observed_or_mean`)."""
+    occ = (read_steps(ds, COUNT, steps) >= 1).astype(np.float32)
+    return observed_or_mean(occ, read_steps(ds, COVERAGE, steps) > 0)
+
+
+def observed_or_mean(x: np.ndarray, seen: np.ndarray) -> np.ndarray:
+    """``x`` (..., H, W) where ``seen``, elsewhere the mean of ``x`` over the observed cells of
+    the same map (NaN when the map has none): no data is filled, never read as zero."""
+    n_seen = seen.sum((-2, -1), keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean = np.where(seen, x, 0).sum((-2, -1), keepdims=True) / n_seen
+    return np.where(seen, x, mean).astype(x.dtype)
 
 
 def neighbourhood_fraction(x: np.ndarray, n: int) -> np.ndarray:
@@ -184,6 +199,9 @@ class Lagrangian:
                 continue
             steps = np.arange(run[0] - 1, run[-1] + 1)  # consecutive steps, one before the run
             logs = np.log1p(read_steps(ds, COUNT, steps).astype(np.float64))  # (S, H, W)
+            # a patch without data looks flat (its map's mean), not like a hole of zeros
+            seen = read_steps(ds, COVERAGE, steps) > 0
+            logs = np.nan_to_num(observed_or_mean(logs, seen))
             found = phase_correlation(logs, max_shift=self.max_shift)  # (S-1, 2)
             self.shifts.update(zip(run.tolist(), found, strict=True))
 
@@ -283,5 +301,5 @@ def _window(make: Callable[[int], object], ds: xr.Dataset, index, cfg: EvalConfi
     scores = []
     for n in cfg.smoothing_candidates:
         prob = make(n).forecast(ds, inits, index.n_out)
-        scores.append(np.mean((prob - events)[observed] ** 2))
+        scores.append(np.mean((prob - events)[observed & np.isfinite(prob)] ** 2))
     return int(cfg.smoothing_candidates[int(np.argmin(scores))])

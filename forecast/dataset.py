@@ -9,8 +9,16 @@ Every map step becomes ``N_CHANNELS`` input channels (:func:`input_features`)::
     4  longitude, scaled to -1..1 over the training grid
     5  sin(2 pi day-of-year / 365.25)
     6  cos(2 pi day-of-year / 365.25)
-    7  share of the domain's cells with >= 1 strike     domain-wide activity, the same in every cell
+    7  share of the observed cells with >= 1 strike     domain-wide activity, the same in every cell
     8  log((share + 0.01) / (climatological share + 0.01))  that activity against the calendar day's
+    9  coverage: 1 where the network observed the cell, 0 where there is no data
+
+Missing data is never read as zero strikes. Where a cell has no data (coverage 0), channels 0
+and 1 hold the cell's climatological expectation instead of an observed zero: occurrence
+``p`` (channel 2) and intensity ``p * log(2) / count_scale`` (one strike, weighted by ``p``);
+channel 9 tells the model which cells these are. Channels 7 and 8 compare the observed cells'
+share with the climatological share of the same cells; a step without any observed cell gets
+the climatological share (ratio 0).
 
 Channels 7 and 8 give every cell the state of the whole domain that step: quiet and active spells
 span the domain (in the synthetic world a domain-wide activity with a memory of days; in real
@@ -40,7 +48,8 @@ from data_prep.errors import UserError
 from data_prep.schema import COUNT, COVERAGE, LAT, LON, TIME
 from data_prep.sequences import WindowIndex
 
-N_CHANNELS = 9
+N_CHANNELS = 10
+COVERAGE_CHANNEL = 9  # appended last: older channel numbers (clim_channel 2) keep their meaning
 _SHARE_EPS = 0.01  # keeps the log ratio of channel 8 finite on days without a strike
 IN_MEMORY_BYTES = 2 * 1024**3  # maps smaller than this are loaded once as numpy
 FEATURE_CACHE_BYTES = 1024**3  # in-memory maps whose input features fit are featurised once
@@ -129,13 +138,19 @@ def _count_scale(hist: np.ndarray) -> float:
 
 
 def input_features(
-    counts: np.ndarray, times: np.ndarray, stats: FeatureStats, lat: np.ndarray, lon: np.ndarray
+    counts: np.ndarray,
+    coverage: np.ndarray,
+    times: np.ndarray,
+    stats: FeatureStats,
+    lat: np.ndarray,
+    lon: np.ndarray,
 ) -> np.ndarray:
     """Input channels of each step (see the module docstring).
 
     Parameters
     ----------
     counts : int (T, H, W) strike counts.
+    coverage : (T, H, W) 1 where the cell was observed, 0 where there is no data.
     times : datetime64 (T,) step labels.
     stats : fitted :class:`FeatureStats` on the same grid.
     lat, lon : (H,), (W,) cell centres.
@@ -152,21 +167,53 @@ def input_features(
             f"statistics were fitted on {stats.climatology.shape[1:]}; "
             "use maps on the training grid"
         )
+    seen = np.asarray(coverage) > 0  # (T, H, W)
     out = np.empty((t, N_CHANNELS, h, w), dtype=np.float32)
+    clim = climatology_at(stats.climatology, times)  # (T, H, W)
     c = counts.astype(np.float32)
-    out[:, 0] = np.log1p(c) / np.float32(stats.count_scale)
-    out[:, 1] = c >= 1
-    out[:, 2] = climatology_at(stats.climatology, times)
+    scale = np.float32(stats.count_scale)
+    out[:, 0] = np.where(seen, np.log1p(c), clim * np.float32(np.log(2.0))) / scale
+    out[:, 1] = np.where(seen, c >= 1, clim)
+    out[:, 2] = clim
     out[:, 3] = _scaled(lat, stats.lat)[None, :, None]
     out[:, 4] = _scaled(lon, stats.lon)[None, None, :]
     angle = 2 * np.pi * _day_of_year(times) / 365.25  # (T,)
     out[:, 5] = np.sin(angle)[:, None, None]
     out[:, 6] = np.cos(angle)[:, None, None]
-    share = out[:, 1].mean((1, 2), dtype=np.float64)  # (T,)
-    clim_share = out[:, 2].mean((1, 2), dtype=np.float64)
+    share, clim_share = activity_shares(counts >= 1, clim, seen)
     out[:, 7] = share[:, None, None]
     out[:, 8] = np.log((share + _SHARE_EPS) / (clim_share + _SHARE_EPS))[:, None, None]
+    out[:, COVERAGE_CHANNEL] = seen
     return out
+
+
+def check_input_channels(in_channels: int, path: object) -> None:
+    """Refuse a checkpoint whose model reads another number of input channels than
+    :func:`input_features` makes (one trained before the coverage channel has 9)."""
+    if int(in_channels) == N_CHANNELS:
+        return
+    why = "trained before the coverage input; " if int(in_channels) == 9 else ""
+    raise UserError(
+        f"checkpoint {path}: model reads {in_channels} input channels, this version makes "
+        f"{N_CHANNELS} ({why}retrain it with `strikecast train`)"
+    )
+
+
+def activity_shares(
+    struck: np.ndarray, clim: np.ndarray, seen: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Share of the observed cells struck, and their climatological share, float64 (T,) each.
+
+    ``struck``, ``clim``, ``seen``: (T, H, W). A step without an observed cell gets the
+    climatological share of the whole domain for both, so its log ratio is 0.
+    """
+    n_seen = seen.sum((1, 2), dtype=np.float64)  # (T,)
+    fallback = clim.mean((1, 2), dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        share = (struck & seen).sum((1, 2), dtype=np.float64) / n_seen
+        clim_share = np.where(seen, clim, 0).sum((1, 2), dtype=np.float64) / n_seen
+    none = n_seen == 0
+    return np.where(none, fallback, share), np.where(none, fallback, clim_share)
 
 
 def _scaled(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -232,7 +279,7 @@ class WindowDataset(Dataset):
         self._ds = None if in_memory else ds[[COUNT, COVERAGE]]
         self._features = None  # (T, C, H, W) inputs of every step, when small enough
         if in_memory and self._arrays[0].size * N_CHANNELS * 4 < FEATURE_CACHE_BYTES:
-            self._features = input_features(self._arrays[0], self.times, stats, self.lat, self.lon)
+            self._features = input_features(*self._arrays, self.times, stats, self.lat, self.lon)
 
     def __len__(self) -> int:
         return len(self.starts)
@@ -251,7 +298,8 @@ class WindowDataset(Dataset):
         if self._features is not None:
             x = self._features[s:e]
         else:
-            x = input_features(counts[: self.n_in], self.times[s:e], self.stats, self.lat, self.lon)
+            n = self.n_in
+            x = input_features(counts[:n], cov[:n], self.times[s:e], self.stats, self.lat, self.lon)
         target = (
             counts[self.n_in :, None] >= self.thresholds[None, :, None, None]
         )  # (n_out, n_thr, H, W)
@@ -288,8 +336,9 @@ def init_features(
         )
     steps = inits[:, None] - np.arange(n_in - 1, -1, -1)  # (N, n_in) input steps, oldest first
     needed, where = np.unique(steps, return_inverse=True)  # each step read and featurised once
-    counts = ds[COUNT].isel({TIME: needed}).values  # (U, H, W)
-    feats = input_features(counts, ds[TIME].values[needed], stats, ds[LAT].values, ds[LON].values)
+    part = ds.isel({TIME: needed})
+    counts, cov = part[COUNT].values, part[COVERAGE].values  # (U, H, W) each
+    feats = input_features(counts, cov, part[TIME].values, stats, ds[LAT].values, ds[LON].values)
     return torch.from_numpy(feats[where.reshape(steps.shape)])  # (N, n_in, C, H, W)
 
 

@@ -186,7 +186,7 @@ def build_model(cfg: ModelConfig, in_channels: int, n_out: int) -> nn.Module:
     cfg : ModelConfig
         Architecture; ``cfg.cell`` names the recurrent core (see :data:`forecast.cells.CORES`).
     in_channels : int
-        Channels C of the input maps ``x (B, T, C, H, W)`` (7 from :mod:`forecast.dataset`).
+        Channels C of the input maps ``x (B, T, C, H, W)`` (``forecast.dataset.N_CHANNELS``).
     n_out : int
         Lead times 1..n_out forecast at once.
 

@@ -51,10 +51,11 @@ class Forecaster:
     """
 
     def __init__(self, ckpt: dict, path: Path, device: torch.device, batch_size: int = 32):
-        from forecast.dataset import FeatureStats
+        from forecast.dataset import FeatureStats, check_input_channels
         from forecast.model import build_model
 
         args = ckpt["model_args"]
+        check_input_channels(args["in_channels"], path)
         mcfg = from_dict(ModelConfig, args["model"], "model.")
         self.model = build_model(mcfg, args["in_channels"], args["n_out"]).to(device).eval()
         self.model.load_state_dict(ckpt["model"])

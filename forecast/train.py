@@ -36,6 +36,7 @@ from forecast import distributed
 from forecast.calibration import LogitHistogram, check_method, fit_calibration, reliability
 from forecast.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from forecast.config import ExperimentConfig, TrainConfig
+from forecast.dataset import check_input_channels
 from forecast.distributed import Dist
 from forecast.runlog import RunLog
 from forecast.train_data import build_data, validate
@@ -436,6 +437,7 @@ def _same_run(
     Compares the model and data sections, the ``train_keys`` (default: those that shape the
     optimisation) and, unless ``data`` is None, the feature statistics of the maps.
     """
+    check_input_channels(ckpt["model_args"]["in_channels"], path)
     old, new = ckpt["config"], to_dict(cfg)
     keys = [
         f"{sec}.{k}"

@@ -14,6 +14,7 @@ from forecast.baselines import (
     Lagrangian,
     Persistence,
     SmoothedPersistence,
+    _window,
     build_baseline,
     observations,
     valid_steps,
@@ -132,6 +133,35 @@ def test_smoothing_window_is_tuned_on_validation_or_fixed():
     assert tuned.window in EvalConfig().smoothing_candidates
     fixed = build_baseline("smoothed_persistence", ds, index, EvalConfig(smoothing_window=3))
     assert fixed.window == 3
+
+
+def test_persistence_reads_a_no_data_cell_as_the_observed_share_not_zero():
+    counts = np.zeros((8, 2, 4))
+    counts[-1, 1, :2] = 3  # the init step: 2 of its 7 observed cells struck
+    ds = _maps(counts)
+    ds["coverage"][-1, 0, 0] = 0
+    init = np.array([7])
+    prob = build_baseline("persistence", ds, _index(8), EvalConfig()).forecast(ds, init)
+    assert prob[0, :, 0, 0].tolist() == pytest.approx([2 / 7, 2 / 7])
+    assert prob[0, 0, 1, :2].tolist() == [1, 1] and prob[0, 0, 0, 1:].tolist() == [0, 0, 0]
+
+
+def test_smoothing_window_is_tuned_on_observed_cells_only():
+    # observed cells never strike; the 30 of 42 cells without data hold junk counts
+    counts = np.zeros((30, 6, 7))
+    counts[:, :, :5] = 40
+    ds = _maps(counts)
+    ds["coverage"][:, :, :5] = 0
+
+    class Constant:  # window 1 forecasts 0 (right on observed cells), the others 1
+        def __init__(self, n):
+            self.n = n
+
+        def forecast(self, ds, inits, n_out):
+            return np.full((len(inits), n_out, 6, 7), float(self.n > 1), np.float32)
+
+    cfg = EvalConfig(smoothing_candidates=(3, 1))
+    assert _window(Constant, ds, _index(30), cfg) == 1
 
 
 def test_unknown_baseline_lists_the_valid_ones():

@@ -13,21 +13,23 @@ from data_prep.errors import UserError
 from data_prep.mock import mock_maps
 from data_prep.sequences import build_index
 from forecast.dataset import (
+    COVERAGE_CHANNEL,
     N_CHANNELS,
     FeatureStats,
     WindowDataset,
+    check_input_channels,
     fit_stats,
     init_features,
     input_features,
     make_loader,
 )
 
-CFG = SequenceConfig(n_in=5, n_out=2, block_steps=15)
+CFG = SequenceConfig(n_in=5, n_out=2, block_steps=15, min_coverage=0.5)
 
 
 @pytest.fixture(scope="module")
 def maps():
-    ds = mock_maps(n_steps=150, shape=(6, 8), gaps=(70,), seed=3)
+    ds = mock_maps(n_steps=150, shape=(6, 8), gaps=(70,), seed=3, cell_gaps=0.3)
     index = build_index(ds, CFG)
     return ds, index, fit_stats(ds, index)
 
@@ -43,20 +45,25 @@ def test_window_equals_independent_isel(maps, source, tmp_path):
         ds, starts, n_in=5, n_out=2, stats=stats, thresholds=(1, 3), in_memory=source == "memory"
     )
     assert len(data) == len(starts)
-    for i in (0, len(starts) - 1):
+    gaps_seen = 0
+    for i in range(len(starts)):
         s = int(starts[i])
         part = ds.isel(time=slice(s, s + 7))
         counts, cov = part.strike_count.values, part.coverage.values
+        gaps_seen += int((cov == 0).sum())
         item = data[i]
         assert item["x"].shape == (5, N_CHANNELS, 6, 8) and item["x"].dtype == torch.float32
-        x = item["x"].numpy()
-        np.testing.assert_allclose(x[:, 0], np.log1p(counts[:5]) / stats.count_scale, rtol=1e-6)
-        np.testing.assert_array_equal(x[:, 1], counts[:5] >= 1)
+        x, seen = item["x"].numpy(), cov[:5] == 1
+        want = np.log1p(counts[:5]) / stats.count_scale
+        np.testing.assert_allclose(x[:, 0][seen], want[seen], rtol=1e-6)
+        np.testing.assert_array_equal(x[:, 1][seen], counts[:5][seen] >= 1)
         np.testing.assert_array_equal(x[:, 2], climatology_at(stats.climatology, part.time[:5]))
+        np.testing.assert_array_equal(x[:, COVERAGE_CHANNEL], cov[:5])
         np.testing.assert_array_equal(item["y"].numpy()[:, 0], counts[5:] >= 1)
         np.testing.assert_array_equal(item["y"].numpy()[:, 1], counts[5:] >= 3)
         np.testing.assert_array_equal(item["mask"].numpy(), cov[5:])
         assert int(item["init"]) == s + 4
+    assert gaps_seen > 0  # the windows hold no-data cells, so the mask and channel 9 are tested
 
 
 def test_input_features_known_channels():
@@ -65,7 +72,8 @@ def test_input_features_known_channels():
     stats = FeatureStats(clim, float(np.log1p(9.0)), ds.lat.values, ds.lon.values)
     counts = np.zeros((2, 3, 4), np.int32)
     counts[0, 1, 2] = 9
-    x = input_features(counts, ds.time.values, stats, ds.lat.values, ds.lon.values)
+    cov = np.ones((2, 3, 4), np.int8)
+    x = input_features(counts, cov, ds.time.values, stats, ds.lat.values, ds.lon.values)
     assert x.shape == (2, N_CHANNELS, 3, 4) and x.dtype == np.float32
     assert x[0, 0, 1, 2] == pytest.approx(1.0) and x[0, 0].sum() == pytest.approx(1.0)
     assert x[0, 1, 1, 2] == 1 and x[0, 1].sum() == 1
@@ -81,6 +89,51 @@ def test_input_features_known_channels():
     want = np.log((np.array([1 / 12, 0.0]) + 0.01) / (clim_share + 0.01))
     np.testing.assert_allclose(x[:, 8, 2, 3], want, rtol=1e-5)
     assert np.ptp(x[:, 8], axis=(1, 2)).max() == 0
+    assert (x[:, COVERAGE_CHANNEL] == 1).all()
+
+
+def _known_stats(ds) -> FeatureStats:
+    clim = np.linspace(0.1, 0.9, 366 * 12, dtype=np.float32).reshape(366, 3, 4)
+    return FeatureStats(clim, float(np.log1p(9.0)), ds.lat.values, ds.lon.values)
+
+
+def test_a_no_data_cell_is_not_an_observed_zero_in_the_model_input():
+    ds = mock_maps(n_steps=1, shape=(3, 4))
+    stats = _known_stats(ds)
+    counts, cov = np.zeros((1, 3, 4), np.int32), np.ones((1, 3, 4), np.int8)
+    args = (ds.time.values, stats, ds.lat.values, ds.lon.values)
+    observed_zero = input_features(counts, cov, *args)
+    cov[0, 1, 2] = 0
+    no_data = input_features(counts, cov, *args)
+    p = stats.climatology[0, 1, 2]  # 1 January's climatology of the cell
+    assert no_data[0, COVERAGE_CHANNEL, 1, 2] == 0 and observed_zero[0, COVERAGE_CHANNEL, 1, 2] == 1
+    assert observed_zero[0, :2, 1, 2].tolist() == [0, 0]  # an observed zero reads as zero
+    assert no_data[0, 1, 1, 2] == pytest.approx(p)  # no data reads as its climatology
+    assert no_data[0, 0, 1, 2] == pytest.approx(p * np.log(2) / np.log1p(9.0))
+    other = np.ones((3, 4), bool)
+    other[1, 2] = False
+    np.testing.assert_array_equal(no_data[0, :2][:, other], observed_zero[0, :2][:, other])
+
+
+def test_activity_share_is_struck_over_observed_cells():
+    ds = mock_maps(n_steps=2, shape=(3, 4))
+    stats = _known_stats(ds)
+    counts, cov = np.zeros((2, 3, 4), np.int32), np.ones((2, 3, 4), np.int8)
+    counts[0, 0, :2] = 5  # 2 struck cells ...
+    cov[0, 2, :] = 0  # ... among the 8 observed ones: share 2 / 8, not 2 / 12
+    cov[1] = 0  # a step without any observed cell: the climatological share, log ratio 0
+    x = input_features(counts, cov, ds.time.values, stats, ds.lat.values, ds.lon.values)
+    clim = stats.climatology[:2]
+    clim_share = clim[0, :2].mean()  # the climatology of the same 8 observed cells
+    assert x[0, 7, 2, 3] == pytest.approx(2 / 8)
+    assert x[0, 8, 0, 0] == pytest.approx(np.log((2 / 8 + 0.01) / (clim_share + 0.01)), rel=1e-5)
+    assert x[1, 7, 0, 0] == pytest.approx(clim[1].mean()) and x[1, 8, 0, 0] == 0
+
+
+def test_a_checkpoint_of_another_channel_count_is_refused_in_one_line():
+    check_input_channels(N_CHANNELS, "best.pt")
+    with pytest.raises(UserError, match=r"best.pt: .*trained before the coverage input; retrain"):
+        check_input_channels(9, "best.pt")
 
 
 def test_fit_stats_ignores_data_outside_the_training_split(maps):

@@ -38,6 +38,21 @@ def test_gap_steps_have_no_coverage_and_no_strikes():
     assert int(ds.strike_count[4:6].sum()) == 0
 
 
+def test_cell_gaps_blank_patches_of_some_steps_and_leave_the_other_cells_alone():
+    full = mock_maps(n_steps=40, shape=(6, 8), seed=4)
+    gappy = mock_maps(n_steps=40, shape=(6, 8), seed=4, cell_gaps=0.4)
+    assert gappy.identical(mock_maps(n_steps=40, shape=(6, 8), seed=4, cell_gaps=0.4))
+    cov = gappy.coverage.values
+    share = cov.mean((1, 2))
+    partial = (share > 0) & (share < 1)
+    assert 5 <= partial.sum() <= 30 and (share > 0).all()  # cells missing, never whole steps
+    assert (gappy.strike_count.values[cov == 0] == 0).all()
+    seen = cov == 1
+    np.testing.assert_array_equal(gappy.strike_count.values[seen], full.strike_count.values[seen])
+    with pytest.raises(UserError, match="cell_gaps"):
+        mock_maps(n_steps=4, cell_gaps=1.5)
+
+
 def test_mock_maps_are_seeded_and_not_noise():
     a, b = mock_maps(seed=1), mock_maps(seed=1)
     assert a.identical(b)

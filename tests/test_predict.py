@@ -10,11 +10,13 @@ import pytest
 import torch
 import xarray as xr
 
+from data_prep.config import from_dict
 from data_prep.errors import UserError
 from data_prep.mock import mock_maps
 from forecast.checkpoint import FORMAT, load_checkpoint
 from forecast.cli import main
-from forecast.config import load_experiment
+from forecast.config import ModelConfig, load_experiment
+from forecast.model import build_model
 from forecast.predict import load_forecaster, predict_to_file
 from forecast.train import train
 
@@ -127,6 +129,30 @@ def test_tampered_checkpoint_is_refused(run, tmp_path):
     torch.save({"format": FORMAT, "model": {}}, bad)
     with pytest.raises(UserError, match="is not a strikecast checkpoint .*missing model_args"):
         predict_to_file(bad, maps, None, tmp_path / "f.nc", device="cpu")
+
+
+def test_a_checkpoint_trained_before_the_coverage_input_is_refused_in_one_line(
+    run, tmp_path, capsys
+):
+    ckpt, maps = run
+    state = load_checkpoint(ckpt)
+    args = {**state["model_args"], "in_channels": 9}  # the 9 input channels of older versions
+    old_net = build_model(from_dict(ModelConfig, args["model"], "model."), 9, args["n_out"])
+    old = tmp_path / "old.pt"
+    torch.save({**state, "model_args": args, "model": old_net.state_dict()}, old)
+    argv = [
+        "predict",
+        "--checkpoint",
+        str(old),
+        "--maps",
+        str(maps),
+        "--out",
+        str(tmp_path / "f.nc"),
+    ]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "trained before the coverage input; retrain" in err
+    assert not (tmp_path / "f.nc").exists()
 
 
 def test_grid_mismatch_is_a_clear_error(run, tmp_path):

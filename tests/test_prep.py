@@ -150,6 +150,21 @@ def test_point_feeds_observe_from_first_to_last_record_or_the_given_range(tmp_pa
     assert ds.strike_count.sum(("lat", "lon")).values.tolist()[:2] == [0, 0]
 
 
+def test_start_end_extend_only_the_outer_feeds_and_days_between_feeds_stay_no_data(tmp_path):
+    # feed a: June 1-2, feed b: June 6-7; --start May 30 and --end June 9 reach only the outer ends
+    a = write_parquet(strikes_frame(50, seed=1, days=2, start="2021-06-01"), tmp_path / "a.parquet")
+    b = write_parquet(strikes_frame(50, seed=2, days=2, start="2021-06-06"), tmp_path / "b.parquet")
+    out = tmp_path / "ranged.nc"
+    prep([str(a), str(b)], out, _cfg(start="2021-05-30", end="2021-06-09T23:59"), SEQ)
+    ds = xr.open_dataset(out)
+    assert ds.time.values[0] == np.datetime64("2021-05-30")
+    # May 30-31 and June 8-9: quiet ends observed; June 3-5 between the feeds: no data
+    want = [1, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1]
+    assert ds.coverage.min(("lat", "lon")).values.tolist() == want
+    assert ds.coverage.max(("lat", "lon")).values.tolist() == want
+    assert ds.strike_count.sum(("lat", "lon")).values[[0, 1, 9, 10]].tolist() == [0, 0, 0, 0]
+
+
 def test_dask_local_cluster_gives_the_same_maps_as_the_serial_path(tmp_path):
     paths = [
         write_parquet(strikes_frame(300, seed=k), tmp_path / f"s{k}.parquet") for k in range(3)
