@@ -206,7 +206,11 @@ def grid_file(
                     acc.spans.append((item.t0, item.t1))
                 elif isinstance(item, Cells):
                     acc.cover_cells(item.time, item.lat, item.lon)
-            return acc.finish(), tally
+            acc = acc.finish()
+            # a point feed's records alone say what it observed; no record parsing: a wrong file
+            if reader.coverage == "span" or tally.rejected_records["unparseable"] == tally.read_records:
+                check_some_gridded(path, tally)
+            return acc, tally
         except SlowPath:
             continue
         except (EOFError, OSError) as e:
@@ -214,6 +218,20 @@ def grid_file(
                 f"{path}: cannot read ({str(e).splitlines()[0]}); the file may be truncated"
             ) from None
     raise AssertionError("unreachable")
+
+
+def check_some_gridded(path: Path, tally: Tally) -> None:
+    """Refuse a point feed none of whose records was gridded: nothing shows that it observed
+    the domain, so its span must not become observed zero-strike steps."""
+    if not tally.read_records or tally.gridded_records:
+        return
+    why = ", ".join(
+        f"{n:,} {reason.replace('_', ' ')}" for reason, n in tally.rejected_records.items() if n
+    )
+    raise UserError(
+        f"{path}: none of its {tally.read_records:,} records can be gridded ({why}); nothing "
+        "written: check --grid, --start/--end and --columns, or leave the file out"
+    )
 
 
 def grid_all(plan, grid, clock, opts, *, workers: int = 1, scheduler: str | None = None):
