@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import gzip
 import hashlib
-import json
 import os
 import signal
 import subprocess
@@ -109,8 +108,12 @@ def _with_times(kind: str):
 def _predict_on(run, tmp, edit) -> Case:
     bad = _maps(run, tmp, edit)
     out = tmp / "f.nc"
-    return Case(["predict", "--checkpoint", str(run["ckpt"]), "--maps", str(bad), "--out", str(out)],
-                "bad.nc", [bad, run["ckpt"]], out)
+    return Case(
+        ["predict", "--checkpoint", str(run["ckpt"]), "--maps", str(bad), "--out", str(out)],
+        "bad.nc",
+        [bad, run["ckpt"]],
+        out,
+    )
 
 
 def _gridded(tmp: Path, values=None, times=None, coverage=None) -> Path:
@@ -169,9 +172,20 @@ def _forecast(run, tmp: Path, value) -> Case:
     )
     path, out = tmp / "nwp.nc", tmp / "scores.nc"
     ds.to_netcdf(path)
-    argv = ["evaluate", "--forecast", f"nwp={path}", "--maps", str(run["maps"]),
-            "--out", str(out), "eval.split=all", "eval.bootstrap=0", "data.n_in=5",
-            "data.n_out=2", "data.block_steps=10"]
+    argv = [
+        "evaluate",
+        "--forecast",
+        f"nwp={path}",
+        "--maps",
+        str(run["maps"]),
+        "--out",
+        str(out),
+        "eval.split=all",
+        "eval.bootstrap=0",
+        "data.n_in=5",
+        "data.n_out=2",
+        "data.block_steps=10",
+    ]
     return Case(argv, "nwp.nc", [path, run["maps"]], out)
 
 
@@ -245,54 +259,95 @@ CASES = {
     "maps-repeated-time": lambda tmp, run, mp: _predict_on(run, tmp, _with_times("repeated")),
     "maps-unsorted-time": lambda tmp, run, mp: _predict_on(run, tmp, _with_times("unsorted")),
     "maps-nan-count-train": lambda tmp, run, mp: Case(
-        ["train", *TINY, f"train.maps={_maps(run, tmp, _with_count(np.nan))}",
-         f"train.out={tmp / 'run'}"],
-        "bad.nc", [tmp / "bad.nc"], tmp / "run" / "best.pt"),
+        [
+            "train",
+            *TINY,
+            f"train.maps={_maps(run, tmp, _with_count(np.nan))}",
+            f"train.out={tmp / 'run'}",
+        ],
+        "bad.nc",
+        [tmp / "bad.nc"],
+        tmp / "run" / "best.pt",
+    ),
     "maps-coverage-2-evaluate": lambda tmp, run, mp: Case(
-        ["evaluate", "--checkpoint", str(run["ckpt"]), "--maps",
-         str(_maps(run, tmp, _with_coverage)), "--out", str(tmp / "s.nc"), *TINY[3:6]],
-        "bad.nc", [tmp / "bad.nc"], tmp / "s.nc"),
+        [
+            "evaluate",
+            "--checkpoint",
+            str(run["ckpt"]),
+            "--maps",
+            str(_maps(run, tmp, _with_coverage)),
+            "--out",
+            str(tmp / "s.nc"),
+            *TINY[3:6],
+        ],
+        "bad.nc",
+        [tmp / "bad.nc"],
+        tmp / "s.nc",
+    ),
     # gridded inputs to prep
     "gridded-negative-count": lambda tmp, run, mp: _prep(tmp, _gridded_value(-999)(tmp)),
     "gridded-fractional-count": lambda tmp, run, mp: _prep(tmp, _gridded_value(0.4)(tmp)),
     "gridded-coverage-2": lambda tmp, run, mp: _prep(
-        tmp, _gridded(tmp, coverage=np.full((3, 4, 6), 2, np.int8))),
+        tmp, _gridded(tmp, coverage=np.full((3, 4, 6), 2, np.int8))
+    ),
     "gridded-repeated-time": lambda tmp, run, mp: _prep(
-        tmp, _gridded(tmp, times=pd.DatetimeIndex(["2021-06-01", "2021-06-02", "2021-06-02"]))),
+        tmp, _gridded(tmp, times=pd.DatetimeIndex(["2021-06-01", "2021-06-02", "2021-06-02"]))
+    ),
     "gridded-unsorted-time": lambda tmp, run, mp: _prep(
-        tmp, _gridded(tmp, times=pd.DatetimeIndex(["2021-06-01", "2021-06-03", "2021-06-02"]))),
+        tmp, _gridded(tmp, times=pd.DatetimeIndex(["2021-06-01", "2021-06-03", "2021-06-02"]))
+    ),
     # every record outside the domain or the time range
     "points-all-outside-domain": lambda tmp, run, mp: _prep(tmp, _points(tmp, [60.0, 61.0])),
     "points-all-outside-time-range": lambda tmp, run, mp: _prep(
-        tmp, _points(tmp, [31.0, 32.0]), "--start", "2022-01-01", "--end", "2022-01-05"),
+        tmp, _points(tmp, [31.0, 32.0]), "--start", "2022-01-01", "--end", "2022-01-05"
+    ),
     # NLDN day fields beyond the datetime range are unparseable rows: here every row
     "nldn-day-beyond-datetime": lambda tmp, run, mp: _prep(
-        tmp, _nldn(tmp, [(99991231, -102.05, 31.05, 3), (30000101, -102.05, 31.05, 3)])),
+        tmp, _nldn(tmp, [(99991231, -102.05, 31.05, 3), (30000101, -102.05, 31.05, 3)])
+    ),
     # counts no int64 holds
     "points-count-overflow": lambda tmp, run, mp: _prep(tmp, _points(tmp, [31.0], count=[HUGE])),
     "nldn-count-overflow": lambda tmp, run, mp: _prep(
-        tmp, _nldn(tmp, [(20210601, -102.05, 31.05, HUGE)])),
+        tmp, _nldn(tmp, [(20210601, -102.05, 31.05, HUGE)])
+    ),
     "gridded-count-overflow": lambda tmp, run, mp: _prep(tmp, _gridded_value(1e30)(tmp)),
     # forecast files given to evaluate
     "forecast-nan-probability": lambda tmp, run, mp: _forecast(run, tmp, np.nan),
     "forecast-probability-above-1": lambda tmp, run, mp: _forecast(run, tmp, 1.5),
     # files given as checkpoints
     "checkpoint-text": lambda tmp, run, mp: _checkpoint(
-        run, tmp, lambda p, ck: p.write_text("not a checkpoint\n")),
+        run, tmp, lambda p, ck: p.write_text("not a checkpoint\n")
+    ),
     "checkpoint-random-bytes": lambda tmp, run, mp: _checkpoint(
-        run, tmp, lambda p, ck: p.write_bytes(np.random.default_rng(0).bytes(4096))),
+        run, tmp, lambda p, ck: p.write_bytes(np.random.default_rng(0).bytes(4096))
+    ),
     "checkpoint-state-dict-mismatch": lambda tmp, run, mp: _checkpoint(run, tmp, _mismatched),
     "checkpoint-no-statistics": lambda tmp, run, mp: _checkpoint(
-        run, tmp, lambda p, ck: torch.save({k: v for k, v in ck.items() if k != "stats"}, p)),
+        run, tmp, lambda p, ck: torch.save({k: v for k, v in ck.items() if k != "stats"}, p)
+    ),
     "checkpoint-statistics-lack-climatology": lambda tmp, run, mp: _checkpoint(
-        run, tmp, _stats_without("climatology")),
+        run, tmp, _stats_without("climatology")
+    ),
     "checkpoint-plain-tensor": lambda tmp, run, mp: _checkpoint(
-        run, tmp, lambda p, ck: torch.save(torch.zeros(3), p)),
+        run, tmp, lambda p, ck: torch.save(torch.zeros(3), p)
+    ),
     # a full disk while writing
     "full-disk-predict": lambda tmp, run, mp: (
         _full_disk(mp),
-        Case(["predict", "--checkpoint", str(run["ckpt"]), "--maps", str(run["maps"]),
-              "--out", str(tmp / "f.nc")], "f.nc", [run["maps"], run["ckpt"]], tmp / "f.nc"),
+        Case(
+            [
+                "predict",
+                "--checkpoint",
+                str(run["ckpt"]),
+                "--maps",
+                str(run["maps"]),
+                "--out",
+                str(tmp / "f.nc"),
+            ],
+            "f.nc",
+            [run["maps"], run["ckpt"]],
+            tmp / "f.nc",
+        ),
     )[1],
     "full-disk-prep": lambda tmp, run, mp: _full_disk_prep(tmp, mp),
     "full-disk-checkpoint": lambda tmp, run, mp: _full_disk_checkpoint(run, tmp, mp),
@@ -300,9 +355,9 @@ CASES = {
     "archive-inputs-garbage-json": lambda tmp, run, mp: _archive(run, tmp, {"inputs": "{not json"}),
     "archive-inputs-wrong-types": lambda tmp, run, mp: _archive(run, tmp, {"inputs": "[1, 2]"}),
     "archive-time-step-not-a-number": lambda tmp, run, mp: _archive(
-        run, tmp, {"time_step_seconds": "daily"}),
-    "archive-tally-not-a-number": lambda tmp, run, mp: _archive(
-        run, tmp, {"records_read": "many"}),
+        run, tmp, {"time_step_seconds": "daily"}
+    ),
+    "archive-tally-not-a-number": lambda tmp, run, mp: _archive(run, tmp, {"records_read": "many"}),
     # config values out of range
     "config-lr-zero": lambda tmp, run, mp: _train(run, tmp, "train.lr=0"),
     "config-lr-nan": lambda tmp, run, mp: _train(run, tmp, "train.lr=.nan"),
@@ -311,13 +366,25 @@ CASES = {
     "config-max-steps-negative": lambda tmp, run, mp: _train(run, tmp, "train.max_steps=-5"),
     "config-warmup-negative": lambda tmp, run, mp: _train(run, tmp, "train.warmup_steps=-1"),
     "config-checkpoint-every-negative": lambda tmp, run, mp: _train(
-        run, tmp, "train.checkpoint_every=-1"),
+        run, tmp, "train.checkpoint_every=-1"
+    ),
     "config-threads-negative": lambda tmp, run, mp: _train(run, tmp, "train.threads=-2"),
     "config-dropout-above-1": lambda tmp, run, mp: _train(run, tmp, "model.dropout=1.5"),
     "config-min-coverage-above-1": lambda tmp, run, mp: _train(run, tmp, "data.min_coverage=2"),
     "config-prep-chunk-records-zero": lambda tmp, run, mp: Case(
-        ["prep", str(_points(tmp, [31.0])), "--grid", GRID, "--out", str(tmp / "o.nc"),
-         "prep.chunk_records=0"], "prep.chunk_records", [tmp / "points.csv"], tmp / "o.nc"),
+        [
+            "prep",
+            str(_points(tmp, [31.0])),
+            "--grid",
+            GRID,
+            "--out",
+            str(tmp / "o.nc"),
+            "prep.chunk_records=0",
+        ],
+        "prep.chunk_records",
+        [tmp / "points.csv"],
+        tmp / "o.nc",
+    ),
     # a very long offending value still gives one short line
     "long-value-one-line": lambda tmp, run, mp: _train(run, tmp, "train.lr=" + "x" * 5000),
     "long-key-one-line": lambda tmp, run, mp: _long_key(run, tmp),
@@ -368,21 +435,47 @@ def test_hostile_input_exits_2_with_one_line_and_touches_nothing(
     assert leftovers == []
 
 
-def test_sigterm_during_training_exits_143_with_last_pt_saved(run, tmp_path):
+def test_nldn_day_beyond_the_datetime_range_is_one_unparseable_row(tmp_path, capsys):
+    from data_prep.records import Tally
+
+    src = _nldn(tmp_path, [(99991231, -102.05, 31.05, 3), (20210601, -102.05, 31.05, 4)])
+    assert main(["prep", str(src), "--grid", GRID, "--out", str(tmp_path / "m.nc")]) == 0
+    with xr.open_dataset(tmp_path / "m.nc") as ds:
+        tally = Tally.from_attrs(ds.attrs)
+        assert int(ds["strike_count"].sum()) == 4
+    assert tally.rejected_records["unparseable"] == 1 and tally.balanced()
+
+
+@pytest.mark.parametrize(
+    "sig",
+    [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)],
+    ids=["SIGTERM", "SIGINT"],
+)
+def test_signal_during_training_exits_128_plus_signal_with_last_pt_saved(run, tmp_path, sig):
     out = tmp_path / "run"
-    argv = [*TINY, f"train.maps={run['maps']}", f"train.out={out}", "train.epochs=1000",
-            "train.log_every=1", "train.checkpoint_every=0"]
+    argv = [
+        *TINY,
+        f"train.maps={run['maps']}",
+        f"train.out={out}",
+        "train.epochs=1000",
+        "train.log_every=1",
+        "train.checkpoint_every=0",
+    ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    proc = subprocess.Popen([sys.executable, "-m", "forecast", "train", *argv], env=env,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "forecast", "train", *argv],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     log = out / "log.csv"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None:
         if log.is_file() and len(log.read_text().splitlines()) > 1:
             break
         time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert proc.returncode == 128 + sig, err  # 143, 130: not 2, the input was fine
     assert (out / "last.pt").is_file() and "Traceback" not in err
     assert err.count("\n") == 1 and "--resume" in err
