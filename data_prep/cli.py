@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from data_prep.config import SECTIONS, PrepConfig, SequenceConfig, SynthConfig, load_config
-from data_prep.errors import Interrupted, UserError
+from data_prep.errors import Interrupted, UserError, quote
 
 _OVERRIDE = re.compile(r"^[A-Za-z_]\w*\.[A-Za-z_][\w.]*=")
 
@@ -67,7 +67,7 @@ def _section(args, cls, name: str, **cli_values):
     overrides = [o.split(".", 1)[1] for o in args.overrides if o.startswith(name + ".")]
     stray = [o for o in args.overrides if "." not in o.split("=", 1)[0]]
     if stray:
-        raise UserError(f"override {stray[0]!r} must name its section, e.g. {name}.key=value")
+        raise UserError(f"override {quote(stray[0])} must name its section, e.g. {name}.key=value")
     for key, value in cli_values.items():
         if value is not None:
             overrides.append(

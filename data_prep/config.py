@@ -152,12 +152,8 @@ LIMITS: dict[type, dict[str, Range]] = {
         "regime_days": POSITIVE,
     },
     PrepConfig: {"chunk_records": AT_LEAST_1, "min_granule_fraction": FRACTION},
-    SequenceConfig: {
-        "n_out": AT_LEAST_1,
-        "min_coverage": FRACTION,
-        "block_steps": AT_LEAST_1,
-        "fractions": FRACTION,
-    },
+    # window lengths and splits: data_prep.sequences.check_config
+    SequenceConfig: {"min_coverage": FRACTION, "fractions": FRACTION},
 }
 
 

@@ -183,7 +183,7 @@ def _utc_ns(text: str, key: str) -> int:
         ts = pd.Timestamp(text)
     except (ValueError, TypeError):
         raise UserError(
-            f"{key} {text!r} is not a date; use e.g. 2024-02-01 or 2024-02-01T06:00Z"
+            f"{key} {quote(text)} is not a date; use e.g. 2024-02-01 or 2024-02-01T06:00Z"
         ) from None
     ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
     return int(ts.as_unit("ns").value)

@@ -16,7 +16,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from data_prep.errors import UserError
+from data_prep.errors import UserError, quote
 from data_prep.records import STROKE_CODES, Records, Tally, check_count_limit
 
 _END = object()
@@ -47,7 +47,7 @@ def column_map(
     unknown = set(user) - set(defaults)
     if unknown:
         raise UserError(
-            f"--columns: unknown role {sorted(unknown)[0]!r}; roles are {', '.join(defaults)}"
+            f"--columns: unknown role {quote(sorted(unknown)[0])}; roles are {', '.join(defaults)}"
         )
     lower = {n.lower(): n for n in names}
     cols = {}
@@ -55,7 +55,7 @@ def column_map(
         if role in user:
             if user[role] not in names:
                 raise UserError(
-                    f"{path}: column {user[role]!r} (for {role}) not found; columns are "
+                    f"{path}: column {quote(user[role])} (for {role}) not found; columns are "
                     f"{', '.join(names)}; fix --columns {role}=<column>"
                 )
             cols[role] = user[role]
@@ -80,7 +80,7 @@ def parse_columns(spec: str | dict | None) -> dict[str, str]:
         role, eq, name = part.partition("=")
         if not eq or not role.strip() or not name.strip():
             raise UserError(
-                f"--columns {spec!r}: {part!r} is not role=column; e.g. time=ts,lat=latitude"
+                f"--columns {quote(spec)}: {quote(part)} is not role=column; e.g. time=ts,lat=latitude"
             )
         out[role.strip()] = name.strip()
     return out

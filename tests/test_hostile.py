@@ -388,6 +388,9 @@ CASES = {
     # a very long offending value still gives one short line
     "long-value-one-line": lambda tmp, run, mp: _train(run, tmp, "train.lr=" + "x" * 5000),
     "long-key-one-line": lambda tmp, run, mp: _long_key(run, tmp),
+    "long-column-name-one-line": lambda tmp, run, mp: _prep(
+        tmp, _points(tmp, [31.0]), "--columns", "time=" + "t" * 5000
+    ),
 }
 
 
