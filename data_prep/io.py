@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from data_prep.atomic import atomic_output
@@ -95,8 +96,8 @@ def check_time_labels(times: np.ndarray, path: Path | str, name: str = TIME) -> 
     if back.size:
         i = int(back[0])
         raise UserError(
-            f"{path}: {name} labels do not strictly increase ({times[i]} is followed by "
-            f"{times[i + 1]}); each step must appear once, in time order: re-run prep or sort "
+            f"{path}: {name} labels do not strictly increase ({_when(times[i])} is followed by "
+            f"{_when(times[i + 1])}); each step must appear once, in time order: re-run prep or sort "
             "and de-duplicate the file"
         )
 
@@ -108,7 +109,12 @@ def _refuse(path, block: xr.Dataset, bad: np.ndarray, name: str, rule: str) -> N
     t, y, x = np.argwhere(bad)[0]
     value = block[name].values[t, y, x]
     raise UserError(
-        f"{path}: {name} is {value} at {block[TIME].values[t]}, lat {block[LAT].values[y]:g}, "
+        f"{path}: {name} is {value} at {_when(block[TIME].values[t])}, lat {block[LAT].values[y]:g}, "
         f"lon {block[LON].values[x]:g} ({int(bad.sum())} such value(s)); {rule}: "
         "re-run prep or fix the file"
     )
+
+
+def _when(t) -> str:
+    """A time label as text: ``2021-01-04 00:00:00`` for datetimes, as it is otherwise."""
+    return str(pd.Timestamp(t)) if np.issubdtype(np.asarray(t).dtype, np.datetime64) else str(t)

@@ -231,9 +231,12 @@ def check_some_gridded(path: Path, tally: Tally) -> None:
     why = ", ".join(
         f"{n:,} {reason.replace('_', ' ')}" for reason, n in tally.rejected_records.items() if n
     )
+    fix = "check --grid, --start/--end and --columns"
+    if tally.rejected_records["unparseable"] == tally.read_records:
+        fix = "its times, coordinates or counts do not parse: check the file and --columns"
     raise UserError(
         f"{path}: none of its {tally.read_records:,} records can be gridded ({why}); nothing "
-        "written: check --grid, --start/--end and --columns, or leave the file out"
+        f"written: {fix}, or leave the file out"
     )
 
 

@@ -145,15 +145,16 @@ class Tally:
 
 
 def check_count_limit(path: Path | str, name: str, values: np.ndarray) -> None:
-    """Raise :class:`UserError` naming ``path`` and column ``name`` when a value of ``values``
-    exceeds :data:`MAX_COUNT`: no map cell holds it, and sums of such counts overflow int64."""
+    """Raise :class:`UserError` naming ``path`` and ``name`` (a column or variable) when a
+    value of ``values`` exceeds :data:`MAX_COUNT`: no map cell holds it, and sums of such counts
+    overflow int64."""
     with np.errstate(invalid="ignore"):
         big = values > MAX_COUNT
     if big.any():
         raise UserError(
-            f"{path}: {name} holds a count of {values[big][0]:.6g} strikes ({int(big.sum())} "
-            f"value(s) above {MAX_COUNT}, the most one map cell holds); check that {name} is "
-            "a strike count, or split the record"
+            f"{path}: {name!r} gives {values[big][0]:.6g} strikes to one record "
+            f"({int(big.sum())} value(s) above {MAX_COUNT}, the most one map cell holds); check "
+            f"that {name!r} is a strike count"
         )
 
 
