@@ -40,8 +40,9 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it is renamed to ``path``.
 
     The file gets the usual permissions (``0666`` less the umask; ``mkstemp`` makes ``0600``).
-    On any exception the temporary file is removed and ``path`` is left as it was. A path no
-    file can be written to raises :class:`UserError` before anything is created.
+    On any exception the temporary file is removed and ``path`` is left as it was; an
+    ``OSError`` (a full disk) becomes a :class:`UserError` naming ``path``. A path no file can
+    be written to raises :class:`UserError` before anything is created.
     """
     path = check_output_path(path)
     try:
@@ -59,6 +60,12 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
         os.umask(mask)
         os.chmod(tmp, 0o666 & ~mask)
         os.replace(tmp, path)
+    except OSError as e:  # a full disk, a quota, an I/O error: nothing reaches path
+        why = " ".join((e.strerror or str(e) or type(e).__name__).split())
+        raise UserError(
+            f"output {path}: writing failed ({why}); {path.name} was left as it was: free "
+            "disk space or choose another location"
+        ) from None
     finally:
         Path(tmp).unlink(missing_ok=True)
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from data_prep.config import SECTIONS, PrepConfig, SequenceConfig, SynthConfig, load_config
-from data_prep.errors import UserError
+from data_prep.errors import Interrupted, UserError, quote
 
 _OVERRIDE = re.compile(r"^[A-Za-z_]\w*\.[A-Za-z_][\w.]*=")
 
@@ -67,7 +67,7 @@ def _section(args, cls, name: str, **cli_values):
     overrides = [o.split(".", 1)[1] for o in args.overrides if o.startswith(name + ".")]
     stray = [o for o in args.overrides if "." not in o.split("=", 1)[0]]
     if stray:
-        raise UserError(f"override {stray[0]!r} must name its section, e.g. {name}.key=value")
+        raise UserError(f"override {quote(stray[0])} must name its section, e.g. {name}.key=value")
     for key, value in cli_values.items():
         if value is not None:
             overrides.append(
@@ -238,6 +238,9 @@ def run_parser(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
         text = f"{e.filename}: {e.strerror}" if e.filename and e.strerror else str(e)
         print(f"{where}: error: {' '.join(text.split()) or type(e).__name__}", file=sys.stderr)
         return 2
+    except Interrupted as e:  # a signal, after the run saved its state
+        print(f"{where}: {e}", file=sys.stderr)
+        return e.code
     except KeyboardInterrupt:
         print(f"{where}: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import math
 import os
 import types
 import typing
@@ -22,7 +23,7 @@ from typing import Any
 import yaml
 
 from data_prep.atomic import atomic_write_text
-from data_prep.errors import ConfigError
+from data_prep.errors import ConfigError, quote
 
 # --------------------------------------------------------------------------------------------
 # data_prep sections
@@ -97,6 +98,79 @@ class SequenceConfig:
 
 
 # --------------------------------------------------------------------------------------------
+# allowed ranges of numbers, checked by from_dict naming the key
+
+
+@dataclass(frozen=True)
+class Range:
+    """The finite numbers from ``low`` to ``high`` (None: unbounded), each bound included unless
+    ``open_low`` / ``open_high``. NaN and infinities are never in range."""
+
+    low: float | None = None
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+
+    def holds(self, value: float) -> bool:
+        v = float(value)
+        above = self.low is None or (v > self.low if self.open_low else v >= self.low)
+        below = self.high is None or (v < self.high if self.open_high else v <= self.high)
+        return math.isfinite(v) and above and below
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'>' if self.open_low else '>='} {self.low:g}"
+        left, right = "(" if self.open_low else "[", ")" if self.open_high else "]"
+        return f"in {left}{self.low:g}, {self.high:g}{right}"
+
+
+POSITIVE = Range(0, open_low=True)
+NON_NEGATIVE = Range(0)
+AT_LEAST_1 = Range(1)
+FRACTION = Range(0, 1)
+
+# Config class -> {field: Range}; a list or tuple field has each item checked. forecast.config
+# adds its sections.
+LIMITS: dict[type, dict[str, Range]] = {
+    SynthConfig: {
+        "days": AT_LEAST_1,
+        "storm_rate": NON_NEGATIVE,
+        "detection_efficiency": Range(0, 1, open_low=True),
+        "location_error_km": NON_NEGATIVE,
+        "oracle_samples": NON_NEGATIVE,
+        "n_in": AT_LEAST_1,
+        "n_out": AT_LEAST_1,
+        "step_hours": Range(1, 24),
+        "cg_fraction": FRACTION,
+        "strike_scale": NON_NEGATIVE,
+        "system_rate": NON_NEGATIVE,
+        "system_speed": NON_NEGATIVE,
+        "storm_life_days": POSITIVE,
+        "activity_sd": NON_NEGATIVE,
+        "activity_days": POSITIVE,
+        "regime_sd": NON_NEGATIVE,
+        "regime_days": POSITIVE,
+    },
+    PrepConfig: {"chunk_records": AT_LEAST_1, "min_granule_fraction": FRACTION},
+    # window lengths and splits: data_prep.sequences.check_config
+    SequenceConfig: {"min_coverage": FRACTION, "fractions": FRACTION},
+}
+
+
+def check_limits(cfg: Any, where: str = "") -> None:
+    """Raise :class:`ConfigError` naming the key of the first value of ``cfg`` out of its range
+    (:data:`LIMITS`); ``where`` is the section prefix, e.g. ``"train."``."""
+    for name, allowed in LIMITS.get(type(cfg), {}).items():
+        value = getattr(cfg, name)
+        items = value if isinstance(value, tuple | list) else (value,)
+        if not all(v is None or allowed.holds(v) for v in items):
+            raise ConfigError(
+                f"config key {where + name!r}: {quote(value)} is out of range; "
+                f"{'each value ' if items is value else ''}must be {allowed}"
+            )
+
+
+# --------------------------------------------------------------------------------------------
 # machinery
 
 
@@ -125,13 +199,16 @@ def from_dict(cls: type, data: dict | None, where: str = "") -> Any:
     for key in data:
         if key not in names:
             raise ConfigError(
-                f"unknown config key {where + str(key)!r}; valid keys here: {', '.join(sorted(names))}"
+                f"unknown config key {quote(where + str(key))}; "
+                f"valid keys here: {', '.join(sorted(names))}"
             )
     kwargs = {}
     for f in dataclasses.fields(cls):
         if f.name in data:
             kwargs[f.name] = _coerce(hints[f.name], data[f.name], where + f.name)
-    return cls(**kwargs)
+    cfg = cls(**kwargs)
+    check_limits(cfg, where)
+    return cfg
 
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:
@@ -150,11 +227,11 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
                 return _coerce(arg, value, key)
             except ConfigError:
                 continue
-        raise ConfigError(f"config key {key!r}: expected {_name(tp)}, got {value!r}")
+        raise ConfigError(f"config key {key!r}: expected {_name(tp)}, got {quote(value)}")
     if origin in (tuple, list):
         args = typing.get_args(tp)
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"config key {key!r}: expected a list, got {value!r}")
+            raise ConfigError(f"config key {key!r}: expected a list, got {quote(value)}")
         if origin is tuple and args and args[-1] is not Ellipsis and len(args) != len(value):
             raise ConfigError(f"config key {key!r}: expected {len(args)} values, got {len(value)}")
         item_types = (
@@ -180,7 +257,7 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
         and not (tp is int and isinstance(value, bool))
     ):
         return value
-    raise ConfigError(f"config key {key!r}: expected {_name(tp)}, got {value!r}")
+    raise ConfigError(f"config key {key!r}: expected {_name(tp)}, got {quote(value)}")
 
 
 def _name(tp: Any) -> str:
@@ -191,7 +268,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     """Apply ``section.key=value`` strings (values parsed as YAML) to a nested dict, in order."""
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+            raise ConfigError(f"override {quote(item)} is not of the form section.key=value")
         dotted, raw = item.split("=", 1)
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
@@ -202,7 +279,7 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
         for p in parts[:-1]:
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {p!r} is not a config section")
+                raise ConfigError(f"override {quote(item)}: {quote(p)} is not a config section")
         node[parts[-1]] = value
     return data
 
@@ -248,7 +325,10 @@ __all__ = [
     "SequenceConfig",
     "SynthConfig",
     "apply_overrides",
+    "LIMITS",
+    "Range",
     "atomic_write_text",
+    "check_limits",
     "field",
     "from_dict",
     "load_config",

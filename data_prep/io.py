@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
 from data_prep.atomic import atomic_output
@@ -21,6 +22,7 @@ from data_prep.schema import (
 )
 
 EAGER_BYTES = 1 << 30  # maps files smaller than this are loaded into memory by open_maps
+CHECK_BYTES = 1 << 26  # values are checked in blocks of steps about this large
 
 
 def write_netcdf_atomic(ds: xr.Dataset, path: Path, encoding: dict | None = None) -> Path:
@@ -69,4 +71,61 @@ def open_maps(path: Path) -> xr.Dataset:
     if ds.nbytes < EAGER_BYTES:
         ds = ds.load()
         ds.close()
+    try:
+        check_maps(ds, path)
+    except UserError:
+        ds.close()
+        raise
     return ds
+
+
+def check_maps(ds: xr.Dataset, path: Path | str) -> None:
+    """Raise :class:`UserError` naming ``path`` unless the time labels strictly increase, every
+    count is a whole number >= 0 and every coverage value is 0 or 1.
+
+    ``ds``: ``strike_count`` and ``coverage`` (time, lat, lon); read in blocks of steps.
+    """
+    check_time_labels(ds[TIME].values, path)
+    per = max(1, CHECK_BYTES // max(1, 8 * ds.sizes[LAT] * ds.sizes[LON]))
+    for a in range(0, ds.sizes[TIME], per):
+        block = ds.isel({TIME: slice(a, a + per)})
+        counts = block[COUNT].values
+        bad = counts < 0
+        if counts.dtype.kind == "f":
+            bad = ~np.isfinite(counts) | bad | (counts != np.round(counts))
+        _refuse(path, block, bad, COUNT, "counts must be whole numbers >= 0")
+        cov = block[COVERAGE].values
+        _refuse(path, block, (cov != 0) & (cov != 1), COVERAGE, "coverage is 1 (observed) or 0")
+
+
+def check_time_labels(times: np.ndarray, path: Path | str, name: str = TIME) -> None:
+    """Raise :class:`UserError` naming ``path`` unless ``times`` (T,) strictly increase: a
+    repeated step would count twice, an unsorted one would put windows out of order."""
+    if times.size < 2:
+        return
+    back = np.flatnonzero(~(times[1:] > times[:-1]))
+    if back.size:
+        i = int(back[0])
+        raise UserError(
+            f"{path}: {name} labels do not strictly increase ({_when(times[i])} is followed by "
+            f"{_when(times[i + 1])}); each step must appear once, in time order: re-run prep or sort "
+            "and de-duplicate the file"
+        )
+
+
+def _refuse(path, block: xr.Dataset, bad: np.ndarray, name: str, rule: str) -> None:
+    """Raise naming the first (time, lat, lon) where boolean ``bad`` (t, H, W) is True."""
+    if not bad.any():
+        return
+    t, y, x = np.argwhere(bad)[0]
+    value = block[name].values[t, y, x]
+    raise UserError(
+        f"{path}: {name} is {value} at {_when(block[TIME].values[t])}, lat {block[LAT].values[y]:g}, "
+        f"lon {block[LON].values[x]:g} ({int(bad.sum())} such value(s)); {rule}: "
+        "re-run prep or fix the file"
+    )
+
+
+def _when(t) -> str:
+    """A time label as text: ``2021-01-04 00:00:00`` for datetimes, as it is otherwise."""
+    return str(pd.Timestamp(t)) if np.issubdtype(np.asarray(t).dtype, np.datetime64) else str(t)

@@ -29,7 +29,7 @@ import xarray as xr
 import data_prep
 from data_prep.atomic import check_output_path
 from data_prep.config import PrepConfig, SequenceConfig
-from data_prep.errors import UserError
+from data_prep.errors import UserError, quote
 from data_prep.grid import OBSERVE, Accumulator, StepClock
 from data_prep.io import open_maps, write_netcdf_atomic
 from data_prep.readers import SlowPath, get_reader
@@ -118,13 +118,13 @@ def prep(
     files = expand_inputs(inputs)
     formats = {f: get_reader(cfg.format, f)[0] for f in files}  # fail fast on a bad name or file
     old = _open_archive(out, grid, step)
-    entries = json.loads(old.attrs.get("inputs", "[]")) if old is not None else []
+    entries, old_tally = read_provenance(old, out)
     fresh = new_inputs(files, entries, out)
     summary = PrepSummary(out, Tally(), grid, cfg.time_step, np.array([], "datetime64[ns]"))
     summary.skipped = [str(f) for f in files if f not in fresh]
     if old is not None and not fresh:
         summary.times = old[TIME].values
-        summary.tally = Tally.from_attrs(old.attrs)
+        summary.tally = old_tally
         _window_index(out, old, seq, summary)
         return summary
     clock = make_clock(cfg, step, old)
@@ -133,8 +133,8 @@ def prep(
     acc, tally, steps = grid_all(plan, grid, clock, opts, workers=cfg.workers, scheduler=scheduler)
     check_whole_days(plan, steps, entries, out, int(step.value))
     ds = build_maps(acc, grid, clock, cfg, old)
-    ds.attrs.update(_provenance(plan, steps, old, cfg))
-    ds.attrs.update(Tally.from_attrs(old.attrs if old is not None else {}).merge(tally).to_attrs())
+    ds.attrs.update(_provenance(plan, steps, entries, cfg))
+    ds.attrs.update(old_tally.merge(tally).to_attrs())
     write_netcdf_atomic(ds, out, encoding=maps_encoding(ds))
     summary.tally, summary.inputs, summary.times = tally, [str(f) for f, _ in plan], ds[TIME].values
     summary.formats = {
@@ -185,7 +185,7 @@ def _utc_ns(text: str, key: str) -> int:
         ts = pd.Timestamp(text)
     except (ValueError, TypeError):
         raise UserError(
-            f"{key} {text!r} is not a date; use e.g. 2024-02-01 or 2024-02-01T06:00Z"
+            f"{key} {quote(text)} is not a date; use e.g. 2024-02-01 or 2024-02-01T06:00Z"
         ) from None
     ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
     return int(ts.as_unit("ns").value)
@@ -208,7 +208,14 @@ def grid_file(
                     acc.spans.append((item.t0, item.t1))
                 elif isinstance(item, Cells):
                     acc.cover_cells(item.time, item.lat, item.lon)
-            return acc.finish(), tally
+            acc = acc.finish()
+            # a point feed's records alone say what it observed; no record parsing: a wrong file
+            if (
+                reader.coverage == "span"
+                or tally.rejected_records["unparseable"] == tally.read_records
+            ):
+                check_some_gridded(path, tally)
+            return acc, tally
         except SlowPath:
             continue
         except (EOFError, OSError) as e:
@@ -216,6 +223,23 @@ def grid_file(
                 f"{path}: cannot read ({str(e).splitlines()[0]}); the file may be truncated"
             ) from None
     raise AssertionError("unreachable")
+
+
+def check_some_gridded(path: Path, tally: Tally) -> None:
+    """Refuse a point feed none of whose records was gridded: nothing shows that it observed
+    the domain, so its span must not become observed zero-strike steps."""
+    if not tally.read_records or tally.gridded_records:
+        return
+    why = ", ".join(
+        f"{n:,} {reason.replace('_', ' ')}" for reason, n in tally.rejected_records.items() if n
+    )
+    fix = "check --grid, --start/--end and --columns"
+    if tally.rejected_records["unparseable"] == tally.read_records:
+        fix = "its times, coordinates or counts do not parse: check the file and --columns"
+    raise UserError(
+        f"{path}: none of its {tally.read_records:,} records can be gridded ({why}); nothing "
+        f"written: {fix}, or leave the file out"
+    )
 
 
 def grid_all(plan, grid, clock, opts, *, workers: int = 1, scheduler: str | None = None):
@@ -321,9 +345,8 @@ def maps_encoding(ds: xr.Dataset) -> dict:
     }
 
 
-def _provenance(plan, steps, old: xr.Dataset | None, cfg: PrepConfig) -> dict:
+def _provenance(plan, steps, entries: list[dict], cfg: PrepConfig) -> dict:
     step = parse_time_step(cfg.time_step)
-    entries = json.loads(old.attrs.get("inputs", "[]")) if old is not None else []
     listed = {e["path"] for e in entries}
     for (path, fmt), times in zip(plan, steps, strict=True):
         entry = {"path": str(path), "format": fmt, **_fingerprint(path)}
@@ -344,6 +367,52 @@ def _provenance(plan, steps, old: xr.Dataset | None, cfg: PrepConfig) -> dict:
         "inputs": json.dumps(entries),
         "n_inputs": len(entries),
     }
+
+
+_DAMAGED = "the archive's provenance is damaged: prep all its inputs into a new --out"
+
+
+def read_provenance(ds: xr.Dataset | None, out: Path) -> tuple[list[dict], Tally]:
+    """The ``inputs`` entries and the accounting stored in the attributes of the archive ``ds``
+    at ``out`` (none and an empty tally for a new archive); malformed ones raise
+    :class:`UserError` naming ``out`` and the attribute."""
+    if ds is None:
+        return [], Tally()
+    text = ds.attrs.get("inputs", "[]")
+    try:
+        entries = json.loads(text)
+    except (ValueError, TypeError):
+        raise UserError(
+            f"{out}: attribute 'inputs' is not JSON ({quote(text)}); {_DAMAGED}"
+        ) from None
+    if not isinstance(entries, list) or not all(map(_valid_entry, entries)):
+        raise UserError(
+            f"{out}: attribute 'inputs' ({quote(text)}) is not a list of input entries "
+            f"(path, format, size, mtime_ns, steps); {_DAMAGED}"
+        )
+    try:
+        tally = Tally.from_attrs(ds.attrs)
+    except (ValueError, TypeError):
+        raise UserError(
+            f"{out}: the accounting attributes (records_read, strikes_gridded, ...) are not all "
+            f"whole numbers; {_DAMAGED}"
+        ) from None
+    return entries, tally
+
+
+def _valid_entry(entry) -> bool:
+    """One ``inputs`` entry as :func:`_provenance` writes it."""
+    if not isinstance(entry, dict) or not all(
+        isinstance(entry.get(k), str) for k in ("path", "format")
+    ):
+        return False
+    if not all(type(entry.get(k, 0)) is int for k in ("size", "mtime_ns")):
+        return False
+    runs = entry.get("steps", [])
+    try:
+        return isinstance(runs, list) and all(_ns(a) <= _ns(b) for a, b in runs)
+    except (ValueError, TypeError):
+        return False
 
 
 def _fingerprint(path: Path) -> dict:
@@ -443,7 +512,12 @@ def _open_archive(out: Path, grid: Grid, step: pd.Timedelta) -> xr.Dataset | Non
             f"{out}: existing maps are on grid {ds.attrs.get('grid', have.spec())}, "
             f"not {grid.spec()}; use another --out"
         )
-    if int(ds.attrs.get("time_step_seconds", -1)) != int(step.total_seconds()):
+    seconds = ds.attrs.get("time_step_seconds", -1)
+    if type(seconds) is not int and not isinstance(seconds, np.integer):
+        raise UserError(
+            f"{out}: attribute time_step_seconds {quote(seconds)} is not a whole number; {_DAMAGED}"
+        )
+    if int(seconds) != int(step.total_seconds()):
         raise UserError(
             f"{out}: existing maps have time step {ds.attrs.get('time_step')}; "
             "use the same --time-step or another --out"

@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from data_prep.errors import UserError
+from data_prep.errors import UserError, quote
 from data_prep.readers_nc import read_glm, read_gridded
 from data_prep.records import (
     Cells,
@@ -296,7 +296,7 @@ def get_reader(name: str, path: Path) -> tuple[str, Reader]:
         name = _points_kind(path)
     if name not in READERS:
         valid = ", ".join(["auto", "points", *READERS])
-        raise UserError(f"unknown format {name!r}: use one of {valid}")
+        raise UserError(f"unknown format {quote(name)}: use one of {valid}")
     kind = sniff(path)
     if kind is not None and kind not in TAKES[name]:
         looks, fits = KINDS[kind]

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from data_prep.errors import UserError
+from data_prep.io import check_time_labels
 from data_prep.records import (
     Cells,
     ReadOptions,
@@ -25,6 +26,7 @@ from data_prep.records import (
     Span,
     Tally,
     check_coordinates,
+    check_count_limit,
     first_line,
 )
 
@@ -194,7 +196,10 @@ _DIMS = {
 def read_gridded(path: Path, opts: ReadOptions, tally: Tally) -> Iterator[Records | Cells]:
     """Counts of any (time, lat, lon) variable: each finite non-zero source cell is one record
     at the source cell centre, carrying its count; finite cells (zeros too) are observed, NaN
-    cells, cells with ``coverage == 0`` and absent steps are not.
+    cells, cells with ``coverage == 0`` and absent steps are not. Repeated or unsorted time
+    labels, a ``coverage`` other than 0 or 1, and a finite count that is negative (a fill value
+    read as data would become an observed zero), not whole or above ``MAX_COUNT`` raise
+    :class:`UserError`.
     """
     import xarray as xr
 
@@ -207,6 +212,7 @@ def read_gridded(path: Path, opts: ReadOptions, tally: Tally) -> Iterator[Record
     with ds:
         da, dims = _pick_variable(ds, opts.variable, path)
         times = _step_times(ds, dims[0], path)
+        check_time_labels(times.view("datetime64[ns]"), path, dims[0])
         lat = ds[dims[1]].values.astype(np.float64)
         lon = ds[dims[2]].values.astype(np.float64)
         cov = (
@@ -216,7 +222,10 @@ def read_gridded(path: Path, opts: ReadOptions, tally: Tally) -> Iterator[Record
         for a in range(0, times.size, per):
             v = da.isel({dims[0]: slice(a, a + per)}).values.astype(np.float64)
             if cov is not None:
-                v[cov.isel({dims[0]: slice(a, a + per)}).values == 0] = np.nan
+                c = cov.isel({dims[0]: slice(a, a + per)}).values
+                _check_coverage(c, path)
+                v[c == 0] = np.nan
+            _check_cell_counts(v, path, da.name)
             ti, yi, xi = np.nonzero(np.isfinite(v))
             yield Cells(times[a + ti], lat[yi], lon[xi])
             yield _cell_records(v, times[a:], lat, lon, tally)
@@ -252,16 +261,35 @@ def _step_times(ds, name: str, path: Path) -> np.ndarray:
     return decoded.astype("datetime64[ns]").view(np.int64)
 
 
+def _check_coverage(cov: np.ndarray, path: Path) -> None:
+    bad = (cov != 0) & (cov != 1)
+    if bad.any():
+        raise UserError(
+            f"{path}: coverage holds {cov[bad][0]} ({int(bad.sum())} value(s) not 0 or 1); "
+            "coverage is 1 (observed) or 0 (no data): fix the file or drop its coverage variable"
+        )
+
+
+def _check_cell_counts(v: np.ndarray, path: Path, name) -> None:
+    """Finite counts of ``v`` (T, H, W) must be whole numbers from 0 to ``MAX_COUNT``."""
+    check_count_limit(path, str(name), v)
+    with np.errstate(invalid="ignore"):
+        bad = (v < 0) | (v != np.round(v))
+    bad &= np.isfinite(v)
+    if bad.any():
+        raise UserError(
+            f"{path}: {name} holds {v[bad][0]:.6g} ({int(bad.sum())} value(s) negative or not "
+            "whole); counts must be whole numbers >= 0, and no data NaN or a _FillValue: fix the "
+            "file, or name the count variable with prep.variable=NAME"
+        )
+
+
 def _cell_records(v: np.ndarray, times, lat, lon, tally: Tally) -> Records:
-    """Records (one per finite non-zero cell of ``v`` (T, H, W)); negative values unparseable."""
+    """Records (one per finite non-zero cell of ``v`` (T, H, W), whole counts >= 0)."""
     ti, yi, xi = np.nonzero(np.isfinite(v) & (v != 0))
-    val = v[ti, yi, xi]
-    neg = val < 0
-    count = np.where(neg, 0, np.rint(val)).astype(np.int64)
-    rec = Records(times[ti], lat[yi], lon[xi], count)
+    rec = Records(times[ti], lat[yi], lon[xi], v[ti, yi, xi].astype(np.int64))
     tally.read(len(rec), rec.strikes())
-    tally.reject("unparseable", neg.sum(), 0)
-    return rec.take(~neg)
+    return rec
 
 
 def _pick_variable(ds, name: str | None, path: Path):

@@ -15,8 +15,11 @@ A :class:`Tally` counts records and strikes read, gridded and rejected by reason
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
+
+from data_prep.errors import UserError
 
 REASONS = (
     "unparseable",
@@ -28,6 +31,7 @@ REASONS = (
     "quality_flag",
 )
 STROKE_CODES = {"": 0, "CG": 1, "IC": 2}  # 0 = unknown
+MAX_COUNT = int(np.iinfo(np.int32).max)  # the most strikes a record (or a map cell) may carry
 
 
 @dataclass
@@ -138,6 +142,20 @@ class Tally:
         lines = [f"{'':<{w}}{'records':>14}{'strikes':>14}"]
         lines += [f"{name:<{w}}{a:>14,}{b:>14,}" for name, a, b in rows]
         return "\n".join(lines)
+
+
+def check_count_limit(path: Path | str, name: str, values: np.ndarray) -> None:
+    """Raise :class:`UserError` naming ``path`` and ``name`` (a column or variable) when a
+    value of ``values`` exceeds :data:`MAX_COUNT`: no map cell holds it, and sums of such counts
+    overflow int64."""
+    with np.errstate(invalid="ignore"):
+        big = values > MAX_COUNT
+    if big.any():
+        raise UserError(
+            f"{path}: {name!r} gives {values[big][0]:.6g} strikes to one record "
+            f"({int(big.sum())} value(s) above {MAX_COUNT}, the most one map cell holds); check "
+            f"that {name!r} is a strike count"
+        )
 
 
 def check_coordinates(rec: Records, tally: Tally) -> Records:

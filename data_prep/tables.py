@@ -16,8 +16,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from data_prep.errors import UserError
-from data_prep.records import STROKE_CODES, Records, Tally
+from data_prep.errors import UserError, quote
+from data_prep.records import STROKE_CODES, Records, Tally, check_count_limit
 
 _END = object()
 
@@ -47,7 +47,7 @@ def column_map(
     unknown = set(user) - set(defaults)
     if unknown:
         raise UserError(
-            f"--columns: unknown role {sorted(unknown)[0]!r}; roles are {', '.join(defaults)}"
+            f"--columns: unknown role {quote(sorted(unknown)[0])}; roles are {', '.join(defaults)}"
         )
     lower = {n.lower(): n for n in names}
     cols = {}
@@ -55,7 +55,7 @@ def column_map(
         if role in user:
             if user[role] not in names:
                 raise UserError(
-                    f"{path}: column {user[role]!r} (for {role}) not found; columns are "
+                    f"{path}: column {quote(user[role])} (for {role}) not found; columns are "
                     f"{', '.join(names)}; fix --columns {role}=<column>"
                 )
             cols[role] = user[role]
@@ -80,7 +80,7 @@ def parse_columns(spec: str | dict | None) -> dict[str, str]:
         role, eq, name = part.partition("=")
         if not eq or not role.strip() or not name.strip():
             raise UserError(
-                f"--columns {spec!r}: {part!r} is not role=column; e.g. time=ts,lat=latitude"
+                f"--columns {quote(spec)}: {quote(part)} is not role=column; e.g. time=ts,lat=latitude"
             )
         out[role.strip()] = name.strip()
     return out
@@ -98,7 +98,9 @@ def batch_records(
     time, bad = to_times(path, cols["time"], col["time"], time_format)
     lat, bad_lat = to_float(col["lat"])
     lon, bad_lon = to_float(col["lon"])
-    count, bad_count = (None, None) if "count" not in col else to_count(col["count"])
+    count, bad_count = (None, None)
+    if "count" in col:
+        count, bad_count = to_count(col["count"], path, cols["count"])
     bad = bad | bad_lat | bad_lon
     if bad_count is not None:
         bad = bad | bad_count
@@ -135,7 +137,7 @@ def to_times(
             parsed = pd.to_datetime(text.str.strip(), format="%Y%m%d", errors="coerce", utc=True)
         else:
             parsed = pd.to_datetime(text.str.strip(), format="ISO8601", errors="coerce", utc=True)
-        return _ns(parsed), parsed.isna().to_numpy()
+        return _ns(parsed)
     raise UserError(
         f"{path}: time column {name!r} holds {t} values, not timestamps; store ISO 8601 times "
         "(e.g. 2024-02-01T13:05:00Z) or name the right column with --columns time=<column>"
@@ -163,7 +165,8 @@ def _yyyymmdd(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     z = pc.fill_null(arr, 0).to_numpy(zero_copy_only=False).astype(np.int64)
     uniq, inv = np.unique(z, return_inverse=True)  # a month file holds ~30 distinct days
     days = pd.to_datetime(pd.Series(uniq.astype(str)), format="%Y%m%d", errors="coerce", utc=True)
-    return _ns(days)[inv], days.isna().to_numpy()[inv] | _nulls(arr)
+    ns, bad = _ns(days)
+    return ns[inv], bad[inv] | _nulls(arr)
 
 
 def to_float(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -182,19 +185,25 @@ def to_float(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return np.full(len(arr), np.nan), np.ones(len(arr), dtype=bool)
 
 
-def to_count(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """Strike counts -> (int64 (N,), unparseable (N,) bool); missing or negative are unparseable."""
+def to_count(arr: pa.Array, path: Path, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Strike counts -> (int64 (N,), unparseable (N,) bool); missing or negative are unparseable,
+    a count above :data:`~data_prep.records.MAX_COUNT` raises :class:`UserError`."""
     values, bad = to_float(arr)
+    check_count_limit(path, name, values)
     bad |= ~np.isfinite(values) | (values < 0)
     count = np.where(bad, 1, np.rint(np.nan_to_num(values))).astype(np.int64)
     return count, bad
 
 
-def _ns(parsed: pd.Series) -> np.ndarray:
-    """UTC datetimes (NaT allowed) -> int64 ns; NaT becomes 0 (callers mask it)."""
-    ns = parsed.dt.as_unit("ns").array.asi8.copy()
-    ns[parsed.isna().to_numpy()] = 0
-    return ns
+def _ns(parsed: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """UTC datetimes -> (int64 ns (N,), unparseable (N,) bool): NaT and times int64 nanoseconds
+    cannot hold (before 1677 or after 2262, which pandas parses at a coarser unit) are
+    unparseable, and 0 in the times (callers drop them)."""
+    lo, hi = (pd.Timestamp(t).tz_localize("UTC") for t in (pd.Timestamp.min, pd.Timestamp.max))
+    bad = (parsed.isna() | (parsed < lo) | (parsed > hi)).to_numpy()
+    ns = parsed.where(~bad).dt.as_unit("ns").array.asi8.copy()
+    ns[bad] = 0
+    return ns, bad
 
 
 def _nulls(arr: pa.Array) -> np.ndarray:

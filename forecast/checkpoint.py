@@ -26,7 +26,11 @@ import numpy as np
 import torch
 
 from data_prep.atomic import atomic_output
+from data_prep.config import from_dict
 from data_prep.errors import UserError
+from forecast.config import ModelConfig
+from forecast.dataset import FeatureStats
+from forecast.model import build_model
 
 FORMAT = "strikecast-checkpoint-1"
 REQUIRED = ("format", "model_args", "model", "config", "stats")
@@ -46,7 +50,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     ------
     UserError
         When the file is missing, holds pickled objects other than tensors and plain containers,
-        or lacks the keys listed in :data:`REQUIRED`.
+        lacks the keys listed in :data:`REQUIRED`, or holds weights or feature statistics that do
+        not fit its ``model_args`` (see :func:`check_contents`).
     """
     path = Path(path)
     if not path.is_file():
@@ -56,9 +61,8 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, AttributeError) as e:
-        why = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
         raise UserError(
-            f"checkpoint {path} is not a strikecast checkpoint ({why}); refusing to load it"
+            f"checkpoint {path} is not a strikecast checkpoint ({_why(e)}); refusing to load it"
         ) from None
     missing = [k for k in REQUIRED if not isinstance(state, dict) or k not in state]
     if missing or state.get("format") != FORMAT:
@@ -66,7 +70,41 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
             f"checkpoint {path} is not a strikecast checkpoint (missing "
             f"{', '.join(missing) or 'format'}); refusing to load it"
         )
+    check_contents(state, path)
     return state
+
+
+def check_contents(state: dict, path: Path) -> None:
+    """Raise :class:`UserError` naming ``path`` unless ``model_args`` rebuild a network whose
+    weights are exactly ``state["model"]``, and the feature statistics are complete: a
+    ``climatology`` (..., H, W) on the ``lat`` (H,) / ``lon`` (W,) grid, a finite positive
+    ``count_scale``."""
+    try:
+        args = state["model_args"]
+        mcfg = from_dict(ModelConfig, args["model"], "model.")
+        build_model(mcfg, int(args["in_channels"]), int(args["n_out"])).load_state_dict(
+            state["model"]
+        )
+        stats = FeatureStats.from_state(state["stats"])
+    except (UserError, KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
+        raise UserError(
+            f"checkpoint {path} does not fit its own model_args and statistics ({_why(e)}); "
+            "it is damaged or not from strikecast: use the best.pt of a finished training run"
+        ) from None
+    grid = (stats.lat.size, stats.lon.size)
+    scale = stats.count_scale
+    if stats.climatology.shape[-2:] != grid or not (np.isfinite(scale) and scale > 0):
+        raise UserError(
+            f"checkpoint {path}: feature statistics are inconsistent (climatology "
+            f"{stats.climatology.shape} on a {grid[0]}x{grid[1]} grid, count scale {scale}); "
+            "use the best.pt of a finished training run"
+        )
+
+
+def _why(e: BaseException) -> str:
+    """An exception as a short one-line reason: its type and the start of its message."""
+    text = " ".join(str(e).split())
+    return f"{type(e).__name__}: {text[:160]}{'...' if len(text) > 160 else ''}"
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,7 +8,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from data_prep.config import PrepConfig, SequenceConfig, SynthConfig, load_config
+from data_prep.config import (
+    AT_LEAST_1,
+    FRACTION,
+    LIMITS,
+    NON_NEGATIVE,
+    POSITIVE,
+    PrepConfig,
+    Range,
+    SequenceConfig,
+    SynthConfig,
+    load_config,
+)
 
 
 @dataclass
@@ -99,6 +110,51 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+# Allowed ranges, checked when a config is loaded (data_prep.config.check_limits names the key).
+LIMITS[ModelConfig] = {
+    "encoder_channels": AT_LEAST_1,
+    "hidden_channels": AT_LEAST_1,
+    "kernel_size": AT_LEAST_1,
+    "flat_hidden": AT_LEAST_1,
+    "thresholds": AT_LEAST_1,
+    "dropout": Range(0, 1, open_high=True),
+    "flat_pool": AT_LEAST_1,
+    "norm_groups": AT_LEAST_1,
+    "clim_channel": NON_NEGATIVE,
+    "clim_eps": Range(0, 0.5, open_low=True, open_high=True),
+}
+LIMITS[TrainConfig] = {
+    "epochs": AT_LEAST_1,
+    "max_steps": NON_NEGATIVE,
+    "batch_size": AT_LEAST_1,
+    "lr": POSITIVE,
+    "min_lr": NON_NEGATIVE,
+    "weight_decay": NON_NEGATIVE,
+    "warmup_steps": NON_NEGATIVE,
+    "grad_clip": NON_NEGATIVE,
+    "pos_weight": POSITIVE,
+    "focal_gamma": NON_NEGATIVE,
+    "num_workers": NON_NEGATIVE,
+    "patience": NON_NEGATIVE,
+    "log_every": AT_LEAST_1,
+    "session_steps": NON_NEGATIVE,
+    "checkpoint_every": NON_NEGATIVE,
+    "threads": NON_NEGATIVE,
+}
+LIMITS[EvalConfig] = {
+    "n_bins": Range(2),
+    "neighbourhoods": AT_LEAST_1,
+    "bootstrap": NON_NEGATIVE,
+    "reliability_bins": AT_LEAST_1,
+    "reliability_min_share": FRACTION,
+    "batch_inits": AT_LEAST_1,
+    "smoothing_window": NON_NEGATIVE,
+    "smoothing_candidates": AT_LEAST_1,
+    "select_inits": AT_LEAST_1,
+    "lagrangian_max_shift": NON_NEGATIVE,
+}
 
 
 def load_experiment(

@@ -14,6 +14,7 @@ import numpy as np
 import xarray as xr
 
 from data_prep.errors import UserError
+from data_prep.records import first_line
 from data_prep.schema import INIT_TIME, LAT, LEAD_TIME, LON, PROBABILITY, THRESHOLD, TIME
 
 ROUNDING = 1e-4  # probabilities this far outside [0, 1] are rounding errors, clipped
@@ -85,13 +86,24 @@ class ForecastFile:
         rows = np.flatnonzero(pos >= 0)
         if rows.size and have_lead:
             block = self.prob.isel({INIT_TIME: pos[rows], LEAD_TIME: have_lead}).values
-            if np.nanmin(block) < -ROUNDING or np.nanmax(block) > 1 + ROUNDING:
-                raise UserError(
-                    f"{self.path}: {PROBABILITY} has values outside [0, 1] "
-                    f"(min {np.nanmin(block):.3g}, max {np.nanmax(block):.3g}); {_FIX}"
-                )
+            self._check_values(block)
             out[rows[:, None], self.leads[have_lead] - 1] = np.clip(block, 0, 1)
         return out
+
+    def _check_values(self, block: np.ndarray) -> None:
+        """Probabilities must be numbers in [0, 1]: a NaN would silently drop cells from the
+        scores (a file lacking an init or lead leaves it out instead)."""
+        nan = int(np.isnan(block).sum())
+        if nan:
+            raise UserError(
+                f"{self.path}: {PROBABILITY} holds {nan} NaN value(s) at inits it forecasts; "
+                f"{_FIX}, with no NaN (leave out an init or lead time the forecast lacks)"
+            )
+        if block.min() < -ROUNDING or block.max() > 1 + ROUNDING:
+            raise UserError(
+                f"{self.path}: {PROBABILITY} has values outside [0, 1] "
+                f"(min {block.min():.3g}, max {block.max():.3g}); {_FIX}"
+            )
 
     def close(self) -> None:
         self.ds.close()
@@ -103,7 +115,9 @@ def _open(path: Path) -> xr.Dataset:
     try:
         return xr.open_dataset(path)
     except (OSError, ValueError) as e:
-        raise UserError(f"{path}: not a readable netCDF forecast file ({e}); {_FIX}") from None
+        raise UserError(
+            f"{path}: not a readable netCDF forecast file ({first_line(e)}); {_FIX}"
+        ) from None
 
 
 def _check_grid(path: Path, prob: xr.DataArray, maps: xr.Dataset, maps_path) -> None:

@@ -31,7 +31,7 @@ from torch import nn
 from tqdm import tqdm
 
 from data_prep.config import save_config, to_dict
-from data_prep.errors import UserError
+from data_prep.errors import Interrupted, UserError
 from forecast import distributed
 from forecast.calibration import LogitHistogram, check_method, fit_calibration, reliability
 from forecast.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -183,7 +183,8 @@ def train_loop(cfg: ExperimentConfig, dist: Dist, resume: bool = False) -> Path:
         log.close()
         raise TrainingInterrupted(
             f"training interrupted ({interrupt.requested}) at step {state.step}: "
-            f"{run_dir / 'last.pt'} written; continue with --resume"
+            f"{run_dir / 'last.pt'} written; continue with --resume",
+            interrupt.signum,
         )
 
     # calibrate the best model on the validation windows
@@ -288,8 +289,9 @@ def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     return table[amp]
 
 
-class TrainingInterrupted(UserError):
-    """Training stopped on a signal after writing ``last.pt``; ``--resume`` goes on."""
+class TrainingInterrupted(Interrupted):
+    """Training stopped on a signal after writing ``last.pt``; ``--resume`` goes on. The CLI
+    exits with 130 (SIGINT) or 143 (SIGTERM), not 2: nothing was wrong with the input."""
 
 
 class Interruption:
@@ -314,6 +316,11 @@ class Interruption:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = signal.Signals(signum).name
+
+    @property
+    def signum(self) -> int:
+        """The signal asked for (SIGTERM when another process of a DDP run was asked)."""
+        return getattr(signal, self.requested, signal.SIGTERM)
 
     def __exit__(self, *exc) -> None:
         for sig, handler in self._old.items():

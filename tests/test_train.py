@@ -168,7 +168,8 @@ def test_nan_loss_stops_with_a_one_line_message(maps_file, tmp_path):
 
 
 def test_early_stopping_ends_training_after_patience_validations(maps_file, tmp_path):
-    frozen = ["train.lr=0", "train.min_lr=0", "train.patience=2", "train.epochs=10"]
+    # lr must be > 0; 1e-12 moves no float32 weight, so validation never improves
+    frozen = ["train.lr=1e-12", "train.min_lr=0", "train.patience=2", "train.epochs=10"]
     run = train(tiny_cfg(maps_file, tmp_path / "stop", *frozen))
     state = load_checkpoint(run / "last.pt")["state"]
     assert state["stopped"] and state["epoch"] == 3 and state["bad_epochs"] == 2
