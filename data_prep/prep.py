@@ -116,10 +116,10 @@ def prep(
         )
     grid, step = get_grid(cfg.grid), parse_time_step(cfg.time_step)
     files = expand_inputs(inputs)
-    formats = {f: get_reader(cfg.format, f)[0] for f in files}  # fail fast on a bad name or file
     check_archive_path(out)
     for target in (out, index_path(out)):  # never over an input, e.g. gridded maps given twice
         check_output_path(target, [("input", f) for f in files])
+    formats = {f: get_reader(cfg.format, f)[0] for f in files}  # fail fast on a bad name or file
     # one writer at a time: a second prep into the same archive waits, then appends to it
     with output_lock(out, cfg.lock_wait, "another prep"):
         return _append(files, formats, out, cfg, seq, grid, step, scheduler, columns)
