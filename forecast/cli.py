@@ -55,7 +55,10 @@ def _add_train(sub) -> None:
     )
     add_config_args(p)
     p.add_argument(
-        "--resume", action="store_true", help="continue from train.out/last.pt if present"
+        "--resume",
+        action="store_true",
+        help="continue from train.out/last.pt if present (without it, a train.out that holds "
+        "a run is refused)",
     )
     p.set_defaults(run=run_train)
 
