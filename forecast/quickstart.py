@@ -38,7 +38,7 @@ def quickstart_config(
 
 
 # keys that change no output of a stage: a rerun that differs only in them skips it
-UNUSED = {"prep": ("workers", "lock_wait"), "train": ("progress",)}
+UNUSED = {"prep": ("workers", "lock_wait"), "train": ("progress", "session_steps")}
 TRAINED = ("synth", "prep", "data", "model", "train")  # what the trained weights depend on
 
 
@@ -102,7 +102,8 @@ def quickstart(
     from forecast.train import train
 
     cfg = quickstart_config(config, overrides)
-    out = check_output_path(out, [("--config", config or DEFAULT_CONFIG)], folder=True)
+    source = [("--config", config or DEFAULT_CONFIG)]
+    out = check_output_path(out, source, folder=True)
     paths = {
         "world": out / "world",
         "maps": out / "maps.nc",
@@ -112,7 +113,7 @@ def quickstart(
         "figures": out / "figures",
     }
     files = [out / "config.yaml", paths["maps"], paths["forecast"], paths["scores"]]
-    check_outputs(files, [("--config", config or DEFAULT_CONFIG)])  # e.g. DIR/config.yaml
+    check_outputs(files, source)  # e.g. --config DIR/config.yaml
     out.mkdir(parents=True, exist_ok=True)
     cfg.train = dataclasses.replace(cfg.train, maps=str(paths["maps"]), out=str(paths["run"]))
     save_config(cfg, out / "config.yaml")
@@ -157,6 +158,11 @@ def quickstart(
         if not resume:
             shutil.rmtree(paths["run"], ignore_errors=True)
         train(cfg, resume=resume)
+        if not (paths["run"] / "calibration.nc").is_file():  # written once training is done
+            raise UserError(
+                f"training stopped after train.session_steps={cfg.train.session_steps} steps; "
+                "run the quickstart again to go on from run/last.pt"
+            )
         st.finish("train", *TRAINED)
 
     # predict: every init of the test period, from observed maps only

@@ -341,6 +341,17 @@ def test_an_interrupted_quickstart_resumes_training_and_a_changed_one_restarts_i
     assert load_checkpoint(out / "run" / "last.pt")["config"]["train"]["lr"] == 0.001
 
 
+def test_a_quickstart_session_cut_short_is_not_taken_for_a_finished_training(tmp_path):
+    import forecast.quickstart as qs
+
+    out = tmp_path / "qs"
+    with pytest.raises(UserError, match=r"stopped after train.session_steps=2 steps; run the"):
+        qs.quickstart(out, overrides=[*QUICK, "train.epochs=1", "train.session_steps=2"])
+    assert load_checkpoint(out / "run" / "last.pt")["state"]["step"] == 2
+    assert _quickstart_to_training(out, "train.epochs=1") == [True]  # goes on from step 2
+    assert (out / "run" / "calibration.nc").is_file()
+
+
 # --------------------------------------------------------------------------------------------
 # temporary files of killed writers
 
