@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from data_prep.atomic import check_output_path, check_outputs
 from data_prep.config import SECTIONS, PrepConfig, SequenceConfig, SynthConfig, load_config
 from data_prep.errors import Interrupted, UserError, quote
 
@@ -30,6 +31,11 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "overrides", nargs="*", metavar="section.key=value", help="config overrides, applied last"
     )
+
+
+def config_input(args) -> list[tuple[str, str | None]]:
+    """The ``--config`` file as an input no output may replace."""
+    return [("--config", getattr(args, "config", None))]
 
 
 def check_sections(args, reads: tuple[str, ...]) -> None:
@@ -121,12 +127,15 @@ def _add_synth(sub) -> None:
 
 def run_synth(args) -> int:
     from data_prep.synthetic import generate_world
+    from data_prep.synthetic.world import WORLD_FILES
 
     check_sections(args, ("synth",))
     cfg = _section(
         args, SynthConfig, "synth", grid=args.grid, start=args.start, days=args.days, seed=args.seed
     )
-    paths = generate_world(cfg, Path(args.out), progress=True)
+    out = check_output_path(args.out, config_input(args), folder=True)
+    check_outputs([out / name for name in WORLD_FILES], config_input(args))
+    paths = generate_world(cfg, out, progress=True)
     for kind, path in paths.items():
         print(f"{kind}: {path}")
     return 0
@@ -173,7 +182,7 @@ def _add_prep(sub) -> None:
 
 
 def run_prep(args) -> int:
-    from data_prep.prep import prep
+    from data_prep.prep import check_archive_path, prep
 
     # positional arguments are inputs, except `section.key=value` overrides mixed in among them
     is_override = [bool(_OVERRIDE.match(a)) and not Path(a).exists() for a in args.inputs]
@@ -194,6 +203,8 @@ def run_prep(args) -> int:
         workers=args.workers,
     )
     seq = _section(args, SequenceConfig, "data")
+    check_archive_path(Path(args.out))
+    check_output_path(args.out, config_input(args))  # prep checks the other inputs
     summary = prep(inputs, Path(args.out), cfg, seq, scheduler=args.scheduler, columns=args.columns)
     print(summary)
     return 0

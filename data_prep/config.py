@@ -83,6 +83,7 @@ class PrepConfig:
     min_granule_fraction: float = (
         0.95  # GLM: a step is observed when granules cover this share of it
     )
+    lock_wait: float = 3600.0  # seconds to wait while another prep writes the same --out
 
 
 @dataclass

@@ -4,7 +4,9 @@
 name, size and modification time; a known name whose file changed is refused), grids each new
 input on its own (serially, or in parallel with dask: the per-input counts are integers and add
 up identically in any order), merges them with the archive, and writes the result atomically
-with the accounting in its attributes.
+with the accounting in its attributes. One ``prep`` at a time writes an archive: a second one
+into the same ``out`` waits for the lock file ``.<name>.lock`` beside it (up to
+``prep.lock_wait`` seconds), then appends to what the first wrote.
 
 Point feeds may be split anywhere in time, so their overlapping steps are summed. Records of
 whole-day formats (``WHOLE_DAY``: NLDN tiles, one total per tile and day) are not: an input with
@@ -27,7 +29,7 @@ import pandas as pd
 import xarray as xr
 
 import data_prep
-from data_prep.atomic import check_output_path
+from data_prep.atomic import check_output_path, output_lock
 from data_prep.config import PrepConfig, SequenceConfig
 from data_prep.errors import UserError, quote
 from data_prep.grid import OBSERVE, Accumulator, StepClock
@@ -116,7 +118,17 @@ def prep(
         )
     grid, step = get_grid(cfg.grid), parse_time_step(cfg.time_step)
     files = expand_inputs(inputs)
+    check_archive_path(out)
+    for target in (out, index_path(out)):  # never over an input, e.g. gridded maps given twice
+        check_output_path(target, [("input", f) for f in files])
     formats = {f: get_reader(cfg.format, f)[0] for f in files}  # fail fast on a bad name or file
+    # one writer at a time: a second prep into the same archive waits, then appends to it
+    with output_lock(out, cfg.lock_wait, "another prep"):
+        return _append(files, formats, out, cfg, seq, grid, step, scheduler, columns)
+
+
+def _append(files, formats, out, cfg, seq, grid, step, scheduler, columns) -> PrepSummary:
+    """:func:`prep` once the archive is locked: read it, grid the new inputs, write it back."""
     old = _open_archive(out, grid, step)
     entries, old_tally = read_provenance(old, out)
     fresh = new_inputs(files, entries, out)
@@ -493,13 +505,16 @@ def _dates(times: np.ndarray) -> str:
     return str(text[0]) if text.size == 1 else f"{text[0]} .. {text[-1]} ({n})"
 
 
-def _open_archive(out: Path, grid: Grid, step: pd.Timedelta) -> xr.Dataset | None:
-    """The existing maps file at ``out`` (loaded), or None; it must share grid and step."""
-    if out.is_dir():
+def check_archive_path(out: Path) -> None:
+    """Refuse an ``out`` that is a directory, naming a maps file inside it."""
+    if out.is_dir() and not out.is_symlink():
         raise UserError(
             f"--out {out} is a directory; give the path of a .nc maps file, e.g. {out / 'maps.nc'}"
         )
-    check_output_path(out)
+
+
+def _open_archive(out: Path, grid: Grid, step: pd.Timedelta) -> xr.Dataset | None:
+    """The existing maps file at ``out`` (loaded), or None; it must share grid and step."""
     if not out.exists():
         return None
     ds = open_maps(out)

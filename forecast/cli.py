@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 
 from data_prep import cli as prep_cli
-from data_prep.cli import _Parser, add_config_args, run_parser
+from data_prep.atomic import check_output_path, check_outputs
+from data_prep.cli import _Parser, add_config_args, config_input, run_parser
 from data_prep.errors import UserError
 
 
@@ -19,6 +20,13 @@ def _experiment(args):
     from forecast.config import load_experiment
 
     return load_experiment(args.config, args.overrides)
+
+
+def _maps_inputs(maps: str | None) -> list[tuple[str, str | Path | None]]:
+    """``--maps`` and its window index, inputs no output may replace."""
+    from data_prep.sequences import index_path
+
+    return [("--maps", maps), ("window index of --maps", index_path(maps) if maps else None)]
 
 
 def _parser(sub, name: str, help: str, example: str, description: str | None = None):
@@ -47,7 +55,10 @@ def _add_train(sub) -> None:
     )
     add_config_args(p)
     p.add_argument(
-        "--resume", action="store_true", help="continue from train.out/last.pt if present"
+        "--resume",
+        action="store_true",
+        help="continue from train.out/last.pt if present (without it, a train.out that holds "
+        "a run is refused)",
     )
     p.set_defaults(run=run_train)
 
@@ -119,6 +130,7 @@ def _add_predict(sub) -> None:
 
 
 def run_predict(args) -> int:
+    check_output_path(args.out, [("--checkpoint", args.checkpoint), *_maps_inputs(args.maps)])
     from forecast.predict import predict_to_file
 
     path = predict_to_file(
@@ -160,8 +172,6 @@ def _add_evaluate(sub) -> None:
 
 def run_evaluate(args) -> int:
     cfg = _experiment(args)
-    from forecast.evaluate import evaluate_to_files
-
     forecasts: dict[str, Path] = {}
     for item in args.forecast:
         name, _, path = item.rpartition("=")
@@ -172,6 +182,9 @@ def run_evaluate(args) -> int:
                 f"name each file with --forecast NAME={path}"
             )
         forecasts[name] = Path(path)
+    _check_evaluate_outputs(args, forecasts)
+    from forecast.evaluate import evaluate_to_files
+
     scores_path, card_path = evaluate_to_files(
         cfg,
         maps=Path(args.maps),
@@ -184,6 +197,19 @@ def run_evaluate(args) -> int:
     print(card_path.read_text())
     print(f"scores: {scores_path}\nscorecard: {card_path}")
     return 0
+
+
+def _check_evaluate_outputs(args, forecasts: dict[str, Path]) -> None:
+    """The scores file and the .md scorecard beside it replace no input and not each other."""
+    out = Path(args.out)
+    if out.suffix == ".md":
+        raise UserError(
+            f"--out {out}: the scorecard is written beside the scores as {out.name}; "
+            f"give a .nc path, e.g. {out.with_suffix('.nc')}"
+        )
+    inputs = [("--checkpoint", args.checkpoint), *_maps_inputs(args.maps), *config_input(args)]
+    inputs += [(f"--forecast {name}", path) for name, path in forecasts.items()]
+    check_outputs([out, out.with_suffix(".md")], inputs)
 
 
 # --------------------------------------------------------------------------------------------
@@ -209,6 +235,8 @@ def _add_plot(sub) -> None:
 
 
 def run_plot(args) -> int:
+    inputs = [("--maps", args.maps), ("--forecast", args.forecast), ("--scores", args.scores)]
+    check_output_path(args.out, [*inputs, ("--log", args.log)], folder=True)
     from forecast.plots import plot_files
 
     paths = plot_files(

@@ -2,7 +2,8 @@
 
 Each stage writes its outputs under ``out`` and is skipped when a finished output of the same
 config is already there, so an interrupted quickstart resumes where it stopped (training resumes
-from ``run/last.pt``).
+from ``run/last.pt``). A changed config redoes the stages whose config sections changed, and the
+stages after them: never are outputs of the old config kept under the new one.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import xarray as xr
 
+from data_prep.atomic import check_output_path, check_outputs
 from data_prep.config import atomic_write_text, save_config, to_dict
 from data_prep.errors import UserError
 from forecast.config import ExperimentConfig, load_experiment
@@ -35,8 +37,17 @@ def quickstart_config(
     return load_experiment(str(path), overrides)
 
 
+# keys that change no output of a stage: a rerun that differs only in them skips it
+UNUSED = {"prep": ("workers", "lock_wait"), "train": ("progress", "session_steps")}
+TRAINED = ("synth", "prep", "data", "model", "train")  # what the trained weights depend on
+
+
 class _Stages:
-    """Numbered progress lines and a stamp per finished stage, so reruns skip finished work."""
+    """Numbered progress lines and a stamp per finished stage, so reruns skip finished work.
+
+    A stage's stamp is a hash of the config sections it (and every stage before it) reads, so
+    a changed key redoes the stages it touches and all after them.
+    """
 
     def __init__(self, out: Path, cfg: ExperimentConfig, n: int):
         self.out, self.n, self.i, self.t0 = out, n, 0, time.perf_counter()
@@ -45,7 +56,11 @@ class _Stages:
         self.cfg = cfg
 
     def key(self, *sections: str) -> str:
-        blob = json.dumps([to_dict(getattr(self.cfg, s)) for s in sections], sort_keys=True)
+        parts = [to_dict(getattr(self.cfg, s)) for s in sections]
+        for s, part in zip(sections, parts, strict=True):
+            for name in UNUSED.get(s, ()):
+                part.pop(name, None)
+        blob = json.dumps(parts, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def start(self, name: str, what: str, *sections: str, outputs: tuple[Path, ...] = ()) -> bool:
@@ -58,6 +73,15 @@ class _Stages:
             flush=True,
         )
         return not finished
+
+    def begin(self, name: str, *sections: str) -> bool:
+        """Record that ``name`` starts with this config; True when it started with the same
+        config before and did not finish (an interrupted stage that can resume)."""
+        key, mark = self.key(*sections), f"{name} (started)"
+        again = self.done.get(mark) == key
+        self.done[mark] = key
+        atomic_write_text(self.stamps, json.dumps(self.done, indent=1))
+        return again
 
     def finish(self, name: str, *sections: str) -> None:
         self.done[name] = self.key(*sections)
@@ -78,8 +102,8 @@ def quickstart(
     from forecast.train import train
 
     cfg = quickstart_config(config, overrides)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    source = [("--config", config or DEFAULT_CONFIG)]
+    out = check_output_path(out, source, folder=True)
     paths = {
         "world": out / "world",
         "maps": out / "maps.nc",
@@ -88,6 +112,9 @@ def quickstart(
         "scores": out / "scores.nc",
         "figures": out / "figures",
     }
+    files = [out / "config.yaml", paths["maps"], paths["forecast"], paths["scores"]]
+    check_outputs(files, source)  # e.g. --config DIR/config.yaml
+    out.mkdir(parents=True, exist_ok=True)
     cfg.train = dataclasses.replace(cfg.train, maps=str(paths["maps"]), out=str(paths["run"]))
     save_config(cfg, out / "config.yaml")
     st = _Stages(out, cfg, 6)
@@ -123,20 +150,20 @@ def quickstart(
         print(prep([str(strikes)], paths["maps"], prep_cfg, cfg.data))
         st.finish("prep", "synth", "prep", "data")
 
-    # train: resumes from run/last.pt when an earlier quickstart was interrupted
+    # train: resumes from run/last.pt when an earlier quickstart of this config was interrupted;
+    # a run of another config is removed (resuming it would keep its weights under the new config)
     best = paths["run"] / "best.pt"
-    if st.start(
-        "train",
-        f"{cfg.model.cell} on {paths['maps'].name}",
-        "synth",
-        "prep",
-        "data",
-        "model",
-        "train",
-        outputs=(best,),
-    ):
-        train(cfg, resume=(paths["run"] / "last.pt").is_file())
-        st.finish("train", "synth", "prep", "data", "model", "train")
+    if st.start("train", f"{cfg.model.cell} on {paths['maps'].name}", *TRAINED, outputs=(best,)):
+        resume = st.begin("train", *TRAINED) and (paths["run"] / "last.pt").is_file()
+        if not resume:
+            shutil.rmtree(paths["run"], ignore_errors=True)
+        train(cfg, resume=resume)
+        if not (paths["run"] / "calibration.nc").is_file():  # written once training is done
+            raise UserError(
+                f"training stopped after train.session_steps={cfg.train.session_steps} steps; "
+                "run the quickstart again to go on from run/last.pt"
+            )
+        st.finish("train", *TRAINED)
 
     # predict: every init of the test period, from observed maps only
     test_range = _test_init_range(cfg, paths["maps"])

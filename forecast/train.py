@@ -30,8 +30,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from data_prep.atomic import check_output_path, check_outputs
 from data_prep.config import save_config, to_dict
 from data_prep.errors import Interrupted, UserError
+from data_prep.sequences import index_path
 from forecast import distributed
 from forecast.calibration import LogitHistogram, check_method, fit_calibration, reliability
 from forecast.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -92,9 +94,10 @@ def train_loop(cfg: ExperimentConfig, dist: Dist, resume: bool = False) -> Path:
 
     tc = cfg.train
     check_method(tc.calibration)  # a typo fails now, not after the last epoch
-    # seed and run directory
+    # seed and run directory (checked by every process before any of them writes)
     _seed(tc.seed)
-    run_dir = Path(tc.out)
+    run_dir = check_run_dir(cfg, resume=resume)
+    distributed.barrier(dist)
     amp = _amp_dtype(tc.amp, dist.device)
     # data, model, optimizer, schedule
     data = build_data(cfg, dist)
@@ -227,7 +230,7 @@ def recalibrate(cfg: ExperimentConfig) -> Path:
     from forecast.model import build_model
 
     check_method(cfg.train.calibration)
-    run_dir = Path(cfg.train.out)
+    run_dir = check_run_dir(cfg, resume=True, writes=("best.pt", "calibration.nc", "config.yaml"))
     path = run_dir / "best.pt"
     if not path.is_file():
         raise UserError(f"{path} not found: train first, or point train.out at a run directory")
@@ -245,6 +248,32 @@ def recalibrate(cfg: ExperimentConfig) -> Path:
             run_cfg = load_experiment(str(saved)) if saved.is_file() else cfg
             run_cfg.train = replace(run_cfg.train, calibration=cfg.train.calibration)
             save_config(run_cfg, saved)
+    return run_dir
+
+
+RUN_FILES = ("config.yaml", "best.pt", "last.pt", "log.csv", "calibration.nc")
+HELD = ("best.pt", "last.pt", "log.csv")  # a folder holding one of them holds a run
+
+
+def check_run_dir(
+    cfg: ExperimentConfig, *, resume: bool, writes: tuple[str, ...] = RUN_FILES
+) -> Path:
+    """The run directory ``train.out``; refuses, before any work, one whose files ``writes``
+    would replace an input (``train.maps``, its window index), or, unless ``resume``, one that
+    holds a run (:data:`HELD`), which training afresh would replace. The run's own
+    ``config.yaml`` is its record, rewritten on purpose (resume, calibrate)."""
+    run_dir, maps = Path(cfg.train.out), cfg.train.maps
+    inputs = (
+        [("train.maps", maps), ("window index of train.maps", index_path(maps))] if maps else []
+    )
+    check_output_path(run_dir, inputs, folder=True)
+    check_outputs([run_dir / name for name in writes], inputs)
+    held = [name for name in HELD if (run_dir / name).exists()]
+    if held and not resume:
+        raise UserError(
+            f"train.out {run_dir} holds a training run ({', '.join(held)}); continue it with "
+            f"--resume, or give another train.out (or remove {run_dir}) to train afresh"
+        )
     return run_dir
 
 

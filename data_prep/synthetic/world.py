@@ -20,6 +20,8 @@ from data_prep.synthetic.records import strike_records, write_parquet_atomic
 from data_prep.synthetic.simulate import run_world
 from data_prep.synthetic.stats import brier_scores, count_stats, doy_climatology, grid_counts
 
+WORLD_FILES = ("strikes.parquet", "oracle.nc", "world.json")  # what generate_world writes
+
 
 def generate_world(cfg: SynthConfig, out_dir: Path, progress: bool = True) -> dict[str, Path]:
     """Generate the synthetic world of ``cfg`` into ``out_dir``.
