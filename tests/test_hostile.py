@@ -36,7 +36,7 @@ TINY = [
     "model.norm_groups=2",
     "data.n_in=5",
     "data.n_out=2",
-    "data.block_steps=10",
+    "data.block_steps=14",
     "train.batch_size=16",
     "train.epochs=1",
     "train.progress=false",
@@ -52,7 +52,7 @@ def run(tmp_path_factory) -> dict[str, Path]:
     """A tiny trained model and the maps it was trained on."""
     root = tmp_path_factory.mktemp("hostile")
     maps = root / "maps.nc"
-    mock_maps(n_steps=60, shape=(8, 12), seed=5).to_netcdf(maps)
+    mock_maps(n_steps=120, shape=(8, 12), seed=5).to_netcdf(maps)
     train(load_experiment(None, [*TINY, f"train.maps={maps}", f"train.out={root / 'run'}"]))
     return {"maps": maps, "ckpt": root / "run" / "best.pt", "root": root}
 
@@ -184,7 +184,7 @@ def _forecast(run, tmp: Path, value) -> Case:
         "eval.bootstrap=0",
         "data.n_in=5",
         "data.n_out=2",
-        "data.block_steps=10",
+        "data.block_steps=14",
     ]
     return Case(argv, "nwp.nc", [path, run["maps"]], out)
 
