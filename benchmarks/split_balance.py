@@ -55,7 +55,9 @@ def main() -> None:
     args = p.parse_args()
     ds = open_maps(args.maps)
     base = SequenceConfig(n_in=args.n_in, n_out=args.n_out)
-    print(f"{'block_steps':>11} {'train':>6} {'val':>5} {'test':>5} {'val days':>8} {'val/clim':>8}")
+    print(
+        f"{'block_steps':>11} {'train':>6} {'val':>5} {'test':>5} {'val days':>8} {'val/clim':>8}"
+    )
     for b in args.blocks:
         r = balance(ds, replace(base, block_steps=b))
         print(
