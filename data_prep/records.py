@@ -148,8 +148,8 @@ class Tally:
         w = max(28, 2 + max(len(name) for name, _, _ in rows))  # long reason names fit
         lines = [f"{'':<{w}}{'records':>14}{'strikes':>14}"]
         lines += [f"{name:<{w}}{a:>14,}{b:>14,}" for name, a, b in rows]
-        lines += [f"{'files read':<{w}}{self.files_read:>14,}"]
-        lines += [f"{'files empty (no records)':<{w}}{self.files_empty:>14,}"]
+        for name, n in (("files read", self.files_read), ("files empty", self.files_empty)):
+            lines.append(f"{name:<{w}}{n:>14,}{'':>14}")
         return "\n".join(lines)
 
 
