@@ -175,7 +175,17 @@ def _add_prep(sub) -> None:
         help="address of an existing dask scheduler (tcp://host:8786); or threads, processes, sync",
     )
     p.add_argument(
-        "--columns", help="point-record column names, e.g. time=ts,lat=latitude,lon=longitude"
+        "--columns",
+        help="point-record column names, e.g. time=ts,lat=latitude,lon=longitude; time=ts:ms "
+        "for epoch milliseconds (s, ms, us, ns); geometry=wkt for WKT/WKB points",
+    )
+    p.add_argument(
+        "--timezone", help="zone of naive times: IANA name (Asia/Tokyo) or +09:00 (default UTC)"
+    )
+    p.add_argument(
+        "--file-days",
+        dest="file_days",
+        help="points file names giving the day each covers, e.g. '*_%%Y%%m%%d.csv'",
     )
     add_config_args(p)
     p.set_defaults(run=run_prep)
@@ -201,6 +211,8 @@ def run_prep(args) -> int:
         start=args.start,
         end=args.end,
         workers=args.workers,
+        timezone=args.timezone,
+        file_days=args.file_days,
     )
     seq = _section(args, SequenceConfig, "data")
     check_archive_path(Path(args.out))

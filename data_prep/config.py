@@ -84,6 +84,11 @@ class PrepConfig:
         0.95  # GLM: a step is observed when granules cover this share of it
     )
     lock_wait: float = 3600.0  # seconds to wait while another prep writes the same --out
+    # point feeds as they come (data_prep.feeds)
+    time_unit: str = "s"  # epoch-number times: s, ms, us or ns since 1970-01-01 UTC
+    timezone: str | None = None  # zone of naive times: IANA name or +09:00; None = UTC
+    file_days: str | None = None  # points file names giving the day each covers: '*_%Y%m%d.csv'
+    empty_file: str = "no-data"  # a points file without records observes: no-data, or zero
 
 
 @dataclass

@@ -32,6 +32,7 @@ import data_prep
 from data_prep.atomic import check_output_path, output_lock
 from data_prep.config import PrepConfig, SequenceConfig
 from data_prep.errors import UserError, quote
+from data_prep.feeds import check_feed_options, file_day, split_time_unit
 from data_prep.grid import OBSERVE, Accumulator, StepClock
 from data_prep.io import open_maps, write_netcdf_atomic
 from data_prep.readers import SlowPath, get_reader
@@ -111,6 +112,7 @@ def prep(
     """
     out = Path(out)
     check_config(seq)  # fail before gridding, not after writing the maps
+    check_feed_options(cfg)
     if not isinstance(cfg.workers, int) or cfg.workers < 1:
         raise UserError(
             f"--workers (prep.workers) {cfg.workers!r} must be a whole number of at least 1; "
@@ -140,7 +142,7 @@ def _append(files, formats, out, cfg, seq, grid, step, scheduler, columns) -> Pr
         _window_index(out, old, seq, summary)
         return summary
     clock = make_clock(cfg, step, old)
-    opts = ReadOptions(parse_columns(columns), cfg.chunk_records, cfg.variable)
+    opts = read_options(cfg, columns)
     plan = [(f, formats[f]) for f in fresh]
     acc, tally, steps = grid_all(plan, grid, clock, opts, workers=cfg.workers, scheduler=scheduler)
     check_whole_days(plan, steps, entries, out, int(step.value))
@@ -154,6 +156,20 @@ def _append(files, formats, out, cfg, seq, grid, step, scheduler, columns) -> Pr
     }
     _window_index(out, ds, seq, summary)
     return summary
+
+
+def read_options(cfg: PrepConfig, columns: str | None) -> ReadOptions:
+    """What readers need from ``cfg`` and ``--columns`` (``time=ts:ms`` sets the epoch unit)."""
+    cols, unit = split_time_unit(parse_columns(columns), cfg.time_unit)
+    return ReadOptions(
+        cols,
+        cfg.chunk_records,
+        cfg.variable,
+        time_unit=unit,
+        timezone=cfg.timezone,
+        file_days=cfg.file_days,
+        empty_file=cfg.empty_file,
+    )
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
@@ -206,14 +222,22 @@ def _utc_ns(text: str, key: str) -> int:
 def grid_file(
     path: Path, fmt: str, grid: Grid, clock: StepClock, opts: ReadOptions
 ) -> tuple[Accumulator, Tally]:
-    """Read and grid one input; a CSV the fast path cannot convert is read again as text."""
+    """Read and grid one input; a CSV the fast path cannot convert is read again as text.
+
+    A points file observes its first-to-last record span, or with ``opts.file_days`` the day its
+    name gives (when it holds records, or always with ``opts.empty_file == "zero"``).
+    """
     _, reader = get_reader(fmt, path)
+    day = None
+    if opts.file_days and reader.coverage == "span":
+        day = file_day(path, opts.file_days, opts.timezone)
     for robust in (False, True):
-        observe = reader.coverage if reader.coverage in OBSERVE else ""
-        acc, tally = Accumulator(grid, clock, observe=observe), Tally()
+        observe = reader.coverage if reader.coverage in OBSERVE and day is None else ""
+        acc, tally = Accumulator(grid, clock, observe=observe), Tally(files_read=1)
         run_opts = dataclasses.replace(opts, robust=robust)
         try:
-            for item in reader.read(path, run_opts, tally):
+            items = reader.read(path, run_opts, tally) if path.stat().st_size else ()
+            for item in items:
                 if isinstance(item, Records):
                     acc.add(item, tally)
                 elif isinstance(item, Span):
@@ -221,6 +245,9 @@ def grid_file(
                 elif isinstance(item, Cells):
                     acc.cover_cells(item.time, item.lat, item.lon)
             acc = acc.finish()
+            tally.files_empty = int(not tally.read_records and reader.coverage in OBSERVE)
+            if day is not None and (tally.read_records or opts.empty_file == "zero"):
+                acc.spans.append(day)
             # a point feed's records alone say what it observed; no record parsing: a wrong file
             if (
                 reader.coverage == "span"
@@ -362,6 +389,7 @@ def _provenance(plan, steps, entries: list[dict], cfg: PrepConfig) -> dict:
     listed = {e["path"] for e in entries}
     for (path, fmt), times in zip(plan, steps, strict=True):
         entry = {"path": str(path), "format": fmt, **_fingerprint(path)}
+        entry["timezone"] = cfg.timezone or "UTC"  # of the input's naive times
         if fmt in WHOLE_DAY:
             entry["steps"] = _runs(times, int(step.value))
         entries = [e for e in entries if e["path"] != str(path)] if str(path) in listed else entries

@@ -51,6 +51,7 @@ DEFAULT_COLUMNS = {
     "stroke_type": ("stroke_type", "type"),
     "peak_current": ("peak_current_kA", "peak_current", "current"),
     "count": ("count",),
+    "geometry": ("geometry", "geom", "wkt", "wkb", "the_geom"),  # WKT/WKB/GeoArrow points
 }
 REQUIRED = ("time", "lat", "lon")
 EXTRA_ROLES = ("stroke_type", "peak_current")
@@ -75,13 +76,11 @@ def read_points_parquet(path: Path, opts: ReadOptions, tally: Tally) -> Iterator
     Float64 and timestamp[ns] columns without nulls reach numpy (and the kernel) without copies.
     """
     pf = _open_parquet(path)
-    cols = _gridding_columns(
-        column_map(path, pf.schema_arrow.names, opts.columns, DEFAULT_COLUMNS, REQUIRED), opts
-    )
+    cols = point_columns(path, pf.schema_arrow.names, opts)
     batches = _parquet_batches(path, pf, opts.chunk_records, list(cols.values()))
     dedup = Deduplicator()
     for batch in prefetched(batches):  # decode the next batch while this one is gridded
-        rec = batch_records(path, batch, cols, tally)
+        rec = batch_records(path, batch, cols, tally, unit=opts.time_unit, timezone=opts.timezone)
         yield dedup(check_coordinates(rec, tally), tally)
 
 
@@ -110,13 +109,31 @@ def _parquet_batches(
 def read_points_csv(path: Path, opts: ReadOptions, tally: Tally) -> Iterator[Records]:
     """Point records from CSV (or .csv.gz), streamed in blocks by pyarrow."""
     skip, names = _csv_header(path)
-    cols = _gridding_columns(column_map(path, names, opts.columns, DEFAULT_COLUMNS, REQUIRED), opts)
+    cols = point_columns(path, names, opts)
     yield from _read_csv(path, opts, tally, skip=skip, names=names, cols=cols)
 
 
-def _gridding_columns(cols: dict[str, str], opts: ReadOptions) -> dict[str, str]:
-    """Gridding needs time, lat, lon and count: stroke type and peak current are read only
-    when asked (``opts.extra``), which saves decoding two columns of every record."""
+def point_columns(path: Path, names: list[str], opts: ReadOptions) -> dict[str, str]:
+    """Role -> column of a point file: time and lat/lon, or time and a geometry column (named
+    with ``--columns geometry=<col>``, or found when the file has no lat and lon columns).
+
+    Gridding needs time, position and count: stroke type and peak current are read only when
+    asked (``opts.extra``), which saves decoding two columns of every record.
+    """
+    lower = {n.lower() for n in names}
+    found = {r for r in ("lat", "lon", "geometry") for a in DEFAULT_COLUMNS[r] if a in lower}
+    geometry = "geometry" in opts.columns or (
+        "geometry" in found and not ({"lat", "lon"} & (found | set(opts.columns)))
+    )
+    drop = {"lat", "lon"} if geometry else {"geometry"}
+    if drop & set(opts.columns):
+        raise UserError(
+            "--columns names both a geometry column and lat/lon columns; give one: "
+            "geometry=<col> or lat=<col>,lon=<col>"
+        )
+    defaults = {k: v for k, v in DEFAULT_COLUMNS.items() if k not in drop}
+    required = ("time", "geometry") if geometry else REQUIRED
+    cols = column_map(path, names, opts.columns, defaults, required)
     return cols if opts.extra else {k: v for k, v in cols.items() if k not in EXTRA_ROLES}
 
 
@@ -163,12 +180,16 @@ def _read_csv(path, opts, tally, *, skip, names, cols, time_format=None) -> Iter
             tally.read(len(bad_rows), len(bad_rows))
             tally.reject("unparseable", len(bad_rows), len(bad_rows))
             bad_rows.clear()
-        rec = batch_records(path, batch, cols, tally, time_format)
+        rec = batch_records(
+            path, batch, cols, tally, time_format, unit=opts.time_unit, timezone=opts.timezone
+        )
         yield dedup(check_coordinates(rec, tally), tally)
 
 
 def _open_csv(path, opts, skip, names, cols, bad_rows):
-    types = {cols["lat"]: pa.float64(), cols["lon"]: pa.float64()}
+    types = {cols[r]: pa.float64() for r in ("lat", "lon") if r in cols}
+    if "geometry" in cols:
+        types[cols["geometry"]] = pa.string()
     if opts.robust:
         types = dict.fromkeys(cols.values(), pa.string())
 
@@ -329,8 +350,8 @@ def detect_format(path: Path) -> str:
     """Format name from a file's first bytes: Parquet, netCDF (GLM or gridded) or CSV text."""
     with open(path, "rb") as f:
         head = f.read(8)
-    if not head:
-        raise UserError(f"{path}: empty file (0 bytes); re-download or remove it")
+    if not head:  # an empty points file: no records (see prep.empty_file)
+        return "points-csv"
     if head[:4] == b"PAR1":
         return "points-parquet"
     if head[:4] == b"\x89HDF" or head[:3] == b"CDF":

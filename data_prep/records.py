@@ -79,6 +79,8 @@ class Tally:
     gridded_strikes: int = 0
     rejected_records: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
     rejected_strikes: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REASONS, 0))
+    files_read: int = 0
+    files_empty: int = 0  # files read that hold no record (0 bytes, or a header only)
 
     def read(self, records: int, strikes: int) -> None:
         self.read_records += int(records)
@@ -96,6 +98,8 @@ class Tally:
         self.read(other.read_records, other.read_strikes)
         self.gridded_records += other.gridded_records
         self.gridded_strikes += other.gridded_strikes
+        self.files_read += other.files_read
+        self.files_empty += other.files_empty
         for r in REASONS:
             self.reject(r, other.rejected_records[r], other.rejected_strikes[r])
         return self
@@ -107,8 +111,9 @@ class Tally:
         ) and self.read_strikes == self.gridded_strikes + sum(self.rejected_strikes.values())
 
     def to_attrs(self, prefix: str = "") -> dict[str, int]:
-        """Flat netCDF attributes: ``records_read``, ``strikes_rejected_outside_domain``, ..."""
-        out = {}
+        """Flat netCDF attributes: ``records_read``, ``strikes_rejected_outside_domain``, ...,
+        ``files_read``, ``files_empty``."""
+        out = {f"{prefix}files_read": self.files_read, f"{prefix}files_empty": self.files_empty}
         for kind in ("records", "strikes"):
             out[f"{prefix}{kind}_read"] = getattr(self, f"read_{kind}")
             out[f"{prefix}{kind}_gridded"] = getattr(self, f"gridded_{kind}")
@@ -120,6 +125,8 @@ class Tally:
     def from_attrs(cls, attrs: dict, prefix: str = "") -> Tally:
         """Inverse of :meth:`to_attrs`; missing keys count as zero."""
         t = cls()
+        t.files_read = int(attrs.get(f"{prefix}files_read", 0))
+        t.files_empty = int(attrs.get(f"{prefix}files_empty", 0))
         for kind in ("records", "strikes"):
             setattr(t, f"read_{kind}", int(attrs.get(f"{prefix}{kind}_read", 0)))
             setattr(t, f"gridded_{kind}", int(attrs.get(f"{prefix}{kind}_gridded", 0)))
@@ -141,6 +148,8 @@ class Tally:
         w = max(28, 2 + max(len(name) for name, _, _ in rows))  # long reason names fit
         lines = [f"{'':<{w}}{'records':>14}{'strikes':>14}"]
         lines += [f"{name:<{w}}{a:>14,}{b:>14,}" for name, a, b in rows]
+        for name, n in (("files read", self.files_read), ("files empty", self.files_empty)):
+            lines.append(f"{name:<{w}}{n:>14,}{'':>14}")
         return "\n".join(lines)
 
 
@@ -265,6 +274,10 @@ class ReadOptions:
     variable: str | None = None  # gridded netCDF: the count variable (None = detect)
     robust: bool = False  # CSV: read every column as text and coerce (slow path for dirty files)
     extra: bool = False  # also read stroke type and peak current (gridding does not need them)
+    time_unit: str = "s"  # epoch-number times: s, ms, us or ns since 1970 (data_prep.feeds)
+    timezone: str | None = None  # zone of naive times (IANA name or +09:00); None = UTC
+    file_days: str | None = None  # file-name pattern of the day each points file covers
+    empty_file: str = "no-data"  # what a points file without records observes: no-data, zero
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from data_prep.errors import UserError, quote
+from data_prep.feeds import NS_PER, epoch_ns, is_aware_text, localize, parse_timezone, text_epoch
+from data_prep.geometry import geometry_points
 from data_prep.records import STROKE_CODES, Records, Tally, check_count_limit
 
 _END = object()
@@ -92,19 +94,30 @@ def batch_records(
     cols: dict[str, str],
     tally: Tally,
     time_format: str | None = None,
+    *,
+    unit: str = "s",
+    timezone: str | None = None,
 ) -> Records:
-    """Convert one batch; count its rows as read and the unparseable ones as rejected."""
+    """Convert one batch; count its rows as read and the unparseable ones as rejected.
+
+    ``unit``: of epoch-number times; ``timezone``: of naive times (see :mod:`data_prep.feeds`).
+    Positions come from ``lat`` and ``lon``, or from a ``geometry`` column.
+    """
     col = {role: batch.column(batch.schema.get_field_index(name)) for role, name in cols.items()}
-    time, bad = to_times(path, cols["time"], col["time"], time_format)
-    lat, bad_lat = to_float(col["lat"])
-    lon, bad_lon = to_float(col["lon"])
+    time, bad = to_times(path, cols["time"], col["time"], time_format, unit, timezone)
+    if "geometry" in col:
+        lat, lon, bad_xy = geometry_points(path, cols["geometry"], col["geometry"])
+        bad = bad | bad_xy
+    else:
+        lat, bad_lat = to_float(col["lat"])
+        lon, bad_lon = to_float(col["lon"])
+        bad = bad | bad_lat | bad_lon
+        _check_swapped(path, cols, lat, lon)
     count, bad_count = (None, None)
     if "count" in col:
         count, bad_count = to_count(col["count"], path, cols["count"])
-    bad = bad | bad_lat | bad_lon
     if bad_count is not None:
         bad = bad | bad_count
-    _check_swapped(path, cols, lat, lon)
     rec = Records(
         time,
         lat,
@@ -121,30 +134,54 @@ def batch_records(
 
 
 def to_times(
-    path: Path, name: str, arr: pa.Array, time_format: str | None
+    path: Path,
+    name: str,
+    arr: pa.Array,
+    time_format: str | None,
+    unit: str = "s",
+    timezone: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Times -> (int64 ns UTC (N,), unparseable (N,) bool). Naive times are taken as UTC."""
+    """Times -> (int64 ns UTC (N,), unparseable (N,) bool).
+
+    Numbers are epoch times in ``unit``; naive times are in ``timezone`` (None: UTC); times with
+    an offset keep it.
+    """
     t = arr.type
     if time_format == "yyyymmdd" and pa.types.is_integer(t):
         return _yyyymmdd(arr)
-    if pa.types.is_timestamp(t) and t.unit == "ns" and arr.null_count == 0:  # zero copy
-        return arr.view(pa.int64()).to_numpy(), np.zeros(len(arr), dtype=bool)
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        return epoch_ns(path, name, arr, unit)
+    zone = parse_timezone(timezone)
+    naive = zone is not None and getattr(t, "tz", None) is None
+    if pa.types.is_timestamp(t) and t.unit == "ns" and arr.null_count == 0 and not naive:
+        return arr.view(pa.int64()).to_numpy(), np.zeros(len(arr), dtype=bool)  # zero copy
     if pa.types.is_timestamp(t) or pa.types.is_date(t):
-        return _timestamps_ns(arr)
+        ns, bad = _timestamps_ns(arr)
+        return localize(ns, bad, zone) if naive else (ns, bad)
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t):
-        text = arr.to_pandas()
-        if time_format == "yyyymmdd":
-            parsed = pd.to_datetime(text.str.strip(), format="%Y%m%d", errors="coerce", utc=True)
-        else:
-            parsed = pd.to_datetime(text.str.strip(), format="ISO8601", errors="coerce", utc=True)
-        return _ns(parsed)
+        return _text_times(path, name, arr.to_pandas().str.strip(), time_format, unit, zone)
     raise UserError(
         f"{path}: time column {name!r} holds {t} values, not timestamps; store ISO 8601 times "
-        "(e.g. 2024-02-01T13:05:00Z) or name the right column with --columns time=<column>"
+        "(e.g. 2024-02-01T13:05:00Z) or epoch numbers, or name the right column with "
+        "--columns time=<column>"
     )
 
 
-_NS_PER = {"s": 10**9, "ms": 10**6, "us": 10**3, "ns": 1}
+def _text_times(path, name, text: pd.Series, time_format, unit, zone):
+    """Time text -> (int64 ns UTC, unparseable): ISO 8601 (naive in ``zone``), or epoch numbers
+    when no value is ISO (a CSV of epoch numbers read as text)."""
+    if time_format == "yyyymmdd":
+        return _ns(pd.to_datetime(text, format="%Y%m%d", errors="coerce", utc=True))
+    ns, bad = _ns(pd.to_datetime(text, format="ISO8601", errors="coerce", utc=True))
+    if bad.all():
+        numbers = text_epoch(path, name, text, unit)
+        if numbers is not None:
+            return numbers
+    if zone is None:
+        return ns, bad
+    naive = ~bad & ~is_aware_text(text)
+    ns[naive], bad[naive] = localize(ns[naive], bad[naive], zone)
+    return ns, bad
 
 
 def _timestamps_ns(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
@@ -155,7 +192,7 @@ def _timestamps_ns(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     if pa.types.is_date(arr.type):
         arr = arr.cast(pa.timestamp("ms" if pa.types.is_date64(arr.type) else "s"))
     raw = pc.fill_null(arr.cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
-    per = _NS_PER[arr.type.unit]
+    per = NS_PER[arr.type.unit]
     lim = np.iinfo(np.int64).max // per
     bad = _nulls(arr) | (raw > lim) | (raw < -lim)
     return np.where(bad, 0, raw) * per, bad

@@ -161,6 +161,16 @@ def _points(tmp: Path, lat, lon=-102.0, time="2021-06-01T12:00:00Z", count=None)
     return path
 
 
+def _wkt_polygon(tmp: Path) -> Path:
+    path = tmp / "shapes.csv"
+    path.write_text(
+        "time,geometry\n"
+        '2021-06-01T12:00:00Z,"POINT (-102 31)"\n'
+        '2021-06-01T13:00:00Z,"POLYGON ((-102 31, -101 31, -101 32, -102 31))"\n'
+    )
+    return path
+
+
 def _forecast(run, tmp: Path, value) -> Case:
     with xr.open_dataset(run["maps"]) as m:
         lat, lon, t = m["lat"].values, m["lon"].values, m["time"].values
@@ -305,6 +315,24 @@ CASES = {
     "nldn-day-beyond-datetime": lambda tmp, run, mp: _prep(
         tmp, _nldn(tmp, [(99991231, -102.05, 31.05, 3), (30000101, -102.05, 31.05, 3)])
     ),
+    # point feeds as they come: a non-point geometry, times that are neither ISO nor epoch
+    # numbers, epoch milliseconds read as seconds, a time zone that does not exist
+    "points-wkt-polygon": lambda tmp, run, mp: _naming(
+        _prep(tmp, _wkt_polygon(tmp)), "shapes.csv: geometry column 'geometry' holds POLYGON"
+    ),
+    "points-epoch-column-of-strings": lambda tmp, run, mp: _prep(
+        tmp, _points(tmp, [31.0, 32.0], time="yesterday")
+    ),
+    "points-epoch-implausible-magnitude": lambda tmp, run, mp: _naming(
+        _prep(tmp, _points(tmp, [31.0, 32.0], time=1622548800000)),
+        "points.csv: time column 'time' holds epoch numbers",
+    ),
+    "points-unknown-timezone": lambda tmp, run, mp: Case(
+        _prep(tmp, _points(tmp, [31.0]), "--timezone", "Asia/Tokio").argv,
+        "--timezone 'Asia/Tokio'",
+        [tmp / "points.csv"],
+        tmp / "out.nc",
+    ),
     # counts no int64 holds
     "points-count-overflow": lambda tmp, run, mp: _prep(tmp, _points(tmp, [31.0], count=[HUGE])),
     "nldn-count-overflow": lambda tmp, run, mp: _prep(
@@ -392,6 +420,12 @@ CASES = {
         tmp, _points(tmp, [31.0]), "--columns", "time=" + "t" * 5000
     ),
 }
+
+
+def _naming(case: Case, names: str) -> Case:
+    """``case`` whose error line must name ``names`` (the file and the column, say)."""
+    case.names = names
+    return case
 
 
 def _long_key(run, tmp) -> Case:

@@ -176,10 +176,10 @@ def test_swapped_lat_lon_columns_raise_with_the_fix(tmp_path):
 @pytest.mark.parametrize(
     ("content", "match"),
     [
-        (b"", "empty file"),
+        (b"", "empty CSV file"),  # the reader's view: prep counts it as an empty file
         (b"time,lat,lon\n", None),
         (b"when,lat,lon\n2021-06-01,1,2\n", r"no time column.*--columns time="),
-        (b"time,lat,lon\n1622505600,40,-90\n", r"time column 'time' holds int64 values"),
+        (b"time,lat,lon\n1622505600000,40,-90\n", r"'time' holds epoch numbers.*time=time:ms"),
         (b"PAR1garbage", "not a readable Parquet file"),
     ],
 )
