@@ -12,18 +12,52 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+from data_prep import __version__
 from data_prep.atomic import check_output_path, check_outputs
 from data_prep.config import SECTIONS, PrepConfig, SequenceConfig, SynthConfig, load_config
-from data_prep.errors import Interrupted, UserError, quote
+from data_prep.errors import Interrupted, UserError, close_match, quote
+from data_prep.readers import ALIASES, READERS
 
 _OVERRIDE = re.compile(r"^[A-Za-z_]\w*\.[A-Za-z_][\w.]*=")
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse that reports usage errors in one line with exit code 2."""
+    """argparse that reports usage errors in one line with exit code 2, suggesting the close
+    word for a misspelt command or option."""
+
+    def parse_known_args(self, args=None, namespace=None):  # noqa: D102
+        self._seen = list(args or [])  # for the suggestions of error()
+        return super().parse_known_args(args, namespace)
 
     def error(self, message):  # noqa: D102
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+        hint = _choice_hint(message) or self.misspelt(getattr(self, "_seen", []))
+        self.exit(2, f"{self.prog}: error: {message}{hint} (see --help)\n")
+
+    def misspelt(self, tokens: list[str]) -> str:
+        """``; did you mean '--grid'?`` for each option among ``tokens`` this parser lacks."""
+        known = self._option_string_actions
+        flags = [t.split("=", 1)[0] for t in tokens if t.startswith("--")]
+        unknown = [f for f in flags if f not in known and not any(k.startswith(f) for k in known)]
+        return "".join(close_match(f, known) for f in unknown)
+
+
+_INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)' \(choose from (.*)\)")
+
+
+def _choice_hint(message: str) -> str:
+    """``; did you mean 'train'?`` for argparse's invalid-choice message of a misspelt word."""
+    m = _INVALID_CHOICE.search(message)
+    if not m:
+        return ""
+    return close_match(m.group(1), re.findall(r"'([^']*)'", m.group(2)))
+
+
+def _option_hints(parser: argparse.ArgumentParser, command: str | None, unknown: list[str]) -> str:
+    """Suggestions for misspelt options among ``unknown``, from the command's own options."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return action.choices[command].misspelt(unknown)
+    return parser.misspelt(unknown)
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
@@ -115,11 +149,17 @@ def _add_synth(sub) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "--grid", help="named grid (conus-0.25, plains-0.5, ...) or 'lat0,lat1,lon0,lon1,res'"
+        "--grid",
+        help="named grid (conus-0.25, plains-0.5, ...) or 'lat0,lat1,lon0,lon1,res' "
+        f"(default {SynthConfig.grid})",
     )
-    p.add_argument("--start", help="first day, YYYY-MM-DD (UTC)")
-    p.add_argument("--days", type=int, help="number of days")
-    p.add_argument("--seed", type=int, help="random seed; the same seed gives the same world")
+    p.add_argument("--start", help=f"first day, YYYY-MM-DD (UTC) (default {SynthConfig.start})")
+    p.add_argument("--days", type=int, help=f"number of days (default {SynthConfig.days})")
+    p.add_argument(
+        "--seed",
+        type=int,
+        help=f"random seed; the same seed gives the same world (default {SynthConfig.seed})",
+    )
     p.add_argument("--out", required=True, help="output directory")
     add_config_args(p)
     p.set_defaults(run=run_synth)
@@ -163,7 +203,9 @@ def _add_prep(sub) -> None:
         "--out", required=True, help="output maps netCDF; an existing file is appended to"
     )
     p.add_argument("--grid", help="named grid or 'lat0,lat1,lon0,lon1,res' (default conus-0.25)")
-    p.add_argument("--format", help="reader name, or 'auto' to detect from content")
+    p.add_argument(
+        "--format", help=f"input format (default auto: detected from content): {_formats()}"
+    )
     p.add_argument("--time-step", dest="time_step", help="map step: 1D (default), 6h, 15min, ...")
     p.add_argument("--start", help="first step kept, inclusive (UTC)")
     p.add_argument("--end", help="last step kept, inclusive (UTC)")
@@ -189,6 +231,13 @@ def _add_prep(sub) -> None:
     )
     add_config_args(p)
     p.set_defaults(run=run_prep)
+
+
+def _formats() -> str:
+    """The reader names and their aliases, for ``prep --help``."""
+    names = ["auto", "points (CSV or Parquet)", *READERS]
+    aliases = ", ".join(f"{a}={n}" for a, n in ALIASES.items())
+    return f"{', '.join(names)}; aliases {aliases}"
 
 
 def run_prep(args) -> int:
@@ -225,6 +274,12 @@ def run_prep(args) -> int:
 COMMANDS: dict[str, Callable] = {"synth": _add_synth, "prep": _add_prep}
 
 
+def add_version(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--version", action="version", version=f"strikecast {__version__}", help="print the version"
+    )
+
+
 def add_commands(sub) -> None:
     for add in COMMANDS.values():
         add(sub)
@@ -237,7 +292,8 @@ def run_parser(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     # `section.key=value` overrides may also follow the options (argparse leaves them over)
     unknown = [a for a in extra if not _OVERRIDE.match(a)]
     if unknown:
-        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        hint = _option_hints(parser, getattr(args, "command", None), unknown)
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}{hint}")
     if extra:
         if not hasattr(args, "overrides"):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -271,6 +327,7 @@ def run_parser(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
 
 def build_parser(prog: str = "python -m data_prep") -> argparse.ArgumentParser:
     parser = _Parser(prog=prog, description="strikecast data preparation: synth and prep.")
+    add_version(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     add_commands(sub)
     return parser

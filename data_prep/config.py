@@ -23,7 +23,7 @@ from typing import Any
 import yaml
 
 from data_prep.atomic import atomic_write_text
-from data_prep.errors import ConfigError, quote
+from data_prep.errors import ConfigError, close_match, quote
 
 # --------------------------------------------------------------------------------------------
 # data_prep sections
@@ -205,8 +205,8 @@ def from_dict(cls: type, data: dict | None, where: str = "") -> Any:
     for key in data:
         if key not in names:
             raise ConfigError(
-                f"unknown config key {quote(where + str(key))}; "
-                f"valid keys here: {', '.join(sorted(names))}"
+                f"unknown config key {quote(where + str(key))}"
+                f"{close_match(str(key), names)}; valid keys here: {', '.join(sorted(names))}"
             )
     kwargs = {}
     for f in dataclasses.fields(cls):

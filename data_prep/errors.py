@@ -6,6 +6,7 @@ key), the field, and the fix; :func:`quote` keeps an offending value short. Entr
 :class:`Interrupted` too, and exit with ``128 + signal number`` (130 for Ctrl-C, 143 for SIGTERM).
 """
 
+import difflib
 import signal
 
 QUOTE_CHARS = 80  # an offending value is quoted up to this many characters
@@ -37,3 +38,9 @@ def quote(value: object, limit: int = QUOTE_CHARS) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]}... ({len(text)} characters)"
+
+
+def close_match(word: str, options) -> str:
+    """``; did you mean X?`` naming the option closest to a misspelt ``word``, or ``""``."""
+    near = difflib.get_close_matches(word, list(options), n=1, cutoff=0.6)
+    return f"; did you mean {near[0]!r}?" if near else ""

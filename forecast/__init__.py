@@ -1,3 +1,5 @@
 """strikecast forecasting: gridded strike maps -> ConvRNN model -> probability forecasts -> scores."""
 
-__version__ = "0.1.0"
+from data_prep import __version__  # one version for the whole package
+
+__all__ = ["__version__"]

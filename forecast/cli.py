@@ -13,6 +13,7 @@ from pathlib import Path
 from data_prep import cli as prep_cli
 from data_prep.atomic import check_output_path, check_outputs
 from data_prep.cli import _Parser, add_config_args, config_input, run_parser
+from data_prep.describe import describe_config
 from data_prep.errors import UserError
 
 
@@ -284,6 +285,30 @@ def run_quickstart(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------------
+# config
+
+
+def _add_config(sub) -> None:
+    p = _parser(
+        sub,
+        "config",
+        "print the resolved config: every key, its value, its meaning and its default",
+        "strikecast config show --config configs/conus_daily.yaml train.lr=0.001",
+        "Print the experiment config that --config and the overrides resolve to, as YAML with "
+        "every key of every section; a comment says what each key means and, where the value "
+        "differs, its default. Without --config: the defaults.",
+    )
+    p.add_argument("action", choices=["show"], help="what to do: show")
+    add_config_args(p)
+    p.set_defaults(run=run_config)
+
+
+def run_config(args) -> int:
+    print(describe_config(_experiment(args)), end="")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="strikecast",
@@ -292,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="start here:\n  strikecast quickstart --out runs/quickstart",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    prep_cli.add_version(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     prep_cli.add_commands(sub)
     for add in (
@@ -301,6 +327,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_evaluate,
         _add_plot,
         _add_quickstart,
+        _add_config,
     ):
         add(sub)
     return parser
