@@ -12,9 +12,22 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import yaml
+
 from data_prep.atomic import check_output_path, check_outputs
-from data_prep.config import SECTIONS, PrepConfig, SequenceConfig, SynthConfig, load_config
+from data_prep.config import (
+    SECTIONS,
+    PrepConfig,
+    SequenceConfig,
+    SynthConfig,
+    apply_overrides,
+    from_dict,
+    load_config,
+)
 from data_prep.errors import Interrupted, UserError, quote
+from data_prep.prep import check_archive_path, prep
+from data_prep.synthetic import generate_world
+from data_prep.synthetic.world import WORLD_FILES
 
 _OVERRIDE = re.compile(r"^[A-Za-z_]\w*\.[A-Za-z_][\w.]*=")
 
@@ -64,8 +77,6 @@ def check_sections(args, reads: tuple[str, ...]) -> None:
 
 def _section(args, cls, name: str, **cli_values):
     """One config section: defaults <- YAML section <- overrides <- explicit CLI flags."""
-    import yaml
-
     data = {}
     if args.config:
         full = load_config_dict(args.config)
@@ -79,14 +90,11 @@ def _section(args, cls, name: str, **cli_values):
             overrides.append(
                 f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
             )
-    from data_prep.config import apply_overrides, from_dict
 
     return from_dict(cls, apply_overrides(dict(data), overrides), name + ".")
 
 
 def load_config_dict(path: str) -> dict:
-    import yaml
-
     p = Path(path)
     if not p.is_file():
         raise UserError(
@@ -126,9 +134,6 @@ def _add_synth(sub) -> None:
 
 
 def run_synth(args) -> int:
-    from data_prep.synthetic import generate_world
-    from data_prep.synthetic.world import WORLD_FILES
-
     check_sections(args, ("synth",))
     cfg = _section(
         args, SynthConfig, "synth", grid=args.grid, start=args.start, days=args.days, seed=args.seed
@@ -182,8 +187,6 @@ def _add_prep(sub) -> None:
 
 
 def run_prep(args) -> int:
-    from data_prep.prep import check_archive_path, prep
-
     # positional arguments are inputs, except `section.key=value` overrides mixed in among them
     is_override = [bool(_OVERRIDE.match(a)) and not Path(a).exists() for a in args.inputs]
     inputs = [a for a, o in zip(args.inputs, is_override, strict=True) if not o]

@@ -37,6 +37,7 @@ import xarray as xr
 
 from data_prep.config import SequenceConfig, to_dict
 from data_prep.errors import UserError
+from data_prep.io import write_netcdf_atomic
 from data_prep.schema import COVERAGE, TIME, parse_time_step
 from data_prep.splits import (
     SPLITS,
@@ -213,8 +214,6 @@ class WindowIndex:
 
     def save(self, path: str | Path) -> Path:
         """Write the index as a small netCDF file, atomically."""
-        from data_prep.io import write_netcdf_atomic
-
         data = {
             k: ((k,), np.asarray(v, dtype=np.int64), {"long_name": f"first step of {k} windows"})
             for k, v in self.starts.items()

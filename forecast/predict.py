@@ -26,6 +26,7 @@ import xarray as xr
 import forecast
 from data_prep.config import from_dict
 from data_prep.errors import UserError
+from data_prep.io import open_maps, write_netcdf_atomic
 from data_prep.schema import (
     CF_CONVENTIONS,
     COORD_ATTRS,
@@ -37,11 +38,15 @@ from data_prep.schema import (
     PROBABILITY,
     THRESHOLD,
     TIME,
+    parse_time_step,
 )
-from forecast.calibration import Calibrator, identity
-from forecast.checkpoint import load_checkpoint
+from data_prep.sequences import time_breaks, usable_steps, window_starts
 from forecast.config import ModelConfig
-from forecast.distributed import inference_precision, resolve_device
+from forecast.model.network import build_model
+from forecast.training.calibration import Calibrator, identity
+from forecast.training.checkpoint import load_checkpoint
+from forecast.training.dataset import FeatureStats, check_input_channels, init_features
+from forecast.training.distributed import inference_precision, resolve_device
 
 
 class Forecaster:
@@ -51,9 +56,6 @@ class Forecaster:
     """
 
     def __init__(self, ckpt: dict, path: Path, device: torch.device, batch_size: int = 32):
-        from forecast.dataset import FeatureStats, check_input_channels
-        from forecast.model import build_model
-
         args = ckpt["model_args"]
         check_input_channels(args["in_channels"], path)
         mcfg = from_dict(ModelConfig, args["model"], "model.")
@@ -105,8 +107,6 @@ class Forecaster:
     def logits(self, ds: xr.Dataset, inits: np.ndarray) -> torch.Tensor:
         """Raw logits (N, n_out, n_thr, H, W), float32 on the device, for windows ending at
         ``inits``, in the precision validation and the calibration fit use."""
-        from forecast.dataset import init_features
-
         x = init_features(ds, np.asarray(inits, dtype=np.int64), self.n_in, self.stats)
         with inference_precision(self.device):
             return self.model(x.to(self.device)).float()
@@ -153,8 +153,6 @@ def predict_to_file(
     has missing or uncovered steps or lies outside the maps (the message gives the valid range),
     or when the grid of the maps is not the checkpoint's.
     """
-    from data_prep.io import open_maps, write_netcdf_atomic
-
     fc = load_forecaster(checkpoint, device)
     ds = open_maps(Path(maps))
     fc.check_grid(ds, maps)
@@ -169,8 +167,6 @@ def predict_to_file(
 
 def valid_inits(ds: xr.Dataset, *, n_in: int, min_coverage: float) -> np.ndarray:
     """Step indices (ascending) whose ``n_in`` steps up to and including them are all usable."""
-    from data_prep.sequences import time_breaks, usable_steps, window_starts
-
     usable = usable_steps(ds, min_coverage)
     breaks = time_breaks(ds[TIME].values, ds.attrs.get("time_step"))
     return window_starts(usable, n_in=n_in, n_out=0, breaks=breaks) + n_in - 1
@@ -325,8 +321,6 @@ def forecast_dataset(
 
 def _time_step(ds: xr.Dataset) -> np.timedelta64:
     """The maps' step from its ``time_step`` attribute, else the most common time difference."""
-    from data_prep.schema import parse_time_step
-
     if "time_step" in ds.attrs:
         return parse_time_step(str(ds.attrs["time_step"])).to_timedelta64()
     d = np.diff(ds[TIME].values.astype("datetime64[ns]"))

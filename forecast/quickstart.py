@@ -15,12 +15,21 @@ import shutil
 import time
 from pathlib import Path
 
+import pandas as pd
 import xarray as xr
 
 from data_prep.atomic import check_output_path, check_outputs
 from data_prep.config import atomic_write_text, save_config, to_dict
 from data_prep.errors import UserError
+from data_prep.io import open_maps
+from data_prep.prep import prep
+from data_prep.sequences import load_or_build_index
+from data_prep.synthetic import generate_world
 from forecast.config import ExperimentConfig, load_experiment
+from forecast.evaluation import evaluate_to_files, format_score_table
+from forecast.figures import plot_files
+from forecast.predict import predict_to_file
+from forecast.training import train
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
 
@@ -92,15 +101,6 @@ def quickstart(
     out: Path, config: str | Path | None = None, overrides: list[str] | None = None
 ) -> dict[str, Path]:
     """Run every stage on the synthetic world and print the score table; returns the output paths."""
-    import pandas as pd
-
-    from data_prep.prep import prep
-    from data_prep.synthetic import generate_world
-    from forecast.evaluate import evaluate_to_files, format_score_table
-    from forecast.plots import plot_files
-    from forecast.predict import predict_to_file
-    from forecast.train import train
-
     cfg = quickstart_config(config, overrides)
     source = [("--config", config or DEFAULT_CONFIG)]
     out = check_output_path(out, source, folder=True)
@@ -197,9 +197,6 @@ def quickstart(
 
 def _test_init_range(cfg: ExperimentConfig, maps: Path) -> str:
     """``START:END`` covering the inits of the test split's windows."""
-    from data_prep.io import open_maps
-    from data_prep.sequences import load_or_build_index
-
     ds = open_maps(maps)
     index = load_or_build_index(maps, ds, cfg.data)
     inits = index.starts["test"] + index.n_in - 1
@@ -211,8 +208,6 @@ def _test_init_range(cfg: ExperimentConfig, maps: Path) -> str:
 
 
 def _fmt(t, fmt: str) -> str:
-    import pandas as pd
-
     return pd.Timestamp(t).strftime(fmt)
 
 

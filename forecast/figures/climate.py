@@ -25,7 +25,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, PercentFormatter
 
 from data_prep.schema import COUNT, COVERAGE, LAT, LON, TIME
-from forecast.map_figures import COUNT_CMAP, _cell_label, _edges, _time_step
+from forecast.figures.maps import COUNT_CMAP, _cell_label, _edges, _time_step
 
 HOVMOLLER_DAYS = 90
 KM_PER_DEG = 111.32

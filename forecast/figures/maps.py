@@ -1,10 +1,10 @@
 """Lightning maps: forecast probability beside observed strikes, and observed overviews.
 
 Maps are drawn in plain latitude-longitude axes with coastlines, country and state borders from
-:mod:`forecast.borders`. Probability uses banded levels (white below 2 %) on a yellow-green-blue
+:mod:`forecast.figures.borders`. Probability uses banded levels (white below 2 %) on a yellow-green-blue
 scale; observed strikes use a logarithmic yellow-orange-red scale in strikes per cell per map step,
 with cells without data shaded grey. Figures are :class:`matplotlib.figure.Figure` objects built
-without pyplot; :mod:`forecast.plots` saves them.
+without pyplot; :mod:`forecast.figures.files` saves them.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from data_prep.schema import (
     TIME,
     parse_time_step,
 )
-from forecast.borders import draw_borders
+from forecast.figures.borders import draw_borders
 
 PROB_LEVELS = [0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 PROB_CMAP = "YlGnBu"

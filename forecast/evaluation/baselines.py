@@ -30,9 +30,11 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from data_prep.climatology import climatology_at, doy_sums, finish_climatology
 from data_prep.errors import UserError
 from data_prep.schema import COUNT, COVERAGE, TIME, parse_time_step
 from forecast.config import EvalConfig
+from forecast.evaluation.motion import advect, phase_correlation
 from forecast.metrics.spatial import box_sum
 
 FIXED_WINDOW = 5  # smoothing window when there is no validation split to choose one on
@@ -149,8 +151,6 @@ class Climatology:
 
     def forecast(self, ds: xr.Dataset, inits: np.ndarray, n_out: int | None = None) -> np.ndarray:
         """Probability (N, n_out, H, W) in [0, 1]."""
-        from data_prep.climatology import climatology_at
-
         n_out = n_out or self.n_out
         times = ds[TIME].values[np.asarray(inits)]
         valid = times[:, None] + np.arange(1, n_out + 1) * time_step(ds)  # (N, L)
@@ -170,8 +170,6 @@ class Lagrangian:
 
     def forecast(self, ds: xr.Dataset, inits: np.ndarray, n_out: int | None = None) -> np.ndarray:
         """Probability (N, n_out, H, W) in [0, 1]."""
-        from forecast.motion import advect
-
         inits = np.asarray(inits)
         n_out = n_out or self.n_out
         self._measure(ds, inits)
@@ -189,8 +187,6 @@ class Lagrangian:
 
     def _measure(self, ds: xr.Dataset, inits: np.ndarray) -> None:
         """Phase-correlate every successive pair of steps the inits need, once per pair."""
-        from forecast.motion import phase_correlation
-
         need = sorted({t for i in inits.tolist() for t in self._pairs(i)} - self.shifts.keys())
         for run in np.split(
             np.asarray(need, dtype=np.int64), np.flatnonzero(np.diff(need) > 1) + 1
@@ -226,8 +222,6 @@ def _smoothed(ds, index, cfg: EvalConfig) -> SmoothedPersistence:
 
 
 def _climatology(ds, index, cfg: EvalConfig) -> Climatology:
-    from data_prep.climatology import doy_sums, finish_climatology
-
     steps = np.flatnonzero(training_steps(ds, index))
     hits = samples = 0.0
     for lo in range(0, steps.size, CHUNK_STEPS):  # sums of chunks: a decade never sits in memory
