@@ -31,6 +31,7 @@ from data_prep.sequences import WindowIndex
 from forecast.evaluation.baselines import build_baseline, observations, valid_steps
 from forecast.metrics import ContingencyState, best_threshold
 from forecast.metrics.suite import REFERENCES, MethodState, scores_dataset
+from forecast.predict import day_label
 
 __all__ = ["all_steps_index", "evaluate", "stream"]
 
@@ -183,16 +184,12 @@ def _cases(
 def _uncovered(name: str, method, ds: xr.Dataset, inits: np.ndarray, what: str) -> str:
     times = ds[TIME].values[inits]
     have = getattr(method, "init_times", np.zeros(0, "datetime64[ns]"))
-    span = f"{_day(have.min())}..{_day(have.max())}" if have.size else "none"
+    span = f"{day_label(have.min())}..{day_label(have.max())}" if have.size else "none"
     return (
         f"{getattr(method, 'path', name)}: covers none of the {inits.size} inits of {what} "
-        f"({_day(times.min())}..{_day(times.max())}; its init_time: {span}); pass maps that "
+        f"({day_label(times.min())}..{day_label(times.max())}; its init_time: {span}); pass maps that "
         "cover its period, or score all the steps it covers with eval.split=all"
     )
-
-
-def _day(t) -> str:
-    return str(np.datetime64(t, "m")).replace("T00:00", "")
 
 
 def _thresholds(ds, index, split, inits, methods, n_out, batch):

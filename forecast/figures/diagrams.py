@@ -49,7 +49,9 @@ def reliability_figure(scores: xr.Dataset) -> Figure | None:
         _climatology_lines(ax, scores, lead)
         for m in scores[METHOD].values.tolist():
             sel = {METHOD: m, LEAD: lead}
-            f, o, n = (select_curve(scores[v].sel(sel), (curve_dim(scores[v]),)).values for v in names)
+            f, o, n = (
+                select_curve(scores[v].sel(sel), (curve_dim(scores[v]),)).values for v in names
+            )
             ok = n > 0
             st = method_style(scores, m)
             # Two-valued forecasts (persistence) fill two bins: points, not a misleading line.
@@ -110,7 +112,9 @@ def _roc_ref(ax, scores, lead) -> None:
 
 def _pr_ref(ax, scores, lead) -> None:
     if "base_rate" in scores:
-        rate = float(np.nanmean(select_curve(scores["base_rate"].sel({LEAD: lead}), (METHOD,)).values))
+        rate = float(
+            np.nanmean(select_curve(scores["base_rate"].sel({LEAD: lead}), (METHOD,)).values)
+        )
         ax.axhline(rate, color="0.6", lw=0.8, ls=":", label=f"no skill (base rate {rate:.3f})")
 
 

@@ -20,9 +20,15 @@ import xarray as xr
 from data_prep.climatology import climatology_at
 from data_prep.errors import UserError
 from data_prep.io import open_maps
-from data_prep.sequences import load_or_build_index
+from data_prep.sequences import WindowIndex, load_or_build_index
 from forecast.metrics import ProbabilityState, roc_auc
-from forecast.training.dataset import N_CHANNELS, WindowDataset, fit_stats, make_loader
+from forecast.training.dataset import (
+    N_CHANNELS,
+    FeatureStats,
+    WindowDataset,
+    fit_stats,
+    make_loader,
+)
 from forecast.training.distributed import Dist, ShardSampler, all_sum, inference_precision, on_main
 
 
@@ -31,8 +37,8 @@ class TrainData:
     """The maps, their window index and feature statistics, and the two loaders."""
 
     ds: xr.Dataset
-    index: object  # data_prep.sequences.WindowIndex
-    stats: object  # forecast.training.dataset.FeatureStats
+    index: WindowIndex
+    stats: FeatureStats
     train_loader: torch.utils.data.DataLoader
     val_loader: torch.utils.data.DataLoader
     train_sampler: ShardSampler
