@@ -34,8 +34,8 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from forecast.config import ModelConfig
-from forecast.losses import build_loss
-from forecast.model import build_model, count_parameters
+from forecast.model.losses import build_loss
+from forecast.model.network import build_model, count_parameters
 
 VARIANTS = ("convrnn", "convgru", "convlstm", "ref-convlstm", "flat")
 CONUS = (104, 236)

@@ -12,11 +12,24 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import yaml
+
 from data_prep import __version__
 from data_prep.atomic import check_output_path, check_outputs
-from data_prep.config import SECTIONS, PrepConfig, SequenceConfig, SynthConfig, load_config
+from data_prep.config import (
+    SECTIONS,
+    PrepConfig,
+    SequenceConfig,
+    SynthConfig,
+    apply_overrides,
+    from_dict,
+    load_config,
+)
 from data_prep.errors import Interrupted, UserError, close_match, quote
+from data_prep.prep import check_archive_path, prep
 from data_prep.readers import ALIASES, READERS
+from data_prep.synthetic import generate_world
+from data_prep.synthetic.world import WORLD_FILES
 
 _OVERRIDE = re.compile(r"^[A-Za-z_]\w*\.[A-Za-z_][\w.]*=")
 
@@ -98,8 +111,6 @@ def check_sections(args, reads: tuple[str, ...]) -> None:
 
 def _section(args, cls, name: str, **cli_values):
     """One config section: defaults <- YAML section <- overrides <- explicit CLI flags."""
-    import yaml
-
     data = {}
     if args.config:
         full = load_config_dict(args.config)
@@ -113,14 +124,11 @@ def _section(args, cls, name: str, **cli_values):
             overrides.append(
                 f"{key}={yaml.safe_dump(value, default_flow_style=True).strip().removesuffix('...').strip()}"
             )
-    from data_prep.config import apply_overrides, from_dict
 
     return from_dict(cls, apply_overrides(dict(data), overrides), name + ".")
 
 
 def load_config_dict(path: str) -> dict:
-    import yaml
-
     p = Path(path)
     if not p.is_file():
         raise UserError(
@@ -166,9 +174,6 @@ def _add_synth(sub) -> None:
 
 
 def run_synth(args) -> int:
-    from data_prep.synthetic import generate_world
-    from data_prep.synthetic.world import WORLD_FILES
-
     check_sections(args, ("synth",))
     cfg = _section(
         args, SynthConfig, "synth", grid=args.grid, start=args.start, days=args.days, seed=args.seed
@@ -241,8 +246,6 @@ def _formats() -> str:
 
 
 def run_prep(args) -> int:
-    from data_prep.prep import check_archive_path, prep
-
     # positional arguments are inputs, except `section.key=value` overrides mixed in among them
     is_override = [bool(_OVERRIDE.match(a)) and not Path(a).exists() for a in args.inputs]
     inputs = [a for a, o in zip(args.inputs, is_override, strict=True) if not o]

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import netCDF4
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -355,8 +356,6 @@ def detect_format(path: Path) -> str:
     if head[:4] == b"PAR1":
         return "points-parquet"
     if head[:4] == b"\x89HDF" or head[:3] == b"CDF":
-        import netCDF4
-
         try:
             with netCDF4.Dataset(str(path)) as ds:
                 return "glm" if "flash_lat" in ds.variables else "gridded"

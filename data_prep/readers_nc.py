@@ -14,8 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import netCDF4
 import numpy as np
 import pandas as pd
+import xarray as xr
 
 from data_prep.errors import UserError
 from data_prep.io import check_time_labels
@@ -51,8 +53,6 @@ _UNIT_NS = {
 
 
 def _open_nc(path: Path):
-    import netCDF4
-
     try:
         ds = netCDF4.Dataset(str(path))
     except OSError as e:
@@ -201,8 +201,6 @@ def read_gridded(path: Path, opts: ReadOptions, tally: Tally) -> Iterator[Record
     read as data would become an observed zero), not whole or above ``MAX_COUNT`` raise
     :class:`UserError`.
     """
-    import xarray as xr
-
     try:
         ds = xr.open_dataset(path, decode_times=False)  # the time coordinate: _step_times
     except (OSError, ValueError) as e:
@@ -237,8 +235,6 @@ def _step_times(ds, name: str, path: Path) -> np.ndarray:
     Numbers need CF units (``"<unit> since <date>"``) on a standard calendar; read without
     them they would silently become nanoseconds since 1970, so they raise :class:`UserError`.
     """
-    import xarray as xr
-
     var = ds[name].variable
     if var.dtype.kind == "M":
         return var.values.astype("datetime64[ns]").view(np.int64)

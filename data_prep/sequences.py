@@ -37,14 +37,15 @@ import xarray as xr
 
 from data_prep.config import SequenceConfig, to_dict
 from data_prep.errors import UserError
+from data_prep.io import write_netcdf_atomic
 from data_prep.schema import COVERAGE, TIME, parse_time_step
 from data_prep.splits import (
     SPLITS,
     block_pattern,
     check_split_config,
-    split_steps,
+    split_of_each_step,
     split_windows,
-    step_splits,
+    steps_in_windows,
 )
 
 N_IN_RANGE = (5, 10)
@@ -91,6 +92,22 @@ def _usable(observed: np.ndarray, ds: xr.Dataset, min_coverage: float) -> np.nda
         raise UserError(f"config data.min_coverage {min_coverage} must lie in [0, 1]; e.g. 0.95")
     n_cells = max(int(np.prod(ds[COVERAGE].shape[1:])), 1)
     return observed / n_cells >= float(min_coverage) - 1e-12  # tolerance: 0.95 * 20 cells = 19
+
+
+def time_step(ds: xr.Dataset) -> pd.Timedelta:
+    """The maps' step: the ``time_step`` attribute, else the most common spacing of the time axis.
+
+    Raises :class:`UserError` for a single step without the attribute (no spacing to read).
+    """
+    if ds.attrs.get("time_step"):
+        return parse_time_step(str(ds.attrs["time_step"]))
+    d = np.diff(ds[TIME].values.astype("datetime64[ns]"))
+    if d.size == 0:
+        raise UserError(
+            "maps: a single time step and no time_step attribute; cannot label lead times"
+        )
+    values, counts = np.unique(d, return_counts=True)
+    return pd.Timedelta(values[np.argmax(counts)])
 
 
 def time_breaks(times: np.ndarray, time_step: str | pd.Timedelta | None = None) -> np.ndarray:
@@ -147,16 +164,16 @@ def window_starts(
     return np.flatnonzero(ok).astype(np.int64)
 
 
-def forecast_inits(ds: xr.Dataset, cfg: SequenceConfig) -> np.ndarray:
-    """Init steps with ``n_in`` usable, consecutive input steps (no targets needed), int64 (N,).
+def forecast_inits(ds: xr.Dataset, *, n_in: int, min_coverage: float) -> np.ndarray:
+    """Init steps (ascending) with ``n_in`` usable, consecutive input steps up to and including
+    them (no targets needed), int64 (N,).
 
     These are the steps a forecast can be made from; the last step of the maps is among them
     when its inputs are complete.
     """
-    check_config(cfg)
-    usable = usable_steps(ds, cfg.min_coverage)
+    usable = usable_steps(ds, min_coverage)
     breaks = time_breaks(ds[TIME].values, ds.attrs.get("time_step"))
-    return window_starts(usable, n_in=cfg.n_in, n_out=0, breaks=breaks) + cfg.n_in - 1
+    return window_starts(usable, n_in=n_in, n_out=0, breaks=breaks) + n_in - 1
 
 
 def check_config(cfg: SequenceConfig) -> None:
@@ -199,7 +216,7 @@ class WindowIndex:
             or self.n_steps
             or int(max((s.max() + length for s in self.starts.values() if len(s)), default=0))
         )
-        return split_steps(starts, n, length)
+        return steps_in_windows(starts, n, length)
 
     def _get(self, split: str) -> np.ndarray:
         if split not in self.starts:
@@ -213,8 +230,6 @@ class WindowIndex:
 
     def save(self, path: str | Path) -> Path:
         """Write the index as a small netCDF file, atomically."""
-        from data_prep.io import write_netcdf_atomic
-
         data = {
             k: ((k,), np.asarray(v, dtype=np.int64), {"long_name": f"first step of {k} windows"})
             for k, v in self.starts.items()
@@ -358,9 +373,9 @@ __all__ = [
     "index_path",
     "load_or_build_index",
     "observed_cells",
-    "split_steps",
+    "steps_in_windows",
     "split_windows",
-    "step_splits",
+    "split_of_each_step",
     "steps_per_year",
     "time_breaks",
     "usable_steps",

@@ -78,7 +78,7 @@ def block_pattern(
     return out
 
 
-def step_splits(
+def split_of_each_step(
     n_steps: int, cfg: SequenceConfig, *, steps_per_year: float | None = None
 ) -> np.ndarray:
     """Split number (0 train, 1 val, 2 test) of every step, int64 (T,)."""
@@ -118,7 +118,7 @@ def split_windows(
         raise UserError(
             f"window starts run past the {n_steps} steps of the maps; rebuild the index"
         )
-    label = embargoed(step_splits(n_steps, cfg, steps_per_year=steps_per_year), cfg.n_in)
+    label = embargoed(split_of_each_step(n_steps, cfg, steps_per_year=steps_per_year), cfg.n_in)
     out = {}
     for k, name in enumerate(SPLITS):
         inside = np.concatenate([[0], np.cumsum(label == k)])  # (T+1,) steps of split k before i
@@ -140,7 +140,7 @@ def embargoed(label: np.ndarray, n_steps: int) -> np.ndarray:
     return label
 
 
-def split_steps(starts: np.ndarray, n_steps: int, length: int) -> np.ndarray:
+def steps_in_windows(starts: np.ndarray, n_steps: int, length: int) -> np.ndarray:
     """Bool (T,): steps used (as input or target) by windows of ``length`` steps at ``starts``."""
     hits = np.zeros(n_steps + 1, dtype=np.int64)
     np.add.at(hits, np.asarray(starts, dtype=np.int64), 1)

@@ -15,18 +15,21 @@ from data_prep.atomic import check_output_path, check_outputs
 from data_prep.cli import _Parser, add_config_args, config_input, run_parser
 from data_prep.describe import describe_config
 from data_prep.errors import UserError
+from data_prep.sequences import index_path
+from forecast.config import load_experiment
+from forecast.evaluation import evaluate_to_files
+from forecast.figures import plot_files
+from forecast.predict import predict_to_file
+from forecast.quickstart import quickstart
+from forecast.training import recalibrate, train
 
 
 def _experiment(args):
-    from forecast.config import load_experiment
-
     return load_experiment(args.config, args.overrides)
 
 
 def _maps_inputs(maps: str | None) -> list[tuple[str, str | Path | None]]:
     """``--maps`` and its window index, inputs no output may replace."""
-    from data_prep.sequences import index_path
-
     return [("--maps", maps), ("window index of --maps", index_path(maps) if maps else None)]
 
 
@@ -66,7 +69,6 @@ def _add_train(sub) -> None:
 
 def run_train(args) -> int:
     cfg = _experiment(args)  # bad config fails before the heavy imports
-    from forecast.train import train
 
     run_dir = train(cfg, resume=args.resume)
     print(f"run directory: {run_dir}")
@@ -95,7 +97,6 @@ def run_calibrate(args) -> int:
         if not any(o.split("=", 1)[0].strip() == "train.out" for o in args.overrides):
             args.overrides = [*args.overrides, f"train.out={here}"]
     cfg = _experiment(args)
-    from forecast.train import recalibrate
 
     run_dir = recalibrate(cfg)
     if os.environ.get("RANK", "0") == "0":  # once under torchrun
@@ -132,7 +133,6 @@ def _add_predict(sub) -> None:
 
 def run_predict(args) -> int:
     check_output_path(args.out, [("--checkpoint", args.checkpoint), *_maps_inputs(args.maps)])
-    from forecast.predict import predict_to_file
 
     path = predict_to_file(
         Path(args.checkpoint), Path(args.maps), args.init, Path(args.out), device=args.device
@@ -184,7 +184,6 @@ def run_evaluate(args) -> int:
             )
         forecasts[name] = Path(path)
     _check_evaluate_outputs(args, forecasts)
-    from forecast.evaluate import evaluate_to_files
 
     scores_path, card_path = evaluate_to_files(
         cfg,
@@ -238,7 +237,6 @@ def _add_plot(sub) -> None:
 def run_plot(args) -> int:
     inputs = [("--maps", args.maps), ("--forecast", args.forecast), ("--scores", args.scores)]
     check_output_path(args.out, [*inputs, ("--log", args.log)], folder=True)
-    from forecast.plots import plot_files
 
     paths = plot_files(
         out=Path(args.out),
@@ -279,8 +277,6 @@ def _add_quickstart(sub) -> None:
 
 
 def run_quickstart(args) -> int:
-    from forecast.quickstart import quickstart
-
     quickstart(Path(args.out), config=args.config, overrides=args.overrides)
     return 0
 

@@ -24,7 +24,7 @@ from data_prep.config import (
 
 @dataclass
 class ModelConfig:
-    """Encoder -> recurrent core -> decoder (see :mod:`forecast.model`)."""
+    """Encoder -> recurrent core -> decoder (see :mod:`forecast.model.network`)."""
 
     cell: str = "convgru"  # convrnn | convgru | convlstm | flat
     encoder_channels: tuple[int, ...] = (16, 32)  # one strided (x2) stage per entry
@@ -44,7 +44,7 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    """Optimisation and run bookkeeping (see :mod:`forecast.train`)."""
+    """Optimisation and run bookkeeping (see :mod:`forecast.training.loop`)."""
 
     maps: str = ""  # maps netCDF written by `prep`; empty = use the run's own synthetic world
     out: str = "runs/default"
@@ -76,7 +76,7 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    """Scoring (see :mod:`forecast.evaluate`)."""
+    """Scoring (see :mod:`forecast.evaluation.scoring`)."""
 
     baselines: tuple[str, ...] = (
         "persistence",

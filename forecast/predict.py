@@ -26,6 +26,7 @@ import xarray as xr
 import forecast
 from data_prep.config import from_dict
 from data_prep.errors import UserError
+from data_prep.io import open_maps, write_netcdf_atomic
 from data_prep.schema import (
     CF_CONVENTIONS,
     COORD_ATTRS,
@@ -38,10 +39,13 @@ from data_prep.schema import (
     THRESHOLD,
     TIME,
 )
-from forecast.calibration import Calibrator, identity
-from forecast.checkpoint import load_checkpoint
+from data_prep.sequences import forecast_inits, time_step
 from forecast.config import ModelConfig
-from forecast.distributed import inference_precision, resolve_device
+from forecast.model.network import build_model
+from forecast.training.calibration import Calibrator, identity
+from forecast.training.checkpoint import load_checkpoint
+from forecast.training.dataset import FeatureStats, check_input_channels, init_features
+from forecast.training.distributed import inference_precision, resolve_device
 
 
 class Forecaster:
@@ -51,9 +55,6 @@ class Forecaster:
     """
 
     def __init__(self, ckpt: dict, path: Path, device: torch.device, batch_size: int = 32):
-        from forecast.dataset import FeatureStats, check_input_channels
-        from forecast.model import build_model
-
         args = ckpt["model_args"]
         check_input_channels(args["in_channels"], path)
         mcfg = from_dict(ModelConfig, args["model"], "model.")
@@ -105,8 +106,6 @@ class Forecaster:
     def logits(self, ds: xr.Dataset, inits: np.ndarray) -> torch.Tensor:
         """Raw logits (N, n_out, n_thr, H, W), float32 on the device, for windows ending at
         ``inits``, in the precision validation and the calibration fit use."""
-        from forecast.dataset import init_features
-
         x = init_features(ds, np.asarray(inits, dtype=np.int64), self.n_in, self.stats)
         with inference_precision(self.device):
             return self.model(x.to(self.device)).float()
@@ -153,8 +152,6 @@ def predict_to_file(
     has missing or uncovered steps or lies outside the maps (the message gives the valid range),
     or when the grid of the maps is not the checkpoint's.
     """
-    from data_prep.io import open_maps, write_netcdf_atomic
-
     fc = load_forecaster(checkpoint, device)
     ds = open_maps(Path(maps))
     fc.check_grid(ds, maps)
@@ -167,48 +164,39 @@ def predict_to_file(
 # init times
 
 
-def valid_inits(ds: xr.Dataset, *, n_in: int, min_coverage: float) -> np.ndarray:
-    """Step indices (ascending) whose ``n_in`` steps up to and including them are all usable."""
-    from data_prep.sequences import time_breaks, usable_steps, window_starts
-
-    usable = usable_steps(ds, min_coverage)
-    breaks = time_breaks(ds[TIME].values, ds.attrs.get("time_step"))
-    return window_starts(usable, n_in=n_in, n_out=0, breaks=breaks) + n_in - 1
-
-
 def select_inits(
     ds: xr.Dataset, init: str | None, *, n_in: int, min_coverage: float, maps: Path | str = "maps"
 ) -> np.ndarray:
     """The init steps asked for by ``init``: None (latest step), ``DATE`` or ``START:END``."""
     times = pd.DatetimeIndex(ds[TIME].values)
-    ok = valid_inits(ds, n_in=n_in, min_coverage=min_coverage)
+    ok = forecast_inits(ds, n_in=n_in, min_coverage=min_coverage)
     span = _span(times, ok, n_in)
     if init is None or str(init).strip() in ("", "latest"):
         if ok.size and ok[-1] == len(times) - 1:
             return ok[-1:]
-        raise UserError(f"{maps}: the latest window (ending {_day(times[-1])}) {_WHY}; {span}")
+        raise UserError(f"{maps}: the latest window (ending {day_label(times[-1])}) {_WHY}; {span}")
     start, end = _parse_init(str(init))
     if end is None:
         i = times.get_indexer([start])[0]
         if i < 0:
-            raise UserError(f"--init {_day(start)} is not a time step of {maps}; {span}")
+            raise UserError(f"--init {day_label(start)} is not a time step of {maps}; {span}")
         if i < n_in - 1:
             raise UserError(
-                f"--init {_day(start)} needs {n_in} steps up to it, but {maps} starts "
-                f"{_day(times[0])}; {span}"
+                f"--init {day_label(start)} needs {n_in} steps up to it, but {maps} starts "
+                f"{day_label(times[0])}; {span}"
             )
         if i not in set(ok.tolist()):
-            raise UserError(f"--init {_day(start)}: its window of {n_in} steps {_WHY}; {span}")
+            raise UserError(f"--init {day_label(start)}: its window of {n_in} steps {_WHY}; {span}")
         return np.array([i], dtype=np.int64)
     inside = np.flatnonzero((times >= start) & (times <= end))
     chosen = np.intersect1d(inside, ok)
     if chosen.size == 0:
         raise UserError(
-            f"--init {_day(start)}:{_day(end)} holds no usable window in {maps}; {span}"
+            f"--init {day_label(start)}:{day_label(end)} holds no usable window in {maps}; {span}"
         )
     if chosen.size < inside.size:
         warnings.warn(
-            f"--init {_day(start)}:{_day(end)}: skipped {inside.size - chosen.size} of "
+            f"--init {day_label(start)}:{day_label(end)}: skipped {inside.size - chosen.size} of "
             f"{inside.size} "
             f"inits whose window {_WHY}",
             stacklevel=2,
@@ -240,17 +228,18 @@ def _naive(t: pd.Timestamp) -> pd.Timestamp:
     return t.tz_convert("UTC").tz_localize(None) if t.tzinfo is not None else t
 
 
-def _day(t) -> str:
+def day_label(t) -> str:
+    """``2024-06-01``, or ``2024-06-01T06:00`` for a time that is not midnight."""
     t = pd.Timestamp(t)
     return t.strftime("%Y-%m-%d") if t == t.normalize() else t.strftime("%Y-%m-%dT%H:%M")
 
 
 def _span(times: pd.DatetimeIndex, ok: np.ndarray, n_in: int) -> str:
     if ok.size == 0:
-        first, last = _day(times[0]), _day(times[-1])
+        first, last = day_label(times[0]), day_label(times[-1])
         return f"no window of {n_in} usable consecutive steps in the file ({first}..{last})"
     gaps = "" if ok.size == ok[-1] - ok[0] + 1 else ", with gaps"
-    return f"valid inits: {_day(times[ok[0]])}..{_day(times[ok[-1]])}{gaps}"
+    return f"valid inits: {day_label(times[ok[0]])}..{day_label(times[ok[-1]])}{gaps}"
 
 
 def _describe(lat: np.ndarray, lon: np.ndarray) -> str:
@@ -268,7 +257,7 @@ def forecast_dataset(
 ) -> xr.Dataset:
     """The forecast file's Dataset for ``prob`` (N, n_out, n_thr, H, W) made at ``inits`` (N,)."""
     times = ds[TIME].values[inits].astype("datetime64[ns]")
-    step = _time_step(ds)
+    step = time_step(ds).to_timedelta64()
     leads = np.arange(1, fc.n_out + 1, dtype=np.int32)
     valid = times[:, None] + leads[None, :] * step  # (N, n_out)
     dims = (INIT_TIME, LEAD_TIME, THRESHOLD, LAT, LON)
@@ -321,18 +310,3 @@ def forecast_dataset(
         "history": f"{pd.Timestamp.now('UTC'):%Y-%m-%dT%H:%M:%SZ} strikecast predict",
     }
     return out
-
-
-def _time_step(ds: xr.Dataset) -> np.timedelta64:
-    """The maps' step from its ``time_step`` attribute, else the most common time difference."""
-    from data_prep.schema import parse_time_step
-
-    if "time_step" in ds.attrs:
-        return parse_time_step(str(ds.attrs["time_step"])).to_timedelta64()
-    d = np.diff(ds[TIME].values.astype("datetime64[ns]"))
-    if d.size == 0:
-        raise UserError(
-            "maps: a single time step and no time_step attribute; cannot label lead times"
-        )
-    values, counts = np.unique(d, return_counts=True)
-    return values[np.argmax(counts)]

@@ -15,12 +15,21 @@ import shutil
 import time
 from pathlib import Path
 
+import pandas as pd
 import xarray as xr
 
 from data_prep.atomic import check_output_path, check_outputs
 from data_prep.config import atomic_write_text, save_config, to_dict
 from data_prep.errors import UserError
+from data_prep.io import open_maps
+from data_prep.prep import prep
+from data_prep.sequences import load_or_build_index
+from data_prep.synthetic import generate_world
 from forecast.config import ExperimentConfig, load_experiment
+from forecast.evaluation import evaluate_to_files, format_score_table
+from forecast.figures import plot_files
+from forecast.predict import predict_to_file
+from forecast.training import train
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
 
@@ -92,16 +101,43 @@ def quickstart(
     out: Path, config: str | Path | None = None, overrides: list[str] | None = None
 ) -> dict[str, Path]:
     """Run every stage on the synthetic world and print the score table; returns the output paths."""
-    import pandas as pd
-
-    from data_prep.prep import prep
-    from data_prep.synthetic import generate_world
-    from forecast.evaluate import evaluate_to_files, format_score_table
-    from forecast.plots import plot_files
-    from forecast.predict import predict_to_file
-    from forecast.train import train
-
     cfg = quickstart_config(config, overrides)
+    out, paths = _output_paths(out, cfg, config)
+    st = _Stages(out, cfg, 6)
+    oracle = paths["world"] / "oracle.nc"
+    strikes = paths["world"] / "strikes.parquet"
+    _synth(st, cfg, paths, outputs=(strikes, oracle))
+    _prep(st, cfg, paths, strikes)
+    best = paths["run"] / "best.pt"
+    _train(st, cfg, paths, best)
+
+    # predict: every init of the test period, from observed maps only
+    test_range = _test_init_range(cfg, paths["maps"])
+    st.start("predict", f"inits {test_range}", outputs=())
+    predict_to_file(best, paths["maps"], test_range, paths["forecast"])
+
+    # evaluate: model, baselines and the oracle through one scoring loop
+    st.start("evaluate", f"{cfg.eval.split} split: model, oracle, {', '.join(cfg.eval.baselines)}")
+    scores_path, card = evaluate_to_files(
+        cfg, maps=paths["maps"], out=paths["scores"], checkpoint=best,
+        forecasts={"oracle": oracle}, baselines=True, device=cfg.train.device,
+    )  # fmt: skip
+
+    # plot: forecast vs observed maps, score diagrams, training curves
+    st.start("plot", f"figures into {paths['figures']}")
+    figures = plot_files(
+        out=paths["figures"], maps=paths["maps"], forecast=paths["forecast"],
+        scores=scores_path, log=paths["run"] / "log.csv", init=None,
+    )  # fmt: skip
+    _report(scores_path, card, paths, figures, st)
+    return paths | {"scorecard": card}
+
+
+def _output_paths(
+    out: Path, cfg: ExperimentConfig, config: str | Path | None
+) -> tuple[Path, dict[str, Path]]:
+    """``out`` and the outputs under it, checked against the inputs; ``cfg`` saved there, pointing
+    training at them."""
     source = [("--config", config or DEFAULT_CONFIG)]
     out = check_output_path(out, source, folder=True)
     paths = {
@@ -117,18 +153,18 @@ def quickstart(
     out.mkdir(parents=True, exist_ok=True)
     cfg.train = dataclasses.replace(cfg.train, maps=str(paths["maps"]), out=str(paths["run"]))
     save_config(cfg, out / "config.yaml")
-    st = _Stages(out, cfg, 6)
+    return out, paths
 
-    # synth: strike records in the point-record format users bring, plus the oracle
-    oracle = paths["world"] / "oracle.nc"
-    strikes = paths["world"] / "strikes.parquet"
-    if st.start(
-        "synth", f"{cfg.synth.days} days on {cfg.synth.grid}", "synth", outputs=(strikes, oracle)
-    ):
+
+def _synth(st: _Stages, cfg: ExperimentConfig, paths: dict, outputs: tuple[Path, ...]) -> None:
+    """synth: strike records in the point-record format users bring, plus the oracle."""
+    if st.start("synth", f"{cfg.synth.days} days on {cfg.synth.grid}", "synth", outputs=outputs):
         generate_world(cfg.synth, paths["world"], progress=True)
         st.finish("synth", "synth")
 
-    # prep: records -> CF netCDF maps + window index (the same path real archives take)
+
+def _prep(st: _Stages, cfg: ExperimentConfig, paths: dict, strikes: Path) -> None:
+    """prep: records -> CF netCDF maps + window index (the same path real archives take)."""
     if st.start(
         "prep",
         f"grid {strikes.name} on {cfg.prep.grid}",
@@ -150,9 +186,11 @@ def quickstart(
         print(prep([str(strikes)], paths["maps"], prep_cfg, cfg.data))
         st.finish("prep", "synth", "prep", "data")
 
-    # train: resumes from run/last.pt when an earlier quickstart of this config was interrupted;
-    # a run of another config is removed (resuming it would keep its weights under the new config)
-    best = paths["run"] / "best.pt"
+
+def _train(st: _Stages, cfg: ExperimentConfig, paths: dict, best: Path) -> None:
+    """train: resumes from run/last.pt when an earlier quickstart of this config was
+    interrupted; a run of another config is removed (resuming it would keep its weights under
+    the new config)."""
     if st.start("train", f"{cfg.model.cell} on {paths['maps'].name}", *TRAINED, outputs=(best,)):
         resume = st.begin("train", *TRAINED) and (paths["run"] / "last.pt").is_file()
         if not resume:
@@ -165,25 +203,9 @@ def quickstart(
             )
         st.finish("train", *TRAINED)
 
-    # predict: every init of the test period, from observed maps only
-    test_range = _test_init_range(cfg, paths["maps"])
-    st.start("predict", f"inits {test_range}", outputs=())
-    predict_to_file(best, paths["maps"], test_range, paths["forecast"])
 
-    # evaluate: model, baselines and the oracle through one scoring loop
-    st.start("evaluate", f"{cfg.eval.split} split: model, oracle, {', '.join(cfg.eval.baselines)}")
-    scores_path, card = evaluate_to_files(
-        cfg, maps=paths["maps"], out=paths["scores"], checkpoint=best,
-        forecasts={"oracle": oracle}, baselines=True, device=cfg.train.device,
-    )  # fmt: skip
-
-    # plot: forecast vs observed maps, score diagrams, training curves
-    st.start("plot", f"figures into {paths['figures']}")
-    figures = plot_files(
-        out=paths["figures"], maps=paths["maps"], forecast=paths["forecast"],
-        scores=scores_path, log=paths["run"] / "log.csv", init=None,
-    )  # fmt: skip
-
+def _report(scores_path: Path, card: Path, paths: dict, figures: list[Path], st: _Stages) -> None:
+    """Print the score table, the verdict and where every output lies."""
     with xr.open_dataset(scores_path) as scores:
         scores = scores.load()
     print()
@@ -192,14 +214,10 @@ def quickstart(
     print(f"\nscores: {scores_path}\nscorecard: {card}\nforecast: {paths['forecast']}")
     print("figures:\n" + "\n".join(f"  {p}" for p in figures))
     print(f"quickstart finished in {time.perf_counter() - st.t0:.0f} s")
-    return paths | {"scorecard": card}
 
 
 def _test_init_range(cfg: ExperimentConfig, maps: Path) -> str:
     """``START:END`` covering the inits of the test split's windows."""
-    from data_prep.io import open_maps
-    from data_prep.sequences import load_or_build_index
-
     ds = open_maps(maps)
     index = load_or_build_index(maps, ds, cfg.data)
     inits = index.starts["test"] + index.n_in - 1
@@ -211,8 +229,6 @@ def _test_init_range(cfg: ExperimentConfig, maps: Path) -> str:
 
 
 def _fmt(t, fmt: str) -> str:
-    import pandas as pd
-
     return pd.Timestamp(t).strftime(fmt)
 
 

@@ -9,7 +9,8 @@ import xarray as xr
 
 from data_prep.errors import UserError
 from data_prep.sequences import WindowIndex
-from forecast.baselines import (
+from forecast.config import EvalConfig
+from forecast.evaluation.baselines import (
     BASELINES,
     Lagrangian,
     Persistence,
@@ -19,8 +20,7 @@ from forecast.baselines import (
     observations,
     valid_steps,
 )
-from forecast.config import EvalConfig
-from forecast.motion import advect, estimate_motion
+from forecast.evaluation.motion import advect, estimate_motion
 
 
 def _maps(counts: np.ndarray, times=None) -> xr.Dataset:

@@ -10,7 +10,7 @@ import torch
 import xarray as xr
 
 from data_prep.errors import UserError
-from forecast.calibration import (
+from forecast.training.calibration import (
     Calibrator,
     LogitHistogram,
     fit_calibration,
@@ -177,10 +177,10 @@ def test_calibration_is_fitted_on_the_logits_predict_computes(tmp_path, monkeypa
     is zero, and its logits then agree in any precision) and the calibration refitted."""
     from data_prep.mock import mock_maps
     from data_prep.sequences import load_or_build_index
-    from forecast.checkpoint import load_checkpoint, save_checkpoint
     from forecast.config import load_experiment
     from forecast.predict import load_forecaster
-    from forecast.train import recalibrate, train
+    from forecast.training import recalibrate, train
+    from forecast.training.checkpoint import load_checkpoint, save_checkpoint
 
     fitted = []
     add = LogitHistogram.add

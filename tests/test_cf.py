@@ -21,9 +21,9 @@ from data_prep.config import PrepConfig  # noqa: E402
 from data_prep.prep import prep  # noqa: E402
 from data_prep.sequences import index_path  # noqa: E402
 from forecast.config import load_experiment  # noqa: E402
-from forecast.evaluate import evaluate_to_files  # noqa: E402
+from forecast.evaluation import evaluate_to_files  # noqa: E402
 from forecast.predict import predict_to_file  # noqa: E402
-from forecast.train import train  # noqa: E402
+from forecast.training import train  # noqa: E402
 
 TINY = [
     "model.encoder_channels=[8]",

@@ -138,12 +138,12 @@ def test_prep_unreachable_scheduler_exits_2_in_one_line(tmp_path, capsys, monkey
 
 
 def test_an_os_error_exits_2_in_one_line_naming_the_file(tmp_path, capsys, monkeypatch):
-    import data_prep.prep
+    import data_prep.cli
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device", "maps.nc")
 
-    monkeypatch.setattr(data_prep.prep, "prep", disk_full)
+    monkeypatch.setattr(data_prep.cli, "prep", disk_full)
     err = _one_line_error(["prep", _strikes(tmp_path), "--out", "maps.nc"], capsys)
     assert err == "strikecast prep: error: maps.nc: No space left on device\n"
 
@@ -151,13 +151,13 @@ def test_an_os_error_exits_2_in_one_line_naming_the_file(tmp_path, capsys, monke
 def test_a_warning_prints_one_line_and_the_hook_is_restored(tmp_path, capsys, monkeypatch):
     import warnings
 
-    import data_prep.prep
+    import data_prep.cli
 
     def warns(*args, **kwargs):
         warnings.warn("splits ['val'] are empty;\nuse a longer record", stacklevel=2)
         return "summary"
 
-    monkeypatch.setattr(data_prep.prep, "prep", warns)
+    monkeypatch.setattr(data_prep.cli, "prep", warns)
     before = warnings.showwarning
     assert main(["prep", _strikes(tmp_path), "--out", str(tmp_path / "m.nc")]) == 0
     err = capsys.readouterr().err

@@ -12,7 +12,7 @@ from data_prep.config import SequenceConfig
 from data_prep.errors import UserError
 from data_prep.mock import mock_maps
 from data_prep.sequences import build_index
-from forecast.dataset import (
+from forecast.training.dataset import (
     COVERAGE_CHANNEL,
     N_CHANNELS,
     FeatureStats,
@@ -189,7 +189,7 @@ def test_features_on_another_grid_are_rejected(maps):
 
 
 def test_loader_batches_follow_the_sampler_with_or_without_worker_processes(maps):
-    from forecast.distributed import ShardSampler
+    from forecast.training.distributed import ShardSampler
 
     ds, index, stats = maps
     data = WindowDataset(ds, index.starts["train"], n_in=5, n_out=2, stats=stats)
@@ -212,7 +212,7 @@ def test_loader_batches_follow_the_sampler_with_or_without_worker_processes(maps
 
 
 def test_loader_pins_memory_only_on_cuda_and_keeps_its_workers(maps):
-    from forecast.distributed import ShardSampler
+    from forecast.training.distributed import ShardSampler
 
     ds, index, stats = maps
     data = WindowDataset(ds, index.starts["train"], n_in=5, n_out=2, stats=stats)

@@ -12,10 +12,10 @@ from data_prep.errors import UserError
 from data_prep.io import write_netcdf_atomic
 from data_prep.mock import mock_maps
 from data_prep.sequences import build_index
-from forecast.baselines import build_baseline, observations
 from forecast.config import ExperimentConfig
-from forecast.evaluate import evaluate, evaluate_to_files
-from forecast.scorecard import format_score_table
+from forecast.evaluation import evaluate, evaluate_to_files
+from forecast.evaluation.baselines import build_baseline, observations
+from forecast.evaluation.scorecard import format_score_table
 
 N_OUT = 3
 CONTRACT_VARS = (
@@ -215,7 +215,7 @@ def test_auc_interval_comes_from_the_bins_of_its_estimate(maps):
 
 
 def test_scores_record_the_blocks_and_the_scorecard_flags_fewer_than_ten(scored):
-    from forecast.scorecard import scorecard_markdown
+    from forecast.evaluation.scorecard import scorecard_markdown
 
     scores, _ = scored
     a = scores.attrs
@@ -339,7 +339,7 @@ def test_forecast_file_outside_zero_one_is_a_user_error(files, maps):
 def test_a_real_month_of_nldn_maps_scores_a_forecast_file(realdata, tmp_path):
     from data_prep.config import PrepConfig
     from data_prep.prep import prep
-    from forecast.baselines import Persistence
+    from forecast.evaluation.baselines import Persistence
 
     maps = tmp_path / "nldn.nc"
     cfg = _cfg(baselines=("persistence", "lagrangian"), bootstrap=20)

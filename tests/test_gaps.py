@@ -17,13 +17,13 @@ import xarray as xr
 
 from data_prep.mock import mock_maps
 from data_prep.sequences import build_index
-from forecast.baselines import build_baseline
 from forecast.config import ExperimentConfig, ModelConfig
-from forecast.dataset import N_CHANNELS, fit_stats
-from forecast.evaluate import evaluate
+from forecast.evaluation.baselines import build_baseline
+from forecast.evaluation.scoring import evaluate
 from forecast.metrics.categorical import THRESHOLDS
-from forecast.model import build_model
+from forecast.model.network import build_model
 from forecast.predict import Forecaster
+from forecast.training.dataset import N_CHANNELS, fit_stats
 
 N_IN, N_OUT = 5, 2
 BASELINES = ("persistence", "smoothed_persistence", "climatology", "lagrangian")

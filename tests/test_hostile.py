@@ -28,7 +28,7 @@ import xarray as xr
 from data_prep.mock import mock_maps
 from forecast.cli import main
 from forecast.config import load_experiment
-from forecast.train import train
+from forecast.training import train
 
 TINY = [
     "model.encoder_channels=[4]",

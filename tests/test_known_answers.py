@@ -9,9 +9,9 @@ import pytest
 from data_prep.mock import mock_maps
 from data_prep.schema import COUNT, COVERAGE
 from data_prep.sequences import build_index
-from forecast.baselines import build_baseline, training_steps
 from forecast.config import ExperimentConfig
-from forecast.evaluate import stream
+from forecast.evaluation.baselines import build_baseline, training_steps
+from forecast.evaluation.scoring import stream
 from forecast.metrics import ProbabilityState
 from forecast.metrics.categorical import THRESHOLDS, ContingencyState
 

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from data_prep.errors import UserError
-from forecast.losses import LOSSES, build_loss
+from forecast.model.losses import LOSSES, build_loss
 
 
 def _batch(seed: int = 0, shape=(2, 3, 2, 5, 6)):

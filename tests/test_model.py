@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 
 from data_prep.errors import UserError
-from forecast.cells import CORES, ConvLSTMCell, ConvRNNCell
 from forecast.config import ModelConfig
-from forecast.losses import build_loss
-from forecast.model import build_model, count_parameters
+from forecast.model.cells import CORES, ConvLSTMCell, ConvRNNCell
+from forecast.model.losses import build_loss
+from forecast.model.network import build_model, count_parameters
 
-C = 7  # input channels of forecast.dataset
+C = 7  # input channels of forecast.training.dataset
 TINY = ModelConfig(encoder_channels=(8, 16), hidden_channels=(16,), flat_hidden=32)
 
 

@@ -24,10 +24,10 @@ from data_prep.errors import UserError
 from data_prep.mock import mock_maps
 from data_prep.prep import prep
 from data_prep.records import Tally
-from forecast.checkpoint import load_checkpoint
 from forecast.cli import main
 from forecast.config import load_experiment
-from forecast.train import train
+from forecast.training import train
+from forecast.training.checkpoint import load_checkpoint
 
 TINY = [
     "model.encoder_channels=[8]",
@@ -282,10 +282,10 @@ def _quickstart_to_training(out: Path, *overrides: str, stop_at_step: int = 0) -
     ``stop_at_step``: a SIGTERM in that step interrupts training after it (as a batch scheduler
     would)."""
     import forecast.quickstart as qs
-    import forecast.train as training
-    from forecast.runlog import RunLog
+    from forecast.training.runlog import RunLog
+    from forecast.training.signals import TrainingInterrupted
 
-    resumed, train_loss, original = [], RunLog.train_loss, training.train
+    resumed, train_loss, original = [], RunLog.train_loss, qs.train
 
     def spy(cfg, resume=False):
         resumed.append(resume)
@@ -301,10 +301,10 @@ def _quickstart_to_training(out: Path, *overrides: str, stop_at_step: int = 0) -
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(qs, "_test_init_range", after_training)
-        mp.setattr(training, "train", spy)
+        mp.setattr(qs, "train", spy)
         if stop_at_step:
             mp.setattr(RunLog, "train_loss", preempted)
-        expected = training.TrainingInterrupted if stop_at_step else _AfterTraining
+        expected = TrainingInterrupted if stop_at_step else _AfterTraining
         with pytest.raises(expected):
             qs.quickstart(out, overrides=[*QUICK, *overrides])
     return resumed

@@ -14,9 +14,10 @@ from matplotlib.figure import Figure
 from data_prep.errors import UserError
 from data_prep.io import write_netcdf_atomic
 from data_prep.mock import mock_maps
-from forecast import diagrams, plots
-from forecast.borders import draw_borders, load_lines
-from forecast.climate_figures import daily_climate, travelling_window, zonal_speed
+from forecast.figures import diagrams
+from forecast.figures import files as plots
+from forecast.figures.borders import draw_borders, load_lines
+from forecast.figures.climate import daily_climate, travelling_window, zonal_speed
 from forecast.metrics import THRESHOLDS, ContingencyState, ProbabilityState, best_threshold
 
 CONUS = (24.0, 50.0, -125.0, -66.0)

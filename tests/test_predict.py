@@ -13,12 +13,12 @@ import xarray as xr
 from data_prep.config import from_dict
 from data_prep.errors import UserError
 from data_prep.mock import mock_maps
-from forecast.checkpoint import FORMAT, load_checkpoint
 from forecast.cli import main
 from forecast.config import ModelConfig, load_experiment
-from forecast.model import build_model
+from forecast.model.network import build_model
 from forecast.predict import load_forecaster, predict_to_file
-from forecast.train import train
+from forecast.training import train
+from forecast.training.checkpoint import FORMAT, load_checkpoint
 
 TINY = [
     "model.encoder_channels=[8]",
@@ -221,7 +221,7 @@ TINY_DATA = [o for o in TINY if o.startswith("data.")]
 
 
 def _evaluate(ckpt, maps, out, overrides=(), forecasts=None, data=TINY_DATA):
-    from forecast.evaluate import evaluate_to_files
+    from forecast.evaluation import evaluate_to_files
 
     cfg = load_experiment(None, [*data, "eval.bootstrap=0", "eval.select_inits=8", *overrides])
     return evaluate_to_files(

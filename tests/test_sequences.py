@@ -16,9 +16,9 @@ from data_prep.sequences import (
     forecast_inits,
     index_path,
     load_or_build_index,
-    split_steps,
+    split_of_each_step,
     split_windows,
-    step_splits,
+    steps_in_windows,
     time_breaks,
     usable_steps,
     window_starts,
@@ -93,11 +93,11 @@ def test_n_in_outside_5_to_10_is_rejected_naming_data_n_in(n_in):
 
 def test_bad_split_settings_name_their_key():
     with pytest.raises(UserError, match=r"data\.split"):
-        step_splits(100, SequenceConfig(split="random"))
+        split_of_each_step(100, SequenceConfig(split="random"))
     with pytest.raises(UserError, match=r"data\.fractions"):
-        step_splits(100, SequenceConfig(fractions=(0.5, 0.2, 0.2)))
+        split_of_each_step(100, SequenceConfig(fractions=(0.5, 0.2, 0.2)))
     with pytest.raises(UserError, match=r"data\.block_steps"):
-        step_splits(100, SequenceConfig(block_steps=5))
+        split_of_each_step(100, SequenceConfig(block_steps=5))
 
 
 @pytest.mark.parametrize("split", ["blocks", "contiguous"])
@@ -152,7 +152,7 @@ def test_windows_of_different_splits_are_at_least_n_in_steps_apart():
 
 def test_blocks_split_shares_follow_fractions_and_reach_every_season():
     n = 6 * 365
-    label = step_splits(n, SequenceConfig())
+    label = split_of_each_step(n, SequenceConfig())
     shares = np.bincount(label, minlength=3) / n
     np.testing.assert_allclose(shares, [0.7, 0.15, 0.15], atol=0.02)
     season = (pd.date_range("2021-01-01", periods=n, freq="D").month.to_numpy() % 12) // 3
@@ -163,11 +163,11 @@ def test_blocks_split_shares_follow_fractions_and_reach_every_season():
 
 def test_blocks_pattern_is_stable_when_data_are_appended():
     cfg = SequenceConfig(block_steps=20)
-    assert np.array_equal(step_splits(1000, cfg)[:600], step_splits(600, cfg))
+    assert np.array_equal(split_of_each_step(1000, cfg)[:600], split_of_each_step(600, cfg))
 
 
 def test_split_steps_marks_inputs_and_targets():
-    assert split_steps(np.array([1, 6]), 10, 3).nonzero()[0].tolist() == [1, 2, 3, 6, 7, 8]
+    assert steps_in_windows(np.array([1, 6]), 10, 3).nonzero()[0].tolist() == [1, 2, 3, 6, 7, 8]
 
 
 def test_index_round_trips_through_its_file(tmp_path):
@@ -215,5 +215,5 @@ def test_maps_too_short_for_a_training_window_raise():
 
 def test_forecast_inits_include_the_last_step():
     ds = mock_maps(n_steps=20, shape=(3, 3), gaps=(10,))
-    inits = forecast_inits(ds, SequenceConfig(n_in=5))
+    inits = forecast_inits(ds, n_in=5, min_coverage=SequenceConfig().min_coverage)
     assert inits.tolist() == [4, 5, 6, 7, 8, 9, 15, 16, 17, 18, 19]

@@ -14,10 +14,10 @@ import torch
 
 from data_prep.errors import UserError
 from data_prep.mock import mock_maps
-from forecast.checkpoint import load_checkpoint
 from forecast.config import load_experiment
-from forecast.dataset import N_CHANNELS
-from forecast.train import lr_at, train
+from forecast.training.checkpoint import load_checkpoint
+from forecast.training.dataset import N_CHANNELS
+from forecast.training.loop import lr_at, train
 
 TINY = [
     "model.encoder_channels=[8]",
@@ -74,8 +74,8 @@ def test_sigterm_writes_last_pt_and_resume_matches_an_uninterrupted_run(
 ):
     import signal
 
-    from forecast.runlog import RunLog
-    from forecast.train import TrainingInterrupted
+    from forecast.training.runlog import RunLog
+    from forecast.training.signals import TrainingInterrupted
 
     steps = ["train.max_steps=9", "train.epochs=100"]
     straight = train(tiny_cfg(maps_file, tmp_path / "a", *steps))
@@ -103,7 +103,7 @@ def test_sigterm_writes_last_pt_and_resume_matches_an_uninterrupted_run(
 def test_last_pt_is_written_every_checkpoint_every_steps_within_an_epoch(
     maps_file, tmp_path, monkeypatch
 ):
-    import forecast.train as training
+    import forecast.training.loop as training
 
     steps = ["train.max_steps=9", "train.epochs=100"]  # an epoch has 6 batches
     plain = train(tiny_cfg(maps_file, tmp_path / "a", *steps, "train.checkpoint_every=0"))
@@ -207,7 +207,7 @@ def _batch(n=4, gappy=False):
 
 
 def _model():
-    from forecast.model import build_model
+    from forecast.model.network import build_model
 
     cfg = load_experiment(None, TINY[:3]).model
     torch.manual_seed(0)
@@ -216,9 +216,9 @@ def _model():
 
 def _grads(net, model, x, y, mask, dist=None):
     """Gradients of the training loss of this process (train's process_loss)."""
-    from forecast.distributed import Dist
-    from forecast.losses import build_loss
-    from forecast.train import process_loss
+    from forecast.model.losses import build_loss
+    from forecast.training.distributed import Dist
+    from forecast.training.loop import process_loss
 
     dist = dist or Dist(0, 1, torch.device("cpu"))
     process_loss(build_loss("bce"), net(x), y, mask, dist).backward()
@@ -226,10 +226,10 @@ def _grads(net, model, x, y, mask, dist=None):
 
 
 def _ddp_worker(rank: int, world: int, port: int, out: str, gappy: bool = False) -> None:
-    from forecast import distributed
     from forecast.config import TrainConfig
-    from forecast.distributed import ShardSampler
-    from forecast.train import _wrap
+    from forecast.training import distributed
+    from forecast.training.distributed import ShardSampler
+    from forecast.training.loop import _wrap
 
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world)
@@ -271,7 +271,7 @@ def test_ddp_on_two_processes_matches_one_process_gradients(tmp_path, gappy):
 
 
 def _on_main_worker(rank: int, world: int, port: int, folder: str) -> None:
-    from forecast import distributed
+    from forecast.training import distributed
 
     os.environ.update(
         MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world)

@@ -1,10 +1,10 @@
 """Lightning maps: forecast probability beside observed strikes, and observed overviews.
 
 Maps are drawn in plain latitude-longitude axes with coastlines, country and state borders from
-:mod:`forecast.borders`. Probability uses banded levels (white below 2 %) on a yellow-green-blue
+:mod:`forecast.figures.borders`. Probability uses banded levels (white below 2 %) on a yellow-green-blue
 scale; observed strikes use a logarithmic yellow-orange-red scale in strikes per cell per map step,
 with cells without data shaded grey. Figures are :class:`matplotlib.figure.Figure` objects built
-without pyplot; :mod:`forecast.plots` saves them.
+without pyplot; :mod:`forecast.figures.files` saves them.
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ from data_prep.schema import (
     PROBABILITY,
     THRESHOLD,
     TIME,
-    parse_time_step,
 )
-from forecast.borders import draw_borders
+from data_prep.sequences import time_step
+from forecast.figures.borders import draw_borders
 
 PROB_LEVELS = [0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
 PROB_CMAP = "YlGnBu"
@@ -58,10 +58,6 @@ def per_step_words(td: pd.Timedelta) -> str:
     """``day``, ``2 days``, ``hour``, ``6 h``: one map step, for "strikes per ..." labels."""
     words = duration_words(td)
     return {"1 day": "day", "1 h": "hour"}.get(words, words)
-
-
-def _time_step(ds: xr.Dataset) -> pd.Timedelta:
-    return parse_time_step(str(ds.attrs.get("time_step", "1D")))
 
 
 def _fmt_time(t, step: pd.Timedelta) -> str:
@@ -195,7 +191,7 @@ def forecast_map_figure(fc: xr.Dataset, maps: xr.Dataset | None, init, lead: int
     init : init time (a value of ``fc.init_time``).
     lead : lead time in map steps (a value of ``fc.lead_time``).
     """
-    step = _time_step(fc)
+    step = time_step(fc)
     prob = fc[PROBABILITY].sel({INIT_TIME: init, LEAD_TIME: lead})
     threshold = 1.0
     if THRESHOLD in prob.dims:
@@ -248,7 +244,7 @@ def _obs_summary(obs: xr.Dataset) -> str:
 
 def observed_map_figure(maps: xr.Dataset, time=None) -> Figure:
     """Observed strikes of one step (default: the last) and the fraction of steps with a strike."""
-    step = _time_step(maps)
+    step = time_step(maps)
     t = pd.Timestamp(maps[TIME].values[-1] if time is None else time)
     obs = maps.sel({TIME: t.to_datetime64()}, method="nearest")
     cov = maps[COVERAGE] if COVERAGE in maps else xr.ones_like(maps[COUNT])

@@ -1,4 +1,4 @@
-"""Training data and validation scores for :func:`forecast.train.train`.
+"""Training data and validation scores for :func:`forecast.training.loop.train`.
 
 :func:`build_data` opens the maps, loads (or builds) the window index, fits the feature statistics
 on the training split and makes the loaders: training windows reshuffled per epoch as a pure
@@ -17,8 +17,19 @@ import numpy as np
 import torch
 import xarray as xr
 
+from data_prep.climatology import climatology_at
 from data_prep.errors import UserError
-from forecast.distributed import Dist, ShardSampler, all_sum, inference_precision, on_main
+from data_prep.io import open_maps
+from data_prep.sequences import WindowIndex, load_or_build_index
+from forecast.metrics import ProbabilityState, roc_auc
+from forecast.training.dataset import (
+    N_CHANNELS,
+    FeatureStats,
+    WindowDataset,
+    fit_stats,
+    make_loader,
+)
+from forecast.training.distributed import Dist, ShardSampler, all_sum, inference_precision, on_main
 
 
 @dataclass
@@ -26,8 +37,8 @@ class TrainData:
     """The maps, their window index and feature statistics, and the two loaders."""
 
     ds: xr.Dataset
-    index: object  # data_prep.sequences.WindowIndex
-    stats: object  # forecast.dataset.FeatureStats
+    index: WindowIndex
+    stats: FeatureStats
     train_loader: torch.utils.data.DataLoader
     val_loader: torch.utils.data.DataLoader
     train_sampler: ShardSampler
@@ -39,10 +50,6 @@ class TrainData:
 
 def build_data(cfg, dist: Dist) -> TrainData:
     """Open ``cfg.train.maps`` and make the training and validation loaders of this process."""
-    from data_prep.io import open_maps
-    from data_prep.sequences import load_or_build_index
-    from forecast.dataset import N_CHANNELS, WindowDataset, fit_stats, make_loader
-
     tc = cfg.train
     if not tc.maps:
         raise UserError(
@@ -98,8 +105,6 @@ def build_data(cfg, dist: Dist) -> TrainData:
 
 def climatology_of_targets(data: TrainData, init: torch.Tensor) -> torch.Tensor:
     """Climatological P(count >= 1) on the valid day of every target, (B, n_out, H, W) float32."""
-    from data_prep.climatology import climatology_at
-
     times = data.ds["time"].values
     valid = init.cpu().numpy()[:, None] + np.arange(1, data.n_out + 1)  # (B, n_out)
     clim = climatology_at(
@@ -113,16 +118,14 @@ def climatology_of_targets(data: TrainData, init: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def validate(net, data: TrainData, loss_fn, dist: Dist, hist=None) -> dict[str, float]:
     """Scores over the validation windows, merged over processes, with the model in the
-    precision of predict (:func:`forecast.distributed.inference_precision`).
+    precision of predict (:func:`forecast.training.distributed.inference_precision`).
 
     Returns ``val_loss`` (mean over windows of the training loss; NaN without ``loss_fn``),
     ``val_brier`` (Brier score of P(count >= 1) over observed target cells, all leads),
     ``val_bss`` (skill against the climatology of the valid day) and ``val_auc`` (ROC area).
-    When ``hist`` (a :class:`forecast.calibration.LogitHistogram`) is given, the raw logits
+    When ``hist`` (a :class:`forecast.training.calibration.LogitHistogram`) is given, the raw logits
     stream into it.
     """
-    from forecast.metrics import ProbabilityState, roc_auc
-
     net.eval()
     loss_sum = torch.zeros(2, dtype=torch.float64)  # sum of loss * windows, windows
     model = ProbabilityState.init(data.n_out, n_bins=101)

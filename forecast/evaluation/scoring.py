@@ -13,32 +13,27 @@ streams each method's forecasts into the states of :mod:`forecast.metrics`:
    as hidden references when not asked for), moving-block bootstrap intervals over forecast
    days (``eval.bootstrap_block`` days per block).
 
-:func:`evaluate_to_files` opens the files, assembles the methods, and writes the scores netCDF and
-a Markdown scorecard beside it. A checkpoint or a forecast file written by ``predict`` brings the
-data settings it was trained with, so both are scored on the split training held out.
+:func:`forecast.evaluation.files.evaluate_to_files` scores files on disk with it.
 """
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
 from data_prep.errors import ConfigError, UserError
-from data_prep.io import open_maps, write_netcdf_atomic
 from data_prep.schema import TIME
-from data_prep.sequences import SPLITS
-from forecast.baselines import build_baseline, observations, valid_steps
+from data_prep.sequences import WindowIndex
+from forecast.evaluation.baselines import build_baseline, observations, valid_steps
 from forecast.metrics import ContingencyState, best_threshold
 from forecast.metrics.suite import REFERENCES, MethodState, scores_dataset
-from forecast.scorecard import format_score_table, scorecard_markdown
+from forecast.predict import day_label
 
-__all__ = ["evaluate", "evaluate_to_files", "format_score_table", "stream"]
+__all__ = ["all_steps_index", "evaluate", "stream"]
 
 # --------------------------------------------------------------------------------------------
 # the loop
@@ -110,20 +105,13 @@ def evaluate(cfg, ds: xr.Dataset, index, methods: dict[str, object], split: str 
     xr.Dataset with dims method, lead_time, threshold, scale, bin, prob_threshold.
     """
     ecfg = cfg.eval
-    if ecfg.bootstrap_block < 1:
-        raise ConfigError(
-            f"config key 'eval.bootstrap_block': {ecfg.bootstrap_block} is not a number of days "
-            "per bootstrap block; use 1 or more (e.g. 10)"
-        )
+    _check_bootstrap_block(ecfg.bootstrap_block)
     # every method must reach every scored lead: a file or model with fewer leads shortens all
     n_out = min([index.n_out] + [int(m.n_out) for m in methods.values() if hasattr(m, "n_out")])
     inits, notes = _cases(ds, index.inits(split), methods, f"split {split!r}")
     if inits.size == 0:
         raise UserError(f"evaluate: no init of split {split!r} to score; {notes}")
-    scored = dict(methods)
-    for ref in REFERENCES:  # hidden references for the skill scores
-        if ref not in scored:
-            scored[ref] = build_baseline(ref, ds, index, ecfg)
+    scored = _with_references(methods, ds, index, ecfg)
     thresholds, how = _thresholds(ds, index, split, inits, scored, n_out, ecfg.batch_inits)
     day_of, days = _days(ds, inits)
     states = {n: MethodState.init(n_out, days.size, ecfg, thresholds[n]) for n in scored}
@@ -153,6 +141,23 @@ def evaluate(cfg, ds: xr.Dataset, index, methods: dict[str, object], split: str 
     return scores
 
 
+def _check_bootstrap_block(days: int) -> None:
+    if days < 1:
+        raise ConfigError(
+            f"config key 'eval.bootstrap_block': {days} is not a number of days "
+            "per bootstrap block; use 1 or more (e.g. 10)"
+        )
+
+
+def _with_references(methods: dict, ds: xr.Dataset, index, ecfg) -> dict:
+    """``methods`` and the reference baselines of the skill scores, scored hidden if not asked."""
+    scored = dict(methods)
+    for ref in REFERENCES:
+        if ref not in scored:
+            scored[ref] = build_baseline(ref, ds, index, ecfg)
+    return scored
+
+
 def _cases(
     ds, inits: np.ndarray, methods: dict, what: str, strict: bool = True
 ) -> tuple[np.ndarray, str]:
@@ -179,16 +184,12 @@ def _cases(
 def _uncovered(name: str, method, ds: xr.Dataset, inits: np.ndarray, what: str) -> str:
     times = ds[TIME].values[inits]
     have = getattr(method, "init_times", np.zeros(0, "datetime64[ns]"))
-    span = f"{_day(have.min())}..{_day(have.max())}" if have.size else "none"
+    span = f"{day_label(have.min())}..{day_label(have.max())}" if have.size else "none"
     return (
         f"{getattr(method, 'path', name)}: covers none of the {inits.size} inits of {what} "
-        f"({_day(times.min())}..{_day(times.max())}; its init_time: {span}); pass maps that "
+        f"({day_label(times.min())}..{day_label(times.max())}; its init_time: {span}); pass maps that "
         "cover its period, or score all the steps it covers with eval.split=all"
     )
-
-
-def _day(t) -> str:
-    return str(np.datetime64(t, "m")).replace("T00:00", "")
 
 
 def _thresholds(ds, index, split, inits, methods, n_out, batch):
@@ -250,195 +251,9 @@ def _baseline_notes(methods: dict, index) -> dict:
     return notes
 
 
-# --------------------------------------------------------------------------------------------
-# files
-
-
-def evaluate_to_files(
-    cfg,
-    *,
-    maps: Path,
-    out: Path,
-    checkpoint: Path | None,
-    forecasts: dict[str, Path],
-    baselines: bool,
-    device: str = "auto",
-) -> tuple[Path, Path]:
-    """Score the model (``checkpoint``), forecast files and baselines on the maps; write files.
-
-    The split is ``cfg.eval.split`` when the maps have a window index with it, else every init
-    step with observations at a valid time ("all"). Returns (scores .nc, scorecard .md).
-    """
-    from forecast.forecast_files import ForecastFile
-
-    maps, out = Path(maps), Path(out)
-    _check_names(forecasts, cfg, checkpoint is not None, baselines)
-    model = _load_model(checkpoint, device)
-    ds = open_maps(maps)
-    files: dict[str, ForecastFile] = {}
-    try:
-        for name, path in forecasts.items():
-            files[name] = ForecastFile(path, ds, maps)
-        trained = _training_windows(model, files)
-        if trained is not None:
-            cfg = _with_training_windows(cfg, trained, maps)
-        index, split = _index_and_split(cfg, maps, ds, trained=trained is not None)
-        methods = _methods(cfg, ds, index, model, checkpoint, files, baselines, device)
-        scores = evaluate(cfg, ds, index, methods, split)
-    finally:
-        for f in files.values():
-            f.close()
-    scores.attrs["maps"] = str(maps)
-    scores.attrs.update({f"forecast_{k}": str(v) for k, v in forecasts.items()})
-    write_netcdf_atomic(scores, out)
-    card = out.with_suffix(".md")
-    from data_prep.config import atomic_write_text
-
-    atomic_write_text(card, scorecard_markdown(scores))
-    return out, card
-
-
-RESERVED = ("model", "model_uncalibrated")
-
-
-def _check_names(forecasts: dict, cfg, model: bool, baselines: bool) -> None:
-    """Method names must be unique: a forecast file never silently replaces another method."""
-    taken = set(RESERVED if model else ()) | set(cfg.eval.baselines if baselines else ())
-    for name, path in forecasts.items():
-        if name in taken:
-            raise UserError(
-                f"--forecast {path}: the name {name!r} is taken by a method already scored; "
-                f"name it with --forecast OTHER={path}"
-            )
-
-
-def _load_model(checkpoint, device: str):
-    if checkpoint is None:
-        return None
-    from forecast.predict import load_forecaster
-
-    return load_forecaster(Path(checkpoint), device)
-
-
-def _training_windows(model, files: dict) -> tuple[dict, str, str] | None:
-    """(data settings, training maps, what) of the model, else of the first forecast file that
-    records them (``predict`` does); None when no scored method says how it was trained."""
-    if model is not None:
-        return model.data_config, model.train_maps, "checkpoint"
-    for f in files.values():
-        text = f.ds.attrs.get("data_config")
-        if text:
-            try:
-                data = json.loads(text)
-            except (TypeError, ValueError):
-                data = None
-            if not isinstance(data, dict):
-                raise UserError(
-                    f"{f.path}: attribute data_config is not a JSON object of data settings; "
-                    "remove it, or write the file again with `strikecast predict`"
-                )
-            return data, str(f.ds.attrs.get("training_maps", "")), f"forecast file {f.path}"
-    return None
-
-
-def _with_training_windows(cfg, trained: tuple[dict, str, str], maps: Path):
-    """``cfg`` with the ``data`` section the scored model (checkpoint or forecast file) was
-    trained with: the test windows are the ones training held out, whatever the command line
-    says."""
-    import dataclasses
-
-    from data_prep.config import SequenceConfig, from_dict
-
-    data, train_maps, what = trained
-    settings = from_dict(SequenceConfig, data, "data.")
-    if settings != cfg.data:
-        diff = sorted(
-            k for k, v in dataclasses.asdict(settings).items() if getattr(cfg.data, k) != v
-        )
-        warnings.warn(
-            f"scoring with the data settings the {what} was trained with, not the given "
-            f"data.{', data.'.join(diff)}",
-            stacklevel=3,
-        )
-    if cfg.eval.split == "all" and train_maps and _same_file(maps, train_maps):
-        warnings.warn(
-            f"{maps}: eval.split=all scores the model on the maps it was trained on "
-            "(in-sample); use eval.split=test for held-out scores",
-            stacklevel=3,
-        )
-    return dataclasses.replace(cfg, data=settings)
-
-
-def _same_file(a, b) -> bool:
-    try:
-        return Path(a).resolve() == Path(b).resolve()
-    except OSError:
-        return False
-
-
-def _methods(cfg, ds, index, model, checkpoint, files, baselines: bool, device: str) -> dict:
-    methods: dict[str, object] = {}
-    if model is not None:
-        from forecast.predict import load_forecaster
-
-        methods["model"] = model
-        if cfg.eval.uncalibrated and methods["model"].calibrator.method != "none":
-            # the same model before calibration: reliability before and after, side by side
-            methods["model_uncalibrated"] = load_forecaster(
-                Path(checkpoint), device, calibrated=False
-            )
-    methods.update(files)
-    if baselines:
-        for name in cfg.eval.baselines:
-            methods[name] = build_baseline(name, ds, index, cfg.eval)
-    if not methods:
-        raise UserError(
-            "evaluate: nothing to score; pass --checkpoint or --forecast, or drop --no-baselines"
-        )
-    return methods
-
-
-def _index_and_split(cfg, maps: Path, ds: xr.Dataset, trained: bool = False):
-    """(index, split): the maps' window index and cfg.eval.split, or all steps and "all".
-
-    With a ``trained`` model to score (checkpoint or its forecast file), a split the maps lack
-    is refused, and "all" keeps the inits with ``n_in`` steps of history.
-    """
-    from data_prep.sequences import load_or_build_index
-
-    split = cfg.eval.split
-    if split not in (*SPLITS, "all"):
-        raise ConfigError(
-            f"config key 'eval.split': {split!r} is not one of {', '.join((*SPLITS, 'all'))}"
-        )
-    if split != "all":
-        why = ""
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", UserWarning)  # empty splits: handled below
-                index = load_or_build_index(maps, ds, cfg.data)
-            if len(index.starts.get(split, ())):
-                return index, split
-            why = f"has no {split!r} windows"
-        except UserError as e:
-            why = f"has no window index ({e})"
-        if trained:
-            # falling back to every step would score the model on the days it was trained on
-            raise UserError(
-                f"{maps}: {why} under the data settings the model was trained with (data.n_in "
-                f"{cfg.data.n_in}, data.n_out {cfg.data.n_out}, data.block_steps "
-                f"{cfg.data.block_steps}); score the maps the model was trained on, or maps of "
-                "a period it never saw with eval.split=all"
-            )
-    first = cfg.data.n_in - 1 if trained else 0
-    return all_steps_index(ds, n_in=cfg.data.n_in, n_out=cfg.data.n_out, first=first), "all"
-
-
 def all_steps_index(ds: xr.Dataset, *, n_in: int, n_out: int, first: int = 0):
     """A WindowIndex whose split "all" holds every init step from ``first`` with a valid time
     in the maps."""
-    from data_prep.sequences import WindowIndex
-
     n_steps = ds.sizes[TIME]
     inits = np.arange(first, n_steps)
     inits = inits[(valid_steps(ds, inits, n_out) >= 0).any(axis=1)]

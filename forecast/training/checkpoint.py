@@ -20,17 +20,21 @@ from __future__ import annotations
 
 import pickle
 import random
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from data_prep.atomic import atomic_output
-from data_prep.config import from_dict
+from data_prep.config import from_dict, to_dict
 from data_prep.errors import UserError
-from forecast.config import ModelConfig
-from forecast.dataset import FeatureStats
-from forecast.model import build_model
+from forecast.config import ExperimentConfig, ModelConfig
+from forecast.model.network import build_model
+from forecast.training.dataset import FeatureStats
+from forecast.training.distributed import Dist
+from forecast.training.run_dir import same_run
 
 FORMAT = "strikecast-checkpoint-1"
 REQUIRED = ("format", "model_args", "model", "config", "stats")
@@ -141,3 +145,56 @@ def set_rng_state(state: dict) -> None:
     random.setstate((p["version"], tuple(p["internal"]), p["gauss_next"]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+
+
+# --------------------------------------------------------------------------------------------
+# what a run's checkpoints hold
+
+
+def model_state(model: nn.Module, cfg: ExperimentConfig, data, calibration: dict | None) -> dict:
+    """What predict needs: model args and weights, config, feature statistics, calibration."""
+    return {
+        "model_args": {
+            "model": to_dict(cfg.model),
+            "in_channels": data.in_channels,
+            "n_out": data.n_out,
+        },
+        "model": model.state_dict(),
+        "config": to_dict(cfg),
+        "stats": data.stats.to_state(),
+        "maps": str(cfg.train.maps),
+        "calibration": calibration,
+    }
+
+
+def trained_record(state) -> dict:
+    """How far the weights of ``best.pt`` were trained, for the provenance of its forecasts."""
+    return {"step": state.step, "epoch": state.epoch, "val_loss": state.best_val}
+
+
+def train_state(model, optimizer, scaler, state, cfg, data) -> dict:
+    """Everything of :func:`_model_state` plus optimizer, scaler, progress and random states."""
+    return {
+        **model_state(model, cfg, data, None),
+        "optimizer": optimizer.state_dict(),
+        "scaler": scaler.state_dict(),
+        "state": asdict(state),
+        "rng": rng_state(),
+    }
+
+
+def restore(path: Path, model, optimizer, scaler, cfg, data, dist: Dist) -> dict:
+    """Load ``last.pt`` into model, optimizer and scaler; restore random states; return it.
+
+    Refuses a checkpoint of another model or window config, or of other maps (the feature
+    statistics fitted on the training split differ): resuming it would mix two runs.
+    """
+    ckpt = load_checkpoint(path, map_location="cpu")
+    if "state" not in ckpt:
+        raise UserError(f"checkpoint {path} holds no training state; remove it to start afresh")
+    same_run(path, ckpt, cfg, data)
+    model.load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    scaler.load_state_dict(ckpt["scaler"])
+    set_rng_state(ckpt["rng"])
+    return ckpt

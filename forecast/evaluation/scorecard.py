@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from forecast.baselines import BASELINES
+from forecast.evaluation.baselines import BASELINES
 
 
 def method_order(names) -> list[str]:

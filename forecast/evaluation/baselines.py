@@ -27,12 +27,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
 import xarray as xr
 
+from data_prep.climatology import climatology_at, doy_sums, finish_climatology
 from data_prep.errors import UserError
-from data_prep.schema import COUNT, COVERAGE, TIME, parse_time_step
+from data_prep.schema import COUNT, COVERAGE, TIME
+from data_prep.sequences import time_step
 from forecast.config import EvalConfig
+from forecast.evaluation.motion import advect, mean_motion, phase_correlation
 from forecast.metrics.spatial import box_sum
 
 FIXED_WINDOW = 5  # smoothing window when there is no validation split to choose one on
@@ -43,16 +45,6 @@ CHUNK_STEPS = 256  # steps read at a time when fitting the climatology
 # reading maps
 
 
-def time_step(ds: xr.Dataset) -> np.timedelta64:
-    """Step length of the maps: the ``time_step`` attribute, else the smallest time difference."""
-    if ds.attrs.get("time_step"):
-        return parse_time_step(str(ds.attrs["time_step"])).to_timedelta64()
-    times = ds[TIME].values
-    if times.size < 2:
-        return pd.Timedelta("1D").to_timedelta64()
-    return np.min(np.diff(times))
-
-
 def valid_steps(ds: xr.Dataset, inits: np.ndarray, n_out: int) -> np.ndarray:
     """Step index of the valid time of each init and lead (1..n_out), -1 where not in the maps.
 
@@ -60,7 +52,9 @@ def valid_steps(ds: xr.Dataset, inits: np.ndarray, n_out: int) -> np.ndarray:
     Returns int64 (N, n_out).
     """
     times = ds[TIME].values
-    valid = times[inits][:, None] + np.arange(1, n_out + 1) * time_step(ds)  # (N, L)
+    valid = (
+        times[inits][:, None] + np.arange(1, n_out + 1) * time_step(ds).to_timedelta64()
+    )  # (N, L)
     pos = np.clip(np.searchsorted(times, valid), 0, times.size - 1)
     return np.where(times[pos] == valid, pos, -1)
 
@@ -149,11 +143,9 @@ class Climatology:
 
     def forecast(self, ds: xr.Dataset, inits: np.ndarray, n_out: int | None = None) -> np.ndarray:
         """Probability (N, n_out, H, W) in [0, 1]."""
-        from data_prep.climatology import climatology_at
-
         n_out = n_out or self.n_out
         times = ds[TIME].values[np.asarray(inits)]
-        valid = times[:, None] + np.arange(1, n_out + 1) * time_step(ds)  # (N, L)
+        valid = times[:, None] + np.arange(1, n_out + 1) * time_step(ds).to_timedelta64()  # (N, L)
         clim = climatology_at(self.table, valid.ravel())  # (N * L, H, W)
         return clim.reshape(valid.shape + clim.shape[1:]).astype(np.float32)
 
@@ -170,8 +162,6 @@ class Lagrangian:
 
     def forecast(self, ds: xr.Dataset, inits: np.ndarray, n_out: int | None = None) -> np.ndarray:
         """Probability (N, n_out, H, W) in [0, 1]."""
-        from forecast.motion import advect
-
         inits = np.asarray(inits)
         n_out = n_out or self.n_out
         self._measure(ds, inits)
@@ -189,8 +179,6 @@ class Lagrangian:
 
     def _measure(self, ds: xr.Dataset, inits: np.ndarray) -> None:
         """Phase-correlate every successive pair of steps the inits need, once per pair."""
-        from forecast.motion import phase_correlation
-
         need = sorted({t for i in inits.tolist() for t in self._pairs(i)} - self.shifts.keys())
         for run in np.split(
             np.asarray(need, dtype=np.int64), np.flatnonzero(np.diff(need) > 1) + 1
@@ -207,9 +195,7 @@ class Lagrangian:
 
     def velocity(self, init: int) -> np.ndarray:
         """Mean shift per step over the pairs of the last n_in steps; 0 when none has strikes."""
-        found = np.array([self.shifts[t] for t in self._pairs(init)]).reshape(-1, 2)
-        found = found[np.isfinite(found[:, 0])]
-        return found.mean(axis=0) if len(found) else np.zeros(2)
+        return mean_motion(np.array([self.shifts[t] for t in self._pairs(init)]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -226,8 +212,6 @@ def _smoothed(ds, index, cfg: EvalConfig) -> SmoothedPersistence:
 
 
 def _climatology(ds, index, cfg: EvalConfig) -> Climatology:
-    from data_prep.climatology import doy_sums, finish_climatology
-
     steps = np.flatnonzero(training_steps(ds, index))
     hits = samples = 0.0
     for lo in range(0, steps.size, CHUNK_STEPS):  # sums of chunks: a decade never sits in memory

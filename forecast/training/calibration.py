@@ -1,4 +1,4 @@
-"""Post-hoc calibration of the forecast probabilities, fitted on the validation split.
+"""Fitting the post-hoc calibration of the forecast probabilities on the validation split.
 
 Validation forecasts stream into a :class:`LogitHistogram`: per lead time and threshold, the
 number of observed cells with and without lightning in each narrow bin of the raw logit. The
@@ -17,23 +17,25 @@ histogram is small, merges across processes by summing, and is all the fits need
   map, stored as its values on the logit-bin grid and applied by linear interpolation.
 - ``none``: ``p = sigmoid(z)``.
 
-:func:`reliability` bins the validation forecasts by probability before and after calibration
+The fitted :class:`forecast.model.calibrator.Calibrator` travels in the checkpoint and is applied by
+prediction. :func:`reliability` bins the validation forecasts by probability before and after calibration
 (observed frequency vs mean forecast probability) for ``calibration.nc`` and the reliability plots.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 import xarray as xr
 
-from data_prep.errors import UserError
+from forecast.model.calibrator import (
+    LOGIT_SPAN,
+    N_LOGIT_BINS,
+    Calibrator,
+    check_method,
+    identity,
+)
 
-METHODS = ("temperature", "platt", "isotonic", "none")
-N_LOGIT_BINS = 2001
-LOGIT_SPAN = 16.0  # bins cover logits in [-span, span]; beyond that go to the edge bins
 _P_EPS = 1e-5  # isotonic probabilities stay inside [eps, 1 - eps] so log losses stay finite
 
 
@@ -68,61 +70,6 @@ class LogitHistogram:
         self.counts += torch.bincount(
             flat.reshape(-1), w.reshape(-1).double(), minlength=size
         ).view_as(self.counts)
-
-
-@dataclass
-class Calibrator:
-    """Maps raw logits (B, n_out, n_thr, H, W) to calibrated probabilities of the same shape."""
-
-    method: str
-    temperature: torch.Tensor  # (n_out, n_thr); 1 / slope for platt, ones for isotonic and none
-    table: torch.Tensor | None = None  # (n_out, n_thr, n_bins) isotonic P on the logit-bin grid
-    span: float = LOGIT_SPAN
-    offset: torch.Tensor | None = None  # (n_out, n_thr) platt offset b; None is zero
-
-    def probability(self, logits: torch.Tensor, monotone: bool = True) -> torch.Tensor:
-        """Calibrated P(count >= threshold), float32.
-
-        ``monotone``: never increasing along the threshold axis (forecasts); ``False`` maps each
-        threshold on its own (the reliability tables, where all thresholds get the same logits).
-        """
-        z = logits.float()
-        if self.method == "isotonic":
-            p = _interp_table(z, self.table.to(z.device), self.span)
-        else:
-            t = self.temperature.to(z.device).view(1, *self.temperature.shape, 1, 1)
-            b = 0.0 if self.offset is None else self.offset.to(z.device).view_as(t)
-            p = torch.sigmoid(z / t + b)
-        return torch.cummin(p, dim=2).values if monotone and p.shape[2] > 1 else p
-
-    def to_state(self) -> dict:
-        return {
-            "method": self.method,
-            "temperature": self.temperature.float(),
-            "table": None if self.table is None else self.table.float(),
-            "span": float(self.span),
-            "offset": None if self.offset is None else self.offset.float(),
-        }
-
-    @classmethod
-    def from_state(cls, state: dict | None, n_out: int, n_thr: int) -> Calibrator:
-        """Rebuild from :meth:`to_state`; ``None`` (an uncalibrated checkpoint) gives ``none``."""
-        if state is None:
-            return identity(n_out, n_thr)
-        check_method(state["method"], "the checkpoint's calibration method")
-        offset = state.get("offset")  # absent from checkpoints written before platt existed
-        return cls(state["method"], state["temperature"], state["table"], state["span"], offset)
-
-
-def identity(n_out: int, n_thr: int) -> Calibrator:
-    """``p = sigmoid(z)``."""
-    return Calibrator("none", torch.ones(n_out, n_thr))
-
-
-def check_method(method: str, what: str = "config: train.calibration") -> None:
-    """Refuse a calibration method this version does not know, listing the known ones."""
-    if method not in METHODS:
-        raise UserError(f"{what} {method!r} is unknown; use one of {', '.join(METHODS)}")
 
 
 def fit_calibration(hist: LogitHistogram, method: str = "temperature") -> Calibrator:
@@ -264,20 +211,6 @@ def _block_sizes(keep: np.ndarray, ends: list[int]) -> np.ndarray:
     """How many kept bins each block spans."""
     pos_of_end = np.searchsorted(keep, ends)
     return np.diff(np.concatenate([[-1], pos_of_end]))
-
-
-def _interp_table(z: torch.Tensor, table: torch.Tensor, span: float) -> torch.Tensor:
-    """Interpolate ``table`` (n_out, n_thr, n_bins) linearly at logits z (B, n_out, n_thr, H, W)."""
-    n_bins = table.shape[-1]
-    u = ((z + span) / (2 * span) * (n_bins - 1)).clamp(0, n_bins - 1)
-    lo = u.floor().long().clamp(max=n_bins - 2)
-    frac = u - lo
-    B, n_out, n_thr, H, W = z.shape
-    tab = table.view(1, n_out, n_thr, n_bins).expand(B, -1, -1, -1)
-    lo_flat = lo.reshape(B, n_out, n_thr, H * W)
-    y0 = torch.gather(tab, 3, lo_flat).view_as(z)
-    y1 = torch.gather(tab, 3, lo_flat + 1).view_as(z)
-    return y0 + frac * (y1 - y0)
 
 
 def reliability(

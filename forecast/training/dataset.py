@@ -45,13 +45,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from data_prep.climatology import climatology_at, doy_sums, finish_climatology
 from data_prep.errors import UserError
+from data_prep.io import EAGER_BYTES
 from data_prep.schema import COUNT, COVERAGE, LAT, LON, TIME
 from data_prep.sequences import WindowIndex
 
 N_CHANNELS = 10
 COVERAGE_CHANNEL = 9  # appended last: older channel numbers (clim_channel 2) keep their meaning
 _SHARE_EPS = 0.01  # keeps the log ratio of channel 8 finite on days without a strike
-IN_MEMORY_BYTES = 2 * 1024**3  # maps smaller than this are loaded once as numpy
 FEATURE_CACHE_BYTES = 1024**3  # in-memory maps whose input features fit are featurised once
 _CHUNK_STEPS = 128  # steps read at a time when fitting statistics
 _COUNT_QUANTILE = 0.99  # count_scale = log1p of this quantile of positive training counts
@@ -274,7 +274,8 @@ class WindowDataset(Dataset):
         self.times = ds[TIME].values
         self.lat, self.lon = ds[LAT].values, ds[LON].values
         if in_memory is None:
-            in_memory = ds[COUNT].nbytes + ds[COVERAGE].nbytes < IN_MEMORY_BYTES
+            # one limit with open_maps: maps it loads eagerly are loaded once as numpy here
+            in_memory = ds[COUNT].nbytes + ds[COVERAGE].nbytes < EAGER_BYTES
         self._arrays = (ds[COUNT].values, ds[COVERAGE].values) if in_memory else None
         self._ds = None if in_memory else ds[[COUNT, COVERAGE]]
         self._features = None  # (T, C, H, W) inputs of every step, when small enough

@@ -3,12 +3,12 @@
 ``build_model(cfg, in_channels, n_out)`` returns a module whose forward maps input maps
 ``x (B, T, C, H, W)`` to logits ``(B, n_out, n_thr, H, W)`` of P(count >= threshold) for lead
 times 1..n_out and every threshold in ``cfg.thresholds``. The forward returns logits only; losses
-live in :mod:`forecast.losses`.
+live in :mod:`forecast.model.losses`.
 
 Data flow (``d = len(cfg.encoder_channels)`` strided stages, grid padded to a multiple of 2**d):
 
 1. encoder: every input step separately, stage ``l`` halves the grid -> features at ``/2**l``
-2. core (:mod:`forecast.cells`): runs over the steps at ``/2**d`` -> last state ``(B, hid, .)``
+2. core (:mod:`forecast.model.cells`): runs over the steps at ``/2**d`` -> last state ``(B, hid, .)``
 3. decoder: upsample x2, concatenate the LAST input step's encoder features of that scale (at
    full resolution: the last input maps themselves), convolve; a 1x1 head gives every lead's
    logits. Thresholds above the first are the first logit minus a cumulative softplus, so
@@ -26,8 +26,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from data_prep.errors import UserError
-from forecast.cells import build_core
 from forecast.config import ModelConfig
+from forecast.model.cells import build_core
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"gelu": nn.GELU, "silu": nn.SiLU}
 
@@ -184,9 +184,9 @@ def build_model(cfg: ModelConfig, in_channels: int, n_out: int) -> nn.Module:
     Parameters
     ----------
     cfg : ModelConfig
-        Architecture; ``cfg.cell`` names the recurrent core (see :data:`forecast.cells.CORES`).
+        Architecture; ``cfg.cell`` names the recurrent core (see :data:`forecast.model.cells.CORES`).
     in_channels : int
-        Channels C of the input maps ``x (B, T, C, H, W)`` (``forecast.dataset.N_CHANNELS``).
+        Channels C of the input maps ``x (B, T, C, H, W)`` (``forecast.training.dataset.N_CHANNELS``).
     n_out : int
         Lead times 1..n_out forecast at once.
 

@@ -3,8 +3,8 @@
 Every figure is built from files (maps, forecast, scores netCDF; training ``log.csv``), never from
 live training state, as a :class:`matplotlib.figure.Figure` without pyplot, so plotting works on
 headless machines and inside notebooks alike. :func:`plot_files` draws whatever the given files
-allow and writes PNGs atomically. Map figures live in :mod:`forecast.map_figures`, the climate of a
-maps file in :mod:`forecast.climate_figures`, score diagrams in :mod:`forecast.diagrams`.
+allow and writes PNGs atomically. Map figures live in :mod:`forecast.figures.maps`, the climate of a
+maps file in :mod:`forecast.figures.climate`, score diagrams in :mod:`forecast.figures.diagrams`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from data_prep.atomic import atomic_output
 from data_prep.errors import UserError
 from data_prep.io import open_maps
 from data_prep.schema import INIT_TIME, LEAD_TIME, PROBABILITY
-from forecast.climate_figures import climate_figure
-from forecast.map_figures import forecast_map_figure, observed_map_figure
+from forecast.figures.climate import climate_figure
+from forecast.figures.diagrams import DIAGRAMS
+from forecast.figures.maps import forecast_map_figure, observed_map_figure
 
 __all__ = [
     "climate_figure",
@@ -30,6 +31,7 @@ __all__ = [
     "open_dataset",
     "plot_files",
     "plot_maps",
+    "plot_scores",
     "save_figure",
     "training_figure",
 ]
@@ -167,8 +169,6 @@ def plot_files(
     log : training ``log.csv`` -> training curves.
     init : init time to map (default: the last init of the forecast file).
     """
-    from forecast.diagrams import plot_scores
-
     out = Path(out)
     if maps is None and forecast is None and scores is None and log is None:
         raise UserError("nothing to draw; pass --maps, --forecast, --scores or --log")
@@ -191,6 +191,16 @@ def plot_files(
         paths += plot_scores(out, sc)
     if log is not None:
         paths += _plot_log(out, Path(log))
+    return paths
+
+
+def plot_scores(out: Path, scores: xr.Dataset) -> list[Path]:
+    """Every diagram the scores Dataset allows, saved as ``out/<name>.png``; returns the paths."""
+    paths = []
+    for name, make in DIAGRAMS.items():
+        fig = make(scores)
+        if fig is not None:
+            paths.append(save_figure(fig, Path(out) / f"{name}.png"))
     return paths
 
 

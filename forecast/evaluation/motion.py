@@ -56,7 +56,12 @@ def estimate_motion(fields: np.ndarray, *, max_shift: int = 8) -> np.ndarray:
     """
     if len(fields) < 2:
         return np.zeros(2)
-    shifts = phase_correlation(np.asarray(fields, dtype=np.float64), max_shift=max_shift)
+    return mean_motion(phase_correlation(np.asarray(fields, dtype=np.float64), max_shift=max_shift))
+
+
+def mean_motion(shifts: np.ndarray) -> np.ndarray:
+    """Mean ``(dy, dx)`` of the pair shifts (P, 2) found (finite); zero when none is."""
+    shifts = np.asarray(shifts, dtype=np.float64).reshape(-1, 2)
     shifts = shifts[np.isfinite(shifts[:, 0])]
     return shifts.mean(axis=0) if len(shifts) else np.zeros(2)
 

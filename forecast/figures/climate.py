@@ -25,7 +25,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, PercentFormatter
 
 from data_prep.schema import COUNT, COVERAGE, LAT, LON, TIME
-from forecast.map_figures import COUNT_CMAP, _cell_label, _edges, _time_step
+from data_prep.sequences import time_step
+from forecast.figures.maps import COUNT_CMAP, _cell_label, _edges
 
 HOVMOLLER_DAYS = 90
 KM_PER_DEG = 111.32
@@ -45,7 +46,7 @@ def daily_climate(maps: xr.Dataset) -> xr.Dataset:
     """
     count = maps[COUNT]
     cov = maps[COVERAGE] if COVERAGE in maps else xr.ones_like(count, dtype=np.int8)
-    if _time_step(maps) < DAY:
+    if time_step(maps) < DAY:
         count = count.where(cov == 1, 0).resample({TIME: "1D"}).sum()
         cov = cov.resample({TIME: "1D"}).max()
     obs = cov == 1
@@ -287,7 +288,7 @@ def climate_figure(maps: xr.Dataset) -> Figure:
         steps shorter than a day are summed to UTC days.
     """
     clim = daily_climate(maps)
-    step = max(_time_step(maps), DAY)
+    step = max(time_step(maps), DAY)
     step_words = "day" if step == DAY else f"{int(step / DAY)}-day step"
     share = (clim["positive_lon"] / clim["observed_lon"].where(clim["observed_lon"] > 0)).values
     window = travelling_window(share, _spacing(clim[LON].values))

@@ -1,0 +1,338 @@
+"""Training of the lightning forecaster: ``train(cfg)`` reads top to bottom.
+
+Seed and run directory; data, model, optimizer and a learning-rate schedule that is a pure
+function of the step; resume from ``last.pt``; one loop (schedule, forward and loss, backward and
+clip, step, log); validation on the fixed validation windows after every epoch; ``best.pt`` on
+improvement, ``last.pt`` after every epoch and every ``train.checkpoint_every`` steps; early
+stopping; stop on a NaN loss; finally calibration (temperature, platt or isotonic) of the best
+model on the validation windows. SIGTERM or Ctrl-C (a batch scheduler's preemption, a user)
+finishes the step, writes ``last.pt`` and stops; ``--resume`` goes on from there exactly.
+
+Run directory (``cfg.train.out``): ``config.yaml``, ``best.pt``, ``last.pt``, ``log.csv``,
+``calibration.nc`` and TensorBoard events under ``tensorboard/``.
+
+Several GPUs: ``torchrun --nproc_per_node N -m forecast train ...`` (:mod:`forecast.training.distributed`).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from data_prep.config import save_config
+from data_prep.errors import UserError
+from forecast.config import ExperimentConfig, TrainConfig
+from forecast.model.calibrator import check_method
+from forecast.model.losses import build_loss, observed_pairs
+from forecast.model.network import build_model
+from forecast.training import distributed
+from forecast.training.checkpoint import (
+    model_state,
+    restore,
+    save_checkpoint,
+    train_state,
+    trained_record,
+)
+from forecast.training.data import TrainData, build_data, validate
+from forecast.training.distributed import Dist
+from forecast.training.recalibrate import calibrate
+from forecast.training.run_dir import check_run_dir
+from forecast.training.runlog import RunLog
+from forecast.training.signals import Interruption, TrainingInterrupted
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved in ``last.pt`` so a resumed run continues exactly."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0  # batches of ``epoch`` already trained on
+    best_val: float = math.inf
+    bad_epochs: int = 0  # validations in a row without improvement
+    seconds: float = 0.0  # training wall time so far, over all sessions
+    stopped: bool = False  # early stopping fired
+
+
+def lr_at(step: int, *, lr: float, min_lr: float, warmup: int, total: int) -> float:
+    """Linear warmup over ``warmup`` steps, cosine decay from ``lr`` to ``min_lr`` by ``total``.
+
+    A pure function of the step, so a resumed run follows the same schedule.
+    """
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    t = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * t))
+
+
+def train(cfg: ExperimentConfig, resume: bool = False) -> Path:
+    """Train on the windows of ``cfg.train.maps``; return the run directory ``cfg.train.out``.
+
+    Parameters
+    ----------
+    cfg : ExperimentConfig
+        ``cfg.data`` (windows, splits), ``cfg.model`` (architecture), ``cfg.train`` (optimisation).
+    resume : bool
+        Continue from ``<out>/last.pt`` when present: same weights as an uninterrupted run (CPU).
+
+    Raises
+    ------
+    UserError
+        When ``train.maps`` is empty or unusable, or when the loss becomes NaN or infinite.
+    """
+    with distributed.session(cfg.train.device, cfg.train.threads) as dist:
+        return train_loop(cfg, dist, resume)
+
+
+@dataclass
+class _Session:
+    """What one training session works with, built by :func:`_start`."""
+
+    data: TrainData
+    model: nn.Module  # the weights; ``net`` wraps them (compile, DDP) for the forward pass
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    loss_fn: Callable
+    amp: torch.dtype | None
+    total: int  # steps of the whole run
+    session_end: float  # step at which this session stops (train.session_steps)
+    state: TrainState
+    log: RunLog
+
+    def going(self, interrupt: Interruption) -> bool:
+        """Whether another pass over the training windows is due."""
+        s = self.state
+        return (
+            s.step < self.total
+            and not s.stopped
+            and s.step < self.session_end
+            and not interrupt.requested
+        )
+
+
+def train_loop(cfg: ExperimentConfig, dist: Dist, resume: bool = False) -> Path:
+    """:func:`train` inside a process session (device, threads, process group)."""
+    tc = cfg.train
+    check_method(tc.calibration)  # a typo fails now, not after the last epoch
+    # seed and run directory (checked by every process before any of them writes)
+    _seed(tc.seed)
+    run_dir = check_run_dir(cfg, resume=resume)
+    distributed.barrier(dist)
+    run = _start(cfg, dist, run_dir, resume)
+    # interruptible: SIGTERM / Ctrl-C end the pass after the current step, with last.pt written
+    with Interruption() as interrupt:
+        while run.going(interrupt):
+            lr = _train_pass(run, tc, dist, interrupt)
+            _end_pass(run, cfg, dist, run_dir, lr)
+    if interrupt.requested:
+        run.log.close()
+        raise TrainingInterrupted(
+            f"training interrupted ({interrupt.requested}) at step {run.state.step}: "
+            f"{run_dir / 'last.pt'} written; continue with --resume",
+            interrupt.signum,
+        )
+    # calibrate the best model on the validation windows
+    if run.state.step >= run.total or run.state.stopped:
+        calibrate(run_dir, run.model, run.net, run.data, dist, tc.calibration, cfg.model.thresholds)
+    run.log.close()
+    return run_dir
+
+
+def _start(cfg: ExperimentConfig, dist: Dist, run_dir: Path, resume: bool) -> _Session:
+    """Data, model, optimizer and schedule; the state of ``last.pt`` when resuming."""
+    tc = cfg.train
+    amp = _amp_dtype(tc.amp, dist.device)
+    data = build_data(cfg, dist)
+    model = build_model(cfg.model, data.in_channels, data.n_out).to(dist.device)
+    optimizer = build_optimizer(model, tc)
+    scaler = torch.amp.GradScaler(dist.device.type, enabled=amp == torch.float16)
+    net = _wrap(model, tc, dist)
+    loss_fn = build_loss(tc.loss, pos_weight=tc.pos_weight, gamma=tc.focal_gamma)
+    total = tc.max_steps or tc.epochs * data.steps_per_epoch
+    state, restored = TrainState(), {}
+    if resume and (run_dir / "last.pt").is_file():
+        restored = restore(run_dir / "last.pt", model, optimizer, scaler, cfg, data, dist)
+        state = TrainState(**restored["state"])
+    if dist.is_main:
+        save_config(cfg, run_dir / "config.yaml")
+    log = RunLog(run_dir, enabled=dist.is_main, after_step=state.step if resume else None)
+    if "log" in restored:
+        log.load_state_dict(restored["log"])
+    session_end = state.step + tc.session_steps if tc.session_steps else math.inf
+    return _Session(
+        data, model, net, optimizer, scaler, loss_fn, amp, total, session_end, state, log
+    )
+
+
+def _train_pass(run: _Session, tc: TrainConfig, dist: Dist, interrupt: Interruption) -> float:
+    """Train on the rest of this epoch, or up to the next checkpoint or stop; return the last lr."""
+    state = run.state
+    run.data.train_sampler.set_epoch(state.epoch, skip=state.batch_in_epoch * tc.batch_size)
+    t0 = time.perf_counter()
+    run.net.train()
+    lr = lr_at(state.step, lr=tc.lr, min_lr=tc.min_lr, warmup=tc.warmup_steps, total=run.total)
+    bar = _progress(run.data.train_loader, tc, dist, f"epoch {state.epoch + 1}")
+    for batch in bar:
+        lr, loss, stop = _train_step(run, batch, tc, dist, interrupt)
+        # log
+        elapsed = state.seconds + time.perf_counter() - t0
+        run.log.train_loss(loss.detach(), state, lr, elapsed, every=tc.log_every)
+        bar.set_postfix(loss=f"{run.log.last_loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+        save = tc.checkpoint_every > 0 and state.step % tc.checkpoint_every == 0
+        if state.step >= run.total or state.step >= run.session_end or stop or save:
+            break
+    state.seconds += time.perf_counter() - t0
+    return lr
+
+
+def _train_step(
+    run: _Session, batch: dict, tc: TrainConfig, dist: Dist, interrupt: Interruption
+) -> tuple[float, torch.Tensor, bool]:
+    """One optimisation step on ``batch``; returns (lr, loss, whether any process must stop)."""
+    state = run.state
+    x, y, mask = (batch[k].to(dist.device, non_blocking=True) for k in ("x", "y", "mask"))
+    # schedule
+    lr = lr_at(state.step, lr=tc.lr, min_lr=tc.min_lr, warmup=tc.warmup_steps, total=run.total)
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    # forward and loss
+    with distributed.autocast(dist.device, run.amp):
+        logits = run.net(x)
+    loss = process_loss(run.loss_fn, logits, y, mask, dist)
+    stop = _check_step(loss, state, lr, dist, interrupt)
+    # backward and clip
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()
+    run.scaler.unscale_(run.optimizer)
+    if tc.grad_clip > 0:
+        nn.utils.clip_grad_norm_(run.model.parameters(), tc.grad_clip)
+    # step
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    state.step += 1
+    state.batch_in_epoch += 1
+    return lr, loss, stop
+
+
+def _end_pass(run: _Session, cfg: ExperimentConfig, dist: Dist, run_dir: Path, lr: float) -> None:
+    """After an epoch (or the last step): validate, ``best.pt`` on improvement, early stopping;
+    after every pass: ``last.pt``."""
+    state, tc = run.state, cfg.train
+    epoch_done = state.batch_in_epoch >= run.data.steps_per_epoch
+    if epoch_done or state.step >= run.total:
+        # validate on the fixed set; checkpoint on improvement; early stopping
+        scores = validate(run.net, run.data, run.loss_fn, dist)
+        improved = scores["val_loss"] < state.best_val
+        state.best_val = min(state.best_val, scores["val_loss"])
+        state.bad_epochs = 0 if improved else state.bad_epochs + 1
+        state.stopped = tc.patience > 0 and state.bad_epochs >= tc.patience
+        run.log.validation(scores, state, lr, state.seconds)
+        if improved and dist.is_main:
+            best = {**model_state(run.model, cfg, run.data, None), "trained": trained_record(state)}
+            save_checkpoint(best, run_dir / "best.pt")
+    if epoch_done:
+        state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+    if dist.is_main:
+        ckpt = train_state(run.model, run.optimizer, run.scaler, state, cfg, run.data)
+        save_checkpoint({**ckpt, "log": run.log.state_dict()}, run_dir / "last.pt")
+    distributed.barrier(dist)
+
+
+# --------------------------------------------------------------------------------------------
+# building blocks
+
+
+def build_optimizer(model: nn.Module, tc: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW; no weight decay on biases and normalisation weights (1-d parameters)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in params if p.dim() >= 2]
+    no_decay = [p for p in params if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": tc.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=tc.lr, betas=(0.9, 0.99))
+
+
+def _wrap(model: nn.Module, tc: TrainConfig, dist: Dist) -> nn.Module:
+    """Channels-last memory (GPU), ``torch.compile`` when asked, DDP under torchrun."""
+    if tc.channels_last and dist.device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+    net = torch.compile(model) if tc.compile else model
+    if dist.world > 1:
+        ids = [dist.device.index] if dist.device.type == "cuda" else None
+        net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
+    return net
+
+
+def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """``auto`` -> bf16 on CUDA (fp16 where bf16 is unsupported), no autocast on CPU."""
+    if amp == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    table = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if amp not in table:
+        raise UserError(f"config: train.amp {amp!r} is unknown; use auto, bf16, fp16 or off")
+    if amp == "fp16" and device.type != "cuda":
+        raise UserError("config: train.amp=fp16 needs a CUDA GPU; use train.amp=bf16 or off on CPU")
+    return table[amp]
+
+
+def process_loss(loss_fn, logits: torch.Tensor, y, mask, dist: Dist) -> torch.Tensor:
+    """This process's training loss: its sum over observed cells divided by the mean number of
+    observed (cell, threshold) pairs per process.
+
+    DDP averages gradients over the ``W`` processes; with ``N`` observed pairs in all, dividing
+    by ``N / W`` makes that average the gradient of the masked mean over the union of the
+    batches, so a process whose batch has more gaps weighs no more than another (dividing by
+    its own count would make each of its observed cells weigh more). One process: the mean.
+    """
+    n = observed_pairs(mask, logits.shape[2]).to(torch.float32)
+    count = distributed.all_sum(n, dist) / dist.world
+    return loss_fn(logits.float(), y, mask, count=count)
+
+
+def _check_step(
+    loss: torch.Tensor, state: TrainState, lr: float, dist: Dist, interrupt: Interruption
+) -> bool:
+    """Raise a one-line UserError when the loss (on any process) is NaN or infinite; return
+    whether any process was asked to stop (one reduction for both, so all processes agree)."""
+    flags = torch.stack(
+        [
+            (~torch.isfinite(loss.detach())).float(),
+            loss.new_tensor(float(bool(interrupt.requested))),
+        ]
+    )
+    bad, stop = distributed.all_sum(flags, dist).tolist()
+    if stop and not interrupt.requested:
+        interrupt.requested = "another process"
+    if bad > 0:
+        raise UserError(
+            f"training diverged: the loss is {loss.item()} at step {state.step + 1} (epoch "
+            f"{state.epoch + 1}, lr {lr:.3g}); lower train.lr, keep train.grad_clip > 0, or check "
+            "the maps for bad values"
+        )
+    return stop > 0
+
+
+def _progress(loader, tc: TrainConfig, dist: Dist, desc: str):
+    off = not (tc.progress and dist.is_main and sys.stderr.isatty())
+    return tqdm(loader, desc=desc, leave=False, disable=off, dynamic_ncols=True)
+
+
+def _seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)  # noqa: NPY002 - code may use the legacy global generator
+    torch.manual_seed(seed)

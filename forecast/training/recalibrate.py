@@ -1,0 +1,69 @@
+"""Calibration of a trained model on the validation windows: at the end of training, and again
+later (``strikecast calibrate``) with another method, the weights unchanged."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from data_prep.config import save_config
+from data_prep.errors import UserError
+from data_prep.io import write_netcdf_atomic
+from forecast.config import ExperimentConfig, load_experiment
+from forecast.model.calibrator import check_method
+from forecast.model.network import build_model
+from forecast.training import distributed
+from forecast.training.calibration import LogitHistogram, fit_calibration, reliability
+from forecast.training.checkpoint import load_checkpoint, save_checkpoint
+from forecast.training.data import build_data, validate
+from forecast.training.distributed import Dist
+from forecast.training.run_dir import check_run_dir, same_run
+
+
+def calibrate(
+    run_dir, model, net, data, dist: Dist, method: str, thresholds, best: dict | None = None
+) -> None:
+    """Calibrate best.pt (``best`` when already loaded) on validation; store the calibration in
+    best.pt, the reliability in calibration.nc."""
+    if best is None:
+        best = load_checkpoint(run_dir / "best.pt", map_location="cpu")
+    model.load_state_dict(best["model"])
+    hist = LogitHistogram(data.n_out, len(thresholds))
+    validate(net, data, None, dist, hist=hist)  # in the precision of predict
+    hist.counts = distributed.all_sum(hist.counts, dist)
+    cal = fit_calibration(hist, method)
+    if dist.is_main:
+        best["calibration"] = cal.to_state()
+        best["config"]["train"]["calibration"] = method
+        save_checkpoint(best, run_dir / "best.pt")
+        write_netcdf_atomic(reliability(hist, cal, tuple(thresholds)), run_dir / "calibration.nc")
+    distributed.barrier(dist)
+
+
+def recalibrate(cfg: ExperimentConfig) -> Path:
+    """Refit the calibration of ``<train.out>/best.pt`` on validation with ``train.calibration``.
+
+    The weights stay as trained; ``best.pt`` and ``calibration.nc`` are rewritten, and the run's
+    ``config.yaml`` records the new ``train.calibration`` (nothing else of it changes). Refuses a
+    ``best.pt`` of another model, window config or maps.
+    """
+    check_method(cfg.train.calibration)
+    run_dir = check_run_dir(cfg, resume=True, writes=("best.pt", "calibration.nc", "config.yaml"))
+    path = run_dir / "best.pt"
+    if not path.is_file():
+        raise UserError(f"{path} not found: train first, or point train.out at a run directory")
+    fix = "pass the run's own config.yaml and drop overrides of those keys"
+    ckpt = load_checkpoint(path, map_location="cpu")
+    same_run(path, ckpt, cfg, None, train_keys=(), fix=fix)  # before the slow part
+    with distributed.session(cfg.train.device, cfg.train.threads) as dist:
+        data = build_data(cfg, dist)
+        same_run(path, ckpt, cfg, data, train_keys=(), fix=fix)
+        model = build_model(cfg.model, data.in_channels, data.n_out).to(dist.device)
+        method, thresholds = cfg.train.calibration, cfg.model.thresholds
+        calibrate(run_dir, model, model, data, dist, method, thresholds, best=ckpt)
+        if dist.is_main:
+            saved = run_dir / "config.yaml"
+            run_cfg = load_experiment(str(saved)) if saved.is_file() else cfg
+            run_cfg.train = replace(run_cfg.train, calibration=cfg.train.calibration)
+            save_config(run_cfg, saved)
+    return run_dir
