@@ -11,7 +11,17 @@ import xarray as xr
 
 from forecast.cli import main
 
-SUBCOMMANDS = ["synth", "prep", "train", "calibrate", "predict", "evaluate", "plot", "quickstart", "config"]
+SUBCOMMANDS = [
+    "synth",
+    "prep",
+    "train",
+    "calibrate",
+    "predict",
+    "evaluate",
+    "plot",
+    "quickstart",
+    "config",
+]
 
 
 def test_top_level_help_lists_every_subcommand(capsys):
