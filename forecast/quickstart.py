@@ -63,6 +63,7 @@ class _Stages:
         self.stamps = out / ".stages.json"
         self.done = json.loads(self.stamps.read_text()) if self.stamps.is_file() else {}
         self.cfg = cfg
+        self.ran = False  # once a stage runs, every later stage runs too (its inputs changed)
 
     def key(self, *sections: str) -> str:
         parts = [to_dict(getattr(self.cfg, s)) for s in sections]
@@ -75,7 +76,12 @@ class _Stages:
     def start(self, name: str, what: str, *sections: str, outputs: tuple[Path, ...] = ()) -> bool:
         """Print the stage header; True when the stage must run, False when it can be skipped."""
         self.i += 1
-        finished = self.done.get(name) == self.key(*sections) and all(p.exists() for p in outputs)
+        finished = (
+            not self.ran
+            and self.done.get(name) == self.key(*sections)
+            and all(p.exists() for p in outputs)
+        )
+        self.ran = self.ran or not finished
         note = " (done before, skipped)" if finished else ""
         print(
             f"[{self.i}/{self.n}] {name}: {what}{note}  [{time.perf_counter() - self.t0:5.0f} s]",
@@ -110,27 +116,47 @@ def quickstart(
     _prep(st, cfg, paths, strikes)
     best = paths["run"] / "best.pt"
     _train(st, cfg, paths, best)
-
-    # predict: every init of the test period, from observed maps only
-    test_range = _test_init_range(cfg, paths["maps"])
-    st.start("predict", f"inits {test_range}", outputs=())
-    predict_to_file(best, paths["maps"], test_range, paths["forecast"])
-
-    # evaluate: model, baselines and the oracle through one scoring loop
-    st.start("evaluate", f"{cfg.eval.split} split: model, oracle, {', '.join(cfg.eval.baselines)}")
-    scores_path, card = evaluate_to_files(
-        cfg, maps=paths["maps"], out=paths["scores"], checkpoint=best,
-        forecasts={"oracle": oracle}, baselines=True, device=cfg.train.device,
-    )  # fmt: skip
-
-    # plot: forecast vs observed maps, score diagrams, training curves
-    st.start("plot", f"figures into {paths['figures']}")
-    figures = plot_files(
-        out=paths["figures"], maps=paths["maps"], forecast=paths["forecast"],
-        scores=scores_path, log=paths["run"] / "log.csv", init=None,
-    )  # fmt: skip
+    _predict(st, cfg, paths, best)
+    scores_path, card = _evaluate(st, cfg, paths, best, oracle)
+    figures = _plot(st, cfg, paths, scores_path)
     _report(scores_path, card, paths, figures, st)
     return paths | {"scorecard": card}
+
+
+def _predict(st: _Stages, cfg: ExperimentConfig, paths: dict[str, Path], best: Path) -> None:
+    """predict: every init of the test period, from observed maps only."""
+    test_range = _test_init_range(cfg, paths["maps"])
+    if st.start("predict", f"inits {test_range}", *TRAINED, outputs=(paths["forecast"],)):
+        predict_to_file(best, paths["maps"], test_range, paths["forecast"])
+        st.finish("predict", *TRAINED)
+
+
+def _evaluate(
+    st: _Stages, cfg: ExperimentConfig, paths: dict[str, Path], best: Path, oracle: Path
+) -> tuple[Path, Path]:
+    """evaluate: model, baselines and the oracle through one scoring loop."""
+    scores, card = paths["scores"], paths["scores"].with_suffix(".md")
+    what = f"{cfg.eval.split} split: model, oracle, {', '.join(cfg.eval.baselines)}"
+    if st.start("evaluate", what, *TRAINED, "eval", outputs=(scores, card)):
+        scores, card = evaluate_to_files(
+            cfg, maps=paths["maps"], out=scores, checkpoint=best,
+            forecasts={"oracle": oracle}, baselines=True, device=cfg.train.device,
+        )  # fmt: skip
+        st.finish("evaluate", *TRAINED, "eval")
+    return scores, card
+
+
+def _plot(st: _Stages, cfg: ExperimentConfig, paths: dict[str, Path], scores: Path) -> list[Path]:
+    """plot: forecast vs observed maps, score diagrams, training curves."""
+    folder = paths["figures"]
+    if not st.start("plot", f"figures into {folder}", *TRAINED, "eval", outputs=(folder,)):
+        return sorted(folder.glob("*.png"))
+    figures = plot_files(
+        out=folder, maps=paths["maps"], forecast=paths["forecast"],
+        scores=scores, log=paths["run"] / "log.csv", init=None,
+    )  # fmt: skip
+    st.finish("plot", *TRAINED, "eval")
+    return figures
 
 
 def _output_paths(

@@ -236,6 +236,29 @@ def test_quickstart_writes_scores_forecast_and_figures(tmp_path, capsys):
     assert (out / "run" / "config.yaml").is_file() and (out / "config.yaml").is_file()
 
 
+def _stages_skipped(printed: str) -> list[str]:
+    return [ln.split("]")[1].split(":")[0].strip() for ln in printed.splitlines()
+            if ln.startswith("[") and "(done before, skipped)" in ln]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_quickstart_rerun_skips_every_finished_stage_and_redoes_what_a_change_touches(
+    tmp_path, capsys
+):
+    out = tmp_path / "qs"
+    assert main(["quickstart", "--out", str(out), *TINY]) == 0
+    capsys.readouterr()
+    written = {p: p.stat().st_mtime_ns for p in (out / "forecast.nc", out / "scores.nc")}
+    assert main(["quickstart", "--out", str(out), *TINY]) == 0
+    skipped = _stages_skipped(capsys.readouterr().out)
+    assert skipped == ["synth", "prep", "train", "predict", "evaluate", "plot"]
+    assert all(p.stat().st_mtime_ns == t for p, t in written.items())
+    # an eval key changes the scores and figures, not the forecast
+    assert main(["quickstart", "--out", str(out), *TINY[:-1], "eval.bootstrap=5"]) == 0
+    assert _stages_skipped(capsys.readouterr().out) == ["synth", "prep", "train", "predict"]
+    assert xr.open_dataset(out / "scores.nc").attrs["bootstrap"] == 5
+
+
 @pytest.mark.slow
 def test_quickstart_model_beats_persistence_and_climatology_and_stays_below_the_oracle(
     tmp_path, capsys
