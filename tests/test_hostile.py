@@ -484,11 +484,19 @@ def test_nldn_day_beyond_the_datetime_range_is_one_unparseable_row(tmp_path, cap
 
 
 @pytest.mark.parametrize(
-    "sig",
-    [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow)],
-    ids=["SIGTERM", "SIGINT"],
+    "sig, workers, group",
+    [
+        (signal.SIGTERM, 0, False),
+        pytest.param(signal.SIGINT, 0, False, marks=pytest.mark.slow),
+        # a batch scheduler or Ctrl-C signals the whole process group, loader workers included
+        (signal.SIGTERM, 2, True),
+        pytest.param(signal.SIGINT, 2, True, marks=pytest.mark.slow),
+    ],
+    ids=["SIGTERM", "SIGINT", "SIGTERM-group-with-workers", "SIGINT-group-with-workers"],
 )
-def test_signal_during_training_exits_128_plus_signal_with_last_pt_saved(run, tmp_path, sig):
+def test_signal_during_training_exits_128_plus_signal_with_last_pt_saved(
+    run, tmp_path, sig, workers, group
+):
     out = tmp_path / "run"
     argv = [
         *TINY,
@@ -497,6 +505,7 @@ def test_signal_during_training_exits_128_plus_signal_with_last_pt_saved(run, tm
         "train.epochs=1000",
         "train.log_every=1",
         "train.checkpoint_every=0",
+        f"train.num_workers={workers}",
     ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
     proc = subprocess.Popen(
@@ -504,6 +513,7 @@ def test_signal_during_training_exits_128_plus_signal_with_last_pt_saved(run, tm
         env=env,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=group,
     )
     log = out / "log.csv"
     deadline = time.monotonic() + 120
@@ -511,7 +521,10 @@ def test_signal_during_training_exits_128_plus_signal_with_last_pt_saved(run, tm
         if log.is_file() and len(log.read_text().splitlines()) > 1:
             break
         time.sleep(0.2)
-    proc.send_signal(sig)
+    if group:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + sig, err  # 143, 130: not 2, the input was fine
     assert (out / "last.pt").is_file() and "Traceback" not in err

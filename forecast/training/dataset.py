@@ -35,6 +35,7 @@ Input features depend on one step only, so small maps are featurised once for al
 from __future__ import annotations
 
 import random
+import signal
 from dataclasses import dataclass
 
 import numpy as np
@@ -374,7 +375,12 @@ def make_loader(
 
 
 def _seed_worker(worker_id: int) -> None:
-    """Seed numpy and random in each worker from torch's per-worker seed."""
+    """Seed numpy and random in each worker from torch's per-worker seed, and leave SIGTERM and
+    Ctrl-C to the main process: a batch scheduler or a terminal signals the whole process group,
+    and a worker killed first would abort training before it saves ``last.pt``. The main process
+    stops its workers itself when it leaves."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)  # noqa: NPY002 - code in workers may use the global numpy generator
     random.seed(seed)
