@@ -8,9 +8,14 @@ Maps file (written by ``prep``)::
 Forecast file (written by ``predict``, the synthetic oracle, or brought by a user)::
 
     probability(init_time, lead_time, lat, lon)  float32 in [0, 1]
-        init_time: time label of the last observed step
-        lead_time: integer number of map steps ahead (1 = the next step)
-        optional extra dimension ``threshold`` (strike counts per cell, P(count >= threshold))
+        init_time: time label of the last observed step (CF forecast_reference_time)
+        lead_time: time from init_time to the start of the forecast step, a duration
+            (timedelta64 in xarray; CF forecast_period, stored as seconds)
+        lead_step(lead_time): the same as a number of map steps (1 = the next step)
+        valid_time(init_time, lead_time): start of the forecast step
+        optional extra dimension ``strikes`` (strike counts per cell: P(count >= strikes))
+
+``by_lead_step(ds)`` indexes a forecast or scores Dataset by step: ``.sel(lead_step=1)``.
 
 Time labels are the *start* of each step, in UTC (a daily map labelled 2024-02-03 holds strikes
 from 2024-02-03T00:00Z up to, not including, 2024-02-04T00:00Z).
@@ -37,7 +42,8 @@ import xarray as xr
 from data_prep.errors import UserError
 
 TIME, LAT, LON = "time", "lat", "lon"
-INIT_TIME, LEAD_TIME, THRESHOLD = "init_time", "lead_time", "threshold"
+INIT_TIME, LEAD_TIME, LEAD_STEP = "init_time", "lead_time", "lead_step"
+STRIKES = "strikes"  # strike-count threshold of a forecast: P(count >= strikes)
 COUNT = "strike_count"
 COVERAGE = "coverage"
 PROBABILITY = "probability"
@@ -75,9 +81,17 @@ FORECAST_COORD_ATTRS = {
         "long_name": "time of the last observed step (UTC)",
     },
     "valid_time": {"standard_name": "time", "long_name": "start of the forecast step (UTC)"},
-    "forecast_period": {
+    LEAD_TIME: {
         "standard_name": "forecast_period",
         "long_name": "time from init_time to the start of the forecast step",
+    },
+    LEAD_STEP: {
+        "long_name": "forecast step ahead of init_time (1 = the next map step)",
+        "units": "1",
+    },
+    STRIKES: {
+        "long_name": "strike count threshold of the probability (count >= strikes)",
+        "units": "1",
     },
 }
 # Times as float64 seconds: exact for whole seconds over +-285 million years, and (unlike int64,
@@ -224,6 +238,50 @@ def parse_time_step(step: str) -> pd.Timedelta:
     if td < pd.Timedelta("1min") or td % pd.Timedelta("1min") != pd.Timedelta(0):
         raise UserError(f"time step {step!r} must be a whole number of minutes, at least '1min'")
     return td
+
+
+def lead_coords(n_leads: int, step: pd.Timedelta | np.timedelta64) -> dict:
+    """``lead_time`` (durations 1..n_leads map ``step``s, CF forecast_period) and ``lead_step``
+    (1..n_leads) on the ``lead_time`` dimension, for an xarray Dataset."""
+    steps = np.arange(1, n_leads + 1, dtype=np.int32)
+    period = steps * pd.Timedelta(step).to_timedelta64().astype("timedelta64[ns]")
+    attrs = FORECAST_COORD_ATTRS
+    return {
+        LEAD_TIME: (LEAD_TIME, period, attrs[LEAD_TIME]),
+        LEAD_STEP: (LEAD_TIME, steps, attrs[LEAD_STEP]),
+    }
+
+
+def by_lead_step(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` indexed by the number of steps ahead: ``ds.sel(lead_step=1)`` picks the first lead.
+
+    ``lead_time`` (the duration) stays as a coordinate. A file written before lead_time became a
+    duration (integer ``lead_time`` counting steps) is indexed by that count.
+    """
+    if LEAD_STEP in ds.dims or LEAD_TIME not in ds.dims:
+        return ds
+    if LEAD_STEP in ds.coords:
+        return ds.swap_dims({LEAD_TIME: LEAD_STEP})
+    if ds[LEAD_TIME].dtype.kind in "iuf":
+        return ds.rename({LEAD_TIME: LEAD_STEP})
+    raise UserError(f"{LEAD_TIME} is a duration but the file has no {LEAD_STEP} coordinate")
+
+
+def lead_steps(da: xr.DataArray | xr.Dataset, step: pd.Timedelta, what: str) -> np.ndarray:
+    """Steps ahead (int64) of each ``lead_time`` of ``da``: a duration divided by the maps'
+    ``step`` (a UserError naming ``what`` when it is not a whole number of steps), or an integer
+    count of steps (older files, or forecasts from elsewhere)."""
+    lead = da[LEAD_TIME].values
+    if lead.dtype.kind != "m":
+        return lead.astype(np.int64)
+    ratio = lead.astype("timedelta64[ns]") / pd.Timedelta(step).to_timedelta64()
+    if not np.allclose(ratio, np.round(ratio)):
+        durations = [pd.Timedelta(t).isoformat() for t in lead[:4]]
+        raise UserError(
+            f"{what}: {LEAD_TIME} {durations} is not a whole number of map steps "
+            f"({pd.Timedelta(step).isoformat()}); write lead times the maps' step apart"
+        )
+    return np.round(ratio).astype(np.int64)
 
 
 def grid_coords(grid: Grid) -> dict:

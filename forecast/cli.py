@@ -117,14 +117,17 @@ def _add_predict(sub) -> None:
         "predict",
         "forecast strike probability from the latest (or given) window of observed maps",
         "strikecast predict --checkpoint runs/conus/best.pt --maps maps.nc --out forecast.nc\n"
-        "  strikecast predict --checkpoint best.pt --maps maps.nc --init 2024-02-01:2024-02-10 --out f.nc",
+        "  strikecast predict --checkpoint best.pt --maps maps.nc --init 2024-02-01/2024-02-10 --out f.nc",
         "Write probability(init_time, lead_time, lat, lon): init_time is the last observed step, "
-        "lead_time counts map steps ahead (1 = next step). No ground truth is needed.",
+        "lead_time the time ahead (CF forecast_period; lead_step counts map steps, 1 = next "
+        "step). No ground truth is needed.",
     )
     p.add_argument("--checkpoint", required=True, help="checkpoint written by train (best.pt)")
     p.add_argument("--maps", required=True, help="observed maps netCDF written by prep")
     p.add_argument(
-        "--init", help="init time DATE or range START:END (default: the latest possible)"
+        "--init",
+        help="init time (2024-02-01, 2024-02-01T06) or ISO 8601 interval START/END, e.g. "
+        "2024-02-01T06/2024-02-03T18 or 2024-02-01/P3D (default: the latest possible)",
     )
     p.add_argument("--out", required=True, help="output forecast netCDF")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -229,7 +232,10 @@ def _add_plot(sub) -> None:
     p.add_argument("--forecast", help="forecast netCDF written by predict")
     p.add_argument("--scores", help="scores netCDF written by evaluate")
     p.add_argument("--log", help="training log.csv for training curves")
-    p.add_argument("--init", help="init time to draw (default: the last one in the forecast file)")
+    p.add_argument(
+        "--init",
+        help="init time to draw, e.g. 2024-02-01T06 (default: the last one in the forecast file)",
+    )
     p.add_argument("--out", required=True, help="output directory for PNG figures")
     p.set_defaults(run=run_plot)
 

@@ -6,8 +6,10 @@ P(count >= 1) for windows ending at the init steps, the signature the baselines 
 :func:`predict_to_file` writes the forecast netCDF (layout in :mod:`data_prep.schema`)::
 
     probability(init_time, lead_time, lat, lon)   float32 in [0, 1]
-        (with a ``threshold`` dimension after lead_time when trained for several thresholds)
-    init_time: time of the last observed step; lead_time: map steps ahead (1 = next step)
+        (with a ``strikes`` dimension after lead_time when trained for several thresholds:
+        P(count >= strikes))
+    init_time: time of the last observed step; lead_time: time ahead (CF forecast_period, a
+    timedelta in xarray); lead_step(lead_time): map steps ahead (1 = next step)
     valid_time(init_time, lead_time): start of the forecast step
 """
 
@@ -36,8 +38,9 @@ from data_prep.schema import (
     LEAD_TIME,
     LON,
     PROBABILITY,
-    THRESHOLD,
+    STRIKES,
     TIME,
+    lead_coords,
 )
 from data_prep.sequences import forecast_inits, time_step
 from forecast.config import ModelConfig
@@ -146,7 +149,7 @@ def load_forecaster(checkpoint: Path, device: str = "auto", calibrated: bool = T
 def predict_to_file(
     checkpoint: Path, maps: Path, init: str | None, out: Path, device: str = "auto"
 ) -> Path:
-    """Forecast from the latest (``init=None``), one (``DATE``) or a range (``START:END``) of inits.
+    """Forecast from the latest (``init=None``), one (``TIME``) or a range (``START/END``) of inits.
 
     Returns the written forecast netCDF ``out``. Raises :class:`UserError` when an init's window
     has missing or uncovered steps or lies outside the maps (the message gives the valid range),
@@ -167,7 +170,7 @@ def predict_to_file(
 def select_inits(
     ds: xr.Dataset, init: str | None, *, n_in: int, min_coverage: float, maps: Path | str = "maps"
 ) -> np.ndarray:
-    """The init steps asked for by ``init``: None (latest step), ``DATE`` or ``START:END``."""
+    """The init steps asked for by ``init``: None (latest step), ``TIME`` or ``START/END``."""
     times = pd.DatetimeIndex(ds[TIME].values)
     ok = forecast_inits(ds, n_in=n_in, min_coverage=min_coverage)
     span = _span(times, ok, n_in)
@@ -192,11 +195,11 @@ def select_inits(
     chosen = np.intersect1d(inside, ok)
     if chosen.size == 0:
         raise UserError(
-            f"--init {day_label(start)}:{day_label(end)} holds no usable window in {maps}; {span}"
+            f"--init {day_label(start)}/{day_label(end)} holds no usable window in {maps}; {span}"
         )
     if chosen.size < inside.size:
         warnings.warn(
-            f"--init {day_label(start)}:{day_label(end)}: skipped {inside.size - chosen.size} of "
+            f"--init {day_label(start)}/{day_label(end)}: skipped {inside.size - chosen.size} of "
             f"{inside.size} "
             f"inits whose window {_WHY}",
             stacklevel=2,
@@ -208,19 +211,41 @@ _WHY = "has missing, uncovered or non-consecutive steps"
 
 
 def _parse_init(text: str) -> tuple[pd.Timestamp, pd.Timestamp | None]:
-    """``DATE`` -> (date, None); ``START:END`` -> (start, end). Dates may carry a time of day."""
-    parts = re.split(r"\s*:\s*(?=\d{4}-)", text.strip())  # the END begins with its year
+    """``TIME`` -> (time, None); an ISO 8601 interval -> (start, end), both included.
+
+    Intervals: ``START/END``, ``START/DURATION`` or ``DURATION/END`` (``2024-02-01T06/P2DT12H``);
+    the older ``START:END`` still works (the END begins with its year). Times may carry hours.
+    """
+    text = text.strip()
+    parts = text.split("/") if "/" in text else re.split(r"\s*:\s*(?=\d{4}-)", text)
     try:
-        dates = [_naive(pd.Timestamp(p)) for p in parts]
+        ends = [_init_part(p) for p in parts]
     except (ValueError, TypeError):
-        dates = []
-    if len(dates) not in (1, 2) or any(pd.isna(d) for d in dates):
-        raise UserError(f"--init {text!r} is not a date; use YYYY-MM-DD or START:END")
-    if len(dates) == 1:
-        return dates[0], None
-    if dates[0] > dates[1]:
-        raise UserError(f"--init {text}: the start is after the end; use START:END")
-    return dates[0], dates[1]
+        ends = []
+    if len(ends) not in (1, 2) or all(isinstance(e, pd.Timedelta) for e in ends):
+        raise UserError(
+            f"--init {text!r} is not a time or an interval; use YYYY-MM-DD, YYYY-MM-DDTHH "
+            "or START/END (e.g. 2024-02-01T06/2024-02-03T18, 2024-02-01/P3D)"
+        )
+    if len(ends) == 1:
+        return ends[0], None
+    start, end = ends
+    start = end - start if isinstance(start, pd.Timedelta) else start
+    end = start + end if isinstance(end, pd.Timedelta) else end
+    if start > end:
+        raise UserError(f"--init {text}: the start is after the end; use START/END")
+    return start, end
+
+
+def _init_part(text: str) -> pd.Timestamp | pd.Timedelta:
+    """One end of an init interval: a time (UTC, naive) or an ISO 8601 duration ``P...``."""
+    text = text.strip()
+    if text.upper().startswith("P"):
+        return pd.Timedelta(text)
+    t = _naive(pd.Timestamp(text))
+    if pd.isna(t):
+        raise ValueError(text)
+    return t
 
 
 def _naive(t: pd.Timestamp) -> pd.Timestamp:
@@ -260,29 +285,24 @@ def forecast_dataset(
     step = time_step(ds).to_timedelta64()
     leads = np.arange(1, fc.n_out + 1, dtype=np.int32)
     valid = times[:, None] + leads[None, :] * step  # (N, n_out)
-    dims = (INIT_TIME, LEAD_TIME, THRESHOLD, LAT, LON)
+    dims = (INIT_TIME, LEAD_TIME, STRIKES, LAT, LON)
     if len(fc.thresholds) == 1:
         prob, dims = prob[:, :, 0], (INIT_TIME, LEAD_TIME, LAT, LON)
     coords = {
         INIT_TIME: (INIT_TIME, times, FORECAST_COORD_ATTRS[INIT_TIME]),
-        LEAD_TIME: (
-            LEAD_TIME,
-            leads,
-            {"long_name": "forecast step ahead of init_time", "units": "1"},
-        ),
-        "forecast_period": (LEAD_TIME, leads * step, FORECAST_COORD_ATTRS["forecast_period"]),
+        **lead_coords(fc.n_out, step),
         "valid_time": ((INIT_TIME, LEAD_TIME), valid, FORECAST_COORD_ATTRS["valid_time"]),
         LAT: (LAT, ds[LAT].values, COORD_ATTRS[LAT]),
         LON: (LON, ds[LON].values, COORD_ATTRS[LON]),
     }
     if len(fc.thresholds) > 1:
-        coords[THRESHOLD] = (
-            THRESHOLD,
+        coords[STRIKES] = (
+            STRIKES,
             np.array(fc.thresholds, dtype=np.int32),
-            {"long_name": "strike count threshold of the probability", "units": "1"},
+            FORECAST_COORD_ATTRS[STRIKES],
         )
     attrs = {
-        "long_name": "probability of at least `threshold` (default 1) lightning strikes in the "
+        "long_name": "probability of at least `strikes` (default 1) lightning strikes in the "
         "cell during the step",
         "units": "1",
         "valid_min": np.float32(0.0),

@@ -28,6 +28,7 @@ from data_prep.synthetic import generate_world
 from forecast.config import ExperimentConfig, load_experiment
 from forecast.evaluation import evaluate_to_files, format_score_table
 from forecast.figures import plot_files
+from forecast.metrics.suite import FORECAST
 from forecast.predict import predict_to_file
 from forecast.training import train
 
@@ -261,12 +262,12 @@ def _fmt(t, fmt: str) -> str:
 def verdict(scores: xr.Dataset) -> str:
     """One line: does the model beat persistence and climatology on Brier skill score at every lead?"""
     bss = scores["brier_skill_score"]
-    methods = list(scores["method"].values)
+    methods = list(scores[FORECAST].values)
     if "model" not in methods:
         return "no model in the scores file"
     lines = []
     for ref in ("persistence", "climatology"):
         if ref in methods:
-            ahead = bool((bss.sel({"method": "model"}) > bss.sel({"method": ref})).all())
+            ahead = bool((bss.sel({FORECAST: "model"}) > bss.sel({FORECAST: ref})).all())
             lines.append(f"{ref}: {'yes' if ahead else 'NO'}")
     return "model ahead on Brier skill score at every lead -> " + ", ".join(lines)

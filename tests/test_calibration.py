@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 import xarray as xr
@@ -17,6 +18,8 @@ from forecast.training.calibration import (
     fit_platt,
     reliability,
 )
+
+DAY = pd.Timedelta("1D")  # the maps' time step
 
 
 def _overconfident(n=200_000, temperature=2.0, shift=0.0, seed=0, mean=0.0):
@@ -32,7 +35,7 @@ def _overconfident(n=200_000, temperature=2.0, shift=0.0, seed=0, mean=0.0):
 
 def _max_gap(rel, stage: str, min_share: float = 0.01) -> float:
     """Largest |observed - forecast| over reliability bins holding >= min_share of the cases."""
-    r = rel.sel(stage=stage, lead_time=1, threshold=1)
+    r = rel.sel(stage=stage, lead_time="1D", strikes=1)
     share = r["count"] / r["count"].sum()
     gap = np.abs(r["observed_frequency"] - r["forecast_probability"]).where(share >= min_share)
     return float(gap.max())
@@ -59,8 +62,10 @@ def test_platt_recovers_the_slope_and_offset_of_a_rare_event_forecast():
 def test_platt_calibrates_a_shifted_forecast_that_one_temperature_cannot():
     # rare events, over-confident and biased high: T alone leaves a large gap, platt none
     hist = _overconfident(temperature=1.5, shift=0.8, mean=-3.0)
-    gap_t = _max_gap(reliability(hist, fit_calibration(hist, "temperature"), (1,)), "calibrated")
-    gap_p = _max_gap(reliability(hist, fit_calibration(hist, "platt"), (1,)), "calibrated")
+    gap_t = _max_gap(
+        reliability(hist, fit_calibration(hist, "temperature"), (1,), DAY), "calibrated"
+    )
+    gap_p = _max_gap(reliability(hist, fit_calibration(hist, "platt"), (1,), DAY), "calibrated")
     assert gap_p < 0.02 and gap_t > 0.05
 
 
@@ -78,9 +83,9 @@ def test_reliability_tables_map_each_threshold_on_its_own():
     )
     cal = fit_calibration(hist, "platt")
     assert cal.offset[0, 0].item() == pytest.approx(-2.0, abs=0.05)
-    rel = reliability(hist, cal, (1, 10))
+    rel = reliability(hist, cal, (1, 10), DAY)
     for thr in (1, 10):
-        r = rel.sel(stage="calibrated", lead_time=1, threshold=thr)
+        r = rel.sel(stage="calibrated", lead_time="1D", strikes=thr)
         share = r["count"] / r["count"].sum()
         gap = np.abs(r["observed_frequency"] - r["forecast_probability"]).where(share >= 0.01)
         assert float(gap.max()) < 0.02, thr
@@ -112,7 +117,7 @@ def test_isotonic_map_is_monotone_and_lowers_log_loss():
     cal = fit_calibration(hist, "isotonic")
     table = cal.table[0, 0].numpy()
     assert np.all(np.diff(table) >= 0) and table.min() > 0 and table.max() < 1
-    rel = reliability(hist, cal, (1,))
+    rel = reliability(hist, cal, (1,), DAY)
     raw, calibrated = rel["log_loss"].sel(stage="raw"), rel["log_loss"].sel(stage="calibrated")
     assert calibrated.item() < raw.item()
 
@@ -120,9 +125,9 @@ def test_isotonic_map_is_monotone_and_lowers_log_loss():
 @pytest.mark.parametrize("method", ["platt", "temperature"])
 def test_reliability_after_scaling_an_overconfident_forecast_lies_on_the_diagonal(method):
     hist = _overconfident()
-    rel = reliability(hist, fit_calibration(hist, method), (1,), n_bins=10)
-    assert rel["observed_frequency"].dims == ("stage", "lead_time", "threshold", "bin")
-    after = rel.sel(stage="calibrated", lead_time=1, threshold=1)
+    rel = reliability(hist, fit_calibration(hist, method), (1,), DAY, n_bins=10)
+    assert rel["observed_frequency"].dims == ("stage", "lead_time", "strikes", "bin")
+    after = rel.sel(stage="calibrated", lead_time="1D", strikes=1)
     gap = np.abs(after["observed_frequency"] - after["forecast_probability"]).fillna(0)
     assert float((gap * after["count"]).sum() / after["count"].sum()) < 0.01
     assert float(rel["count"].sel(stage="raw").sum()) == pytest.approx(200_000)

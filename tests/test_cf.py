@@ -51,7 +51,7 @@ def written(tmp_path_factory) -> dict[str, Path]:
     cfg = load_experiment(None, [*TINY, f"train.maps={maps}", f"train.out={run}"])
     prep([str(strikes)], maps, PrepConfig(grid="30,38,-104,-92,0.5"), cfg.data)
     train(cfg)
-    forecast = predict_to_file(run / "best.pt", maps, "2021-07-01:2021-07-10", root / "fc.nc")
+    forecast = predict_to_file(run / "best.pt", maps, "2021-07-01/2021-07-10", root / "fc.nc")
     cfg.eval = dataclasses.replace(cfg.eval, split="test")
     scores, _ = evaluate_to_files(
         cfg, maps=maps, out=root / "scores.nc", checkpoint=run / "best.pt",

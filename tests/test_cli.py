@@ -214,12 +214,13 @@ def test_quickstart_writes_scores_forecast_and_figures(tmp_path, capsys):
     scores = xr.open_dataset(out / "scores.nc")
     methods = {"model", "model_uncalibrated", "oracle", "persistence", "smoothed_persistence"}
     methods |= {"climatology", "lagrangian"}
-    assert set(scores["method"].values) == methods
+    assert set(scores["forecast"].values) == methods
     card = (out / "scores.md").read_text()
     assert all(f"| {m} " in card for m in methods), card[:400]
-    assert list(scores["lead_time"].values) == [1, 2, 3]
+    assert list(scores["lead_step"].values) == [1, 2, 3]
+    assert list(scores["lead_time"].values) == [np.timedelta64(k, "D") for k in (1, 2, 3)]
     for name in ("brier_skill_score", "roc_auc", "csi"):
-        assert set(scores[name].dims) >= {"method", "lead_time"}
+        assert set(scores[name].dims) >= {"forecast", "lead_time"}
     auc = scores["roc_auc"].values
     assert np.all((auc >= 0) & (auc <= 1))
     assert np.all(scores["brier_skill_score"].values <= 1)
@@ -269,7 +270,7 @@ def test_quickstart_model_beats_persistence_and_climatology_and_stays_below_the_
     bss = xr.open_dataset(tmp_path / "qs" / "scores.nc")["brier_skill_score"]
     auc = xr.open_dataset(tmp_path / "qs" / "scores.nc")["roc_auc"]
     for score in (bss, auc):
-        model = score.sel({"method": "model"})
+        model = score.sel({"forecast": "model"})
         for ref in ("persistence", "climatology", "lagrangian", "smoothed_persistence"):
-            assert (model > score.sel({"method": ref})).all(), (score.name, ref)
-        assert (score.sel({"method": "oracle"}) > model).all(), score.name
+            assert (model > score.sel({"forecast": ref})).all(), (score.name, ref)
+        assert (score.sel({"forecast": "oracle"}) > model).all(), score.name

@@ -75,7 +75,7 @@ def _forecast_file(ds: xr.Dataset, inits: np.ndarray, path: Path, **coords) -> P
 
 def test_perfect_forecast_has_bss_auc_csi_one(scored):
     scores, _ = scored
-    oracle = scores.sel({"method": "oracle"})
+    oracle = scores.sel({"forecast": "oracle"})
     for var in ("brier_skill_score", "roc_auc", "average_precision", "csi"):
         np.testing.assert_allclose(oracle[var].values, 1.0, err_msg=var)
     np.testing.assert_allclose(oracle["fss"].values, 1.0)
@@ -86,16 +86,16 @@ def test_scores_follow_the_contract_layout(scored):
     scores, index = scored
     for var in CONTRACT_VARS:
         assert var in scores, var
-    assert scores["brier_score"].dims == ("method", "lead_time")
-    assert scores["pod"].dims == ("method", "lead_time", "threshold")
-    assert scores["fss"].dims == ("method", "lead_time", "scale")
-    assert scores["reliability_observed"].dims == ("method", "lead_time", "bin")
-    assert scores["lead_time"].values.tolist() == [1, 2, 3]
-    np.testing.assert_allclose(scores["threshold"], np.arange(1, 20) * 0.05)
+    assert scores["brier_score"].dims == ("forecast", "lead_time")
+    assert scores["pod"].dims == ("forecast", "lead_time", "probability_threshold")
+    assert scores["fss"].dims == ("forecast", "lead_time", "scale")
+    assert scores["reliability_observed"].dims == ("forecast", "lead_time", "bin")
+    assert scores["lead_step"].values.tolist() == [1, 2, 3]
+    np.testing.assert_allclose(scores["probability_threshold"], np.arange(1, 20) * 0.05)
     assert scores.attrs["split"] == "test"
     assert scores.attrs["n_inits"] == len(index.inits("test"))
     # climatology is its own reference; persistence beats nobody here but is a real forecast
-    np.testing.assert_allclose(scores.sel({"method": "climatology"})["brier_skill_score"], 0.0)
+    np.testing.assert_allclose(scores.sel({"forecast": "climatology"})["brier_skill_score"], 0.0)
     lo, hi = scores["roc_auc_lo"].values, scores["roc_auc_hi"].values
     assert np.all(lo <= scores["roc_auc"].values + 1e-12) and np.all(
         scores["roc_auc"] <= hi + 1e-12
@@ -110,7 +110,7 @@ def test_batch_size_does_not_change_the_scores(maps, scored):
         "persistence": build_baseline("persistence", maps, index, cfg.eval),
     }
     small = evaluate(cfg, maps, index, methods, "test")
-    big = scored[0].sel({"method": ["oracle", "persistence"]})
+    big = scored[0].sel({"forecast": ["oracle", "persistence"]})
     for var in ("brier_score", "roc_auc", "csi_by_threshold", "fss", "csi_lo"):
         np.testing.assert_allclose(small[var].values, big[var].values, err_msg=var)
 
@@ -119,7 +119,7 @@ def test_hidden_references_give_skill_without_baselines(maps):
     cfg = _cfg(bootstrap=0)
     index = build_index(maps, cfg.data)
     scores = evaluate(cfg, maps, index, {"oracle": Perfect()}, "test")
-    assert scores["method"].values.tolist() == ["oracle"]
+    assert scores["forecast"].values.tolist() == ["oracle"]
     np.testing.assert_allclose(scores["brier_skill_score"], 1.0)
 
 
@@ -130,12 +130,12 @@ def test_a_method_with_fewer_leads_shortens_every_method(maps):
     cfg = _cfg(bootstrap=0)
     index = build_index(maps, cfg.data)
     scores = evaluate(cfg, maps, index, {"model": TwoLeads()}, "test")
-    assert scores["lead_time"].values.tolist() == [1, 2]
+    assert scores["lead_step"].values.tolist() == [1, 2]
     np.testing.assert_allclose(scores["brier_skill_score"], 1.0)
 
 
 def test_format_score_table_lists_oracle_then_model_then_baselines(scored):
-    scores = scored[0].assign_coords(method=["model", "persistence", "oracle"])
+    scores = scored[0].assign_coords(forecast=["model", "persistence", "oracle"])
     rows = [line.split()[0] for line in format_score_table(scores).splitlines()[2:]]
     assert rows == ["oracle", "model", "persistence"]
 
@@ -165,9 +165,9 @@ def test_cli_scores_a_forecast_file_beside_the_baselines(files):
     )  # fmt: skip
     assert rc == 0 and out.is_file() and out.with_suffix(".md").is_file()
     with xr.open_dataset(out) as scores:
-        assert scores["method"].values.tolist()[0] == "oracle"
-        assert set(scores["method"].values) >= {"persistence", "climatology", "lagrangian"}
-        np.testing.assert_allclose(scores.sel({"method": "oracle"})["csi"], 1.0)
+        assert scores["forecast"].values.tolist()[0] == "oracle"
+        assert set(scores["forecast"].values) >= {"persistence", "climatology", "lagrangian"}
+        np.testing.assert_allclose(scores.sel({"forecast": "oracle"})["csi"], 1.0)
         assert scores.attrs["split"] == "test" and scores.attrs["maps"].endswith("maps.nc")
     assert "| oracle | 1.000" in out.with_suffix(".md").read_text()
 
@@ -191,10 +191,10 @@ def test_csi_threshold_is_chosen_on_validation_and_applied_on_test(maps):
     methods = {"shifted": SplitShifted(index.inits("val"))}
     for name in ("persistence", "climatology"):
         methods[name] = build_baseline(name, maps, index, cfg.eval)
-    scores = evaluate(cfg, maps, index, methods, "test").sel({"method": "shifted"})
+    scores = evaluate(cfg, maps, index, methods, "test").sel({"forecast": "shifted"})
     np.testing.assert_allclose(scores["best_threshold"], 0.45)  # from validation ...
     np.testing.assert_allclose(scores["csi"], 0.0)  # ... so nothing reaches it on test
-    np.testing.assert_allclose(scores["csi_by_threshold"].sel(threshold=0.15), 1.0)
+    np.testing.assert_allclose(scores["csi_by_threshold"].sel(probability_threshold=0.15), 1.0)
 
 
 class Subtle:
@@ -209,7 +209,7 @@ def test_auc_interval_comes_from_the_bins_of_its_estimate(maps):
     # 0.5 and 0.505 share a bin of 101 but not of 1001 (eval.n_bins): one binning for both
     cfg = _cfg(bootstrap=20)
     index = build_index(maps, cfg.data)
-    scores = evaluate(cfg, maps, index, {"subtle": Subtle()}, "test").sel({"method": "subtle"})
+    scores = evaluate(cfg, maps, index, {"subtle": Subtle()}, "test").sel({"forecast": "subtle"})
     for var in ("roc_auc", "roc_auc_lo", "roc_auc_hi"):
         np.testing.assert_allclose(scores[var], 1.0, err_msg=var)
 
@@ -253,8 +253,8 @@ def test_a_forecast_without_validation_inits_is_tuned_in_sample_and_says_so(maps
     assert "nwp: max CSI on the scored 'test' inits" in note and "in-sample" in note
     for name in base:  # the baselines are still tuned on every validation init
         np.testing.assert_array_equal(
-            both.sel({"method": name})["best_threshold"],
-            alone.sel({"method": name})["best_threshold"],
+            both.sel({"forecast": name})["best_threshold"],
+            alone.sel({"forecast": name})["best_threshold"],
         )
 
 
@@ -268,7 +268,7 @@ def test_short_maps_score_every_init_the_forecast_covers(files):
         assert scores.attrs["split"] == "all"
         assert scores.attrs["n_inits"] == 15
         assert "scored on the intersection" in scores.attrs["cases"]
-        np.testing.assert_allclose(scores.sel({"method": "nwp"})["roc_auc"], 1.0)
+        np.testing.assert_allclose(scores.sel({"forecast": "nwp"})["roc_auc"], 1.0)
 
 
 def test_forecast_file_on_another_grid_is_a_user_error(files, maps):
@@ -304,8 +304,8 @@ def test_forecast_file_with_count_thresholds_scores_threshold_one(files, maps):
     with xr.open_dataset(path) as fc:
         one = fc["probability"].load()
     two = xr.zeros_like(one)
-    prob = xr.concat([two, one], dim="threshold").assign_coords(threshold=[2, 1])
-    prob = prob.transpose("init_time", "lead_time", "threshold", "lat", "lon")
+    prob = xr.concat([two, one], dim="strikes").assign_coords(strikes=[2, 1])
+    prob = prob.transpose("init_time", "lead_time", "strikes", "lat", "lon")
     write_netcdf_atomic(prob.to_dataset(name="probability"), files / "thr2.nc")
     out, _ = evaluate_to_files(
         _cfg(split="all"), maps=files / "maps.nc", out=files / "thr_scores.nc", checkpoint=None,
@@ -314,9 +314,9 @@ def test_forecast_file_with_count_thresholds_scores_threshold_one(files, maps):
     with xr.open_dataset(out) as scores:
         np.testing.assert_allclose(scores["csi"], 1.0)
         assert scores.attrs["n_inits"] == 10
-    high = prob.assign_coords(threshold=[2, 10])  # no P(count >= 1) to score
+    high = prob.assign_coords(strikes=[2, 10])  # no P(count >= 1) to score
     write_netcdf_atomic(high.to_dataset(name="probability"), files / "thr10.nc")
-    with pytest.raises(UserError, match=r"thr10.nc: probability has threshold \[2, 10\] but no 1"):
+    with pytest.raises(UserError, match=r"thr10.nc: probability has strikes \[2, 10\] but no 1"):
         evaluate_to_files(
             _cfg(split="all"), maps=files / "maps.nc", out=files / "x.nc", checkpoint=None,
             forecasts={"thr": files / "thr10.nc"}, baselines=False, device="cpu",
@@ -361,8 +361,8 @@ def test_a_real_month_of_nldn_maps_scores_a_forecast_file(realdata, tmp_path):
     )  # fmt: skip
     with xr.open_dataset(out) as scores:
         assert scores.attrs["split"] == "all" and scores.attrs["n_inits"] == len(inits)
-        assert scores["lead_time"].values.tolist() == [1, 2]
-        mine, pers = (scores.sel({"method": m}) for m in ("mine", "persistence"))
+        assert scores["lead_step"].values.tolist() == [1, 2]
+        mine, pers = (scores.sel({"forecast": m}) for m in ("mine", "persistence"))
         np.testing.assert_allclose(mine["brier_score"], pers["brier_score"])
         assert np.all(np.isfinite(scores["roc_auc"].values))
 

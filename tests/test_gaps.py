@@ -112,7 +112,7 @@ def _auc(p: np.ndarray, o: np.ndarray) -> float:
 @pytest.mark.parametrize("method", ["model", "fixed", *BASELINES])
 def test_every_score_equals_the_score_of_the_observed_cells_alone(gappy, scored, method):
     scores, methods, index = scored
-    s = scores.isel(method=scores.method.values.tolist().index(method))
+    s = scores.sel(forecast=method)
     inits = index.inits("test")
     prob = methods[method].forecast(gappy, inits)[:, :N_OUT]
     cases, events, seen = _cases(gappy, inits, prob)

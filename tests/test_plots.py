@@ -14,6 +14,7 @@ from matplotlib.figure import Figure
 from data_prep.errors import UserError
 from data_prep.io import write_netcdf_atomic
 from data_prep.mock import mock_maps
+from data_prep.schema import by_lead_step, lead_coords
 from forecast.figures import diagrams
 from forecast.figures import files as plots
 from forecast.figures.borders import draw_borders, load_lines
@@ -42,7 +43,7 @@ def fake_forecast(maps: xr.Dataset, inits=(40, 41), n_out: int = 2) -> xr.Datase
         {"probability": (("init_time", "lead_time", "lat", "lon"), prob.astype(np.float32))},
         coords={
             "init_time": init_t,
-            "lead_time": lead,
+            **lead_coords(n_out, np.timedelta64(1, "D")),
             "valid_time": (("init_time", "lead_time"), valid),
             "lat": maps["lat"],
             "lon": maps["lon"],
@@ -54,7 +55,8 @@ def fake_forecast(maps: xr.Dataset, inits=(40, 41), n_out: int = 2) -> xr.Datase
 def fake_scores(
     methods=("model", "persistence", "climatology"), n_leads: int = 2, seed: int = 0
 ) -> xr.Dataset:
-    """A scores Dataset with evaluate's names and dims, from the metrics states on random cases."""
+    """A scores Dataset with evaluate's names and dims, from the metrics states on random cases,
+    indexed by lead step as ``plot_files`` hands it to the diagrams."""
     rng = np.random.default_rng(seed)
     truth = rng.uniform(0, 0.6, size=(10, n_leads, 8, 8)) ** 2
     obs = rng.uniform(size=truth.shape) < truth
@@ -65,40 +67,40 @@ def fake_scores(
         per[m] = ProbabilityState.init(n_leads, 101).add(p, obs, mask).compute()
         per[m].update(ContingencyState.init(n_leads).add(p, obs, mask).compute())
     coords = {
-        "method": list(methods),
-        "lead_time": np.arange(1, n_leads + 1),
-        "threshold": THRESHOLDS,
+        "forecast": list(methods),
+        **lead_coords(n_leads, np.timedelta64(1, "D")),
+        "probability_threshold": THRESHOLDS,
         "bin": (np.arange(10) + 0.5) / 10,
-        "prob_threshold": np.arange(102) / 100,
+        "curve_threshold": np.arange(102) / 100,
     }
     dims = {
-        "roc_pofd": "prob_threshold",
-        "roc_pod": "prob_threshold",
-        "pr_recall": "prob_threshold",
-        "pr_precision": "prob_threshold",
+        "roc_pofd": "curve_threshold",
+        "roc_pod": "curve_threshold",
+        "pr_recall": "curve_threshold",
+        "pr_precision": "curve_threshold",
         "reliability_forecast": "bin",
         "reliability_observed": "bin",
         "reliability_count": "bin",
-        "pod": "threshold",
-        "far": "threshold",
+        "pod": "probability_threshold",
+        "far": "probability_threshold",
     }
     data = {}
     for v in ("brier_score", "base_rate", "roc_auc", "average_precision", *dims):
         extra = (dims[v],) if v in dims else ()
-        data[v] = (("method", "lead_time", *extra), np.stack([per[m][v] for m in methods]))
+        data[v] = (("forecast", "lead_time", *extra), np.stack([per[m][v] for m in methods]))
     ds = xr.Dataset(data, coords=coords)
     ds["brier_skill_score"] = 1 - ds["brier_score"] / ds["brier_score"].sel(
-        method="climatology", drop=True
+        forecast="climatology", drop=True
     )
     csi = np.stack([per[m]["csi"] for m in methods])
-    ds["best_threshold"] = (("method", "lead_time"), best_threshold(csi, THRESHOLDS))
-    ds["csi"] = (("method", "lead_time"), np.nanmax(csi, -1))
+    ds["best_threshold"] = (("forecast", "lead_time"), best_threshold(csi, THRESHOLDS))
+    ds["csi"] = (("forecast", "lead_time"), np.nanmax(csi, -1))
     for v in ("brier_skill_score", "roc_auc", "csi"):
         ds[f"{v}_lo"], ds[f"{v}_hi"] = ds[v] - 0.03, ds[v] + 0.02
     ds = ds.assign_coords(scale=[1, 3, 5])
     for v in ("fss", "csi_neighbourhood"):
-        ds[v] = ds["csi"] + 0.1 * np.log(ds["scale"])  # (method, lead_time, scale)
-    return ds
+        ds[v] = ds["csi"] + 0.1 * np.log(ds["scale"])  # (forecast, lead_time, scale)
+    return by_lead_step(ds)
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +121,7 @@ def files(tmp_path_factory):
     }
     write_netcdf_atomic(maps, paths["maps"])
     write_netcdf_atomic(fake_forecast(maps), paths["forecast"])
-    write_netcdf_atomic(fake_scores(), paths["scores"])
+    write_netcdf_atomic(fake_scores().swap_dims(lead_step="lead_time"), paths["scores"])
     log.to_csv(paths["log"], index=False)
     return paths
 
@@ -342,11 +344,9 @@ def test_forecast_with_count_thresholds_maps_the_first_threshold(files):
     fc = plots.open_dataset(files["forecast"], "forecast")
     maps = plots.open_dataset(files["maps"], "maps")
     prob = fc["probability"]
-    stacked = xr.concat(
-        [prob, prob / 2], dim=xr.DataArray([1, 5], dims="threshold", name="threshold")
-    )
+    stacked = xr.concat([prob, prob / 2], dim=xr.DataArray([1, 5], dims="strikes", name="strikes"))
     fc2 = fc.assign(
-        probability=stacked.transpose("init_time", "lead_time", "threshold", "lat", "lon")
+        probability=stacked.transpose("init_time", "lead_time", "strikes", "lat", "lon")
     )
     fig = plots.forecast_map_figure(fc2, maps, fc["init_time"].values[0], 1)
     assert "probability of >= 1 strike" in _texts(fig)

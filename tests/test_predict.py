@@ -53,8 +53,10 @@ def test_latest_window_ends_at_the_last_step_and_needs_no_targets(run, tmp_path)
     p = ds["probability"]
     assert p.dims == ("init_time", "lead_time", "lat", "lon") and p.shape == (1, 2, 16, 24)
     assert ds["init_time"].values[0] == obs["time"].values[-1]  # no map exists after it
-    assert ds["lead_time"].values.tolist() == [1, 2]
     step = np.timedelta64(1, "D")
+    assert ds["lead_step"].values.tolist() == [1, 2]
+    assert ds["lead_time"].values.tolist() == [step, 2 * step]  # a duration: CF forecast_period
+    assert ds["lead_time"].attrs["standard_name"] == "forecast_period"
     assert (ds["valid_time"].values[0] == obs["time"].values[-1] + np.array([1, 2]) * step).all()
     assert p.dtype == np.float32 and float(p.min()) >= 0 and float(p.max()) <= 1
     np.testing.assert_array_equal(ds["lat"].values, obs["lat"].values)
@@ -172,9 +174,9 @@ def test_several_thresholds_add_a_threshold_dimension_isotonic_keeps_them_ordere
     )
     out = predict_to_file(train(cfg) / "best.pt", maps, None, tmp_path / "f.nc", device="cpu")
     p = xr.open_dataset(out)["probability"]
-    assert p.dims == ("init_time", "lead_time", "threshold", "lat", "lon")
-    assert p["threshold"].values.tolist() == [1, 3]
-    assert (p.sel(threshold=3) <= p.sel(threshold=1)).all()
+    assert p.dims == ("init_time", "lead_time", "strikes", "lat", "lon")
+    assert p["strikes"].values.tolist() == [1, 3]
+    assert (p.sel(strikes=3) <= p.sel(strikes=1)).all()
     assert xr.open_dataset(out).attrs["calibration"] == "isotonic"
 
 
@@ -245,14 +247,14 @@ def test_evaluate_scores_the_test_windows_the_checkpoint_held_out(run, tmp_path)
     with xr.open_dataset(out) as scores:
         assert scores.attrs["split"] == "test"
         assert scores.attrs["n_inits"] == len(want) > 0
-        assert scores["lead_time"].values.tolist() == [1, 2]
+        assert scores["lead_step"].values.tolist() == [1, 2]
 
 
 def test_a_checkpoint_and_its_forecast_file_get_one_threshold_and_one_interval(run, tmp_path):
     ckpt, maps = run
     with xr.open_dataset(maps) as ds:
         first, last = (str(t)[:10] for t in ds.time.values[[4, -1]])
-    path = predict_to_file(ckpt, maps, f"{first}:{last}", tmp_path / "f.nc", device="cpu")
+    path = predict_to_file(ckpt, maps, f"{first}/{last}", tmp_path / "f.nc", device="cpu")
     ways = {"model": (ckpt, {}), "f": (None, {"f": path})}
     scored = {}
     for name, (checkpoint, forecasts) in ways.items():
@@ -261,7 +263,7 @@ def test_a_checkpoint_and_its_forecast_file_get_one_threshold_and_one_interval(r
             out, _ = _evaluate(checkpoint, maps, tmp_path / f"{name}.nc", ["eval.bootstrap=20"],
                                forecasts, data=())  # fmt: skip
         with xr.open_dataset(out) as scores:
-            scored[name] = scores.sel({"method": name}).load(), dict(scores.attrs)
+            scored[name] = scores.sel(forecast=name).load(), dict(scores.attrs)
     (model, a), (file, b) = scored["model"], scored["f"]
     for key in ("split", "n_inits", "threshold_selection", "bootstrap", "bootstrap_block"):
         assert a[key] == b[key], key

@@ -166,7 +166,8 @@ def test_oracle_file_is_aligned_with_daily_maps(year):
     assert pd.Timestamp(ds.init_time.values[0]) == pd.Timestamp(cfg.start) + pd.Timedelta(
         days=cfg.n_in - 1
     )
-    assert list(ds.lead_time.values) == list(range(1, cfg.n_out + 1))
+    assert list(ds.lead_step.values) == list(range(1, cfg.n_out + 1))
+    assert (ds.lead_time.values == ds.lead_step.values * np.timedelta64(1, "D")).all()
     assert (ds.valid_time.values[:, 0] == ds.init_time.values + np.timedelta64(1, "D")).all()
     assert float(p.min()) >= 0 and float(p.max()) <= 1 and ds.attrs["time_step"] == "1D"
 

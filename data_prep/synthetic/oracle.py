@@ -185,16 +185,7 @@ def oracle_dataset(prob: np.ndarray, s: dyn.Setting) -> xr.Dataset:
                     "long_name": "label of the last observed day (UTC)",
                 },
             ),
-            schema.LEAD_TIME: (
-                schema.LEAD_TIME,
-                lead.astype(np.int32),
-                {"long_name": "days after init_time", "units": "1"},
-            ),
-            "forecast_period": (
-                schema.LEAD_TIME,
-                lead * np.timedelta64(1, "D"),
-                schema.FORECAST_COORD_ATTRS["forecast_period"],
-            ),
+            **schema.lead_coords(cfg.n_out, np.timedelta64(1, "D")),
             "valid_time": (
                 (schema.INIT_TIME, schema.LEAD_TIME),
                 valid,

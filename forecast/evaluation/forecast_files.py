@@ -15,10 +15,12 @@ import xarray as xr
 
 from data_prep.errors import UserError
 from data_prep.records import first_line
-from data_prep.schema import INIT_TIME, LAT, LEAD_TIME, LON, PROBABILITY, THRESHOLD, TIME
+from data_prep.schema import INIT_TIME, LAT, LEAD_TIME, LON, PROBABILITY, STRIKES, TIME, lead_steps
+from data_prep.sequences import time_step
 
 ROUNDING = 1e-4  # probabilities this far outside [0, 1] are rounding errors, clipped
 _FIX = "a forecast file needs probability(init_time, lead_time, lat, lon) in [0, 1]"
+_OLD_STRIKES = "threshold"  # the strike-count dimension's name before it became ``strikes``
 
 
 class ForecastFile:
@@ -31,23 +33,24 @@ class ForecastFile:
         self.prob = self._probability()
         _check_grid(self.path, self.prob, maps, maps_path)
         self.init_times = self.prob[INIT_TIME].values.astype("datetime64[ns]")
-        self.leads = self.prob[LEAD_TIME].values.astype(np.int64)
+        self.leads = lead_steps(self.prob, time_step(maps), str(self.path))  # steps ahead
 
     def _probability(self) -> xr.DataArray:
         if PROBABILITY not in self.ds:
             have = ", ".join(map(str, self.ds.data_vars)) or "none"
             raise UserError(f"{self.path}: no variable {PROBABILITY!r} (has: {have}); {_FIX}")
         prob = self.ds[PROBABILITY]
-        if THRESHOLD in prob.dims:  # several count thresholds: score P(count >= 1)
-            thresholds = prob[THRESHOLD].values
+        dim = next((d for d in (STRIKES, _OLD_STRIKES) if d in prob.dims), None)
+        if dim is not None:  # several count thresholds: score P(count >= 1)
+            thresholds = prob[dim].values
             if not np.any(thresholds == 1):
                 raise UserError(
-                    f"{self.path}: {PROBABILITY} has {THRESHOLD} {thresholds.tolist()} but no 1; "
+                    f"{self.path}: {PROBABILITY} has {dim} {thresholds.tolist()} but no 1; "
                     "strikes are scored as P(count >= 1): add that threshold to the file"
                 )
             pick = int(np.flatnonzero(thresholds == 1)[0])
-            prob = prob.isel({THRESHOLD: pick})
-            self.note = f"threshold {thresholds[pick]} of {thresholds.tolist()}"
+            prob = prob.isel({dim: pick})
+            self.note = f"{STRIKES} {thresholds[pick]} of {thresholds.tolist()}"
         missing = [d for d in (INIT_TIME, LEAD_TIME, LAT, LON) if d not in prob.dims]
         if missing or prob.ndim != 4:
             raise UserError(

@@ -9,7 +9,9 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
+from data_prep.schema import LEAD_STEP, by_lead_step
 from forecast.evaluation.baselines import BASELINES
+from forecast.metrics.suite import FORECAST
 
 
 def method_order(names) -> list[str]:
@@ -33,17 +35,18 @@ def _fmt(x: float, width: int = 6) -> str:
 
 def format_score_table(scores: xr.Dataset) -> str:
     """Compact table: one row per method, columns BSS / AUC / CSI at each lead time."""
-    leads = scores["lead_time"].values.tolist()
+    scores = by_lead_step(scores)
+    leads = scores[LEAD_STEP].values.tolist()
     cols = [("BSS", "brier_skill_score"), ("AUC", "roc_auc"), ("CSI", "csi")]
-    names = method_order(scores["method"].values)
+    names = method_order(scores[FORECAST].values)
     width = max(len(n) for n in names + ["method"])
     group = " ".join(f"{'+' + str(lead):>6}" for lead in leads)
     head = f"{'method':<{width}}  " + "  ".join(f"{t:^{len(group)}}" for t, _ in cols)
     sub = f"{'lead':<{width}}  " + "  ".join(group for _ in cols)
     lines = [head, sub]
     for name in names:
-        row = scores.sel({"method": name})
-        parts = [" ".join(_fmt(float(row[v].sel(lead_time=k))) for k in leads) for _, v in cols]
+        row = scores.sel({FORECAST: name})
+        parts = [" ".join(_fmt(float(row[v].sel(lead_step=k))) for k in leads) for _, v in cols]
         lines.append(f"{name:<{width}}  " + "  ".join(parts))
     return "\n".join(lines)
 
@@ -101,8 +104,9 @@ def scorecard_markdown(scores: xr.Dataset) -> str:
     flag = "\\*" if few_blocks(a) else ""
     lines += ["", "## summary (BSS vs climatology, ROC AUC, CSI at the selected threshold)", ""]
     lines += ["```", format_score_table(scores), "```"]
-    names = method_order(scores["method"].values)
-    for lead in scores["lead_time"].values.tolist():
+    names = method_order(scores[FORECAST].values)
+    scores = by_lead_step(scores)
+    for lead in scores[LEAD_STEP].values.tolist():
         lines += ["", f"## lead time {lead} step{'s' if lead != 1 else ''}", ""]
         lines.append(
             "| method | BSS vs climatology | BSS vs persistence | AUC | AP | CSI@best | threshold "
@@ -110,7 +114,7 @@ def scorecard_markdown(scores: xr.Dataset) -> str:
         )
         lines.append("|---|---|---|---|---|---|---|---|---|")
         for name in names:
-            row = scores.sel({"method": name, "lead_time": lead})
+            row = scores.sel({FORECAST: name, LEAD_STEP: lead})
             lines.append(
                 f"| {name} | {_ci(row, 'brier_skill_score', flag)} "
                 f"| {_fmt(float(row['brier_skill_score_vs_persistence']), 0).strip()} "

@@ -27,7 +27,7 @@ import xarray as xr
 
 from data_prep.errors import ConfigError, UserError
 from data_prep.schema import TIME
-from data_prep.sequences import WindowIndex
+from data_prep.sequences import WindowIndex, time_step
 from forecast.evaluation.baselines import build_baseline, observations, valid_steps
 from forecast.metrics import ContingencyState, best_threshold
 from forecast.metrics.suite import REFERENCES, MethodState, scores_dataset
@@ -102,7 +102,8 @@ def evaluate(cfg, ds: xr.Dataset, index, methods: dict[str, object], split: str 
 
     Returns
     -------
-    xr.Dataset with dims method, lead_time, threshold, scale, bin, prob_threshold.
+    xr.Dataset with dims forecast, lead_time, probability_threshold, scale, bin, curve_threshold
+    (lead_time: durations; lead_step: the same in map steps).
     """
     ecfg = cfg.eval
     _check_bootstrap_block(ecfg.bootstrap_block)
@@ -123,7 +124,7 @@ def evaluate(cfg, ds: xr.Dataset, index, methods: dict[str, object], split: str 
         ecfg.batch_inits,
         lambda n, rows, p, e, m: states[n].add(p, e, m, day_of[rows]),
     )
-    scores = scores_dataset(states, list(methods), ecfg)
+    scores = scores_dataset(states, list(methods), ecfg, time_step(ds))
     times = ds[TIME].values[inits]
     scores.attrs.update(
         split=split,

@@ -31,6 +31,7 @@ from forecast.figures.panels import (
     pick_leads,
     select_curve,
 )
+from forecast.metrics.suite import PROBABILITY_THRESHOLD as THRESH
 
 # --------------------------------------------------------------------------------------------
 # reliability
@@ -174,10 +175,10 @@ def _performance_background(ax) -> None:
 def performance_figure(scores: xr.Dataset) -> Figure | None:
     """POD against success ratio over probability thresholds, best-CSI threshold marked."""
     pod_name = next(
-        (n for n in ("pod_curve", "pod") if n in scores and "threshold" in scores[n].dims), None
+        (n for n in ("pod_curve", "pod") if n in scores and THRESH in scores[n].dims), None
     )
     far_name = next(
-        (n for n in ("far_curve", "far") if n in scores and "threshold" in scores[n].dims), None
+        (n for n in ("far_curve", "far") if n in scores and THRESH in scores[n].dims), None
     )
     if pod_name is None or far_name is None:
         warnings.warn(
@@ -190,8 +191,8 @@ def performance_figure(scores: xr.Dataset) -> Figure | None:
         _performance_background(ax)
         for m in scores[METHOD].values.tolist():
             sel = {METHOD: m, LEAD: lead}
-            pod = select_curve(scores[pod_name].sel(sel), ("threshold",))
-            sr = 1.0 - select_curve(scores[far_name].sel(sel), ("threshold",))
+            pod = select_curve(scores[pod_name].sel(sel), (THRESH,))
+            sr = 1.0 - select_curve(scores[far_name].sel(sel), (THRESH,))
             ok = np.isfinite(pod.values) & np.isfinite(sr.values)
             st = method_style(scores, m)
             ax.plot(sr.values[ok], pod.values[ok], **st)
@@ -213,7 +214,7 @@ def _mark_best(ax, scores, sel, pod: xr.DataArray, sr: xr.DataArray, colour) -> 
     t = float(select_curve(scores["best_threshold"].sel(sel), ()))
     if not np.isfinite(t):
         return
-    i = int(np.argmin(np.abs(pod["threshold"].values - t)))
+    i = int(np.argmin(np.abs(pod[THRESH].values - t)))
     ax.plot(sr.values[i], pod.values[i], marker="*", ms=11, color=colour, mec="white", mew=0.6)
     ax.annotate(
         f"{t:.2f}",

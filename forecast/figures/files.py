@@ -19,10 +19,11 @@ from matplotlib.figure import Figure
 from data_prep.atomic import atomic_output
 from data_prep.errors import UserError
 from data_prep.io import open_maps
-from data_prep.schema import INIT_TIME, LEAD_TIME, PROBABILITY
+from data_prep.schema import INIT_TIME, LEAD_STEP, PROBABILITY, by_lead_step
 from forecast.figures.climate import climate_figure
 from forecast.figures.diagrams import DIAGRAMS
 from forecast.figures.maps import forecast_map_figure, observed_map_figure
+from forecast.metrics.suite import FORECAST, upgrade_scores
 
 __all__ = [
     "climate_figure",
@@ -142,7 +143,7 @@ def plot_maps(out: Path, fc: xr.Dataset, maps: xr.Dataset | None, init: str | No
     """One PNG per lead time for the chosen init: forecast probability beside observed strikes."""
     t = _pick_init(fc, init)
     paths = []
-    for lead in fc[LEAD_TIME].values:
+    for lead in by_lead_step(fc)[LEAD_STEP].values:
         fig = forecast_map_figure(fc, maps, t.to_datetime64(), int(lead))
         paths.append(save_figure(fig, out / f"map_{t:%Y%m%dT%H%M}_lead{int(lead):02d}.png"))
     return paths
@@ -182,10 +183,10 @@ def plot_files(
     if maps_ds is not None:
         paths.append(save_figure(climate_figure(maps_ds), out / "climate.png"))
     if scores is not None:
-        sc = open_dataset(scores, "scores")
-        if "method" not in sc.dims or "lead_time" not in sc.dims:
+        sc = by_lead_step(upgrade_scores(open_dataset(scores, "scores")))  # older names too
+        if FORECAST not in sc.dims or LEAD_STEP not in sc.dims:
             raise UserError(
-                f"{scores}: not a scores file (no method and lead_time dimensions); pass the "
+                f"{scores}: not a scores file (no {FORECAST} and lead_time dimensions); pass the "
                 "scores .nc written by `strikecast evaluate`"
             )
         paths += plot_scores(out, sc)

@@ -23,11 +23,12 @@ from data_prep.schema import (
     COVERAGE,
     INIT_TIME,
     LAT,
-    LEAD_TIME,
+    LEAD_STEP,
     LON,
     PROBABILITY,
-    THRESHOLD,
+    STRIKES,
     TIME,
+    by_lead_step,
 )
 from data_prep.sequences import time_step
 from forecast.figures.borders import draw_borders
@@ -186,17 +187,17 @@ def forecast_map_figure(fc: xr.Dataset, maps: xr.Dataset | None, init, lead: int
 
     Parameters
     ----------
-    fc : forecast Dataset with ``probability(init_time, lead_time, [threshold,] lat, lon)``.
+    fc : forecast Dataset with ``probability(init_time, lead_time, [strikes,] lat, lon)``.
     maps : observed maps Dataset (``strike_count``, ``coverage``), or None for the forecast alone.
     init : init time (a value of ``fc.init_time``).
-    lead : lead time in map steps (a value of ``fc.lead_time``).
+    lead : lead time in map steps (a value of ``fc.lead_step``).
     """
     step = time_step(fc)
-    prob = fc[PROBABILITY].sel({INIT_TIME: init, LEAD_TIME: lead})
+    prob = by_lead_step(fc)[PROBABILITY].sel({INIT_TIME: init, LEAD_STEP: lead})
     threshold = 1.0
-    if THRESHOLD in prob.dims:
-        threshold = float(prob[THRESHOLD].values[0])
-        prob = prob.isel({THRESHOLD: 0})
+    if STRIKES in prob.dims:
+        threshold = float(prob[STRIKES].values[0])
+        prob = prob.isel({STRIKES: 0})
     prob = prob.transpose(LAT, LON)
     valid = pd.Timestamp(init) + lead * step
     obs = _observed_at(maps, valid)

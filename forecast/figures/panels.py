@@ -14,10 +14,11 @@ import xarray as xr
 from matplotlib.figure import Figure
 
 from data_prep.errors import UserError
-from data_prep.schema import parse_time_step
+from data_prep.schema import LEAD_STEP, parse_time_step
 from forecast.figures.maps import duration_words
+from forecast.metrics.suite import FORECAST
 
-METHOD, LEAD = "method", "lead_time"
+METHOD, LEAD = FORECAST, LEAD_STEP  # scores dims, lead indexed by step (``by_lead_step``)
 # Fixed colours so a method looks the same in every figure; others cycle through the rest.
 METHOD_COLOURS = {
     "model": "black",

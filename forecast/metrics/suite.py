@@ -1,9 +1,12 @@
 """Every score of one method in one streaming state, and the scores Dataset of all methods.
 
 :class:`MethodState` bundles the probability, contingency, fractions and per-day states of one
-method; :func:`scores_dataset` computes them and stacks the methods along a ``method``
-dimension (with ``lead_time``, ``threshold``, ``scale``, ``bin`` and ``prob_threshold`` as
-needed). Brier skill scores use the ``climatology`` and ``persistence`` states of the same cases.
+method; :func:`scores_dataset` computes them and stacks the methods along a ``forecast``
+dimension (with ``lead_time``, ``probability_threshold``, ``scale``, ``bin`` and
+``curve_threshold`` as needed): ``scores.sel(forecast="model")`` picks the model. ``lead_time`` is a
+duration (CF forecast_period), ``lead_step`` the same in map steps. Brier skill scores use the
+``climatology`` and ``persistence`` states of the same cases. :func:`upgrade_scores` renames the
+dimensions of a scores file written before these names.
 """
 
 from __future__ import annotations
@@ -11,8 +14,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
+from data_prep.schema import LEAD_STEP, LEAD_TIME, lead_coords
 from forecast.metrics.bootstrap import (
     DailyState,
     confidence_intervals,
@@ -24,6 +29,19 @@ from forecast.metrics.probabilistic import ProbabilityState, skill_score
 from forecast.metrics.spatial import FractionsState
 
 REFERENCES = ("climatology", "persistence")  # Brier skill scores are relative to these
+# dimensions: the scored forecasts (model, baselines, files), the probability thresholds of the
+# categorical scores, and those of the ROC and precision-recall curves
+FORECAST, PROBABILITY_THRESHOLD, CURVE_THRESHOLD = (
+    "forecast",
+    "probability_threshold",
+    "curve_threshold",
+)
+# the names of scores files written before them (xarray's ``sel`` takes ``method`` as its own)
+OLD_NAMES = {
+    "method": FORECAST,
+    "threshold": PROBABILITY_THRESHOLD,
+    "prob_threshold": CURVE_THRESHOLD,
+}
 
 
 @dataclass
@@ -60,18 +78,21 @@ _CATEGORICAL = ("pod", "far", "pofd", "ets", "hss", "pss", "frequency_bias", "se
 _TABLE = ("hits", "false_alarms", "misses", "correct_negatives")
 
 
-def scores_dataset(states: dict[str, MethodState], names: list[str], ecfg) -> xr.Dataset:
-    """Compute every state and stack the methods ``names`` into the scores Dataset."""
+def scores_dataset(
+    states: dict[str, MethodState], names: list[str], ecfg, step: pd.Timedelta
+) -> xr.Dataset:
+    """Compute every state and stack the methods ``names`` into the scores Dataset; ``step`` is
+    the maps' time step (lead times are durations)."""
     per = {n: _method_scores(states[n], states, ecfg) for n in states}
     any_state = states[names[0]]
     n_leads, n_bins = any_state.prob.positives.shape
     coords = {
-        "method": np.array(names, dtype=object),
-        "lead_time": np.arange(1, n_leads + 1),
-        "threshold": THRESHOLDS,
+        FORECAST: np.array(names, dtype=object),
+        **lead_coords(n_leads, step),
+        PROBABILITY_THRESHOLD: THRESHOLDS,
         "scale": np.asarray(ecfg.neighbourhoods, dtype=np.int64),
         "bin": (np.arange(ecfg.reliability_bins) + 0.5) / ecfg.reliability_bins,
-        "prob_threshold": np.arange(n_bins + 1) / (n_bins - 1),
+        CURVE_THRESHOLD: np.arange(n_bins + 1) / (n_bins - 1),
     }
     data = {}
     for var in per[names[0]]:
@@ -80,7 +101,8 @@ def scores_dataset(states: dict[str, MethodState], names: list[str], ecfg) -> xr
     ds = xr.Dataset(data, coords=coords)
     for name, long_name in _COORD_LONG.items():
         ds[name].attrs.update(long_name=long_name, units="1")
-    ds.attrs.update(title="strikecast forecast scores by method and lead time")
+    ds[FORECAST].attrs.update(long_name="scored forecast: the model, a baseline or a file")
+    ds.attrs.update(title="strikecast forecast scores by forecast and lead time")
     ds.attrs.update(n_bins=int(n_bins), seed=int(ecfg.seed))
     ds.attrs.update(bootstrap_attrs(any_state.daily.n.shape[0], ecfg))
     return ds
@@ -100,13 +122,24 @@ def bootstrap_attrs(n_days: int, ecfg) -> dict:
 
 def _dims(var: str, ndim: int) -> tuple[str, ...]:
     if ndim == 2:
-        return ("method", "lead_time")
+        return (FORECAST, LEAD_TIME)
     last = {
-        **dict.fromkeys(_CURVES, "prob_threshold"),
+        **dict.fromkeys(_CURVES, CURVE_THRESHOLD),
         **dict.fromkeys(_RELIABILITY, "bin"),
         **dict.fromkeys(("fss", "csi_neighbourhood"), "scale"),
-    }.get(var, "threshold")
-    return ("method", "lead_time", last)
+    }.get(var, PROBABILITY_THRESHOLD)
+    return (FORECAST, LEAD_TIME, last)
+
+
+def upgrade_scores(ds: xr.Dataset) -> xr.Dataset:
+    """A scores Dataset written before the names of :data:`OLD_NAMES` (``method``, ``threshold``,
+    ``prob_threshold``; ``lead_time`` counting steps) in today's names; others unchanged."""
+    ds = ds.rename({old: new for old, new in OLD_NAMES.items() if old in ds.variables})
+    old_leads = LEAD_TIME in ds.dims and ds[LEAD_TIME].dtype.kind in "iu"  # 1, 2, .. steps
+    if old_leads and LEAD_STEP not in ds.coords and ds.attrs.get("time_step"):
+        step = pd.Timedelta(ds.attrs["time_step"])
+        ds = ds.assign_coords(lead_coords(ds.sizes[LEAD_TIME], step))
+    return ds
 
 
 def _method_scores(state: MethodState, states: dict[str, MethodState], ecfg) -> dict:
@@ -132,11 +165,10 @@ def _method_scores(state: MethodState, states: dict[str, MethodState], ecfg) -> 
 
 
 _COORD_LONG = {
-    "lead_time": "forecast step ahead of init_time",
-    "threshold": "probability threshold of the categorical scores",
+    PROBABILITY_THRESHOLD: "forecast 'yes' where probability >= this (categorical scores)",
     "scale": "neighbourhood width in cells",
     "bin": "centre of the reliability bin",
-    "prob_threshold": "forecast 'yes' where probability >= this (curves)",
+    CURVE_THRESHOLD: "forecast 'yes' where probability >= this (ROC and precision-recall curves)",
 }
 _LONG = {
     "brier_score": "Brier score (mean squared probability error)",

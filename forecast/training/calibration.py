@@ -25,9 +25,11 @@ prediction. :func:`reliability` bins the validation forecasts by probability bef
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import torch
 import xarray as xr
 
+from data_prep.schema import FORECAST_COORD_ATTRS, LEAD_TIME, STRIKES, lead_coords
 from forecast.model.calibrator import (
     LOGIT_SPAN,
     N_LOGIT_BINS,
@@ -214,14 +216,19 @@ def _block_sizes(keep: np.ndarray, ends: list[int]) -> np.ndarray:
 
 
 def reliability(
-    hist: LogitHistogram, cal: Calibrator, thresholds: tuple[int, ...], n_bins: int = 10
+    hist: LogitHistogram,
+    cal: Calibrator,
+    thresholds: tuple[int, ...],
+    step: pd.Timedelta,
+    n_bins: int = 10,
 ) -> xr.Dataset:
     """Reliability of validation forecasts before (``raw``) and after (``calibrated``) calibration.
 
-    Returns a Dataset with dims ``(stage, lead_time, threshold, bin)``: ``forecast_probability``
+    Returns a Dataset with dims ``(stage, lead_time, strikes, bin)``: ``forecast_probability``
     (mean forecast in the bin), ``observed_frequency``, ``count`` (cells), and per (stage,
-    lead_time, threshold) the ``log_loss`` and ``brier_score``; plus ``temperature`` (and the platt
-    ``slope`` = 1 / temperature and ``offset``).
+    lead_time, strikes) the ``log_loss`` and ``brier_score``; plus ``temperature`` (and the platt
+    ``slope`` = 1 / temperature and ``offset``). ``lead_time`` holds durations (``step``, the
+    maps' time step, apart), ``lead_step`` the step counts.
     """
     n_out, n_thr = hist.counts.shape[:2]
     z = (
@@ -240,16 +247,16 @@ def reliability(
         p = p[0, :, :, 0].double().numpy()  # (n_out, n_thr, n_logit_bins)
         for key, val in _binned(p, c[..., 1], c[..., 0], edges).items():
             out[key].append(val)
-    dims3, dims1 = ("stage", "lead_time", "threshold", "bin"), ("stage", "lead_time", "threshold")
+    dims3, dims1 = ("stage", LEAD_TIME, STRIKES, "bin"), ("stage", LEAD_TIME, STRIKES)
     data = {k: (dims3 if np.ndim(v[0]) == 3 else dims1, np.array(v)) for k, v in out.items()}
-    data["temperature"] = (("lead_time", "threshold"), cal.temperature.numpy())
+    data["temperature"] = ((LEAD_TIME, STRIKES), cal.temperature.numpy())
     if cal.offset is not None:
-        data["slope"] = (("lead_time", "threshold"), 1.0 / cal.temperature.numpy())
-        data["offset"] = (("lead_time", "threshold"), cal.offset.numpy())
+        data["slope"] = ((LEAD_TIME, STRIKES), 1.0 / cal.temperature.numpy())
+        data["offset"] = ((LEAD_TIME, STRIKES), cal.offset.numpy())
     coords = {
         "stage": list(probs),
-        "lead_time": np.arange(1, n_out + 1, dtype=np.int32),
-        "threshold": np.asarray(thresholds, dtype=np.int32),
+        **lead_coords(n_out, step),
+        STRIKES: (STRIKES, np.asarray(thresholds, dtype=np.int32), FORECAST_COORD_ATTRS[STRIKES]),
         "bin_lower": ("bin", edges[:-1]),
         "bin_upper": ("bin", edges[1:]),
     }
@@ -264,8 +271,6 @@ def reliability(
 
 
 _RELIABILITY_LONG = {
-    "lead_time": "forecast step ahead of init_time",
-    "threshold": "strike count threshold of the probability",
     "bin_lower": "lower edge of the reliability bin (forecast probability)",
     "bin_upper": "upper edge of the reliability bin (forecast probability)",
     "forecast_probability": "mean forecast probability in the bin",

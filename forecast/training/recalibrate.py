@@ -9,6 +9,7 @@ from pathlib import Path
 from data_prep.config import save_config
 from data_prep.errors import UserError
 from data_prep.io import write_netcdf_atomic
+from data_prep.sequences import time_step
 from forecast.config import ExperimentConfig, load_experiment
 from forecast.model.calibrator import check_method
 from forecast.model.network import build_model
@@ -36,7 +37,8 @@ def calibrate(
         best["calibration"] = cal.to_state()
         best["config"]["train"]["calibration"] = method
         save_checkpoint(best, run_dir / "best.pt")
-        write_netcdf_atomic(reliability(hist, cal, tuple(thresholds)), run_dir / "calibration.nc")
+        rel = reliability(hist, cal, tuple(thresholds), time_step(data.ds))
+        write_netcdf_atomic(rel, run_dir / "calibration.nc")
     distributed.barrier(dist)
 
 
