@@ -244,7 +244,7 @@ def _report(scores_path: Path, card: Path, paths: dict, figures: list[Path], st:
 
 
 def _test_init_range(cfg: ExperimentConfig, maps: Path) -> str:
-    """``START:END`` covering the inits of the test split's windows."""
+    """``START/END`` (ISO 8601 interval) covering the inits of the test split's windows."""
     ds = open_maps(maps)
     index = load_or_build_index(maps, ds, cfg.data)
     inits = index.starts["test"] + index.n_in - 1
@@ -252,7 +252,7 @@ def _test_init_range(cfg: ExperimentConfig, maps: Path) -> str:
         raise UserError(f"{maps}: the test split has no windows; make synth.days larger")
     times = ds["time"].values
     fmt = "%Y-%m-%dT%H:%M"
-    return f"{_fmt(times[inits.min()], fmt)}:{_fmt(times[inits.max()], fmt)}"
+    return f"{_fmt(times[inits.min()], fmt)}/{_fmt(times[inits.max()], fmt)}"
 
 
 def _fmt(t, fmt: str) -> str:
