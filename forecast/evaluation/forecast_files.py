@@ -3,7 +3,10 @@
 A :class:`ForecastFile` opens a forecast netCDF (the model's, the synthetic oracle, or one brought
 from elsewhere), checks it against the maps it is scored on, and answers ``forecast(ds, inits)``
 like a baseline. Inits are matched by time: the file's ``init_time`` must equal the maps' time of
-the init step. Inits or lead times the file lacks come back as NaN (not scored).
+the init step. ``lead_time`` is a duration (a whole number of map steps, as ``predict`` writes it)
+or an integer count of steps (older files, forecasts from elsewhere); a ``strikes`` (or older
+``threshold``) dimension is scored at 1 strike. Inits or lead times the file lacks come back as NaN
+(not scored).
 """
 
 from __future__ import annotations
