@@ -256,7 +256,8 @@ def by_lead_step(ds: xr.Dataset) -> xr.Dataset:
     """``ds`` indexed by the number of steps ahead: ``ds.sel(lead_step=1)`` picks the first lead.
 
     ``lead_time`` (the duration) stays as a coordinate. A file written before lead_time became a
-    duration (integer ``lead_time`` counting steps) is indexed by that count.
+    duration (integer ``lead_time`` counting steps) is indexed by that count; durations without
+    ``lead_step`` are counted in the file's ``time_step``.
     """
     if LEAD_STEP in ds.dims or LEAD_TIME not in ds.dims:
         return ds
@@ -264,7 +265,13 @@ def by_lead_step(ds: xr.Dataset) -> xr.Dataset:
         return ds.swap_dims({LEAD_TIME: LEAD_STEP})
     if ds[LEAD_TIME].dtype.kind in "iuf":
         return ds.rename({LEAD_TIME: LEAD_STEP})
-    raise UserError(f"{LEAD_TIME} is a duration but the file has no {LEAD_STEP} coordinate")
+    if not ds.attrs.get("time_step"):
+        raise UserError(
+            f"{LEAD_TIME} is a duration but the file has neither a {LEAD_STEP} coordinate nor a "
+            "time_step attribute; add either to count lead times in map steps"
+        )
+    steps = lead_steps(ds, parse_time_step(str(ds.attrs["time_step"])), "forecast file")
+    return ds.assign_coords({LEAD_STEP: (LEAD_TIME, steps)}).swap_dims({LEAD_TIME: LEAD_STEP})
 
 
 def lead_steps(da: xr.DataArray | xr.Dataset, step: pd.Timedelta, what: str) -> np.ndarray:

@@ -158,3 +158,11 @@ def test_a_wrong_init_interval_is_one_user_error(init):
     maps = mock_maps(n_steps=40, shape=(4, 4), time_step="6h")
     with pytest.raises(UserError, match=r"^--init .*(start is after the end|use YYYY-MM-DD)"):
         select_inits(maps, init, n_in=3, min_coverage=0.5)
+
+
+def test_durations_without_lead_step_are_counted_in_the_files_time_step():
+    hours = np.array([6, 12], "timedelta64[h]").astype("timedelta64[ns]")
+    fc = xr.Dataset({"p": ("lead_time", [0.1, 0.2])}, coords={"lead_time": hours})
+    assert by_lead_step(fc.assign_attrs(time_step="6h")).sel(lead_step=2)["p"] == 0.2
+    with pytest.raises(UserError, match="neither a lead_step coordinate nor a time_step"):
+        by_lead_step(fc)
