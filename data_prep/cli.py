@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from data_prep import __version__
+from data_prep.archive import check_archive_path
 from data_prep.atomic import check_output_path, check_outputs
 from data_prep.config import (
     SECTIONS,
@@ -26,7 +27,7 @@ from data_prep.config import (
     load_config,
 )
 from data_prep.errors import Interrupted, UserError, close_match, quote
-from data_prep.prep import check_archive_path, prep
+from data_prep.prep import prep
 from data_prep.readers import ALIASES, READERS
 from data_prep.synthetic import generate_world
 from data_prep.synthetic.world import WORLD_FILES
