@@ -289,8 +289,14 @@ def motion_speed_rows(maps, n_in, n_out, flows, n_inits, repeats) -> list[Row]:
     t = best_times(cases, repeats)
     per = {k: v / n_inits for k, v in t.items()}
     return [
-        ("motion speed", f"{m} per init, 104x236", f"{per['lagrangian'] * 1e3:.1f} ms",
-         f"{per[m] * 1e3:.1f} ms", f"{per['lagrangian'] / per[m]:.3f}", "")
+        (
+            "motion speed",
+            f"{m} per init, 104x236",
+            f"{per['lagrangian'] * 1e3:.1f} ms",
+            f"{per[m] * 1e3:.1f} ms",
+            f"{per['lagrangian'] / per[m]:.3f}",
+            "",
+        )
         for m in flows
     ]
 
@@ -315,8 +321,14 @@ def skill_rows(maps_path: Path, config: Path, flows: list[str]) -> list[Row]:
         bss = scores["brier_skill_score"].sel(pick).squeeze().values
         auc = scores["roc_auc"].sel(pick).squeeze().values
         rows.append(
-            ("motion skill", f"{name} (window {method.window})", "BSS " + _leads(bss),
-             "AUC " + _leads(auc), "", f"test split, {scores.attrs['n_inits']} inits")
+            (
+                "motion skill",
+                f"{name} (window {method.window})",
+                "BSS " + _leads(bss),
+                "AUC " + _leads(auc),
+                "",
+                f"test split, {scores.attrs['n_inits']} inits",
+            )
         )
     return rows
 
