@@ -16,6 +16,8 @@ the skill of each as a baseline on the quickstart world's test split):
 
 Needs scipy (>= 1.12), scikit-learn and pysteps (sdist: a C compiler builds it; its
 ``lk``/``farneback`` flows need opencv-python-headless). Missing libraries skip their rows.
+``--flows darts vet`` also run, but slowly (~1.8 s per init at 104 x 236); darts fails on
+grids under 50 x 50 cells (its default spectral sizes), such as the quickstart's.
 
     python benchmarks/bench_libraries.py --maps runs/quickstart/maps.nc \\
         --config runs/quickstart/config.yaml
