@@ -1,31 +1,21 @@
-"""Hand-written kernels against the libraries of the field that do the same job, run by hand.
+"""Our Lagrangian baseline against pysteps' dense optical flow, run by hand.
 
-Prints one table: for each job, our implementation and the library's, timed in one process,
-interleaved, the minimum of ``--repeats`` runs, with their largest difference (or, for motion,
-the skill of each as a baseline on the quickstart world's test split):
+Box sums (``scipy.ndimage.uniform_filter``) and isotonic regression
+(``scipy.optimize.isotonic_regression``) moved to scipy after this comparison showed them 1.4-2.3x
+and 12-30x faster with identical results (README, dependencies). What stays ours is the
+``lagrangian`` baseline: one domain-wide motion vector by phase correlation, a whole-field shift.
+This prints, for each pysteps flow (``pysteps.motion.get_method``, semi-Lagrangian extrapolation
+``pysteps.extrapolation.semilagrangian.extrapolate``, the same signature as the baselines), its
+time per init against ours on conus-0.25-sized maps (one process, interleaved, minimum of
+``--repeats``), and the skill of each as a baseline on the quickstart world's test split, scored
+by the same ``evaluate`` so the numbers compare.
 
-- box sums and neighbourhood fractions: ``forecast.metrics.box_sum`` and
-  ``forecast.baselines.neighbourhood_fraction`` against ``scipy.ndimage.uniform_filter`` with
-  ``mode="constant"`` (zero outside the domain, as ours);
-- isotonic regression of the calibration histograms: ``forecast.calibration._isotonic_table``
-  against ``scipy.optimize.isotonic_regression`` and ``sklearn.isotonic.isotonic_regression``;
-- motion: the ``lagrangian`` baseline (one domain-wide vector by phase correlation, whole-field
-  shift) against pysteps dense optical flow (``pysteps.motion.get_method``) with semi-Lagrangian
-  extrapolation (``pysteps.extrapolation.semilagrangian.extrapolate``), same signature as the
-  baselines, scored by ``forecast.evaluate.evaluate`` so the numbers compare.
-
-Needs scipy (>= 1.12), scikit-learn and pysteps (sdist: a C compiler builds it; its
-``lk``/``farneback`` flows need opencv-python-headless). Missing libraries skip their rows.
-``--flows darts vet`` also run, but slowly (~1.8 s per init at 104 x 236); darts fails on
-grids under 50 x 50 cells (its default spectral sizes), such as the quickstart's.
+Needs pysteps (an sdist: a C compiler builds it) and, for its ``lk``/``farneback`` flows,
+opencv-python-headless; without pysteps there is nothing to compare. ``--flows darts vet`` also
+run, but slowly (~1.8 s per init at 104 x 236); darts fails on grids under 50 x 50 cells.
 
     python benchmarks/bench_libraries.py --maps runs/quickstart/maps.nc \\
         --config runs/quickstart/config.yaml
-
-Imports to update after the issue-13 layout move: ``forecast.baselines`` (build_baseline,
-neighbourhood_fraction, observations helpers, ``_window``), ``forecast.calibration``
-(``_isotonic_table``, ``N_LOGIT_BINS``, ``_P_EPS``), ``forecast.evaluate.evaluate``,
-``forecast.metrics.box_sum``, ``forecast.config.load_experiment``.
 """
 
 from __future__ import annotations
@@ -43,7 +33,8 @@ import xarray as xr
 from data_prep.io import open_maps
 from data_prep.schema import COUNT, COVERAGE
 from data_prep.sequences import load_or_build_index
-from forecast.baselines import (
+from forecast.config import load_experiment
+from forecast.evaluation.baselines import (
     FIXED_WINDOW,
     Lagrangian,
     _window,
@@ -53,12 +44,9 @@ from forecast.baselines import (
     occurrence,
     read_steps,
 )
-from forecast.calibration import _P_EPS, N_LOGIT_BINS, _isotonic_table
-from forecast.config import load_experiment
-from forecast.evaluate import evaluate
-from forecast.metrics import box_sum
+from forecast.evaluation.scoring import evaluate
 
-HAVE = {m: importlib.util.find_spec(m) is not None for m in ("scipy", "sklearn", "pysteps", "cv2")}
+HAVE = {m: importlib.util.find_spec(m) is not None for m in ("pysteps", "cv2")}
 FLOW_FRAMES = {"constant": 2, "proesmans": 2, "vet": 3, "lk": 0, "farneback": 0, "darts": 0}
 NEEDS_CV2 = ("lk", "farneback")
 Row = tuple[str, str, str, str, str, str]
@@ -73,135 +61,6 @@ def best_times(cases: dict[str, Callable[[], object]], repeats: int) -> dict[str
             run()
             best[name] = min(best[name], time.perf_counter() - t0)
     return best
-
-
-def timed_row(item: str, case: str, ours, lib, repeats: int) -> Row:
-    """Time ``ours`` against ``lib`` (no-argument callables) and compare their results."""
-    t = best_times({"ours": ours, "lib": lib}, repeats)
-    diff = np.nanmax(np.abs(np.asarray(ours(), np.float64) - np.asarray(lib(), np.float64)))
-    ms = f"{t['ours'] * 1e3:.1f} ms", f"{t['lib'] * 1e3:.1f} ms"
-    return item, case, *ms, f"{t['ours'] / t['lib']:.2f}", f"max |diff| {diff:.1e}"
-
-
-# --------------------------------------------------------------------------------------------
-# box sums
-
-
-def scipy_box_sum(x: np.ndarray, n: int) -> np.ndarray:
-    """``box_sum`` by ``scipy.ndimage.uniform_filter``: same window, zero outside, same dtype."""
-    from scipy import ndimage
-
-    x = np.asarray(x)
-    exact = x.dtype == bool or np.issubdtype(x.dtype, np.integer)
-    out = x.astype(np.float64)
-    if n > 1:
-        size = (1,) * (x.ndim - 2) + (n, n)
-        origin = -1 if n % 2 == 0 else 0  # ours spans -(n-1)//2 .. n//2
-        out = ndimage.uniform_filter(out, size, mode="constant", origin=origin) * (n * n)
-    return np.rint(out).astype(np.int32) if exact else out
-
-
-def scipy_fraction(x: np.ndarray, n: int) -> np.ndarray:
-    """``neighbourhood_fraction`` by ``uniform_filter``: the means of x and of in-domain ones."""
-    from scipy import ndimage
-
-    if n <= 1:
-        return x.astype(np.float32)
-    size = (1,) * (x.ndim - 2) + (n, n)
-    origin = -1 if n % 2 == 0 else 0
-    mean = ndimage.uniform_filter(x.astype(np.float64), size, mode="constant", origin=origin)
-    ones = ndimage.uniform_filter(np.ones(x.shape[-2:]), n, mode="constant", origin=origin)
-    return (mean / ones).astype(np.float32)
-
-
-def box_rows(shape: tuple[int, ...], scales: list[int], repeats: int) -> list[Row]:
-    """Box sums of a float and a boolean field, and neighbourhood fractions, at each scale."""
-    rng = np.random.default_rng(0)
-    prob = rng.random(shape)
-    yes = prob > 0.8
-    rows = []
-    for n in scales:
-        for what, x in (("float64", prob), ("bool", yes)):
-            rows.append(
-                timed_row(
-                    "box_sum",
-                    f"{what} {shape} n={n}",
-                    lambda x=x, n=n: box_sum(x, n),
-                    lambda x=x, n=n: scipy_box_sum(x, n),
-                    repeats,
-                )
-            )
-        rows.append(
-            timed_row(
-                "neighbourhood_fraction",
-                f"float {shape} n={n}",
-                lambda n=n: neighbourhood_fraction(prob, n),
-                lambda n=n: scipy_fraction(prob, n),
-                repeats,
-            )
-        )
-    return rows
-
-
-# --------------------------------------------------------------------------------------------
-# isotonic regression
-
-
-def scipy_isotonic_table(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
-    """``_isotonic_table`` with the pooling done by ``scipy.optimize.isotonic_regression``."""
-    from scipy.optimize import isotonic_regression
-
-    w = pos + neg
-    keep = np.flatnonzero(w > 0)
-    if keep.size == 0:
-        return np.full(pos.shape, 0.5, dtype=np.float32)
-    fitted = isotonic_regression(pos[keep] / w[keep], weights=w[keep]).x
-    table = np.interp(np.arange(pos.size), keep, fitted)
-    return np.clip(table, _P_EPS, 1 - _P_EPS).astype(np.float32)
-
-
-def sklearn_isotonic_table(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
-    """``_isotonic_table`` with the pooling done by ``sklearn.isotonic.isotonic_regression``."""
-    from sklearn.isotonic import isotonic_regression
-
-    w = pos + neg
-    keep = np.flatnonzero(w > 0)
-    if keep.size == 0:
-        return np.full(pos.shape, 0.5, dtype=np.float32)
-    fitted = isotonic_regression(pos[keep] / w[keep], sample_weight=w[keep])
-    table = np.interp(np.arange(pos.size), keep, fitted)
-    return np.clip(table, _P_EPS, 1 - _P_EPS).astype(np.float32)
-
-
-def logit_histogram(n_bins: int, cells: float = 3e7, seed: int = 0) -> tuple[np.ndarray, ...]:
-    """(pos, neg) counts per logit bin of a miscalibrated model: most cells at low logits, empty
-    tail bins, a wiggle that makes the raw frequencies violate monotonicity."""
-    rng = np.random.default_rng(seed)
-    z = np.linspace(-16, 16, n_bins)
-    dens = np.exp(-0.5 * ((z + 4) / 3) ** 2)
-    expected = cells * dens / dens.sum()
-    p = 1 / (1 + np.exp(-(0.7 * z + 0.4 * np.sin(3 * z))))
-    return rng.poisson(expected * p).astype(float), rng.poisson(expected * (1 - p)).astype(float)
-
-
-def isotonic_rows(bins: list[int], repeats: int) -> list[Row]:
-    """Our pooled adjacent violators against scipy's and scikit-learn's, per histogram size."""
-    rows = []
-    libs = {"scipy": scipy_isotonic_table, "sklearn": sklearn_isotonic_table}
-    for n in bins:
-        pos, neg = logit_histogram(n)
-        for name, lib in libs.items():
-            if HAVE[name]:
-                rows.append(
-                    timed_row(
-                        f"isotonic ({name})",
-                        f"{n} bins, {int((pos + neg > 0).sum())} non-empty",
-                        lambda pos=pos, neg=neg: _isotonic_table(pos, neg),
-                        lambda pos=pos, neg=neg, lib=lib: lib(pos, neg),
-                        repeats,
-                    )
-                )
-    return rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -356,15 +215,11 @@ def main() -> None:
     p.add_argument("--config", type=Path, default=Path("runs/quickstart/config.yaml"))
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--flows", nargs="*", default=["constant", "lk", "proesmans", "farneback"])
-    p.add_argument("--skip", nargs="*", default=[], choices=["box", "isotonic", "speed", "skill"])
+    p.add_argument("--skip", nargs="*", default=[], choices=["speed", "skill"])
     args = p.parse_args()
     flows = flow_methods(args.flows)
     cfg = load_experiment(str(args.config), [])
     rows: list[Row] = []
-    if HAVE["scipy"] and "box" not in args.skip:
-        rows += box_rows((64, 104, 236), [3, 9, 27], args.repeats)
-    if "isotonic" not in args.skip:
-        rows += isotonic_rows([N_LOGIT_BINS, 100_000], args.repeats)
     if flows and "speed" not in args.skip:
         maps = open_maps(args.maps)
         rows += motion_speed_rows(maps, cfg.data.n_in, cfg.data.n_out, flows, 8, args.repeats)
