@@ -171,7 +171,7 @@ def test_unknown_border_kind_and_bad_box_raise_user_error():
     with pytest.raises(UserError, match="unknown kind 'rivers'"):
         load_lines("rivers")
     with pytest.raises(UserError, match="unknown resolution"):
-        load_lines("states", "h")
+        load_lines("states", "x")
     with pytest.raises(UserError, match="min < max"):
         load_lines("states", "l", (50, 24, -125, -66))
 
