@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.collections import LineCollection
+from matplotlib.patheffects import withStroke
 from matplotlib.ticker import FuncFormatter
 
 from data_prep.errors import UserError
@@ -36,6 +37,8 @@ _SPAN_FOR = (("c", 90.0), ("l", 20.0), ("i", 5.0), ("h", 1.5), ("f", 0.0))
 LAKE_FACTOR = 20.0  # a lake is drawn when 20 times the smallest island drawn
 # Drawing style per kind: (colour, line width in points).
 _STYLE = {"coastlines": ("0.1", 0.7), "countries": ("0.1", 0.7), "states": ("0.35", 0.4)}
+# A thin white halo keeps coastlines and country borders visible on dark colours too.
+_HALO = {"coastlines": 1.0, "countries": 1.0}
 
 
 def _data_dir() -> Path:
@@ -262,6 +265,10 @@ def draw_borders(
         colour, width = _STYLE[kind]
         lines = load_lines(kind, resolution, bbox)
         lc = LineCollection(lines, colors=colour, linewidths=width, zorder=3, label=kind)
+        if kind in _HALO:
+            lc.set_path_effects(
+                [withStroke(linewidth=width + _HALO[kind], foreground="white", alpha=0.6)]
+            )
         ax.add_collection(lc, autolim=False)
         collections.append(lc)
     set_map_extent(ax, bbox)

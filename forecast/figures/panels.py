@@ -96,8 +96,12 @@ def need(scores: xr.Dataset, names: tuple[str, ...], diagram: str) -> bool:
     return not missing
 
 
-def panels(n: int, height: float = 4.0, rows: int = 1, ratios=None) -> tuple[Figure, np.ndarray]:
-    fig = Figure(figsize=(4.0 * n + 0.6, height), layout="constrained")
+def panels(
+    n: int, height: float = 4.0, rows: int = 1, ratios=None, *, square: bool = False
+) -> tuple[Figure, np.ndarray]:
+    """A figure of ``rows`` x ``n`` panels; ``square`` for equal-aspect panels (unit-square
+    diagrams), whose titles, labels and legends then keep clear of each other."""
+    fig = Figure(figsize=(4.0 * n + 0.6, height), layout="compressed" if square else "constrained")
     axes = fig.subplots(
         rows, n, squeeze=False, gridspec_kw={"height_ratios": ratios} if ratios else None
     )
