@@ -30,6 +30,7 @@ from forecast.figures.panels import (
     need,
     panels,
     pick_leads,
+    pr_achievable,
     select_curve,
 )
 
@@ -155,29 +156,6 @@ def pr_figure(scores: xr.Dataset) -> Figure | None:
         _pr_ref,
         pr_achievable,
     )
-
-
-def pr_achievable(recall: np.ndarray, precision: np.ndarray, n: int = 24):
-    """Precision-recall points (M,) with the achievable curve between neighbouring thresholds.
-
-    A straight line between two PR points promises precision that no forecast reaches (Davis and
-    Goadrich 2006): mixing the "yes" cells of two thresholds moves true and false positives, not
-    precision, linearly. In units of all events, ``tp = recall`` and ``fp = recall (1/p - 1)``;
-    ``n`` points per step interpolate those and give ``precision = tp / (tp + fp)``.
-
-    Parameters
-    ----------
-    recall, precision : (K,) finite points of one curve, in threshold order.
-    """
-    if recall.size < 2:
-        return recall, precision
-    fp = recall * (1.0 / np.maximum(precision, 1e-12) - 1.0)  # (K,)
-    w = np.linspace(0.0, 1.0, n, endpoint=False)[None, :]  # (1, n)
-    tp_i = recall[:-1, None] + w * np.diff(recall)[:, None]  # (K - 1, n)
-    fp_i = fp[:-1, None] + w * np.diff(fp)[:, None]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        prec_i = np.where(tp_i > 0, tp_i / (tp_i + fp_i), precision[:-1, None])
-    return np.r_[tp_i.ravel(), recall[-1]], np.r_[prec_i.ravel(), precision[-1]]
 
 
 # --------------------------------------------------------------------------------------------
