@@ -119,6 +119,10 @@ def test_train_shows_steps_a_line_per_validation_and_calibration(pipeline):
     assert [VALIDATION.match(ln).group(1, 2) for ln in err.splitlines() if "val loss" in ln] == [
         ("1", "3")
     ]
+    assert err.splitlines()[-1].startswith("train: stopped at step 3/6 after ")
+    assert err.splitlines()[-1].endswith(
+        ": end of this session (train.session_steps); go on with --resume"
+    )
     assert "calibration" not in err  # the session stopped before the end: nothing calibrated
     assert f"wrote: {root / 'run' / 'best.pt'}, {root / 'run' / 'last.pt'}" in out
 
@@ -133,6 +137,7 @@ def test_resumed_train_says_where_it_goes_on_from(pipeline):
     )
     assert _progress_lines(err, "train")[0].startswith("train: 3/6 steps (50%)")
     assert [VALIDATION.match(ln).group(1, 2) for ln in lines if "val loss" in ln] == [("2", "6")]
+    assert re.match(r"train: stopped at step 6/6 after \d+ s: the last step; best", lines[-4])
     i = lines.index("calibration (temperature) on validation, before -> after:")
     assert re.match(r"  lead 1, P\(count >= 1\): ECE \d\.\d{4} -> \d\.\d{4}, ", lines[i + 1])
     assert lines[i + 2].startswith("  lead 2, ")

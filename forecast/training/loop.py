@@ -144,6 +144,7 @@ def train_loop(cfg: ExperimentConfig, dist: Dist, resume: bool = False) -> Path:
             f"{run_dir / 'last.pt'} written; continue with --resume",
             interrupt.signum,
         )
+    note(_stop_line(run))
     # calibrate the best model on the validation windows
     if run.state.step >= run.total or run.state.stopped:
         calibrate(run_dir, run.model, run.net, run.data, dist, tc.calibration, cfg.model.thresholds)
@@ -332,6 +333,17 @@ def _check_step(
             "the maps for bad values"
         )
     return stop > 0
+
+
+def _stop_line(run: _Session) -> str:
+    """Why training stopped: the last step, early stopping or the end of a session."""
+    s = run.state
+    where = f"train: stopped at step {s.step}/{run.total} after {duration(s.seconds)}"
+    if s.stopped:
+        return f"{where}: {s.bad_epochs} validations without improvement (train.patience)"
+    if s.step < run.total:
+        return f"{where}: end of this session (train.session_steps); go on with --resume"
+    return f"{where}: the last step; best validation loss {s.best_val:.4f}"
 
 
 def _resume_line(path: Path, state: TrainState, total: int, *, found: bool) -> str:
