@@ -15,6 +15,7 @@ Messages that belong with the progress (a validation line, where a resumed run s
 from __future__ import annotations
 
 import math
+import re
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -24,6 +25,8 @@ from tqdm import tqdm
 
 PERCENT_STEP = 10  # a plain line each time another PERCENT_STEP % is done
 SECONDS = 30.0  # ... or when this long has passed since the last line
+# every line a PlainBar prints ("prep: gridding: 2/3 files (66%), 9 s, eta 4 s"), for log filters
+PLAIN_LINE = re.compile(r"^[^\n]+: [\d,]+(/[\d,]+)? [a-z]+s( \(\d+%\))?, \d[^\n]*$")
 
 
 class _Settings:

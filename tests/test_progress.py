@@ -46,7 +46,9 @@ def _run(argv: list[str]) -> tuple[str, str]:
 
 
 def _progress_lines(err: str, desc: str) -> list[str]:
-    return [ln for ln in err.splitlines() if ln.startswith(f"{desc}: ") and "%)" in ln]
+    lines = [ln for ln in err.splitlines() if ln.startswith(f"{desc}: ") and "%)" in ln]
+    assert all(progress.PLAIN_LINE.match(ln) for ln in lines)
+    return lines
 
 
 @pytest.fixture(scope="module")
@@ -79,6 +81,8 @@ def test_plain_lines_come_every_tenth_not_every_update(capsys):
         f"stage: {k * 100:,}/1,000" for k in range(1, 11)
     ]
     assert lines[-1].startswith("stage: 1,000/1,000 items (100%), ") and "eta" not in lines[-1]
+    assert all(progress.PLAIN_LINE.match(ln) for ln in lines)
+    assert not progress.PLAIN_LINE.match("strikecast prep: error: maps.nc: No space left")
 
 
 def test_a_stage_cut_short_ends_with_a_line_at_its_last_count(capsys):
