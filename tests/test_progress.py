@@ -142,7 +142,9 @@ def test_resumed_train_says_where_it_goes_on_from(pipeline):
     assert _progress_lines(err, "train")[0].startswith("train: 3/6 steps (50%)")
     assert [VALIDATION.match(ln).group(1, 2) for ln in lines if "val loss" in ln] == [("2", "6")]
     assert re.match(r"train: stopped at step 6/6 after \d+ s: the last step; best", lines[-4])
-    i = lines.index("calibration (temperature) on validation, before -> after:")
+    i = lines.index(
+        "calibration (temperature) fitted on validation; there, before -> after (in-sample):"
+    )
     assert re.match(r"  lead 1, P\(count >= 1\): ECE \d\.\d{4} -> \d\.\d{4}, ", lines[i + 1])
     assert lines[i + 2].startswith("  lead 2, ")
     assert f"{root / 'run' / 'calibration.nc'}" in out.splitlines()[-1]
@@ -171,6 +173,18 @@ def test_evaluate_shows_init_by_method_forecasts_and_ends_naming_its_files(pipel
         f"scores: {root / 'scores.nc'}",
         f"scorecard: {root / 'scores.md'}",
     ]
+
+
+def test_calibrate_prints_reliability_before_and_after_and_the_files_it_rewrote(pipeline):
+    root, _ = pipeline
+    out, err = _run(
+        ["calibrate", "--config", root / "run" / "config.yaml", "train.calibration=platt"]
+    )
+    lines = err.splitlines()
+    assert lines[0].startswith("calibration (platt) fitted on validation")
+    assert [ln.split(",")[0] for ln in lines[1:]] == ["  lead 1", "  lead 2"]
+    run = root / "run"
+    assert out == f"calibrated (platt): {run / 'best.pt'}, {run / 'calibration.nc'}\n"
 
 
 @pytest.mark.parametrize("quiet", [["--quiet"], ["train.progress=false"]])
@@ -208,7 +222,7 @@ def test_reliability_lines_give_the_cell_weighted_gap_before_and_after():
         attrs={"calibration_method": "platt"},
     )
     assert reliability_lines(rel) == [
-        "calibration (platt) on validation, before -> after:",
+        "calibration (platt) fitted on validation; there, before -> after (in-sample):",
         "  lead 1, P(count >= 1): ECE 0.0500 -> 0.0000, largest gap 0.100 -> 0.000, "
         "log loss 0.3000 -> 0.2500",
     ]

@@ -62,7 +62,8 @@ def reliability_lines(rel: xr.Dataset) -> list[str]:
     largest = np.where(count >= 0.01 * cells[..., None], gap, 0).max(-1)
     loss = rel["log_loss"].values
     thresholds = rel["count"][rel["count"].dims[2]].values
-    lines = [f"calibration ({rel.attrs.get('calibration_method')}) on validation, before -> after:"]
+    method = rel.attrs.get("calibration_method")
+    lines = [f"calibration ({method}) fitted on validation; there, before -> after (in-sample):"]
     for i, j in np.ndindex(*ece.shape[1:]):
         lines.append(
             f"  lead {i + 1}, P(count >= {thresholds[j]}): ECE {ece[0, i, j]:.4f} -> "
