@@ -37,6 +37,7 @@ from data_prep.errors import UserError, quote
 from data_prep.feeds import check_feed_options, file_day, split_time_unit
 from data_prep.grid import OBSERVE, Accumulator
 from data_prep.io import write_netcdf_atomic
+from data_prep.progress import bar
 from data_prep.readers import SlowPath, get_reader
 from data_prep.records import Cells, ReadOptions, Records, Span, Tally, first_line
 from data_prep.schema import (
@@ -290,7 +291,8 @@ def grid_all(plan, grid, clock, opts, *, workers: int = 1, scheduler: str | None
     (datetime64[ns], sorted) of the steps where it gridded strikes.
     """
     if scheduler is None and workers <= 1:
-        results = [grid_file(p, f, grid, clock, opts) for p, f in plan]
+        files = bar(plan, desc="prep: gridding", unit="file")
+        results = [grid_file(p, f, grid, clock, opts) for p, f in files]
     else:
         results = _grid_dask(plan, grid, clock, opts, workers, scheduler)
     acc, tally, steps = Accumulator(grid, clock), Tally(), []
