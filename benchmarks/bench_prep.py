@@ -22,9 +22,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from data_prep.clock import StepClock
 from data_prep.config import PrepConfig, SequenceConfig
 from data_prep.errors import UserError
-from data_prep.grid import Accumulator, StepClock, numba_kernel
+from data_prep.grid import Accumulator, numba_kernel
 from data_prep.prep import grid_file, make_clock, prep
 from data_prep.records import ReadOptions, Records, Tally
 from data_prep.schema import get_grid, parse_time_step

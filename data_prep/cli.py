@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from data_prep import __version__
+from data_prep.archive import check_archive_path
 from data_prep.atomic import check_output_path, check_outputs
 from data_prep.config import (
     SECTIONS,
@@ -26,7 +27,8 @@ from data_prep.config import (
     load_config,
 )
 from data_prep.errors import Interrupted, UserError, close_match, quote
-from data_prep.prep import check_archive_path, prep
+from data_prep.prep import prep
+from data_prep.progress import quiet
 from data_prep.readers import ALIASES, READERS
 from data_prep.synthetic import generate_world
 from data_prep.synthetic.world import WORLD_FILES
@@ -288,6 +290,18 @@ def add_commands(sub) -> None:
         add(sub)
 
 
+def add_quiet(sub) -> None:
+    """``-q/--quiet`` on every command of ``sub`` (honoured by :func:`run_parser`)."""
+    for p in sub.choices.values():
+        p.add_argument(
+            "-q",
+            "--quiet",
+            action="store_true",
+            help="no progress bars or progress lines on stderr (errors, warnings and the "
+            "closing lines naming what was written still print)",
+        )
+
+
 def run_parser(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     """Parse, run, and turn a :class:`UserError` (or an ``OSError``: a full disk, a file that
     vanished) into one line on stderr and exit code 2; warnings print as one line too."""
@@ -312,7 +326,8 @@ def run_parser(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
     try:
         with warnings.catch_warnings():  # restores showwarning on the way out
             warnings.showwarning = one_line
-            return int(args.run(args) or 0)
+            with quiet(getattr(args, "quiet", False)):
+                return int(args.run(args) or 0)
     except UserError as e:
         print(f"{where}: error: {e}", file=sys.stderr)
         return 2
@@ -333,6 +348,7 @@ def build_parser(prog: str = "python -m data_prep") -> argparse.ArgumentParser:
     add_version(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     add_commands(sub)
+    add_quiet(sub)
     return parser
 
 

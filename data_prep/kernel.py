@@ -43,6 +43,76 @@ def _floor_div(d, step, inv_step):  # pragma: no cover
     return k
 
 
+@numba.njit(inline="always")
+def _block_cells(la, lo, cell, m, geo, east, west):  # pragma: no cover
+    """Flat cell of each of the ``m`` records into ``cell``: -1 outside the domain (and NaN)."""
+    lat_min, lon_min, res, fh, fw = geo[0], geo[1], geo[2], geo[3], geo[4]
+    for q in range(m):
+        x = lo[q]
+        x = x + (east if x >= 180.0 else 0.0) + (west if x < 0.0 else 0.0)  # no branch
+        fi = np.floor((la[q] - lat_min) / res + EDGE_SNAP)
+        fj = np.floor((x - lon_min) / res + EDGE_SNAP)
+        inside = (fi >= 0) & (fi < fh) & (fj >= 0) & (fj < fw)
+        # fi * fw + fj is exact in float64: small integers
+        cell[q] = np.int32(fi * fw + fj) if inside else np.int32(-1)
+
+
+@numba.njit(inline="always")
+def _time_range(tb, m):  # pragma: no cover
+    """The earliest and latest of the ``m`` times ``tb``."""
+    t_min, t_max = tb[0], tb[0]
+    for q in range(m):
+        t_min = min(t_min, tb[q])
+        t_max = max(t_max, tb[q])
+    return t_min, t_max
+
+
+@numba.njit(inline="always")
+def _add_one_step(row, cell, count, a, m, weighted):  # pragma: no cover
+    """Add a block lying within one kept step to its ``row``; returns (records in, strikes in,
+    records outside the domain, their strikes)."""
+    in_r = in_s = out_d = out_ds = 0
+    if not weighted:  # one strike each: no count to read
+        for q in range(m):
+            if cell[q] >= 0:
+                row[cell[q]] += 1
+            else:
+                out_d += 1
+        return m - out_d, m - out_d, out_d, out_d
+    for q in range(m):
+        s = count[a + q]
+        if cell[q] >= 0:
+            row[cell[q]] += s
+            in_r += 1
+            in_s += s
+        else:
+            out_d += 1
+            out_ds += s
+    return in_r, in_s, out_d, out_ds
+
+
+@numba.njit(inline="always")
+def _add_each(table, cell, time, count, a, m, weighted, clock, k0, inv_step):  # pragma: no cover
+    """Add a block spanning steps (or outside the time range), one division per record;
+    returns the six totals of :func:`grid_records` for the block."""
+    origin, step, k_lo, k_hi = clock[0], clock[1], clock[2], clock[3]
+    out_t = out_ts = out_d = out_ds = in_r = in_s = 0
+    for q in range(m):
+        s = count[a + q] if weighted else 1
+        kq = _floor_div(time[a + q] - origin, step, inv_step)
+        if kq < k_lo or kq > k_hi:
+            out_t += 1
+            out_ts += s
+        elif cell[q] < 0:
+            out_d += 1
+            out_ds += s
+        else:
+            table[kq - k0, cell[q]] += s
+            in_r += 1
+            in_s += s
+    return out_t, out_ts, out_d, out_ds, in_r, in_s
+
+
 @numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def grid_records(time, lat, lon, count, clock, geo, table_steps, n_threads):  # pragma: no cover
     """Counts per (step, cell) and totals per outcome of N records, on ``n_threads`` threads.
@@ -57,80 +127,33 @@ def grid_records(time, lat, lon, count, clock, geo, table_steps, n_threads):  # 
     Returns ``counts (n_threads, S, H*W) int64`` and ``totals (n_threads, 6) int64``: records
     and strikes outside the time range, outside the domain, and gridded.
     """
-    n = time.size
-    origin, step, k_lo, k_hi, wrap = clock[0], clock[1], clock[2], clock[3], clock[4]
-    lat_min, lon_min, res, fh, fw = geo[0], geo[1], geo[2], geo[3], geo[4]
-    w = np.int64(fw)
+    n, origin, step, k_lo, k_hi, wrap = time.size, clock[0], clock[1], clock[2], clock[3], clock[4]
     k0, span = table_steps[0], table_steps[1]
-    weighted = count.size > 0
-    inv_step = 1.0 / step
+    weighted, inv_step = count.size > 0, 1.0 / step
     east = -360.0 if wrap == 1 else 0.0  # added to lon >= 180
     west = 360.0 if wrap == 2 else 0.0  # added to lon < 0
-    counts = np.zeros((n_threads, span, np.int64(fh) * w), dtype=np.int64)
+    counts = np.zeros((n_threads, span, np.int64(geo[3]) * np.int64(geo[4])), dtype=np.int64)
     totals = np.zeros((n_threads, 6), dtype=np.int64)
     for b in numba.prange(n_threads):
-        table = counts[b]
-        cell = np.empty(BLOCK, dtype=np.int32)
+        table, cell = counts[b], np.empty(BLOCK, dtype=np.int32)
         out_t = out_ts = out_d = out_ds = in_r = in_s = 0  # totals kept in registers
         t_lo, t_hi, k = np.int64(1), np.int64(0), np.int64(0)  # the current step's [t_lo, t_hi)
         stop = (b + 1) * n // n_threads
         for a in range(b * n // n_threads, stop, BLOCK):
             m = min(BLOCK, stop - a)
-            # cells, vectorised: -1 outside the domain (and for NaN)
-            la, lo = lat[a : a + m], lon[a : a + m]  # slices: no negative-index checks
-            for q in range(m):
-                x = lo[q]
-                x = x + (east if x >= 180.0 else 0.0) + (west if x < 0.0 else 0.0)  # no branch
-                fi = np.floor((la[q] - lat_min) / res + EDGE_SNAP)
-                fj = np.floor((x - lon_min) / res + EDGE_SNAP)
-                inside = (fi >= 0) & (fi < fh) & (fj >= 0) & (fj < fw)
-                # fi * fw + fj is exact in float64: small integers
-                cell[q] = np.int32(fi * fw + fj) if inside else np.int32(-1)
-            # the block's time span: within one step, the usual case for feeds in time order
-            tb = time[a : a + m]
-            t_min, t_max = tb[0], tb[0]
-            for q in range(m):
-                t_min = min(t_min, tb[q])
-                t_max = max(t_max, tb[q])
-            if t_min < t_lo or t_max >= t_hi:
+            _block_cells(lat[a : a + m], lon[a : a + m], cell, m, geo, east, west)
+            t_min, t_max = _time_range(time[a : a + m], m)
+            if t_min < t_lo or t_max >= t_hi:  # the block's time span: usually within one step
                 k = _floor_div(t_min - origin, step, inv_step)
                 t_lo = origin + k * step
                 t_hi = t_lo + step
             if t_max < t_hi and k_lo <= k <= k_hi:
-                row, miss = table[k - k0], 0
-                if not weighted:
-                    for q in range(m):
-                        if cell[q] >= 0:
-                            row[cell[q]] += 1
-                        else:
-                            miss += 1
-                    in_r, in_s = in_r + m - miss, in_s + m - miss
-                    out_d, out_ds = out_d + miss, out_ds + miss
-                    continue
-                for q in range(m):
-                    s = count[a + q]
-                    if cell[q] >= 0:
-                        row[cell[q]] += s
-                        in_r += 1
-                        in_s += s
-                    else:
-                        out_d += 1
-                        out_ds += s
+                r, s, d, ds = _add_one_step(table[k - k0], cell, count, a, m, weighted)
+                in_r, in_s, out_d, out_ds = in_r + r, in_s + s, out_d + d, out_ds + ds
                 continue
-            # a block spanning steps (or outside the time range): one division per record
-            for q in range(m):
-                s = count[a + q] if weighted else 1
-                kq = _floor_div(time[a + q] - origin, step, inv_step)
-                if kq < k_lo or kq > k_hi:
-                    out_t += 1
-                    out_ts += s
-                elif cell[q] < 0:
-                    out_d += 1
-                    out_ds += s
-                else:
-                    table[kq - k0, cell[q]] += s
-                    in_r += 1
-                    in_s += s
+            g = _add_each(table, cell, time, count, a, m, weighted, clock, k0, inv_step)
+            out_t, out_ts, out_d, out_ds = out_t + g[0], out_ts + g[1], out_d + g[2], out_ds + g[3]
+            in_r, in_s = in_r + g[4], in_s + g[5]
         totals[b, 0], totals[b, 1], totals[b, 2] = out_t, out_ts, out_d
         totals[b, 3], totals[b, 4], totals[b, 5] = out_ds, in_r, in_s
     return counts, totals

@@ -6,20 +6,14 @@ input on its own (serially, or in parallel with dask: the per-input counts are i
 up identically in any order), merges them with the archive, and writes the result atomically
 with the accounting in its attributes. One ``prep`` at a time writes an archive: a second one
 into the same ``out`` waits for the lock file ``.<name>.lock`` beside it (up to
-``prep.lock_wait`` seconds), then appends to what the first wrote.
-
-Point feeds may be split anywhere in time, so their overlapping steps are summed. Records of
-whole-day formats (``WHOLE_DAY``: NLDN tiles, one total per tile and day) are not: an input with
-strikes on days that another whole-day input of the archive or of the run already gave is
-refused, since each such tile-day would count twice. The archive lists the days of each such
-input (``steps`` of its entry in the ``inputs`` attribute).
+``prep.lock_wait`` seconds), then appends to what the first wrote. What the archive holds, and the checks that keep an
+append honest, are in :mod:`data_prep.archive`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import glob
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,17 +22,25 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-import data_prep
+from data_prep.archive import (
+    check_archive_path,
+    check_whole_days,
+    new_inputs,
+    open_archive,
+    provenance,
+    read_provenance,
+)
 from data_prep.atomic import check_output_path, output_lock
+from data_prep.clock import StepClock
 from data_prep.config import PrepConfig, SequenceConfig
 from data_prep.errors import UserError, quote
 from data_prep.feeds import check_feed_options, file_day, split_time_unit
-from data_prep.grid import OBSERVE, Accumulator, StepClock
-from data_prep.io import open_maps, write_netcdf_atomic
+from data_prep.grid import OBSERVE, Accumulator
+from data_prep.io import write_netcdf_atomic
+from data_prep.progress import bar
 from data_prep.readers import SlowPath, get_reader
 from data_prep.records import Cells, ReadOptions, Records, Span, Tally, first_line
 from data_prep.schema import (
-    CF_CONVENTIONS,
     COORD_ATTRS,
     COUNT,
     COUNT_ATTRS,
@@ -55,7 +57,6 @@ from data_prep.schema import (
 from data_prep.sequences import check_config, index_path, load_or_build_index
 from data_prep.tables import parse_columns
 
-WHOLE_DAY = ("nldn-tiles",)  # formats of whole-day totals: a day given twice would count twice
 SCHEDULER_TIMEOUT = "10s"  # connecting to a --scheduler address
 
 
@@ -131,7 +132,7 @@ def prep(
 
 def _append(files, formats, out, cfg, seq, grid, step, scheduler, columns) -> PrepSummary:
     """:func:`prep` once the archive is locked: read it, grid the new inputs, write it back."""
-    old = _open_archive(out, grid, step)
+    old = open_archive(out, grid, step)
     entries, old_tally = read_provenance(old, out)
     fresh = new_inputs(files, entries, out)
     summary = PrepSummary(out, Tally(), grid, cfg.time_step, np.array([], "datetime64[ns]"))
@@ -147,7 +148,7 @@ def _append(files, formats, out, cfg, seq, grid, step, scheduler, columns) -> Pr
     acc, tally, steps = grid_all(plan, grid, clock, opts, workers=cfg.workers, scheduler=scheduler)
     check_whole_days(plan, steps, entries, out, int(step.value))
     ds = build_maps(acc, grid, clock, cfg, old)
-    ds.attrs.update(_provenance(plan, steps, entries, cfg))
+    ds.attrs.update(provenance(plan, steps, entries, cfg))
     ds.attrs.update(old_tally.merge(tally).to_attrs())
     write_netcdf_atomic(ds, out, encoding=maps_encoding(ds))
     summary.tally, summary.inputs, summary.times = tally, [str(f) for f, _ in plan], ds[TIME].values
@@ -290,7 +291,8 @@ def grid_all(plan, grid, clock, opts, *, workers: int = 1, scheduler: str | None
     (datetime64[ns], sorted) of the steps where it gridded strikes.
     """
     if scheduler is None and workers <= 1:
-        results = [grid_file(p, f, grid, clock, opts) for p, f in plan]
+        files = bar(plan, desc="prep: gridding", unit="file")
+        results = [grid_file(p, f, grid, clock, opts) for p, f in files]
     else:
         results = _grid_dask(plan, grid, clock, opts, workers, scheduler)
     acc, tally, steps = Accumulator(grid, clock), Tally(), []
@@ -382,190 +384,6 @@ def maps_encoding(ds: xr.Dataset) -> dict:
         "lat": {"_FillValue": None},
         "lon": {"_FillValue": None},
     }
-
-
-def _provenance(plan, steps, entries: list[dict], cfg: PrepConfig) -> dict:
-    step = parse_time_step(cfg.time_step)
-    listed = {e["path"] for e in entries}
-    for (path, fmt), times in zip(plan, steps, strict=True):
-        entry = {"path": str(path), "format": fmt, **_fingerprint(path)}
-        entry["timezone"] = cfg.timezone or "UTC"  # of the input's naive times
-        if fmt in WHOLE_DAY:
-            entry["steps"] = _runs(times, int(step.value))
-        entries = [e for e in entries if e["path"] != str(path)] if str(path) in listed else entries
-        entries.append(entry)
-    readers = sorted({e["format"] for e in entries})
-    return {
-        "Conventions": CF_CONVENTIONS,
-        "title": "gridded lightning strike counts",
-        "source": "strikecast data_prep.prep",
-        "strikecast_version": data_prep.__version__,
-        "grid": get_grid(cfg.grid).spec(),
-        "time_step": cfg.time_step,
-        "time_step_seconds": int(step.total_seconds()),
-        "readers": ",".join(readers),
-        "inputs": json.dumps(entries),
-        "n_inputs": len(entries),
-    }
-
-
-_DAMAGED = "the archive's provenance is damaged: prep all its inputs into a new --out"
-
-
-def read_provenance(ds: xr.Dataset | None, out: Path) -> tuple[list[dict], Tally]:
-    """The ``inputs`` entries and the accounting stored in the attributes of the archive ``ds``
-    at ``out`` (none and an empty tally for a new archive); malformed ones raise
-    :class:`UserError` naming ``out`` and the attribute."""
-    if ds is None:
-        return [], Tally()
-    text = ds.attrs.get("inputs", "[]")
-    try:
-        entries = json.loads(text)
-    except (ValueError, TypeError):
-        raise UserError(
-            f"{out}: attribute 'inputs' is not JSON ({quote(text)}); {_DAMAGED}"
-        ) from None
-    if not isinstance(entries, list) or not all(map(_valid_entry, entries)):
-        raise UserError(
-            f"{out}: attribute 'inputs' ({quote(text)}) is not a list of input entries "
-            f"(path, format, size, mtime_ns, steps); {_DAMAGED}"
-        )
-    try:
-        tally = Tally.from_attrs(ds.attrs)
-    except (ValueError, TypeError):
-        raise UserError(
-            f"{out}: the accounting attributes (records_read, strikes_gridded, ...) are not all "
-            f"whole numbers; {_DAMAGED}"
-        ) from None
-    return entries, tally
-
-
-def _valid_entry(entry) -> bool:
-    """One ``inputs`` entry as :func:`_provenance` writes it."""
-    if not isinstance(entry, dict) or not all(
-        isinstance(entry.get(k), str) for k in ("path", "format")
-    ):
-        return False
-    if not all(type(entry.get(k, 0)) is int for k in ("size", "mtime_ns")):
-        return False
-    runs = entry.get("steps", [])
-    try:
-        return isinstance(runs, list) and all(_ns(a) <= _ns(b) for a, b in runs)
-    except (ValueError, TypeError):
-        return False
-
-
-def _fingerprint(path: Path) -> dict:
-    st = Path(path).stat()
-    return {"size": int(st.st_size), "mtime_ns": int(st.st_mtime_ns)}
-
-
-def new_inputs(files: list[Path], entries: list[dict], out: Path) -> list[Path]:
-    """The files not yet in the archive. A file is known by name, size and modification time,
-    so an archive survives moving its data folder; a known name whose size or modification
-    time differs is an error (the strikes of the file by that name are already in the maps)."""
-    seen = {(Path(e["path"]).name, e.get("size"), e.get("mtime_ns")) for e in entries}
-    names = {Path(e["path"]).name for e in entries}
-    fresh = []
-    for f in files:
-        fp = _fingerprint(f)
-        if (f.name, fp["size"], fp["mtime_ns"]) in seen:
-            continue
-        if f.name in names:
-            raise UserError(
-                f"{f}: changed since it was gridded into {out} (a file named {f.name} with "
-                "another size or modification time is in it); its old strikes are in the maps: "
-                "prep all inputs into a new --out, or rename the file if it is another input"
-            )
-        fresh.append(f)
-    return fresh
-
-
-def check_whole_days(plan, steps, entries: list[dict], out: Path, step_ns: int) -> None:
-    """Refuse an input of a whole-day format (``WHOLE_DAY``) with strikes on steps that another
-    whole-day input already gave, in the archive (``entries``) or earlier in ``plan``: summed,
-    each such tile-day would count twice. ``steps``: per input of ``plan``, as from grid_all."""
-    seen = [
-        (f"{Path(e['path']).name} in {out}", _unruns(e["steps"], step_ns))
-        for e in entries
-        if e.get("format") in WHOLE_DAY and "steps" in e
-    ]
-    for (path, fmt), times in zip(plan, steps, strict=True):
-        if fmt not in WHOLE_DAY:
-            continue
-        for where, other in seen:
-            both = np.intersect1d(times, other)
-            if both.size:
-                raise UserError(
-                    f"{path}: strikes on {_dates(both)} are already gridded from {where}; "
-                    f"{fmt} are whole-day totals, so those days would count twice: leave them "
-                    "out of one of the files, or prep this file into a new --out"
-                )
-        seen.append((f"{path.name}, also given", times))
-
-
-def _runs(times: np.ndarray, step_ns: int) -> list[list[str]]:
-    """Sorted step start times -> ``[[first, last], ...]`` of runs of consecutive steps."""
-    if not times.size:
-        return []
-    t = times.astype("datetime64[ns]").view(np.int64)
-    cut = np.flatnonzero(np.diff(t) != step_ns) + 1
-    first, last = np.r_[0, cut], np.r_[cut, t.size] - 1
-    text = np.datetime_as_string(times.astype("datetime64[ns]"), unit="auto")  # lossless
-    return [[str(text[a]), str(text[b])] for a, b in zip(first, last, strict=True)]
-
-
-def _unruns(runs: list, step_ns: int) -> np.ndarray:
-    """Inverse of :func:`_runs`: the step start times, datetime64[ns]."""
-    ns = [np.arange(_ns(a), _ns(b) + 1, step_ns, dtype=np.int64) for a, b in runs]
-    return np.concatenate([np.zeros(0, np.int64), *ns]).view("datetime64[ns]")
-
-
-def _ns(text: str) -> int:
-    return int(np.datetime64(text, "ns").view(np.int64))
-
-
-def _dates(times: np.ndarray) -> str:
-    """``2024-02-05`` or ``2024-02-05 .. 2024-02-10 (6 days)`` (minutes when not midnight)."""
-    daily = bool((times.astype("datetime64[D]") == times).all())
-    text = np.datetime_as_string(times, unit="D" if daily else "m")
-    n = f"{text.size} {'days' if daily else 'steps'}"
-    return str(text[0]) if text.size == 1 else f"{text[0]} .. {text[-1]} ({n})"
-
-
-def check_archive_path(out: Path) -> None:
-    """Refuse an ``out`` that is a directory, naming a maps file inside it."""
-    if out.is_dir() and not out.is_symlink():
-        raise UserError(
-            f"--out {out} is a directory; give the path of a .nc maps file, e.g. {out / 'maps.nc'}"
-        )
-
-
-def _open_archive(out: Path, grid: Grid, step: pd.Timedelta) -> xr.Dataset | None:
-    """The existing maps file at ``out`` (loaded), or None; it must share grid and step."""
-    if not out.exists():
-        return None
-    ds = open_maps(out)
-    have = Grid.from_coords(ds["lat"].values, ds["lon"].values)
-    same_grid = have.shape == grid.shape and np.allclose(
-        [have.lat_min, have.lon_min, have.res], [grid.lat_min, grid.lon_min, grid.res]
-    )
-    if not same_grid:
-        raise UserError(
-            f"{out}: existing maps are on grid {ds.attrs.get('grid', have.spec())}, "
-            f"not {grid.spec()}; use another --out"
-        )
-    seconds = ds.attrs.get("time_step_seconds", -1)
-    if type(seconds) is not int and not isinstance(seconds, np.integer):
-        raise UserError(
-            f"{out}: attribute time_step_seconds {quote(seconds)} is not a whole number; {_DAMAGED}"
-        )
-    if int(seconds) != int(step.total_seconds()):
-        raise UserError(
-            f"{out}: existing maps have time step {ds.attrs.get('time_step')}; "
-            "use the same --time-step or another --out"
-        )
-    return ds
 
 
 def _window_index(out: Path, ds: xr.Dataset, seq: SequenceConfig, summary: PrepSummary) -> None:

@@ -71,8 +71,16 @@ def run_train(args) -> int:
     cfg = _experiment(args)  # bad config fails before the heavy imports
 
     run_dir = train(cfg, resume=args.resume)
-    print(f"run directory: {run_dir}")
+    if os.environ.get("RANK", "0") == "0":  # once under torchrun
+        print(f"run directory: {run_dir}")
+        print(f"wrote: {', '.join(str(p) for p in _run_files(run_dir))}")
     return 0
+
+
+def _run_files(run_dir: Path) -> list[Path]:
+    """What a training run writes, those of it that exist."""
+    names = ("best.pt", "last.pt", "calibration.nc", "log.csv", "config.yaml", "tensorboard")
+    return [run_dir / n for n in names if (run_dir / n).exists()]
 
 
 def _add_calibrate(sub) -> None:
@@ -332,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_config,
     ):
         add(sub)
+    prep_cli.add_quiet(sub)
     return parser
 
 

@@ -68,7 +68,7 @@ class TrainConfig:
     patience: int = 5  # early stopping after this many validations without improvement
     calibration: str = "temperature"  # temperature | platt | isotonic | none
     log_every: int = 10
-    progress: bool = True
+    progress: bool = True  # progress and validation lines on stderr; false = train --quiet
     session_steps: int = 0  # stop this session after N steps (--resume goes on); 0 = no limit
     checkpoint_every: int = 1000  # also write last.pt every N steps within an epoch; 0 = never
     threads: int = 0  # CPU torch threads; 0 = cores / processes, or 1 on a busy machine

@@ -29,6 +29,7 @@ import forecast
 from data_prep.config import from_dict
 from data_prep.errors import UserError
 from data_prep.io import open_maps, write_netcdf_atomic
+from data_prep.progress import bar
 from data_prep.schema import (
     CF_CONVENTIONS,
     COORD_ATTRS,
@@ -91,18 +92,21 @@ class Forecaster:
         )
 
     @torch.inference_mode()
-    def forecast_all(self, ds: xr.Dataset, inits: np.ndarray) -> np.ndarray:
+    def forecast_all(self, ds: xr.Dataset, inits: np.ndarray, progress: bool = False) -> np.ndarray:
         """Calibrated P(count >= t) for every threshold t, float32 (N, n_out, n_thr, H, W).
 
-        ``inits`` (N,) are the step indices of the last observed map of each forecast.
+        ``inits`` (N,) are the step indices of the last observed map of each forecast;
+        ``progress`` shows a bar (or plain lines) over them.
         """
         self.check_grid(ds)
         inits = np.atleast_1d(np.asarray(inits, dtype=np.int64))
         h, w = ds.sizes[LAT], ds.sizes[LON]
         out = np.empty((len(inits), self.n_out, len(self.thresholds), h, w), dtype=np.float32)
-        for a in range(0, len(inits), self.batch_size):
-            logits = self.logits(ds, inits[a : a + self.batch_size])  # (B, n_out, n_thr, H, W)
-            out[a : a + len(logits)] = self.calibrator.probability(logits).cpu().numpy()
+        with bar(total=len(inits), desc="predict", unit="init", enabled=progress) as done:
+            for a in range(0, len(inits), self.batch_size):
+                logits = self.logits(ds, inits[a : a + self.batch_size])  # (B, n_out, n_thr, H, W)
+                out[a : a + len(logits)] = self.calibrator.probability(logits).cpu().numpy()
+                done.update(len(logits))
         return out
 
     @torch.inference_mode()
@@ -159,7 +163,7 @@ def predict_to_file(
     ds = open_maps(Path(maps))
     fc.check_grid(ds, maps)
     inits = select_inits(ds, init, n_in=fc.n_in, min_coverage=fc.min_coverage, maps=maps)
-    prob = fc.forecast_all(ds, inits)
+    prob = fc.forecast_all(ds, inits, progress=True)
     return write_netcdf_atomic(forecast_dataset(ds, inits, prob, fc, maps), Path(out))
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from data_prep.grid import Accumulator, StepClock, cell_index, numba_kernel, span_fraction
+from data_prep.clock import StepClock, span_fraction
+from data_prep.grid import Accumulator, cell_index, numba_kernel
 from data_prep.records import Records, Tally
 from data_prep.schema import get_grid
 

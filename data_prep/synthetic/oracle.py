@@ -31,9 +31,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pandas as pd
 import xarray as xr
-from tqdm.auto import tqdm
 
 from data_prep import schema
+from data_prep.progress import bar
 from data_prep.synthetic import dynamics as dyn
 from data_prep.synthetic.render import render
 from data_prep.synthetic.simulate import Run, n_cohorts, steps_per_day
@@ -69,7 +69,7 @@ def oracle_probability(s: dyn.Setting, run: Run, progress: bool = False) -> np.n
     starts = range(0, len(inits), CHUNK_INITS)
     with ThreadPoolExecutor(WORKERS) as pool:
         jobs = pool.map(one, starts)
-        for _ in tqdm(jobs, total=len(starts), desc="oracle", unit="chunk", disable=not progress):
+        for _ in bar(jobs, total=len(starts), desc="oracle", unit="chunk") if progress else jobs:
             pass
     return out
 

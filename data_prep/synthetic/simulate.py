@@ -13,8 +13,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from data_prep.progress import bar
 from data_prep.synthetic import dynamics as dyn
 from data_prep.synthetic.render import render
 
@@ -62,9 +62,8 @@ def run_world(s: dyn.Setting, rng: np.random.Generator, progress: bool = False) 
     cohorts = np.zeros((cfg.days, n_cohorts(s), *s.grid.shape), np.float32)
     row, slot = frame.alive_pairs(storms.t0, storms.t0 + storms.life, storms.world)
     hits = []
-    for d0 in tqdm(
-        range(0, cfg.days, CHUNK_DAYS), desc="synth", unit="chunk", disable=not progress
-    ):
+    chunks = range(0, cfg.days, CHUNK_DAYS)
+    for d0 in bar(chunks, desc="synth", unit="chunk") if progress else chunks:
         d1 = min(d0 + CHUNK_DAYS, cfg.days)
         sel = (slot >= d0 * spd) & (slot < d1 * spd)
         lam, cohorts[d0:d1] = _render_days(s, storms, row[sel], slot[sel], frame, d0, d1)

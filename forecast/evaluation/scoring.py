@@ -26,6 +26,7 @@ import pandas as pd
 import xarray as xr
 
 from data_prep.errors import ConfigError, UserError
+from data_prep.progress import bar
 from data_prep.schema import TIME
 from data_prep.sequences import WindowIndex, time_step
 from forecast.evaluation.baselines import build_baseline, observations, valid_steps
@@ -46,13 +47,16 @@ def stream(
     n_out: int,
     batch: int,
     add: Callable[[str, np.ndarray, np.ndarray, np.ndarray, np.ndarray], None],
+    desc: str = "",
 ) -> None:
     """Forecast every method on batches of ``inits``; call ``add(name, rows, prob, events, mask)``.
 
     ``rows`` are the positions of the batch in ``inits``; ``prob`` (n, L, H, W), ``events`` and
     ``mask`` bool (n, L, H, W); ``mask`` holds the observed cells where every method's forecast
-    is finite, so all methods are scored on the same cases.
+    is finite, so all methods are scored on the same cases. ``desc`` names a progress bar over
+    the (init, method) forecasts; none without it.
     """
+    done = bar(total=len(inits) * len(methods), desc=desc, unit="forecast", enabled=bool(desc))
     for lo in range(0, len(inits), batch):
         rows = np.arange(lo, min(lo + batch, len(inits)))
         events, mask = observations(ds, inits[rows], n_out)
@@ -60,8 +64,10 @@ def stream(
         for name, method in methods.items():
             probs[name] = _leads(method.forecast(ds, inits[rows]), n_out)
             mask &= np.isfinite(probs[name])
+            done.update(len(rows))
         for name, prob in probs.items():
             add(name, rows, prob, events, mask)
+    done.close()
 
 
 def _leads(prob: np.ndarray, n_out: int) -> np.ndarray:
@@ -76,7 +82,8 @@ def _leads(prob: np.ndarray, n_out: int) -> np.ndarray:
 def select_thresholds(ds, inits, methods, n_out: int, batch: int) -> dict[str, np.ndarray]:
     """Threshold of highest CSI per method and lead on ``inits``: {name: (L,)}."""
     tables = {name: ContingencyState.init(n_out) for name in methods}
-    stream(ds, inits, methods, n_out, batch, lambda n, r, p, e, m: tables[n].add(p, e, m))
+    add = lambda n, r, p, e, m: tables[n].add(p, e, m)  # noqa: E731
+    stream(ds, inits, methods, n_out, batch, add, desc="evaluate: thresholds")
     return {name: best_threshold(t.compute()["csi"], t.thresholds) for name, t in tables.items()}
 
 
@@ -123,6 +130,7 @@ def evaluate(cfg, ds: xr.Dataset, index, methods: dict[str, object], split: str 
         n_out,
         ecfg.batch_inits,
         lambda n, rows, p, e, m: states[n].add(p, e, m, day_of[rows]),
+        desc=f"evaluate: scoring {split}",
     )
     scores = scores_dataset(states, list(methods), ecfg, time_step(ds))
     times = ds[TIME].values[inits]

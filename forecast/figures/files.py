@@ -34,6 +34,7 @@ __all__ = [
     "plot_maps",
     "plot_scores",
     "save_figure",
+    "settle_layout",
     "training_figure",
 ]
 
@@ -46,9 +47,16 @@ DPI = 110
 
 def save_figure(fig: Figure, path: Path) -> Path:
     """Write ``fig`` as PNG to ``path`` atomically (temp file in the same folder, then rename)."""
+    settle_layout(fig)
     with atomic_output(path) as tmp:
         fig.savefig(tmp, format="png", dpi=DPI)
     return Path(path)
+
+
+def settle_layout(fig: Figure) -> None:
+    """Run the layout once before drawing: panels of fixed aspect (unit-square diagrams, maps)
+    find their final place on the second pass, and titles or legends overlap them before that."""
+    fig.draw_without_rendering()
 
 
 def open_dataset(path: Path, what: str, needs: tuple[str, ...] = ()) -> xr.Dataset:

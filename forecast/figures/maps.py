@@ -1,9 +1,11 @@
 """Lightning maps: forecast probability beside observed strikes, and observed overviews.
 
 Maps are drawn in plain latitude-longitude axes with coastlines, country and state borders from
-:mod:`forecast.figures.borders`. Probability uses banded levels (white below 2 %) on a yellow-green-blue
-scale; observed strikes use a logarithmic yellow-orange-red scale in strikes per cell per map step,
-with cells without data shaded grey. Figures are :class:`matplotlib.figure.Figure` objects built
+:mod:`forecast.figures.borders` at a resolution that fits the domain. Probability uses banded levels
+that resolve the low probabilities of lightning (0.5, 1, 2, 3, 5, 7, 10 % ...; white below 0.5 %) on
+a yellow-green-blue scale; the cells where strikes were observed are outlined on top, so the
+forecast stays visible beneath. Observed strikes use a logarithmic yellow-orange-red scale in
+strikes per cell per map step, with cells without data shaded grey. Figures are :class:`matplotlib.figure.Figure` objects built
 without pyplot; :mod:`forecast.figures.files` saves them.
 """
 
@@ -15,6 +17,7 @@ import xarray as xr
 from matplotlib import colormaps
 from matplotlib.colors import BoundaryNorm, ListedColormap, LogNorm
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
@@ -33,11 +36,14 @@ from data_prep.schema import (
 from data_prep.sequences import time_step
 from forecast.figures.borders import draw_borders
 
-PROB_LEVELS = [0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
-PROB_CMAP = "YlGnBu"
+# Lightning base rates are often 1-10 %, and forecasts of active regions reach far above: seven
+# bands below 10 %, then steps of 10 %.
+PROB_LEVELS = [0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.07, 0.1, 0.15, 0.2]
+PROB_LEVELS += [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+PROB_CMAP = "viridis_r"  # light yellow (low) to dark purple (high), each band its own shade
 COUNT_CMAP = "YlOrRd"
 NO_DATA_COLOUR = "0.75"
-OBSERVED_DOTS = "#d6006f"  # magenta: stands out on yellow-green-blue
+OBSERVED_OUTLINE = "#e8000b"  # red: stands out on yellow-green-blue-purple
 
 
 # --------------------------------------------------------------------------------------------
@@ -103,9 +109,9 @@ def _map_figsize(bbox, ncols: int) -> tuple[float, float]:
 
 
 def _prob_cmap() -> tuple[ListedColormap, BoundaryNorm]:
-    """Banded probability colours: white below the first level, then light yellow to dark blue."""
+    """Banded probability colours: white below the first level, then light yellow to dark purple."""
     n = len(PROB_LEVELS) - 1
-    colours = colormaps[PROB_CMAP](np.linspace(0.08, 1.0, n - 1))
+    colours = colormaps[PROB_CMAP](np.linspace(0.0, 1.0, n - 1))
     cmap = ListedColormap(np.vstack([[1, 1, 1, 1], colours]))
     return cmap, BoundaryNorm(PROB_LEVELS, n)
 
@@ -113,7 +119,7 @@ def _prob_cmap() -> tuple[ListedColormap, BoundaryNorm]:
 def draw_probability(
     ax, prob: xr.DataArray, *, observed: np.ndarray | None = None, label: str | None = None
 ):
-    """Probability map (lat, lon) in [0, 1] on banded levels; cells with ``observed`` True dotted.
+    """Probability map (lat, lon) in [0, 1] on banded levels; cells with ``observed`` True outlined.
 
     Returns the QuadMesh (for a colour bar).
     """
@@ -121,21 +127,32 @@ def draw_probability(
     lon, lat = prob[LON].values, prob[LAT].values
     mesh = ax.pcolormesh(_edges(lon), _edges(lat), prob.values, cmap=cmap, norm=norm)
     if observed is not None and observed.any():
-        ii, jj = np.nonzero(observed)
-        size = float(np.clip(6000 / observed.size, 0.3, 6))
-        ax.scatter(
-            lon[jj],
-            lat[ii],
-            s=size,
-            c=OBSERVED_DOTS,
-            marker="o",
-            linewidths=0,
-            zorder=4,
-            label=label or "observed",
-        )
-        ax.legend(loc="lower left", fontsize=7, framealpha=0.85, markerscale=max(1, 3 / size))
+        outline_cells(ax, lon, lat, observed)
+        handle = Line2D([], [], color=OBSERVED_OUTLINE, lw=1.2, label=label or "observed")
+        ax.legend(handles=[handle], loc="lower left", fontsize=7, framealpha=0.85)
     draw_borders(ax, _bbox(prob.to_dataset(name="p")))
     return mesh
+
+
+def outline_cells(ax, lon: np.ndarray, lat: np.ndarray, mask: np.ndarray):
+    """Outline the cells where ``mask`` (lat, lon) is True: a contour around each patch.
+
+    The mask is repeated on a finer grid so the contour follows the cell edges (instead of cutting
+    corners between cell centres), with a ring of False cells so patches on the domain's edge
+    close too. Returns the contour set.
+    """
+    up = int(np.clip(2000 // max(mask.shape), 2, 8))  # sub-cells per cell side
+    fine = np.pad(np.kron(mask.astype(np.float32), np.ones((up, up), np.float32)), 1)
+    x, y = _sub_centres(np.asarray(lon, float), up), _sub_centres(np.asarray(lat, float), up)
+    return ax.contour(x, y, fine, levels=[0.5], colors=OBSERVED_OUTLINE, linewidths=1.0, zorder=4)
+
+
+def _sub_centres(c: np.ndarray, up: int) -> np.ndarray:
+    """Centres (N * up + 2,) of ``up`` sub-cells per cell of centres ``c`` (N,), one more per side."""
+    e = _edges(c)
+    res = (e[1] - e[0]) / up
+    fine = e[0] + res * (np.arange(c.size * up) + 0.5)
+    return np.concatenate([[fine[0] - res], fine, [fine[-1] + res]])
 
 
 def draw_counts(
@@ -161,13 +178,27 @@ def draw_counts(
     return mesh
 
 
-def _prob_colorbar(fig, mesh, ax, threshold: float) -> None:
+def _prob_colorbar(fig, mesh, ax, label: str) -> None:
+    """Horizontal colour bar of the probability bands, ticks in percent (equal width per band)."""
     cb = fig.colorbar(
         mesh, ax=ax, orientation="horizontal", shrink=0.9, pad=0.03, ticks=PROB_LEVELS
     )
-    what = "1 strike" if threshold == 1 else f"{threshold:g} strikes"
-    cb.set_label(f"probability of >= {what}")
+    cb.ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{100 * v:g}"))
+    cb.set_label(f"{label} (%)")
     cb.ax.tick_params(labelsize=7)
+
+
+def forecast_name(fc: xr.Dataset) -> str:
+    """What made the forecast, from the file's attributes: ``convgru model, temperature-calibrated``.
+
+    Falls back to the ``method`` or ``source`` attribute, then to ``forecast``.
+    """
+    cell = fc.attrs.get("model_cell")
+    if cell:
+        cal = str(fc.attrs.get("calibration", "none"))
+        uncal = cal in ("", "none") or "uncalibrated" in str(fc.attrs.get("source", ""))
+        return f"{cell} model, " + ("uncalibrated" if uncal else f"{cal}-calibrated")
+    return str(fc.attrs.get("method") or fc.attrs.get("source") or "forecast")
 
 
 def _count_colorbar(fig, mesh, ax, label: str) -> None:
@@ -182,7 +213,9 @@ def _count_colorbar(fig, mesh, ax, label: str) -> None:
 # map figures
 
 
-def forecast_map_figure(fc: xr.Dataset, maps: xr.Dataset | None, init, lead: int) -> Figure:
+def forecast_map_figure(
+    fc: xr.Dataset, maps: xr.Dataset | None, init, lead: int, *, outline: bool = True
+) -> Figure:
     """Forecast probability beside the observed strikes of the valid step, for one init and lead.
 
     Parameters
@@ -191,10 +224,12 @@ def forecast_map_figure(fc: xr.Dataset, maps: xr.Dataset | None, init, lead: int
     maps : observed maps Dataset (``strike_count``, ``coverage``), or None for the forecast alone.
     init : init time (a value of ``fc.init_time``).
     lead : lead time in map steps (a value of ``fc.lead_step``).
+    outline : outline the observed cells (>= the threshold) on the forecast panel.
     """
     step = time_step(fc)
     prob = by_lead_step(fc)[PROBABILITY].sel({INIT_TIME: init, LEAD_STEP: lead})
     threshold = 1.0
+    name = forecast_name(fc)
     if STRIKES in prob.dims:
         threshold = float(prob[STRIKES].values[0])
         prob = prob.isel({STRIKES: 0})
@@ -203,7 +238,7 @@ def forecast_map_figure(fc: xr.Dataset, maps: xr.Dataset | None, init, lead: int
     obs = _observed_at(maps, valid)
     fig = Figure(figsize=_map_figsize(_bbox(fc), 2 if obs is not None else 1), layout="compressed")
     axes = fig.subplots(1, 2 if obs is not None else 1, squeeze=False)[0]
-    occurred = None if obs is None else (obs[COUNT].values >= threshold)
+    occurred = None if obs is None or not outline else (obs[COUNT].values >= threshold)
     mesh = draw_probability(
         axes[0],
         prob,
@@ -212,7 +247,8 @@ def forecast_map_figure(fc: xr.Dataset, maps: xr.Dataset | None, init, lead: int
     )
     note = " (valid time not in the observed maps)" if maps is not None and obs is None else ""
     axes[0].set_title(f"forecast probability{note}", fontsize=9)
-    _prob_colorbar(fig, mesh, axes[0], threshold)
+    what = "1 strike" if threshold == 1 else f"{threshold:g} strikes"
+    _prob_colorbar(fig, mesh, axes[0], f"probability of >= {what}")
     if obs is not None:
         mesh = draw_counts(axes[1], obs[COUNT], obs[COVERAGE] if COVERAGE in obs else None)
         axes[1].set_title(f"observed: {_obs_summary(obs)}", fontsize=9)
@@ -220,8 +256,9 @@ def forecast_map_figure(fc: xr.Dataset, maps: xr.Dataset | None, init, lead: int
             fig, mesh, axes[1], f"strikes per {_cell_label(fc)} per {per_step_words(step)}"
         )
     fig.suptitle(
-        f"Lightning: init {_fmt_time(init, step)} (last observed step), lead {lead} "
-        f"(+{duration_words(lead * step)})\n"
+        f"Lightning forecast by {name}\n"
+        f"init {_fmt_time(init, step)} (last observed step), lead {lead} "
+        f"(+{duration_words(lead * step)}): "
         f"valid {_fmt_time(valid, step)} to {_fmt_time(valid + step, step)} (UTC)",
         fontsize=10,
     )
@@ -259,10 +296,8 @@ def observed_map_figure(maps: xr.Dataset, time=None) -> Figure:
     mesh = draw_probability(ax1, freq.astype(np.float32))
     t0, t1 = (_fmt_time(maps[TIME].values[i], step) for i in (0, -1))
     ax1.set_title(f"strike frequency, {maps.sizes[TIME]} steps {t0} to {t1}", fontsize=9)
-    cb = fig.colorbar(
-        mesh, ax=ax1, orientation="horizontal", shrink=0.9, pad=0.03, ticks=PROB_LEVELS
+    _prob_colorbar(
+        fig, mesh, ax1, f"share of observed steps ({duration_words(step)}) with >= 1 strike"
     )
-    cb.set_label(f"fraction of observed steps ({duration_words(step)}) with >= 1 strike")
-    cb.ax.tick_params(labelsize=7)
     fig.suptitle(f"Observed lightning on grid {maps.attrs.get('grid', '')}", fontsize=10)
     return fig

@@ -97,8 +97,12 @@ def need(scores: xr.Dataset, names: tuple[str, ...], diagram: str) -> bool:
     return not missing
 
 
-def panels(n: int, height: float = 4.0, rows: int = 1, ratios=None) -> tuple[Figure, np.ndarray]:
-    fig = Figure(figsize=(4.0 * n + 0.6, height), layout="constrained")
+def panels(
+    n: int, height: float = 4.0, rows: int = 1, ratios=None, *, square: bool = False
+) -> tuple[Figure, np.ndarray]:
+    """A figure of ``rows`` x ``n`` panels; ``square`` for equal-aspect panels (unit-square
+    diagrams), whose titles, labels and legends then keep clear of each other."""
+    fig = Figure(figsize=(4.0 * n + 0.6, height), layout="compressed" if square else "constrained")
     axes = fig.subplots(
         rows, n, squeeze=False, gridspec_kw={"height_ratios": ratios} if ratios else None
     )
@@ -109,3 +113,26 @@ def legend_below(fig: Figure, ax) -> None:
     """One legend for all panels, below them (the panels share methods and reference lines)."""
     handles, labels = ax.get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), 6), fontsize=8)
+
+
+def pr_achievable(recall: np.ndarray, precision: np.ndarray, n: int = 24):
+    """Precision-recall points (M,) with the achievable curve between neighbouring thresholds.
+
+    A straight line between two PR points promises precision that no forecast reaches (Davis and
+    Goadrich 2006): mixing the "yes" cells of two thresholds moves true and false positives, not
+    precision, linearly. In units of all events, ``tp = recall`` and ``fp = recall (1/p - 1)``;
+    ``n`` points per step interpolate those and give ``precision = tp / (tp + fp)``.
+
+    Parameters
+    ----------
+    recall, precision : (K,) finite points of one curve, in threshold order.
+    """
+    if recall.size < 2:
+        return recall, precision
+    fp = recall * (1.0 / np.maximum(precision, 1e-12) - 1.0)  # (K,)
+    w = np.linspace(0.0, 1.0, n, endpoint=False)[None, :]  # (1, n)
+    tp_i = recall[:-1, None] + w * np.diff(recall)[:, None]  # (K - 1, n)
+    fp_i = fp[:-1, None] + w * np.diff(fp)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prec_i = np.where(tp_i > 0, tp_i / (tp_i + fp_i), precision[:-1, None])
+    return np.r_[tp_i.ravel(), recall[-1]], np.r_[prec_i.ravel(), precision[-1]]

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 import torch
 import xarray as xr
+from scipy.optimize import isotonic_regression
 
 from data_prep.schema import FORECAST_COORD_ATTRS, LEAD_TIME, STRIKES, lead_coords
 from forecast.model.calibrator import (
@@ -193,26 +194,9 @@ def _isotonic_table(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
     keep = np.flatnonzero(w > 0)
     if keep.size == 0:
         return np.full(pos.shape, 0.5, dtype=np.float32)
-    values, weights, ends = [], [], []  # blocks of pooled bins
-    for i in keep:
-        v, wt = pos[i] / w[i], w[i]
-        while values and values[-1] >= v:  # a violator: pool it into the previous block
-            v = (values[-1] * weights[-1] + v * wt) / (weights[-1] + wt)
-            wt += weights.pop()
-            values.pop()
-            ends.pop()
-        values.append(v)
-        weights.append(wt)
-        ends.append(i)
-    fitted = np.repeat(values, _block_sizes(keep, ends))  # (len(keep),)
+    fitted = isotonic_regression(pos[keep] / w[keep], weights=w[keep]).x  # pooled violators
     table = np.interp(np.arange(pos.size), keep, fitted)
     return np.clip(table, _P_EPS, 1 - _P_EPS).astype(np.float32)
-
-
-def _block_sizes(keep: np.ndarray, ends: list[int]) -> np.ndarray:
-    """How many kept bins each block spans."""
-    pos_of_end = np.searchsorted(keep, ends)
-    return np.diff(np.concatenate([[-1], pos_of_end]))
 
 
 def reliability(

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import random
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -27,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from data_prep.config import save_config
 from data_prep.errors import UserError
+from data_prep.progress import bar, duration, note, quiet
 from forecast.config import ExperimentConfig, TrainConfig
 from forecast.model.calibrator import check_method
 from forecast.model.losses import build_loss, observed_pairs
@@ -47,7 +46,7 @@ from forecast.training.data import TrainData, build_data, validate
 from forecast.training.distributed import Dist
 from forecast.training.recalibrate import calibrate
 from forecast.training.run_dir import check_run_dir
-from forecast.training.runlog import RunLog
+from forecast.training.runlog import RunLog, validation_line
 from forecast.training.signals import Interruption, TrainingInterrupted
 
 
@@ -91,7 +90,9 @@ def train(cfg: ExperimentConfig, resume: bool = False) -> Path:
         When ``train.maps`` is empty or unusable, or when the loss becomes NaN or infinite.
     """
     with distributed.session(cfg.train.device, cfg.train.threads) as dist:
-        return train_loop(cfg, dist, resume)
+        # the main process reports; train.progress=false silences it as --quiet does
+        with quiet(not (cfg.train.progress and dist.is_main)):
+            return train_loop(cfg, dist, resume)
 
 
 @dataclass
@@ -109,6 +110,7 @@ class _Session:
     session_end: float  # step at which this session stops (train.session_steps)
     state: TrainState
     log: RunLog
+    steps: object  # progress bar over the steps of the run (data_prep.progress.bar)
 
     def going(self, interrupt: Interruption) -> bool:
         """Whether another pass over the training windows is due."""
@@ -131,7 +133,7 @@ def train_loop(cfg: ExperimentConfig, dist: Dist, resume: bool = False) -> Path:
     distributed.barrier(dist)
     run = _start(cfg, dist, run_dir, resume)
     # interruptible: SIGTERM / Ctrl-C end the pass after the current step, with last.pt written
-    with Interruption() as interrupt:
+    with Interruption() as interrupt, run.steps:
         while run.going(interrupt):
             lr = _train_pass(run, tc, dist, interrupt)
             _end_pass(run, cfg, dist, run_dir, lr)
@@ -142,6 +144,7 @@ def train_loop(cfg: ExperimentConfig, dist: Dist, resume: bool = False) -> Path:
             f"{run_dir / 'last.pt'} written; continue with --resume",
             interrupt.signum,
         )
+    note(_stop_line(run))
     # calibrate the best model on the validation windows
     if run.state.step >= run.total or run.state.stopped:
         calibrate(run_dir, run.model, run.net, run.data, dist, tc.calibration, cfg.model.thresholds)
@@ -164,14 +167,17 @@ def _start(cfg: ExperimentConfig, dist: Dist, run_dir: Path, resume: bool) -> _S
     if resume and (run_dir / "last.pt").is_file():
         restored = restore(run_dir / "last.pt", model, optimizer, scaler, cfg, data, dist)
         state = TrainState(**restored["state"])
+    if resume:
+        note(_resume_line(run_dir / "last.pt", state, total, found=bool(restored)))
     if dist.is_main:
         save_config(cfg, run_dir / "config.yaml")
     log = RunLog(run_dir, enabled=dist.is_main, after_step=state.step if resume else None)
     if "log" in restored:
         log.load_state_dict(restored["log"])
     session_end = state.step + tc.session_steps if tc.session_steps else math.inf
+    steps = bar(desc="train", total=total, initial=state.step, unit="step")
     return _Session(
-        data, model, net, optimizer, scaler, loss_fn, amp, total, session_end, state, log
+        data, model, net, optimizer, scaler, loss_fn, amp, total, session_end, state, log, steps
     )
 
 
@@ -182,13 +188,14 @@ def _train_pass(run: _Session, tc: TrainConfig, dist: Dist, interrupt: Interrupt
     t0 = time.perf_counter()
     run.net.train()
     lr = lr_at(state.step, lr=tc.lr, min_lr=tc.min_lr, warmup=tc.warmup_steps, total=run.total)
-    bar = _progress(run.data.train_loader, tc, dist, f"epoch {state.epoch + 1}")
-    for batch in bar:
+    for batch in run.data.train_loader:
         lr, loss, stop = _train_step(run, batch, tc, dist, interrupt)
         # log
         elapsed = state.seconds + time.perf_counter() - t0
         run.log.train_loss(loss.detach(), state, lr, elapsed, every=tc.log_every)
-        bar.set_postfix(loss=f"{run.log.last_loss:.4f}", lr=f"{lr:.2e}", refresh=False)
+        shown = {"loss": f"{run.log.last_loss:.4f}"} if math.isfinite(run.log.last_loss) else {}
+        run.steps.set_postfix(shown, lr=f"{lr:.2e}", refresh=False)
+        run.steps.update(1)
         save = tc.checkpoint_every > 0 and state.step % tc.checkpoint_every == 0
         if state.step >= run.total or state.step >= run.session_end or stop or save:
             break
@@ -237,10 +244,11 @@ def _end_pass(run: _Session, cfg: ExperimentConfig, dist: Dist, run_dir: Path, l
         state.best_val = min(state.best_val, scores["val_loss"])
         state.bad_epochs = 0 if improved else state.bad_epochs + 1
         state.stopped = tc.patience > 0 and state.bad_epochs >= tc.patience
-        run.log.validation(scores, state, lr, state.seconds)
+        row = run.log.validation(scores, state, lr, state.seconds)
         if improved and dist.is_main:
             best = {**model_state(run.model, cfg, run.data, None), "trained": trained_record(state)}
             save_checkpoint(best, run_dir / "best.pt")
+        note(validation_line(row, run.total, "; best.pt written" if improved else ""))
     if epoch_done:
         state.epoch, state.batch_in_epoch = state.epoch + 1, 0
     if dist.is_main:
@@ -327,9 +335,25 @@ def _check_step(
     return stop > 0
 
 
-def _progress(loader, tc: TrainConfig, dist: Dist, desc: str):
-    off = not (tc.progress and dist.is_main and sys.stderr.isatty())
-    return tqdm(loader, desc=desc, leave=False, disable=off, dynamic_ncols=True)
+def _stop_line(run: _Session) -> str:
+    """Why training stopped: the last step, early stopping or the end of a session."""
+    s = run.state
+    where = f"train: stopped at step {s.step}/{run.total} after {duration(s.seconds)}"
+    if s.stopped:
+        return f"{where}: {s.bad_epochs} validations without improvement (train.patience)"
+    if s.step < run.total:
+        return f"{where}: end of this session (train.session_steps); go on with --resume"
+    return f"{where}: the last step; best validation loss {s.best_val:.4f}"
+
+
+def _resume_line(path: Path, state: TrainState, total: int, *, found: bool) -> str:
+    """Where a resumed run goes on from (or that it starts afresh)."""
+    if not found:
+        return f"train: no {path} to resume from; starting at step 0"
+    return (
+        f"train: resumed from {path} at step {state.step}/{total}, epoch {state.epoch + 1} "
+        f"(batch {state.batch_in_epoch} of it), after {duration(state.seconds)} of training"
+    )
 
 
 def _seed(seed: int) -> None:

@@ -6,9 +6,13 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+import xarray as xr
+
 from data_prep.config import save_config
 from data_prep.errors import UserError
 from data_prep.io import write_netcdf_atomic
+from data_prep.progress import note
 from data_prep.sequences import time_step
 from forecast.config import ExperimentConfig, load_experiment
 from forecast.model.calibrator import check_method
@@ -39,7 +43,35 @@ def calibrate(
         save_checkpoint(best, run_dir / "best.pt")
         rel = reliability(hist, cal, tuple(thresholds), time_step(data.ds))
         write_netcdf_atomic(rel, run_dir / "calibration.nc")
+        for line in reliability_lines(rel):
+            note(line)
     distributed.barrier(dist)
+
+
+def reliability_lines(rel: xr.Dataset) -> list[str]:
+    """Reliability on validation before -> after calibration, a line per lead time and threshold:
+    the expected calibration error (ECE: mean |forecast - observed| over the bins, weighted by
+    their cells), the largest such gap in a bin of at least 1 % of the cells, and the log loss.
+
+    ``rel`` is :func:`~forecast.training.calibration.reliability`'s Dataset, dims (stage,
+    lead_time, strikes, bin) with stages raw and calibrated.
+    """
+    count = rel["count"].values  # (2, L, T, B)
+    gap = np.nan_to_num(np.abs(rel["forecast_probability"] - rel["observed_frequency"]).values)
+    cells = np.maximum(count.sum(-1), 1)
+    ece = (count * gap).sum(-1) / cells  # (2, L, T)
+    largest = np.where(count >= 0.01 * cells[..., None], gap, 0).max(-1)
+    loss = rel["log_loss"].values
+    thresholds = rel["count"][rel["count"].dims[2]].values
+    method = rel.attrs.get("calibration_method")
+    lines = [f"calibration ({method}) fitted on validation; there, before -> after (in-sample):"]
+    for i, j in np.ndindex(*ece.shape[1:]):
+        lines.append(
+            f"  lead {i + 1}, P(count >= {thresholds[j]}): ECE {ece[0, i, j]:.4f} -> "
+            f"{ece[1, i, j]:.4f}, largest gap {largest[0, i, j]:.3f} -> {largest[1, i, j]:.3f}, "
+            f"log loss {loss[0, i, j]:.4f} -> {loss[1, i, j]:.4f}"
+        )
+    return lines
 
 
 def recalibrate(cfg: ExperimentConfig) -> Path:
