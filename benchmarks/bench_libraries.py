@@ -178,7 +178,7 @@ def skill_rows(maps_path: Path, config: Path, flows: list[str]) -> list[Row]:
     scores = evaluate(cfg, ds, index, methods, "test")
     rows = []
     for name, method in methods.items():
-        pick = {"method": name}
+        pick = {"forecast": name}
         bss = scores["brier_skill_score"].sel(pick).squeeze().values
         auc = scores["roc_auc"].sel(pick).squeeze().values
         rows.append(

@@ -10,6 +10,20 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 PLAINS = "30,46,-104,-80,0.5"  # the plains-0.5 bounds as a custom grid
+# a training run of a few seconds on mock maps: what tests that need a checkpoint override
+TINY = [
+    "model.encoder_channels=[8]",
+    "model.hidden_channels=[8]",
+    "model.norm_groups=4",
+    "data.n_in=5",
+    "data.n_out=2",
+    "data.block_steps=20",
+    "train.batch_size=16",
+    "train.epochs=1",
+    "train.progress=false",
+    "train.device=cpu",
+    "train.threads=1",
+]
 
 
 def strikes_frame(

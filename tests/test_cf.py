@@ -15,7 +15,7 @@ import pytest
 pytest.importorskip("compliance_checker.runner", reason="compliance-checker is not installed")
 
 from compliance_checker.runner import CheckSuite  # noqa: E402
-from prep_files import strikes_frame, write_parquet  # noqa: E402
+from prep_files import TINY, strikes_frame, write_parquet  # noqa: E402
 
 from data_prep.config import PrepConfig  # noqa: E402
 from data_prep.prep import prep  # noqa: E402
@@ -25,20 +25,6 @@ from forecast.evaluation import evaluate_to_files  # noqa: E402
 from forecast.predict import predict_to_file  # noqa: E402
 from forecast.training import train  # noqa: E402
 
-TINY = [
-    "model.encoder_channels=[8]",
-    "model.hidden_channels=[8]",
-    "model.norm_groups=4",
-    "data.n_in=5",
-    "data.n_out=2",
-    "data.block_steps=20",
-    "train.batch_size=16",
-    "train.epochs=1",
-    "train.progress=false",
-    "train.device=cpu",
-    "train.threads=1",
-    "eval.bootstrap=10",
-]
 HIGH = 3  # the checker's weight of a "high priority" (error) result
 
 
@@ -48,7 +34,9 @@ def written(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("cf")
     strikes = write_parquet(strikes_frame(n=30_000, days=120, seed=1), root / "strikes.parquet")
     maps, run = root / "maps.nc", root / "run"
-    cfg = load_experiment(None, [*TINY, f"train.maps={maps}", f"train.out={run}"])
+    cfg = load_experiment(
+        None, [*TINY, "eval.bootstrap=10", f"train.maps={maps}", f"train.out={run}"]
+    )
     prep([str(strikes)], maps, PrepConfig(grid="30,38,-104,-92,0.5"), cfg.data)
     train(cfg)
     forecast = predict_to_file(run / "best.pt", maps, "2021-07-01/2021-07-10", root / "fc.nc")

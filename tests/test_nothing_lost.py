@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import xarray as xr
-from prep_files import PLAINS, strikes_frame, write_parquet
+from prep_files import PLAINS, TINY, strikes_frame, write_parquet
 
 from data_prep.atomic import atomic_output, atomic_write_text, check_output_path, output_lock
 from data_prep.config import PrepConfig, SequenceConfig
@@ -29,19 +29,6 @@ from forecast.config import load_experiment
 from forecast.training import train
 from forecast.training.checkpoint import load_checkpoint
 
-TINY = [
-    "model.encoder_channels=[8]",
-    "model.hidden_channels=[8]",
-    "model.norm_groups=4",
-    "data.n_in=5",
-    "data.n_out=2",
-    "data.block_steps=20",
-    "train.batch_size=16",
-    "train.epochs=1",
-    "train.progress=false",
-    "train.device=cpu",
-    "train.threads=1",
-]
 SEQ = SequenceConfig(n_in=5, n_out=1, block_steps=8)
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 import xarray as xr
+from prep_files import TINY
 
 from data_prep.config import from_dict
 from data_prep.errors import UserError
@@ -19,20 +20,6 @@ from forecast.model.network import build_model
 from forecast.predict import load_forecaster, predict_to_file
 from forecast.training import train
 from forecast.training.checkpoint import FORMAT, load_checkpoint
-
-TINY = [
-    "model.encoder_channels=[8]",
-    "model.hidden_channels=[8]",
-    "model.norm_groups=4",
-    "data.n_in=5",
-    "data.n_out=2",
-    "data.block_steps=20",
-    "train.batch_size=16",
-    "train.epochs=1",
-    "train.progress=false",
-    "train.device=cpu",
-    "train.threads=1",
-]
 
 
 @pytest.fixture(scope="module")
