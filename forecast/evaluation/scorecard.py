@@ -41,7 +41,7 @@ def format_score_table(scores: xr.Dataset) -> str:
     names = method_order(scores[FORECAST].values)
     width = max(len(n) for n in names + ["method"])
     group = " ".join(f"{'+' + str(lead):>6}" for lead in leads)
-    head = f"{'method':<{width}}  " + "  ".join(f"{t:^{len(group)}}" for t, _ in cols)
+    head = (f"{'method':<{width}}  " + "  ".join(f"{t:^{len(group)}}" for t, _ in cols)).rstrip()
     sub = f"{'lead':<{width}}  " + "  ".join(group for _ in cols)
     lines = [head, sub]
     for name in names:
