@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import xarray as xr
 from prep_files import PLAINS, strikes_frame, write_parquet
+from prep_files import TINY as TINY_RUN
 from tqdm import tqdm
 
 from data_prep import progress
@@ -18,18 +19,9 @@ from data_prep.mock import mock_maps
 from forecast.cli import main
 from forecast.training.recalibrate import reliability_lines
 
-TINY = [
-    "model.encoder_channels=[8]",
-    "model.hidden_channels=[8]",
-    "model.norm_groups=4",
-    "data.n_in=5",
-    "data.n_out=2",
-    "data.block_steps=20",
-    "train.batch_size=16",
-    "train.epochs=2",
-    "train.device=cpu",
-    "train.threads=1",
-]
+# the shared tiny run, two epochs, with its progress shown
+TINY = [o for o in TINY_RUN if not o.startswith(("train.epochs", "train.progress"))]
+TINY += ["train.epochs=2"]
 VALIDATION = re.compile(
     r"^train: epoch (\d+), step (\d+)/6: loss \d\.\d{4}, val loss \d\.\d{4}, "
     r"val BSS -?\d\.\d{3}, val AUC \d\.\d{3}, \d+ s(; best\.pt written)?$"
