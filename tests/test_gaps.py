@@ -21,9 +21,12 @@ from forecast.config import ExperimentConfig, ModelConfig
 from forecast.evaluation.baselines import build_baseline
 from forecast.evaluation.scoring import evaluate
 from forecast.metrics.categorical import THRESHOLDS
+from forecast.model.losses import build_loss
 from forecast.model.network import build_model
 from forecast.predict import Forecaster
+from forecast.training.data import build_data, validate
 from forecast.training.dataset import N_CHANNELS, fit_stats
+from forecast.training.distributed import setup
 
 N_IN, N_OUT = 5, 2
 BASELINES = ("persistence", "smoothed_persistence", "climatology", "lagrangian")
@@ -162,3 +165,26 @@ def test_scores_do_not_depend_on_what_no_data_cells_hold(gappy, scored):
     again, _, _ = _scores(junk)  # the model's statistics and the baselines refitted on junk
     for name, var in scores.data_vars.items():
         np.testing.assert_array_equal(again[name].values, var.values, err_msg=name)
+
+
+def _validation(ds: xr.Dataset, tmp: Path) -> dict[str, float]:
+    """Training's validation scores of an untrained model with a random head on ``ds``."""
+    path = tmp / "maps.nc"
+    ds.to_netcdf(path)
+    cfg = _cfg()
+    cfg.model = ModelConfig(encoder_channels=(8,), hidden_channels=(8,), norm_groups=4)
+    cfg.train.maps, cfg.train.batch_size, cfg.train.device = str(path), 8, "cpu"
+    dist = setup("cpu")
+    data = build_data(cfg, dist)
+    torch.manual_seed(0)
+    net = build_model(cfg.model, data.in_channels, data.n_out)
+    torch.nn.init.normal_(net.head.weight, std=0.5)
+    return validate(net, data, build_loss("bce"), dist)
+
+
+def test_training_validation_does_not_depend_on_what_no_data_cells_hold(gappy, tmp_path):
+    junk = gappy.copy(deep=True)
+    junk["strike_count"] = gappy.strike_count.where(gappy.coverage == 1, 40)
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    clean, dirty = _validation(gappy, tmp_path / "a"), _validation(junk, tmp_path / "b")
+    assert np.isfinite(clean["val_brier"]) and clean == dirty
