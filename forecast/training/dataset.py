@@ -35,7 +35,6 @@ Input features depend on one step only, so small maps are featurised once for al
 from __future__ import annotations
 
 import random
-import signal
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,6 +48,7 @@ from data_prep.errors import UserError
 from data_prep.io import EAGER_BYTES
 from data_prep.schema import COUNT, COVERAGE, LAT, LON, TIME
 from data_prep.sequences import WindowIndex
+from forecast.training.signals import held_while_forking, ignore_in_worker, stop_workers_at_exit
 
 N_CHANNELS = 10
 COVERAGE_CHANNEL = 9  # appended last: older channel numbers (clim_channel 2) keep their meaning
@@ -361,7 +361,9 @@ def make_loader(
     drew).
     """
     workers = int(num_workers)
-    return DataLoader(
+    if workers > 0:
+        stop_workers_at_exit()
+    return _Loader(
         dataset,
         batch_size=int(batch_size),
         sampler=sampler,
@@ -374,13 +376,21 @@ def make_loader(
     )
 
 
+class _Loader(DataLoader):
+    """A DataLoader whose workers never die of a signal meant for the main process: it forks them
+    with SIGTERM and SIGINT held back (see :mod:`forecast.training.signals`)."""
+
+    def __iter__(self):
+        with held_while_forking():
+            return super().__iter__()
+
+
 def _seed_worker(worker_id: int) -> None:
     """Seed numpy and random in each worker from torch's per-worker seed, and leave SIGTERM and
     Ctrl-C to the main process: a batch scheduler or a terminal signals the whole process group,
     and a worker killed first would abort training before it saves ``last.pt``. The main process
     stops its workers itself when it leaves."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    ignore_in_worker()
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)  # noqa: NPY002 - code in workers may use the global numpy generator
     random.seed(seed)
