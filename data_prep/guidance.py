@@ -64,6 +64,21 @@ def check_guidance(g: xr.Dataset, path: Path | str) -> None:
         raise UserError(f"{path}: no field with dimensions {DIMS}; nothing to read")
 
 
+def open_guidance(path: Path | str, maps: xr.Dataset) -> xr.Dataset:
+    """A checked guidance file on the grid of ``maps``, loaded into memory."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such guidance file; make one with `strikecast guidance`")
+    try:
+        with xr.open_dataset(path) as g:
+            g = g.load()
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path}: not a readable netCDF guidance file ({err})") from None
+    check_guidance(g, path)
+    check_same_grid(g, maps, path)
+    return g
+
+
 def check_same_grid(g: xr.Dataset, maps: xr.Dataset, path: Path | str) -> None:
     """Refuse guidance whose lat/lon are not the maps' cell centres."""
     for name in (LAT, LON):
