@@ -31,7 +31,7 @@ import pandas as pd
 import xarray as xr
 
 from data_prep.errors import UserError
-from data_prep.schema import INIT_TIME, LAT, LEAD_TIME, LON
+from data_prep.schema import INIT_TIME, LAT, LEAD_TIME, LON, TIME
 
 KIND = "guidance"  # global attribute strikecast_kind of a guidance file
 DIMS = (INIT_TIME, LEAD_TIME, LAT, LON)
@@ -180,3 +180,71 @@ def check_targets_seen(picks: GuidancePicks, leads: np.ndarray, rows: np.ndarray
         f"{path}: no forecast issued by an init time is valid on its target steps; give "
         f"forecasts whose leads reach the targets (data.n_out steps ahead)"
     )
+
+
+@dataclass(frozen=True)
+class Guidance:
+    """A guidance file opened for one set of maps and window shape: what every window sees.
+
+    ``window(inits)`` gives, for init steps ``inits`` of the maps (the last observed step of each
+    window, as everywhere in strikecast), the fields at the ``n_in`` past steps and the ``n_out``
+    target steps under the no-peeking rule: (N, n_in + n_out, F, H, W) float32, NaN where no value
+    may be seen or the file has no data.
+    """
+
+    path: str
+    fields: tuple[str, ...]
+    units: tuple[str, ...]
+    values: np.ndarray  # (F, init_time, lead_time, H, W) float32
+    picks: GuidancePicks
+    leads: np.ndarray  # the file's lead_time, timedelta64[ns]
+
+    @property
+    def n_in(self) -> int:
+        return self.picks.n_in
+
+    def window(self, inits: np.ndarray) -> np.ndarray:
+        rows = np.asarray(inits, np.int64)
+        per_field = [self.picks.gather(v, rows) for v in self.values]  # F x (N, P, H, W)
+        return np.stack(per_field, axis=2)
+
+    def past(self, inits: np.ndarray) -> np.ndarray:
+        """(N, n_in, F, H, W): the fields at the input steps."""
+        return self.window(inits)[:, : self.n_in]
+
+    def targets(self, inits: np.ndarray) -> np.ndarray:
+        """(N, n_out, F, H, W): the fields forecast for the target steps."""
+        return self.window(inits)[:, self.n_in :]
+
+    def check_targets(self, inits: np.ndarray) -> None:
+        """Refuse guidance that feeds no target step of these inits (see check_targets_seen)."""
+        check_targets_seen(self.picks, self.leads, np.asarray(inits, np.int64), self.path)
+
+
+def load_guidance(
+    path: Path | str,
+    maps: xr.Dataset,
+    step: pd.Timedelta,
+    *,
+    n_in: int,
+    n_out: int,
+    fields: tuple[str, ...] | list[str] | None = None,
+) -> Guidance:
+    """Open guidance ``path`` for ``maps`` (time step ``step``) and windows of ``n_in`` past and
+    ``n_out`` target steps; ``fields`` chooses and orders the fields (None: all, in file order).
+    A field asked for but absent is refused in one line naming it."""
+    g = open_guidance(path, maps)
+    present = guidance_fields(g)
+    names = list(present if fields is None else fields)
+    absent = [f for f in names if f not in present]
+    if absent:
+        raise UserError(
+            f"{path}: no guidance field {', '.join(map(repr, absent))} (it holds "
+            f"{', '.join(present)}); give the guidance file the model was trained with"
+        )
+    values = np.stack([g[f].transpose(*DIMS).values.astype(np.float32) for f in names])
+    picks = pick_guidance(
+        g[INIT_TIME].values, g[LEAD_TIME].values, maps[TIME].values, step, n_in=n_in, n_out=n_out
+    )
+    units = tuple(str(g[f].attrs.get("units", "")) for f in names)
+    return Guidance(str(path), tuple(names), units, values, picks, g[LEAD_TIME].values)

@@ -69,3 +69,50 @@ def test_missing_values_stay_missing_never_zero():
     # no forecast reaches lead 3: the second target of init 4 would need one
     picks = pick_guidance(issued, lead[:2], times, DAY, n_in=3, n_out=2)
     assert np.isnan(picks.gather(field[:, :2], np.array([4]))[0, 4, 0, 0])
+
+
+def _files(tmp_path, n_days=10, leads=(0, 1, 2)):
+    """Maps of ``n_days`` daily steps on a 2 x 3 grid and a guidance file issued at the end of
+    each day whose field ``cape`` encodes (issue, lead, cell) and ``tp`` is NaN at lead 2."""
+    import xarray as xr
+
+    times, issued, lead, _ = _daily(n_days, list(leads))
+    lat, lon = np.array([10.0, 11.0]), np.array([20.0, 21.0, 22.0])
+    maps = xr.Dataset(coords={"time": times, "lat": lat, "lon": lon})
+    cell = np.arange(6.0).reshape(2, 3) / 10
+    cape = (100.0 * np.arange(n_days)[:, None] + np.array(leads)[None, :])[..., None, None] + cell
+    tp = cape.copy()
+    tp[:, list(leads).index(2)] = np.nan
+    dims = ("init_time", "lead_time", "lat", "lon")
+    g = xr.Dataset(
+        {"cape": (dims, cape.astype("float32"), {"units": "J kg-1"}), "tp": (dims, tp)},
+        coords={"init_time": issued, "lead_time": lead, "lat": lat, "lon": lon},
+    )
+    path = tmp_path / "guidance.nc"
+    g.to_netcdf(path)
+    return maps, path
+
+
+def test_guidance_windows_give_each_field_at_the_picked_issue_and_lead(tmp_path):
+    from data_prep.guidance import load_guidance
+
+    maps, path = _files(tmp_path)
+    g = load_guidance(path, maps, DAY, n_in=2, n_out=2, fields=["tp", "cape"])
+    assert g.fields == ("tp", "cape") and g.units == ("", "J kg-1")
+    w = g.window(np.array([3, 5]))  # (N, P, F, H, W)
+    assert w.shape == (2, 4, 2, 2, 3)
+    for r, i in enumerate([3, 5]):
+        # past steps i-1, i: analyses issued at their ends; targets: issue i, leads 1 and 2
+        want = [100.0 * (i - 1), 100.0 * i, 100.0 * i + 1, 100.0 * i + 2]
+        np.testing.assert_allclose(w[r, :, 1, 1, 2], np.array(want) + 0.5, rtol=1e-6)
+    # tp has no data at lead 2: missing, never zero
+    assert np.isnan(w[:, 3, 0]).all() and np.isfinite(w[:, :3, 0]).all()
+    np.testing.assert_array_equal(g.targets(np.array([3])), w[:1, 2:])
+
+
+def test_guidance_without_a_field_the_model_needs_is_refused_naming_it(tmp_path):
+    from data_prep.guidance import load_guidance
+
+    maps, path = _files(tmp_path)
+    with pytest.raises(UserError, match="'cin'.*holds cape, tp"):
+        load_guidance(path, maps, DAY, n_in=2, n_out=2, fields=["cape", "cin"])
