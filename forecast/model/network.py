@@ -15,6 +15,10 @@ Data flow (``d = len(cfg.encoder_channels)`` strided stages, grid padded to a mu
    P(>=1) >= P(>=10) >= P(>=100) holds by construction.
 4. ``cfg.clim_offset``: ``logit(clip(x[:, -1, cfg.clim_channel]))`` is added to every logit and
    the head starts at zero, so an untrained model forecasts climatology.
+5. guidance (``guide_channels > 0``): ``forward(x, guide)`` with ``guide (B, n_out, G, H, W)`` the
+   NWP fields valid at each lead (:mod:`forecast.training.guided`); :class:`LeadFusion` embeds lead
+   k's guidance, mixes it with the decoder output and adds logits to lead k's, starting at zero.
+   Built last, so a model without guidance has the same parameters and initial weights as before.
 """
 
 from __future__ import annotations
@@ -89,15 +93,42 @@ class Decoder(nn.Module):
         return y
 
 
+class LeadFusion(nn.Module):
+    """Guidance valid at a lead -> logit increments for that lead (one module for all leads).
+
+    ``embed``: 3x3 conv block of the guidance channels; ``mix``: 3x3 conv block of the decoder
+    output beside that embedding; ``out``: 1x1 to the thresholds, zero at first.
+    """
+
+    def __init__(self, cfg: ModelConfig, guide_channels: int, dec_channels: int, n_thr: int):
+        super().__init__()
+        width = cfg.encoder_channels[0]
+        self.embed = conv_block(guide_channels, width, cfg)
+        self.mix = conv_block(dec_channels + width, width, cfg)
+        self.out = nn.Conv2d(width, n_thr, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, dec: Tensor, guide: Tensor) -> Tensor:
+        """dec (B, c, H, W), guide (B, K, G, H, W) -> (B, K * n_thr, H, W), lead-major."""
+        B, K = guide.shape[:2]
+        e = self.embed(guide.flatten(0, 1))  # (B*K, w, H, W)
+        d = dec.unsqueeze(1).expand(B, K, *dec.shape[1:]).flatten(0, 1)  # (B*K, c, H, W)
+        a = self.out(self.mix(torch.cat([d, e], dim=1)))  # (B*K, n_thr, H, W)
+        return a.reshape(B, K * a.shape[1], *a.shape[2:])
+
+
 class LightningForecaster(nn.Module):
     """Encoder -> recurrent core -> decoder; forward ``(B, T, C, H, W) -> (B, n_out, n_thr, H, W)``.
 
-    Attributes ``in_channels``, ``n_out``, ``thresholds`` record what the model was built for.
+    Attributes ``in_channels``, ``n_out``, ``thresholds``, ``guide_channels`` record what the model
+    was built for.
     """
 
-    def __init__(self, cfg: ModelConfig, in_channels: int, n_out: int):
+    def __init__(self, cfg: ModelConfig, in_channels: int, n_out: int, guide_channels: int = 0):
         super().__init__()
         self.cfg, self.in_channels, self.n_out = cfg, in_channels, n_out
+        self.guide_channels = int(guide_channels)
         self.thresholds = tuple(cfg.thresholds)
         self.multiple = 2 ** len(cfg.encoder_channels)
         self.encoder = Encoder(cfg, in_channels)
@@ -106,6 +137,10 @@ class LightningForecaster(nn.Module):
         self.decoder = Decoder(cfg, in_channels, self.core.out_channels)
         self.head = nn.Conv2d(self.decoder.out_channels, n_out * len(self.thresholds), 1)
         self._init_head()
+        self.fusion = None  # built after everything else: the same init draws without guidance
+        if self.guide_channels:
+            n_thr, width = len(self.thresholds), self.decoder.out_channels
+            self.fusion = LeadFusion(cfg, self.guide_channels, width, n_thr)
 
     def _init_head(self) -> None:
         """Zero weights: the untrained forecast is the offset (climatology) for every lead."""
@@ -114,9 +149,10 @@ class LightningForecaster(nn.Module):
         bias.zero_()
         bias[:, 1:] = _THRESHOLD_GAP_BIAS
 
-    def forward(self, x: Tensor) -> Tensor:
-        """x (B, T, C, H, W) float -> logits (B, n_out, n_thr, H, W) float32."""
-        self._check_input(x)
+    def forward(self, x: Tensor, guide: Tensor | None = None) -> Tensor:
+        """x (B, T, C, H, W) float (and guide (B, n_out, G, H, W) with guidance) -> logits
+        (B, n_out, n_thr, H, W) float32."""
+        self._check_input(x, guide)
         B, T, C, H, W = x.shape
         frames = self._pad(x.reshape(B * T, C, H, W))  # (B*T, C, H', W'), H', W' multiples
         feats = self.encoder(frames)
@@ -124,7 +160,11 @@ class LightningForecaster(nn.Module):
         z = deep.reshape(B, T, *deep.shape[1:])  # (B, T, c_d, H'/2**d, W'/2**d)
         y = self.dropout(self.core(z))
         last = [f.reshape(B, T, *f.shape[1:])[:, -1] for f in [frames, *feats[:-1]]]
-        a = self.head(self.decoder(y, last))[..., :H, :W].float()  # (B, n_out*n_thr, H, W)
+        dec = self.decoder(y, last)  # (B, c, H', W')
+        a = self.head(dec)  # (B, n_out*n_thr, H', W')
+        if self.fusion is not None:
+            a = a + self.fusion(dec, self._pad(guide.flatten(0, 1)).unflatten(0, guide.shape[:2]))
+        a = a[..., :H, :W].float()  # (B, n_out*n_thr, H, W)
         logits = self._monotone(a.reshape(B, self.n_out, len(self.thresholds), H, W))
         if self.cfg.clim_offset:
             logits = logits + self._clim_logit(x)
@@ -152,10 +192,18 @@ class LightningForecaster(nn.Module):
         clim = x[:, -1, self.cfg.clim_channel].float().clamp(eps, 1 - eps)
         return torch.logit(clim)[:, None, None]
 
-    def _check_input(self, x: Tensor) -> None:
+    def _check_input(self, x: Tensor, guide: Tensor | None) -> None:
         if x.dim() != 5 or x.shape[2] != self.in_channels:
             expected = f"(B, T, {self.in_channels}, H, W)"
             raise UserError(f"model input: x has shape {tuple(x.shape)}; expected {expected}")
+        if self.fusion is None and guide is not None:
+            raise UserError("model input: guidance given to a model built without guidance")
+        if self.fusion is None:
+            return
+        want = (x.shape[0], self.n_out, self.guide_channels, *x.shape[-2:])
+        if guide is None or tuple(guide.shape) != want:
+            got = "none" if guide is None else tuple(guide.shape)
+            raise UserError(f"model input: guidance of shape {got}; expected {want}")
 
 
 def _check_config(cfg: ModelConfig, in_channels: int, n_out: int) -> None:
@@ -178,7 +226,9 @@ def _check_config(cfg: ModelConfig, in_channels: int, n_out: int) -> None:
         raise UserError("config: " + "; ".join(problems))
 
 
-def build_model(cfg: ModelConfig, in_channels: int, n_out: int) -> nn.Module:
+def build_model(
+    cfg: ModelConfig, in_channels: int, n_out: int, guide_channels: int = 0
+) -> nn.Module:
     """The forecaster described by ``cfg`` for ``in_channels`` input channels and ``n_out`` leads.
 
     Parameters
@@ -189,6 +239,8 @@ def build_model(cfg: ModelConfig, in_channels: int, n_out: int) -> nn.Module:
         Channels C of the input maps ``x (B, T, C, H, W)`` (``forecast.training.dataset.N_CHANNELS``).
     n_out : int
         Lead times 1..n_out forecast at once.
+    guide_channels : int
+        Guidance channels G per lead (0: no guidance; the forward then takes ``x`` only).
 
     Returns
     -------
@@ -201,7 +253,7 @@ def build_model(cfg: ModelConfig, in_channels: int, n_out: int) -> nn.Module:
         On an unknown cell, activation or flat_rnn name, or inconsistent widths and thresholds.
     """
     _check_config(cfg, in_channels, n_out)
-    return LightningForecaster(cfg, in_channels, n_out)
+    return LightningForecaster(cfg, in_channels, n_out, guide_channels)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -5,12 +5,14 @@ strings, lists, dicts; no pickled objects)::
 
     format       "strikecast-checkpoint-1"
     model_args   {"model": ModelConfig as dict, "in_channels": int, "n_out": int}
+                 (+ "guide_channels": int when trained with guidance)
     model        model state dict
     optimizer, scaler     state dicts (absent in an inference-only checkpoint)
     step, epoch, batch_in_epoch, best_val, bad_epochs     where training stood
     rng          torch / numpy / python / cuda random states
     config       the resolved ExperimentConfig as a dict
     stats        FeatureStats.to_state()
+    guidance     GuidanceStats.to_state() (only when trained with guidance)
     calibration  Calibrator.to_state() or None
 
 Files are written to a temporary file beside the target, then renamed into place.
@@ -34,6 +36,7 @@ from forecast.config import ExperimentConfig, ModelConfig
 from forecast.model.network import build_model
 from forecast.training.dataset import FeatureStats
 from forecast.training.distributed import Dist
+from forecast.training.guided import GuidanceStats
 from forecast.training.run_dir import same_run
 
 FORMAT = "strikecast-checkpoint-1"
@@ -86,10 +89,13 @@ def check_contents(state: dict, path: Path) -> None:
     try:
         args = state["model_args"]
         mcfg = from_dict(ModelConfig, args["model"], "model.")
-        build_model(mcfg, int(args["in_channels"]), int(args["n_out"])).load_state_dict(
-            state["model"]
-        )
+        guide = int(args.get("guide_channels", 0))
+        net = build_model(mcfg, int(args["in_channels"]), int(args["n_out"]), guide)
+        net.load_state_dict(state["model"])
         stats = FeatureStats.from_state(state["stats"])
+        gstats = GuidanceStats.from_state(state.get("guidance"))
+        if (gstats.channels if gstats else 0) != guide:
+            raise ValueError(f"{guide} guidance channels, guidance statistics of other fields")
     except (UserError, KeyError, TypeError, ValueError, RuntimeError, AttributeError) as e:
         raise UserError(
             f"checkpoint {path} does not fit its own model_args and statistics ({_why(e)}); "
@@ -152,19 +158,21 @@ def set_rng_state(state: dict) -> None:
 
 
 def model_state(model: nn.Module, cfg: ExperimentConfig, data, calibration: dict | None) -> dict:
-    """What predict needs: model args and weights, config, feature statistics, calibration."""
-    return {
-        "model_args": {
-            "model": to_dict(cfg.model),
-            "in_channels": data.in_channels,
-            "n_out": data.n_out,
-        },
+    """What predict needs: model args and weights, config, feature statistics (and guidance
+    normalisation), calibration."""
+    args = {"model": to_dict(cfg.model), "in_channels": data.in_channels, "n_out": data.n_out}
+    state = {
+        "model_args": args,
         "model": model.state_dict(),
         "config": to_dict(cfg),
         "stats": data.stats.to_state(),
         "maps": str(cfg.train.maps),
         "calibration": calibration,
     }
+    if getattr(data, "guidance", None) is not None:
+        args["guide_channels"] = data.guide_channels
+        state["guidance"] = data.guidance.to_state()
+    return state
 
 
 def trained_record(state) -> dict:

@@ -30,6 +30,7 @@ from forecast.training.dataset import (
     make_loader,
 )
 from forecast.training.distributed import Dist, ShardSampler, all_sum, inference_precision, on_main
+from forecast.training.guided import GuidanceStats, GuidedWindows, guidance_for_training
 
 
 @dataclass
@@ -46,6 +47,8 @@ class TrainData:
     in_channels: int
     n_out: int
     thr1: int  # position of threshold 1 (or the lowest threshold) among the model's thresholds
+    guidance: GuidanceStats | None = None  # data.guidance's normalisation; None without guidance
+    guide_channels: int = 0  # guidance channels per lead for the decoder (0: none)
 
 
 def build_data(cfg, dist: Dist) -> TrainData:
@@ -70,9 +73,12 @@ def build_data(cfg, dist: Dist) -> TrainData:
             )
     stats = on_main(dist, lambda: fit_stats(ds, index))
     thresholds = tuple(cfg.model.thresholds)
+    guidance = gstats = None
+    if cfg.data.guidance:
+        guidance, gstats = guidance_for_training(cfg.data.guidance, ds, index)
 
     def dataset(split):
-        return WindowDataset(
+        windows = WindowDataset(
             ds,
             index.starts[split],
             n_in=index.n_in,
@@ -80,6 +86,7 @@ def build_data(cfg, dist: Dist) -> TrainData:
             stats=stats,
             thresholds=thresholds,
         )
+        return windows if guidance is None else GuidedWindows(windows, guidance, gstats)
 
     train_set, val_set = dataset("train"), dataset("val")
     sampler = ShardSampler(
@@ -97,10 +104,18 @@ def build_data(cfg, dist: Dist) -> TrainData:
         val_loader=make_loader(val_set, val_sampler, **loading),
         train_sampler=sampler,
         steps_per_epoch=math.ceil(len(sampler) / tc.batch_size),
-        in_channels=N_CHANNELS,
+        in_channels=N_CHANNELS + (gstats.channels if gstats else 0),
         n_out=index.n_out,
         thr1=thresholds.index(1) if 1 in thresholds else 0,
+        guidance=gstats,
+        guide_channels=gstats.channels if gstats else 0,
     )
+
+
+def model_inputs(batch: dict, device) -> tuple[torch.Tensor, ...]:
+    """The model's positional inputs of a batch on ``device``: (x,), or (x, guide) with guidance."""
+    keys = ("x", "guide") if "guide" in batch else ("x",)
+    return tuple(batch[k].to(device, non_blocking=True) for k in keys)
 
 
 def climatology_of_targets(data: TrainData, init: torch.Tensor) -> torch.Tensor:
@@ -131,12 +146,12 @@ def validate(net, data: TrainData, loss_fn, dist: Dist, hist=None) -> dict[str, 
     model = ProbabilityState.init(data.n_out, n_bins=101)
     clim = ProbabilityState.init(data.n_out, n_bins=2)
     for batch in data.val_loader:
-        x, y, mask = (batch[k].to(dist.device, non_blocking=True) for k in ("x", "y", "mask"))
+        y, mask = (batch[k].to(dist.device, non_blocking=True) for k in ("y", "mask"))
         with inference_precision(dist.device):
-            logits = net(x)
+            logits = net(*model_inputs(batch, dist.device))
         logits = logits.float()
         if loss_fn is not None:
-            loss_sum += torch.tensor([float(loss_fn(logits, y, mask)) * len(x), len(x)])
+            loss_sum += torch.tensor([float(loss_fn(logits, y, mask)) * len(y), len(y)])
         obs = y[:, :, data.thr1].cpu().numpy() > 0.5  # (B, n_out, H, W)
         m = mask.cpu().numpy() > 0
         model.add(torch.sigmoid(logits[:, :, data.thr1]).cpu().numpy(), obs, m)

@@ -42,7 +42,7 @@ from forecast.training.checkpoint import (
     train_state,
     trained_record,
 )
-from forecast.training.data import TrainData, build_data, validate
+from forecast.training.data import TrainData, build_data, model_inputs, validate
 from forecast.training.distributed import Dist
 from forecast.training.recalibrate import calibrate
 from forecast.training.run_dir import check_run_dir
@@ -157,7 +157,8 @@ def _start(cfg: ExperimentConfig, dist: Dist, run_dir: Path, resume: bool) -> _S
     tc = cfg.train
     amp = _amp_dtype(tc.amp, dist.device)
     data = build_data(cfg, dist)
-    model = build_model(cfg.model, data.in_channels, data.n_out).to(dist.device)
+    model = build_model(cfg.model, data.in_channels, data.n_out, data.guide_channels)
+    model = model.to(dist.device)
     optimizer = build_optimizer(model, tc)
     scaler = torch.amp.GradScaler(dist.device.type, enabled=amp == torch.float16)
     net = _wrap(model, tc, dist)
@@ -208,14 +209,15 @@ def _train_step(
 ) -> tuple[float, torch.Tensor, bool]:
     """One optimisation step on ``batch``; returns (lr, loss, whether any process must stop)."""
     state = run.state
-    x, y, mask = (batch[k].to(dist.device, non_blocking=True) for k in ("x", "y", "mask"))
+    y, mask = (batch[k].to(dist.device, non_blocking=True) for k in ("y", "mask"))
+    inputs = model_inputs(batch, dist.device)  # (x,) or (x, guide)
     # schedule
     lr = lr_at(state.step, lr=tc.lr, min_lr=tc.min_lr, warmup=tc.warmup_steps, total=run.total)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     # forward and loss
     with distributed.autocast(dist.device, run.amp):
-        logits = run.net(x)
+        logits = run.net(*inputs)
     loss = process_loss(run.loss_fn, logits, y, mask, dist)
     stop = _check_step(loss, state, lr, dist, interrupt)
     # backward and clip

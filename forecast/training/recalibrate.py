@@ -92,7 +92,8 @@ def recalibrate(cfg: ExperimentConfig) -> Path:
     with distributed.session(cfg.train.device, cfg.train.threads) as dist:
         data = build_data(cfg, dist)
         same_run(path, ckpt, cfg, data, train_keys=(), fix=fix)
-        model = build_model(cfg.model, data.in_channels, data.n_out).to(dist.device)
+        model = build_model(cfg.model, data.in_channels, data.n_out, data.guide_channels)
+        model = model.to(dist.device)
         method, thresholds = cfg.train.calibration, cfg.model.thresholds
         calibrate(run_dir, model, model, data, dist, method, thresholds, best=ckpt)
         if dist.is_main:

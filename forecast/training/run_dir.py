@@ -14,6 +14,7 @@ from data_prep.errors import UserError
 from data_prep.sequences import index_path
 from forecast.config import ExperimentConfig
 from forecast.training.dataset import check_input_channels
+from forecast.training.guided import GuidanceStats, check_guidance_given
 
 RUN_FILES = ("config.yaml", "best.pt", "last.pt", "log.csv", "calibration.nc")
 HELD = ("best.pt", "last.pt", "log.csv")  # a folder holding one of them holds a run
@@ -55,7 +56,9 @@ def same_run(
     Compares the model and data sections, the ``train_keys`` (default: those that shape the
     optimisation) and, unless ``data`` is None, the feature statistics of the maps.
     """
-    check_input_channels(ckpt["model_args"]["in_channels"], path)
+    args = ckpt["model_args"]
+    check_input_channels(args["in_channels"] - int(args.get("guide_channels", 0)), path)
+    check_guidance_given(path, GuidanceStats.from_state(ckpt.get("guidance")), cfg.data.guidance)
     old, new = ckpt["config"], to_dict(cfg)
     keys = [
         f"{sec}.{k}"
