@@ -25,7 +25,19 @@ from forecast.training import recalibrate, train
 
 
 def _experiment(args):
-    return load_experiment(args.config, args.overrides)
+    overrides = list(args.overrides)
+    if getattr(args, "guidance", None):  # --guidance FILE is data.guidance=FILE, applied last
+        overrides.append(f"data.guidance={args.guidance}")
+    return load_experiment(args.config, overrides)
+
+
+def _add_guidance(p, what: str) -> None:
+    p.add_argument(
+        "--guidance",
+        metavar="FILE",
+        help=f"guidance netCDF (NWP or reanalysis fields on the maps' grid, written by "
+        f"`strikecast guidance` or `synth`) {what}; sets data.guidance",
+    )
 
 
 def _maps_inputs(maps: str | None) -> list[tuple[str, str | Path | None]]:
@@ -64,6 +76,7 @@ def _add_train(sub) -> None:
         help="continue from train.out/last.pt if present (without it, a train.out that holds "
         "a run is refused)",
     )
+    _add_guidance(p, "fed to the model beside past lightning; the checkpoint then needs it")
     p.set_defaults(run=run_train)
 
 
@@ -95,6 +108,7 @@ def _add_calibrate(sub) -> None:
         "run (unless train.out=... is given), and its model, windows and maps must match best.pt.",
     )
     add_config_args(p)
+    _add_guidance(p, "the model was trained with (default: the run's data.guidance)")
     p.set_defaults(run=run_calibrate)
 
 
@@ -139,14 +153,21 @@ def _add_predict(sub) -> None:
     )
     p.add_argument("--out", required=True, help="output forecast netCDF")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    _add_guidance(p, "a checkpoint trained with guidance needs (refused by one trained without)")
     p.set_defaults(run=run_predict)
 
 
 def run_predict(args) -> int:
-    check_output_path(args.out, [("--checkpoint", args.checkpoint), *_maps_inputs(args.maps)])
+    inputs = [("--checkpoint", args.checkpoint), *_maps_inputs(args.maps)]
+    check_output_path(args.out, [*inputs, ("--guidance", args.guidance)])
 
     path = predict_to_file(
-        Path(args.checkpoint), Path(args.maps), args.init, Path(args.out), device=args.device
+        Path(args.checkpoint),
+        Path(args.maps),
+        args.init,
+        Path(args.out),
+        device=args.device,
+        guidance=args.guidance or "",
     )
     print(f"forecast: {path}")
     return 0
@@ -178,6 +199,9 @@ def _add_evaluate(sub) -> None:
     )
     p.add_argument("--no-baselines", action="store_true", help="do not add the baseline methods")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    _add_guidance(
+        p, "for a model trained with guidance (one trained without ignores it, with a warning)"
+    )
     add_config_args(p)
     p.set_defaults(run=run_evaluate)
 
@@ -220,6 +244,7 @@ def _check_evaluate_outputs(args, forecasts: dict[str, Path]) -> None:
         )
     inputs = [("--checkpoint", args.checkpoint), *_maps_inputs(args.maps), *config_input(args)]
     inputs += [(f"--forecast {name}", path) for name, path in forecasts.items()]
+    inputs += [("--guidance", args.guidance)]
     check_outputs([out, out.with_suffix(".md")], inputs)
 
 

@@ -11,6 +11,11 @@ P(count >= 1) for windows ending at the init steps, the signature the baselines 
     init_time: time of the last observed step; lead_time: time ahead (CF forecast_period, a
     timedelta in xarray); lead_step(lead_time): map steps ahead (1 = next step)
     valid_time(init_time, lead_time): start of the forecast step
+
+A checkpoint trained with guidance (:mod:`forecast.training.guided`) needs a guidance file with
+its fields (``guidance=``, the CLI's ``--guidance``) and refuses to run without it; one trained
+without guidance refuses one (``evaluate`` ignores it for the model with a warning, since the
+file also feeds the ``mos`` baseline). The forecast file records the guidance file used.
 """
 
 from __future__ import annotations
@@ -50,6 +55,13 @@ from forecast.training.calibration import Calibrator, identity
 from forecast.training.checkpoint import load_checkpoint
 from forecast.training.dataset import FeatureStats, check_input_channels, init_features
 from forecast.training.distributed import inference_precision, resolve_device
+from forecast.training.guided import (
+    GuidanceStats,
+    check_guidance_given,
+    check_targets_covered,
+    open_guidance,
+    window_channels,
+)
 
 
 class Forecaster:
@@ -58,11 +70,25 @@ class Forecaster:
     Attributes ``n_in``, ``n_out``, ``thresholds``, ``min_coverage`` and ``source`` describe it.
     """
 
-    def __init__(self, ckpt: dict, path: Path, device: torch.device, batch_size: int = 32):
+    def __init__(
+        self,
+        ckpt: dict,
+        path: Path,
+        device: torch.device,
+        batch_size: int = 32,
+        guidance: str = "",
+        unused_guidance: str = "refuse",
+    ):
         args = ckpt["model_args"]
-        check_input_channels(args["in_channels"], path)
+        guide = int(args.get("guide_channels", 0))
+        check_input_channels(args["in_channels"] - guide, path)
+        self.guidance_stats = GuidanceStats.from_state(ckpt.get("guidance"))
+        check_guidance_given(path, self.guidance_stats, str(guidance or ""), unused=unused_guidance)
+        self.guidance_path = str(guidance or "") if self.guidance_stats else ""
+        self._guidance = None  # (maps, Guidance) opened on first use
         mcfg = from_dict(ModelConfig, args["model"], "model.")
-        self.model = build_model(mcfg, args["in_channels"], args["n_out"]).to(device).eval()
+        self.model = build_model(mcfg, args["in_channels"], args["n_out"], guide)
+        self.model = self.model.to(device).eval()
         self.model.load_state_dict(ckpt["model"])
         self.stats = FeatureStats.from_state(ckpt["stats"])
         self.thresholds = tuple(int(t) for t in mcfg.thresholds)
@@ -113,9 +139,28 @@ class Forecaster:
     def logits(self, ds: xr.Dataset, inits: np.ndarray) -> torch.Tensor:
         """Raw logits (N, n_out, n_thr, H, W), float32 on the device, for windows ending at
         ``inits``, in the precision validation and the calibration fit use."""
-        x = init_features(ds, np.asarray(inits, dtype=np.int64), self.n_in, self.stats)
+        inits = np.asarray(inits, dtype=np.int64)
+        x = init_features(ds, inits, self.n_in, self.stats)
+        inputs = [x]
+        if self.guidance_stats is not None:
+            past, target = window_channels(self.guidance(ds), self.guidance_stats, inits)
+            inputs = [torch.cat([x, torch.from_numpy(past)], dim=2), torch.from_numpy(target)]
         with inference_precision(self.device):
-            return self.model(x.to(self.device)).float()
+            return self.model(*(t.to(self.device) for t in inputs)).float()
+
+    def guidance(self, ds: xr.Dataset):
+        """The guidance file opened for the maps ``ds`` (once per maps Dataset)."""
+        if self._guidance is None or self._guidance[0] is not ds:
+            g = open_guidance(
+                self.guidance_path, ds, n_in=self.n_in, n_out=self.n_out, stats=self.guidance_stats
+            )
+            self._guidance = (ds, g)
+        return self._guidance[1]
+
+    def check_guidance_covers(self, ds: xr.Dataset, inits: np.ndarray) -> None:
+        """Refuse guidance without a forecast, issued by the init, for some target of ``inits``."""
+        if self.guidance_stats is not None:
+            check_targets_covered(self.guidance(ds), self.guidance_stats, inits, ds)
 
     def forecast(self, ds: xr.Dataset, inits: np.ndarray, n_out: int | None = None) -> np.ndarray:
         """Calibrated P(count >= 1), float32 (N, n_out, H, W), for windows ending at ``inits``.
@@ -136,14 +181,23 @@ class Forecaster:
         return self.forecast_all(ds, inits)[:, :n, k]
 
 
-def load_forecaster(checkpoint: Path, device: str = "auto", calibrated: bool = True) -> Forecaster:
+def load_forecaster(
+    checkpoint: Path,
+    device: str = "auto",
+    calibrated: bool = True,
+    guidance: str = "",
+    unused_guidance: str = "refuse",
+) -> Forecaster:
     """The forecaster stored in ``checkpoint`` (``best.pt``), ready on ``device``.
 
     ``calibrated=False`` skips the stored calibration (raw model probabilities), so evaluation
-    can show reliability before and after calibration.
+    can show reliability before and after calibration. ``guidance``: the guidance file of a
+    model trained with guidance ("" for one trained without; any other pairing is refused,
+    except guidance given to a model trained without it when ``unused_guidance="warn"``).
     """
     dev = resolve_device(device)
-    fc = Forecaster(load_checkpoint(Path(checkpoint), map_location=dev), Path(checkpoint), dev)
+    ckpt = load_checkpoint(Path(checkpoint), map_location=dev)
+    fc = Forecaster(ckpt, Path(checkpoint), dev, guidance=guidance, unused_guidance=unused_guidance)
     if not calibrated:
         fc.calibrator = identity(fc.n_out, len(fc.thresholds))
         fc.source += " (uncalibrated)"
@@ -151,18 +205,25 @@ def load_forecaster(checkpoint: Path, device: str = "auto", calibrated: bool = T
 
 
 def predict_to_file(
-    checkpoint: Path, maps: Path, init: str | None, out: Path, device: str = "auto"
+    checkpoint: Path,
+    maps: Path,
+    init: str | None,
+    out: Path,
+    device: str = "auto",
+    guidance: str | Path = "",
 ) -> Path:
     """Forecast from the latest (``init=None``), one (``TIME``) or a range (``START/END``) of inits.
 
     Returns the written forecast netCDF ``out``. Raises :class:`UserError` when an init's window
     has missing or uncovered steps or lies outside the maps (the message gives the valid range),
-    or when the grid of the maps is not the checkpoint's.
+    or when the grid of the maps is not the checkpoint's; for a model trained with guidance,
+    when ``guidance`` is not given or lacks its fields or the target steps of an init.
     """
-    fc = load_forecaster(checkpoint, device)
+    fc = load_forecaster(checkpoint, device, guidance=str(guidance or ""))
     ds = open_maps(Path(maps))
     fc.check_grid(ds, maps)
     inits = select_inits(ds, init, n_in=fc.n_in, min_coverage=fc.min_coverage, maps=maps)
+    fc.check_guidance_covers(ds, inits)
     prob = fc.forecast_all(ds, inits, progress=True)
     return write_netcdf_atomic(forecast_dataset(ds, inits, prob, fc, maps), Path(out))
 
@@ -325,6 +386,8 @@ def forecast_dataset(
         "time_step": str(ds.attrs.get("time_step", pd.Timedelta(step).isoformat())),
         "time_step_seconds": int(step / np.timedelta64(1, "s")),
         "n_in": fc.n_in,
+        "guidance": fc.guidance_path or "none",
+        "guidance_fields": fc.guidance_stats.describe() if fc.guidance_stats else "",
         "training_maps": fc.train_maps,
         "training_step": int(fc.trained.get("step", -1)),  # -1: a checkpoint without the record
         "model_config": json.dumps(fc.model_args, sort_keys=True),

@@ -8,13 +8,18 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 import xarray as xr
 from prep_files import TINY
 
 from data_prep.mock import mock_maps
 from data_prep.schema import COUNT, INIT_TIME, LAT, LEAD_TIME, LON, TIME
+from data_prep.sequences import load_or_build_index
+from forecast.cli import main
 from forecast.config import load_experiment
 from forecast.model.network import build_model
+from forecast.predict import load_forecaster
+from forecast.training import train
 from forecast.training.data import build_data
 from forecast.training.dataset import N_CHANNELS
 from forecast.training.distributed import Dist
@@ -156,3 +161,101 @@ def test_guided_model_starts_at_climatology_and_needs_its_guidance():
     torch.testing.assert_close(a, b)  # the fusion adds nothing before training
     with pytest.raises(Exception, match="guidance of shape none"):
         m(x)
+
+
+LEARN = ["train.max_steps=40", "train.epochs=100", "train.warmup_steps=2", "train.lr=0.01"]
+
+
+@pytest.fixture(scope="module")
+def runs(files):
+    """Two tiny models trained alike, with and without guidance equal to the future occurrence."""
+    root, maps, guidance = files
+    out = {}
+    for name, extra in (("plain", []), ("guided", [f"data.guidance={guidance}"])):
+        cfg = load_experiment(
+            None, [*TINY, *LEARN, f"train.maps={maps}", f"train.out={root / name}", *extra]
+        )
+        out[name] = train(cfg) / "best.pt"
+    return out
+
+
+def _lead1_val_loss(ckpt, maps, guidance=""):
+    fc = load_forecaster(ckpt, "cpu", calibrated=False, guidance=str(guidance))
+    ds = xr.open_dataset(maps)
+    cfg = load_experiment(None, [*TINY])
+    index = load_or_build_index(maps, ds, replace(cfg.data, guidance=str(guidance)))
+    inits = index.starts["val"] + index.n_in - 1
+    logits = fc.logits(ds, inits)[:, 0, 0]  # (N, H, W) lead 1
+    steps = inits + 1
+    y = torch.from_numpy((ds[COUNT].values[steps] >= 1).astype(np.float32))
+    m = torch.from_numpy(ds["coverage"].values[steps] > 0)
+    return float(F.binary_cross_entropy_with_logits(logits[m], y[m]))
+
+
+def test_informative_guidance_lowers_the_lead_1_validation_loss(files, runs):
+    root, maps, guidance = files
+    plain = _lead1_val_loss(runs["plain"], maps)
+    guided = _lead1_val_loss(runs["guided"], maps, guidance)
+    assert guided < 0.8 * plain, (guided, plain)
+
+
+def test_checkpoint_trained_with_guidance_refuses_to_run_without_it(files, runs, tmp_path, capsys):
+    root, maps, guidance = files
+    code = main(
+        [
+            "predict",
+            "--checkpoint",
+            str(runs["guided"]),
+            "--maps",
+            str(maps),
+            "--out",
+            str(tmp_path / "f.nc"),
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "trained with guidance occ (1), cape (J kg-1)" in err and "--guidance" in err
+    # a file lacking a field the model was trained on: the field is named
+    g = xr.open_dataset(guidance).drop_vars("cape")
+    g.to_netcdf(tmp_path / "no_cape.nc")
+    args = [
+        "--maps",
+        str(maps),
+        "--out",
+        str(tmp_path / "f.nc"),
+        "--guidance",
+        str(tmp_path / "no_cape.nc"),
+    ]
+    assert main(["predict", "--checkpoint", str(runs["guided"]), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no guidance field 'cape'" in err
+    # a file whose forecasts stop before the init's targets: the steps are named
+    g = xr.open_dataset(guidance).isel(init_time=slice(0, 90))
+    g.to_netcdf(tmp_path / "short.nc")
+    args[-1] = str(tmp_path / "short.nc")
+    assert main(["predict", "--checkpoint", str(runs["guided"]), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no guidance (occ, cape) issued by the init" in err
+    # guidance given to a model trained without it
+    args[-1] = str(guidance)
+    assert main(["predict", "--checkpoint", str(runs["plain"]), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "trained without guidance" in err
+
+
+def test_predict_and_evaluate_with_guidance_run_end_to_end(files, runs, tmp_path, capsys):
+    root, maps, guidance = files
+    out = tmp_path / "f.nc"
+    common = ["--maps", str(maps), "--guidance", str(guidance)]
+    assert main(["predict", "--checkpoint", str(runs["guided"]), *common, "--out", str(out)]) == 0
+    f = xr.open_dataset(out)
+    assert f.attrs["guidance"] == str(guidance) and f.attrs["guidance_fields"].startswith("occ")
+    assert f["probability"].shape == (1, N_OUT, 16, 24)
+    assert np.isfinite(f["probability"].values).all()
+    scores = tmp_path / "s.nc"
+    args = ["evaluate", "--checkpoint", str(runs["guided"]), *common, "--out", str(scores)]
+    assert main([*args, "--no-baselines", "eval.bootstrap=0"]) == 0
+    s = xr.open_dataset(scores)
+    assert "model" in s["forecast"].values.tolist()
+    assert np.isfinite(s["brier_score"].sel(forecast="model").values).all()
+    capsys.readouterr()

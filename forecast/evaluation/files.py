@@ -44,7 +44,7 @@ def evaluate_to_files(
     """
     maps, out = Path(maps), Path(out)
     _check_names(forecasts, cfg, checkpoint is not None, baselines)
-    model = _load_model(checkpoint, device)
+    model = _load_model(checkpoint, device, cfg.data.guidance)
     ds = open_maps(maps)
     files: dict[str, ForecastFile] = {}
     try:
@@ -81,10 +81,12 @@ def _check_names(forecasts: dict, cfg, model: bool, baselines: bool) -> None:
             )
 
 
-def _load_model(checkpoint, device: str):
+def _load_model(checkpoint, device: str, guidance: str = ""):
+    """The model of ``checkpoint`` fed ``guidance`` (data.guidance); a model trained without
+    guidance ignores the file (with a warning): other methods may use it."""
     if checkpoint is None:
         return None
-    return load_forecaster(Path(checkpoint), device)
+    return load_forecaster(Path(checkpoint), device, guidance=guidance, unused_guidance="warn")
 
 
 def _training_windows(model, files: dict) -> tuple[dict, str, str] | None:
@@ -113,7 +115,8 @@ def _with_training_windows(cfg, trained: tuple[dict, str, str], maps: Path):
     trained with: the test windows are the ones training held out, whatever the command line
     says."""
     data, train_maps, what = trained
-    settings = from_dict(SequenceConfig, data, "data.")
+    # the guidance file is the one given now (the model's recorded path may be elsewhere)
+    settings = from_dict(SequenceConfig, {**data, "guidance": cfg.data.guidance}, "data.")
     if settings != cfg.data:
         diff = sorted(
             k for k, v in dataclasses.asdict(settings).items() if getattr(cfg.data, k) != v
@@ -146,7 +149,7 @@ def _methods(cfg, ds, index, model, checkpoint, files, baselines: bool, device: 
         if cfg.eval.uncalibrated and methods["model"].calibrator.method != "none":
             # the same model before calibration: reliability before and after, side by side
             methods["model_uncalibrated"] = load_forecaster(
-                Path(checkpoint), device, calibrated=False
+                Path(checkpoint), device, calibrated=False, guidance=model.guidance_path
             )
     methods.update(files)
     if baselines:

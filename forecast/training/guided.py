@@ -17,15 +17,18 @@ beside the feature statistics, with the field names and units.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 import xarray as xr
 from torch.utils.data import Dataset
 
 from data_prep.errors import UserError
 from data_prep.guidance import Guidance, load_guidance
+from data_prep.schema import LAT, LON, TIME
 from data_prep.sequences import WindowIndex, time_step
 
 _CHUNK_INITS = 64  # windows read at a time when fitting the normalisation
@@ -168,10 +171,17 @@ class GuidedWindows(Dataset):
 def open_guidance(
     path: str, ds: xr.Dataset, *, n_in: int, n_out: int, stats: GuidanceStats | None = None
 ) -> Guidance:
-    """Guidance ``path`` for maps ``ds``; with ``stats`` (a trained model's), the fields it was
-    trained on, in that order, with the same units (else refused in one line)."""
+    """Guidance ``path`` for maps ``ds`` (and the ``n_out`` steps after them); with ``stats`` (a
+    trained model's), the fields it was trained on, in that order, with the same units (else
+    refused in one line)."""
     fields = stats.fields if stats is not None else None
-    g = load_guidance(path, ds, time_step(ds), n_in=n_in, n_out=n_out, fields=fields)
+    step = time_step(ds)
+    # the axis runs n_out steps past the maps: the targets of the latest init lie beyond them
+    after = ds[TIME].values[-1] + np.arange(1, n_out + 1) * step.to_timedelta64()
+    axis = xr.Dataset(
+        coords={TIME: np.concatenate([ds[TIME].values, after]), LAT: ds[LAT], LON: ds[LON]}
+    )
+    g = load_guidance(path, axis, step, n_in=n_in, n_out=n_out, fields=fields)
     if stats is not None:
         bad = [
             f"{f} in {u!r}"
@@ -197,16 +207,46 @@ def guidance_for_training(
     return g, fit_guidance_stats(g, inits)
 
 
-def check_guidance_given(checkpoint, stats: GuidanceStats | None, path: str) -> None:
-    """Refuse, in one line, a run of ``checkpoint`` without the guidance it was trained with,
-    or with guidance it was trained without."""
+def check_guidance_given(
+    checkpoint, stats: GuidanceStats | None, path: str, *, unused: str = "refuse"
+) -> None:
+    """Refuse, in one line, a run of ``checkpoint`` without the guidance it was trained with;
+    and with guidance it was trained without, unless ``unused="warn"`` (evaluate, where the
+    file also feeds other methods): then a one-line warning says the model ignores it."""
     if stats is not None and not path:
         raise UserError(
             f"checkpoint {checkpoint} was trained with guidance {stats.describe()} (from "
             f"{stats.path or 'a guidance file'}); pass --guidance FILE holding those fields"
         )
-    if stats is None and path:
+    if stats is None and path and unused == "warn":
+        warnings.warn(
+            f"checkpoint {checkpoint} was trained without guidance: the model ignores {path} "
+            "(other methods may use it)",
+            stacklevel=3,
+        )
+    elif stats is None and path:
         raise UserError(
             f"checkpoint {checkpoint} was trained without guidance; drop --guidance {path} "
             "(data.guidance), or train a model with it"
         )
+
+
+def check_targets_covered(
+    guidance: Guidance, stats: GuidanceStats, inits: np.ndarray, ds: xr.Dataset
+) -> None:
+    """Refuse, in one line naming the first steps missing, guidance without a forecast issued by
+    the init for some target step of the windows ending at init steps ``inits`` of maps ``ds``."""
+    inits = np.atleast_1d(np.asarray(inits, np.int64))
+    missing = ~guidance.picks.seen(inits)[:, guidance.n_in :]  # (N, n_out)
+    if not missing.any():
+        return
+    rows, leads = np.nonzero(missing)
+    steps = np.unique(inits[rows] + leads + 1)
+    last, step = pd.Timestamp(ds[TIME].values[-1]), time_step(ds)
+    days = [f"{last + (i - ds.sizes[TIME] + 1) * step:%Y-%m-%dT%H:%M}" for i in steps]
+    more = f" and {len(days) - 3} more" if len(days) > 3 else ""
+    raise UserError(
+        f"{guidance.path}: no guidance ({', '.join(stats.fields)}) issued by the init for the "
+        f"steps starting {', '.join(days[:3])}{more}; give forecasts issued by each init whose "
+        f"leads reach data.n_out={missing.shape[1]} steps ahead"
+    )
