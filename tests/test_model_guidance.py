@@ -20,6 +20,7 @@ from forecast.config import load_experiment
 from forecast.model.network import build_model
 from forecast.predict import load_forecaster
 from forecast.training import train
+from forecast.training.checkpoint import load_checkpoint
 from forecast.training.data import build_data
 from forecast.training.dataset import N_CHANNELS
 from forecast.training.distributed import Dist
@@ -163,7 +164,7 @@ def test_guided_model_starts_at_climatology_and_needs_its_guidance():
         m(x)
 
 
-LEARN = ["train.max_steps=40", "train.epochs=100", "train.warmup_steps=2", "train.lr=0.01"]
+LEARN = ["train.max_steps=20", "train.epochs=100", "train.warmup_steps=2", "train.lr=0.01"]
 
 
 @pytest.fixture(scope="module")
@@ -254,8 +255,20 @@ def test_predict_and_evaluate_with_guidance_run_end_to_end(files, runs, tmp_path
     assert np.isfinite(f["probability"].values).all()
     scores = tmp_path / "s.nc"
     args = ["evaluate", "--checkpoint", str(runs["guided"]), *common, "--out", str(scores)]
-    assert main([*args, "--no-baselines", "eval.bootstrap=0"]) == 0
+    assert main([*args, "--no-baselines", "eval.bootstrap=0", "eval.uncalibrated=false"]) == 0
     s = xr.open_dataset(scores)
     assert "model" in s["forecast"].values.tolist()
     assert np.isfinite(s["brier_score"].sel(forecast="model").values).all()
     capsys.readouterr()
+
+
+def test_calibrate_takes_guidance_and_refuses_to_run_without_it(runs, files, capsys):
+    root, maps, guidance = files
+    config = str(runs["guided"].parent / "config.yaml")
+    args = ["calibrate", "--config", config, "train.calibration=platt"]
+    assert main([*args, "--guidance", str(guidance)]) == 0
+    assert load_checkpoint(runs["guided"])["calibration"]["method"] == "platt"
+    capsys.readouterr()
+    assert main([*args, "data.guidance="]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "trained with guidance occ (1), cape" in err
