@@ -63,6 +63,15 @@ def test_bilinear_of_a_linear_field_is_exact_from_a_coarser_grid():
     assert (cover == 1.0).all()
 
 
+def test_each_axis_picks_its_own_method_finer_lat_and_coarser_lon():
+    lat, lon = _centres(28, 48, 0.25), _centres(-110, -75, 1.0)
+    field = np.broadcast_to(0.5 * lon[None, :] + 60.0, (lat.size, lon.size))  # linear in lon
+    r = Regridder.build(lat, lon, PLAINS.lat, PLAINS.lon)
+    assert r.methods == ("conservative", "bilinear")
+    values, _ = r(field[r.lat_index][:, r.lon_index])
+    np.testing.assert_allclose(values, np.broadcast_to(0.5 * PLAINS.lon + 60.0, PLAINS.shape))
+
+
 def test_missing_values_never_become_zero():
     lat, lon = _centres(28, 48, 0.25), _centres(-106, -78, 0.25)
     field = np.full((3, lat.size, lon.size), 4.0)
