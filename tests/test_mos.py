@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import numpy as np
@@ -56,15 +57,15 @@ def world():
     return maps, prob
 
 
-def _guidance(maps: xr.Dataset, fields: dict[str, np.ndarray]) -> xr.Dataset:
+def _guidance(maps: xr.Dataset, fields: dict[str, np.ndarray], leads=LEADS) -> xr.Dataset:
     """Forecasts issued at the end of each day for leads 1..3 days; ``fields`` give each field's
     value for every map step (T, H, W): the forecast issued on day i holds day i + k at lead k."""
     times = maps.time.values
-    lead = np.array([np.timedelta64(k, "D") for k in LEADS], "timedelta64[ns]")
+    lead = np.array([np.timedelta64(k, "D") for k in leads], "timedelta64[ns]")
     out = {}
     for name, per_step in fields.items():
-        v = np.full((times.size, len(LEADS)) + SHAPE, np.nan, np.float32)
-        for c, k in enumerate(LEADS):
+        v = np.full((times.size, len(leads)) + SHAPE, np.nan, np.float32)
+        for c, k in enumerate(leads):
             v[: times.size - k, c] = per_step[k:]
         out[name] = (("init_time", "lead_time", "lat", "lon"), v)
     coords = {"init_time": times + np.timedelta64(1, "D"), "lead_time": lead}
@@ -126,11 +127,24 @@ def _two_fields(prob: np.ndarray) -> dict:
     return {"cape": cape, "shear": prob + rng.normal(0, 0.5, size=prob.shape)}
 
 
-def test_coefficients_match_scikit_learn_with_the_same_penalty(world, tmp_path):
+@pytest.fixture(scope="module")
+def two(world, tmp_path_factory):
+    """MOS on two fields, one with lost values, and its window index."""
+    maps, prob = world
+    return _fit(maps, _two_fields(prob), tmp_path_factory.mktemp("mos") / "g.nc")
+
+
+def _own_copy(mos):
+    """``mos`` with guidance values of its own, to alter without touching the fixture."""
+    values = mos.guidance.values.copy()
+    return dataclasses.replace(mos, guidance=dataclasses.replace(mos.guidance, values=values))
+
+
+def test_coefficients_match_scikit_learn_with_the_same_penalty(world, two):
     from sklearn.linear_model import LogisticRegression  # an independent reference
 
-    maps, prob = world
-    mos, index = _fit(maps, _two_fields(prob), tmp_path / "g.nc")
+    maps, _ = world
+    mos, index = two
     folds = out_of_fold(maps, training_steps(maps, index), len(LEADS))
     rows = training_rows(maps, mos_training_inits(index), mos.guidance, folds, len(LEADS), 0)
     for k, r in enumerate(rows):
@@ -145,10 +159,10 @@ def test_coefficients_match_scikit_learn_with_the_same_penalty(world, tmp_path):
         np.testing.assert_allclose(fit.coef, want, atol=1e-6, rtol=0)
 
 
-def test_fitted_on_the_training_split_only(world, tmp_path):
+def test_fitted_on_the_training_split_only(world, two, tmp_path):
     maps, prob = world
     fields = _two_fields(prob)
-    mos, index = _fit(maps, fields, tmp_path / "a.nc")
+    mos, index = two
     rng = np.random.default_rng(11)
     # every step outside the training windows gets new strikes, every forecast issued on a day
     # that is not a training init new values
@@ -165,9 +179,9 @@ def test_fitted_on_the_training_split_only(world, tmp_path):
         np.testing.assert_array_equal(a.mean, b.mean)
 
 
-def test_a_forecast_issued_after_the_init_is_not_seen(world, tmp_path):
-    maps, prob = world
-    mos, index = _fit(maps, _two_fields(prob), tmp_path / "g.nc")
+def test_a_forecast_issued_after_the_init_is_not_seen(world, two):
+    maps, _ = world
+    mos, index = _own_copy(two[0]), two[1]
     init = int(index.inits("test")[5])
     before = mos.forecast(maps, np.array([init]))
     values = mos.guidance.values  # (F, init_time, lead_time, H, W): issue i ends day i
@@ -177,9 +191,9 @@ def test_a_forecast_issued_after_the_init_is_not_seen(world, tmp_path):
     assert not np.array_equal(mos.forecast(maps, np.array([init])), before)
 
 
-def test_missing_guidance_gets_the_fallback_never_a_value_from_zero(world, tmp_path):
-    maps, prob = world
-    mos, index = _fit(maps, _two_fields(prob), tmp_path / "g.nc")
+def test_missing_guidance_gets_the_fallback_never_a_value_from_zero(world, two):
+    maps, _ = world
+    mos, index = _own_copy(two[0]), two[1]
     init = np.array([int(index.inits("test")[3])])
     values = mos.guidance.values  # (F, init_time, lead_time, H, W); lead 1 of issue init
     values[:, init[0], 0, :2, :2] = np.nan  # no guidance at all
@@ -192,6 +206,19 @@ def test_missing_guidance_gets_the_fallback_never_a_value_from_zero(world, tmp_p
     zero = mos.forecast(maps, init)[0, 0]
     assert (np.abs(zero[5:7, 5:7] - got[5:7, 5:7]) > 1e-3).all()
     np.testing.assert_array_equal(zero[:5], got[:5])  # other cells untouched
+
+
+def test_a_lead_no_forecast_reaches_gets_the_climatology(world, tmp_path):
+    maps, prob = world
+    cfg = _cfg()
+    index = build_index(maps, cfg.data)
+    path = _write(_guidance(maps, {"p": prob}, leads=(1, 2)), tmp_path / "g.nc")
+    mos = build_mos(maps, index, cfg.eval, path)
+    inits = index.inits("test")[:4]
+    got, clim = mos.forecast(maps, inits), mos.climatology.forecast(maps, inits)
+    assert mos.fits[2] is None
+    np.testing.assert_array_equal(got[:, 2], clim[:, 2])
+    assert not np.array_equal(got[:, 0], clim[:, 0])
 
 
 def test_evaluate_with_guidance_scores_mos_beside_the_others(world, tmp_path):

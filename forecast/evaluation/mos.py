@@ -74,7 +74,7 @@ class Mos:
     n_out: int
     guidance: Guidance
     climatology: Climatology
-    fits: list[LeadFit]
+    fits: list[LeadFit | None]  # None: no training case had guidance at that lead
     position: np.ndarray  # (N_POSITION, H, W)
 
     def forecast(self, ds: xr.Dataset, inits: np.ndarray, n_out: int | None = None) -> np.ndarray:
@@ -83,13 +83,15 @@ class Mos:
         n_out = min(n_out or self.n_out, self.n_out)
         guide = self.guidance.targets(inits)  # (N, L, F, H, W)
         clim = self.climatology.forecast(ds, inits, n_out)  # (N, L, H, W)
-        out = np.empty(clim.shape, np.float32)
+        out = clim.copy()  # cells without guidance keep the climatology
         for k in range(n_out):
             g = np.moveaxis(guide[:, k], 1, -1)  # (N, H, W, F)
+            some = np.isfinite(g).any(-1)  # (N, H, W)
+            if self.fits[k] is None or not some.any():
+                continue
             pos = np.broadcast_to(np.moveaxis(self.position, 0, -1), g.shape[:3] + (N_POSITION,))
-            x = design(self.fits[k], g, clim[:, k], pos)  # (N, H, W, P)
-            prob = sigmoid(x @ self.fits[k].coef)
-            out[:, k] = np.where(np.isnan(g).all(-1), clim[:, k], prob)  # no guidance: climatology
+            x = design(self.fits[k], g[some], clim[:, k][some], pos[some])  # (n, P)
+            out[:, k][some] = sigmoid(x @ self.fits[k].coef)
         return out
 
 
@@ -111,16 +113,13 @@ def _scaled(x: np.ndarray) -> np.ndarray:
 
 def transforms(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(log, mean, std), each (F,), from training values ``raw`` (n, F) with NaN = missing."""
-    finite = np.isfinite(raw)
-    log = np.array(
-        [
-            bool(c.any()) and c.min() >= 0
-            for c in (raw[:, f][finite[:, f]] for f in range(raw.shape[1]))
-        ]
-    )
-    t = _transform(raw, log)
-    mean = np.array([np.mean(c[np.isfinite(c)]) if np.isfinite(c).any() else 0.0 for c in t.T])
-    std = np.array([np.std(c[np.isfinite(c)]) if np.isfinite(c).any() else 0.0 for c in t.T])
+    seen = np.isfinite(raw)
+    low = np.where(seen, raw, np.inf).min(axis=0, initial=np.inf)  # inf: never seen
+    log = np.isfinite(low) & (low >= 0)
+    t = np.where(seen, _transform(raw, log), 0.0)
+    n = np.maximum(seen.sum(axis=0), 1)
+    mean = t.sum(axis=0) / n
+    std = np.sqrt(np.where(seen, (t - mean) ** 2, 0.0).sum(axis=0) / n)
     return log, mean, np.where(std > 0, std, 1.0)
 
 
@@ -133,7 +132,7 @@ def _transform(raw: np.ndarray, log: np.ndarray) -> np.ndarray:
 def design(fit: LeadFit, raw: np.ndarray, clim: np.ndarray, pos: np.ndarray) -> np.ndarray:
     """Design matrix (..., P) float64 from guidance ``raw`` (..., F) (NaN = missing),
     climatology ``clim`` (...) and position terms ``pos`` (..., N_POSITION)."""
-    missing = np.isnan(raw)
+    missing = ~np.isfinite(raw)
     z = (_transform(raw, fit.log) - fit.mean) / fit.std
     z = np.where(missing, 0.0, z)  # the training mean, flagged by the indicator
     c = np.clip(np.asarray(clim, np.float64), CLIM_EPS, 1 - CLIM_EPS)
@@ -271,6 +270,9 @@ def build_mos(ds: xr.Dataset, index, cfg: EvalConfig, path: str) -> Mos:
     folds = out_of_fold(ds, training_steps(ds, index), index.n_out)
     fits = []
     for k, rows in enumerate(training_rows(ds, inits, guidance, folds, index.n_out, cfg.seed)):
+        if rows.y.size == 0:  # no forecast reaches this lead: the climatology stands
+            fits.append(None)
+            continue
         if not rows.y.any() or rows.y.all():
             raise UserError(
                 f"{path}: mos has no training case with{'out' if rows.y.any() else ''} a strike "
