@@ -31,12 +31,12 @@ from forecast.evaluation.scorecard import method_order
 N_STEPS, SHAPE, LEADS = 360, (10, 12), (1, 2, 3)
 
 
-def _probability(seed: int = 5) -> np.ndarray:
+def _probability(seed: int = 5, fixed_weight: float = 1.2) -> np.ndarray:
     """Daily occurrence probability (T, H, W): a fixed pattern (what a climatology can learn)
     and a smooth random field per day (what only guidance knows)."""
     rng = np.random.default_rng(seed)
     daily, fixed = _smooth(rng, N_STEPS), _smooth(rng, 1)
-    return 1 / (1 + np.exp(-(-1.5 + 1.2 * fixed + 1.6 * daily)))
+    return 1 / (1 + np.exp(-(-1.5 + fixed_weight * fixed + 1.6 * daily)))
 
 
 def _smooth(rng, n: int) -> np.ndarray:
@@ -49,7 +49,10 @@ def _smooth(rng, n: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def world():
     """Maps whose strikes are drawn from a known probability, and that probability."""
-    prob = _probability()
+    return _world(_probability())
+
+
+def _world(prob: np.ndarray):
     maps = mock_maps(n_steps=N_STEPS, shape=SHAPE, seed=1)
     strikes = np.random.default_rng(6).random(prob.shape) < prob
     maps["strike_count"].values[:] = strikes.astype(np.int32)
@@ -117,6 +120,18 @@ def test_noise_as_guidance_gives_the_climatology_skill(world, tmp_path):
     mos, index = _fit(maps, {"cape": noise}, tmp_path / "g.nc")
     got, _ = _test_scores(maps, index, mos, prob)
     assert abs(got) < 0.01, got
+
+
+def test_the_climatology_term_is_fitted_out_of_fold(tmp_path):
+    # no fixed pattern: the climatology's cell-to-cell differences are noise on new days; fitted
+    # on the very days MOS is regressed on, they would look real (in-sample: weight 2 on its
+    # logit, Brier skill -0.03 against the climatology)
+    maps, prob = _world(_probability(fixed_weight=0.0))
+    noise = np.random.default_rng(9).gamma(2.0, size=prob.shape)
+    mos, index = _fit(maps, {"cape": noise}, tmp_path / "g.nc")
+    got, _ = _test_scores(maps, index, mos, prob)
+    assert got > -0.01, got
+    assert all(f.coef[3] < 1.5 for f in mos.fits)  # the weight on the climatology's logit
 
 
 def _two_fields(prob: np.ndarray) -> dict:
