@@ -216,9 +216,10 @@ class Rows:
 
 
 def training_rows(
-    ds, inits, guidance: Guidance, clim: Climatology, n_out: int, seed: int
+    ds, inits, guidance: Guidance, clim: OutOfFold, n_out: int, seed: int
 ) -> list[Rows]:
-    """Per lead, a seeded sample of the observed cells of ``inits`` with any guidance."""
+    """Per lead, a seeded sample of the observed cells of ``inits`` with any guidance; each
+    row's climatology from ``clim``."""
     inits = np.asarray(inits, np.int64)
     h, w = ds.sizes[LAT], ds.sizes[LON]
     share = min(1.0, MAX_ROWS / max(inits.size * h * w, 1))
