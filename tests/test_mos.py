@@ -22,6 +22,7 @@ from forecast.evaluation.mos import (
     design,
     fit_lead,
     guided_baselines,
+    mos_left_out,
     mos_training_inits,
     out_of_fold,
     training_rows,
@@ -255,19 +256,27 @@ def test_evaluate_with_guidance_scores_mos_beside_the_others(world, tmp_path):
     assert (bss > 0.3).all(), bss
     assert method_order(names) == ["mos", "persistence", "climatology"]
     assert "| mos |" in card.read_text()
+    cfg.data.guidance, cfg.eval.baselines = "", ExperimentConfig().eval.baselines
+    with pytest.warns(UserWarning, match="mos: not scored, no guidance"):
+        evaluate_to_files(
+            cfg, maps=tmp_path / "maps.nc", out=tmp_path / "plain.nc", checkpoint=None,
+            forecasts={}, baselines=True, device="cpu",
+        )  # fmt: skip
+    with xr.open_dataset(tmp_path / "plain.nc") as scores:
+        assert "mos" not in scores["forecast"].values.tolist()
 
 
 def test_mos_without_guidance_is_left_out_by_default_and_refused_when_asked(world):
     cfg = _cfg()
-    with pytest.warns(UserWarning, match="mos: not scored, no guidance"):
-        assert "mos" not in guided_baselines(cfg)
+    assert "mos" not in guided_baselines(cfg)
+    assert mos_left_out(cfg) == "mos: not scored, no guidance (set data.guidance=GUIDANCE.nc)"
     cfg.eval.baselines = ("climatology", "mos")
     with pytest.raises(UserError, match="'mos' needs guidance; set data.guidance"):
         guided_baselines(cfg)
     cfg.data.guidance = "g.nc"
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert guided_baselines(cfg) == ["climatology", "mos"]
+        assert guided_baselines(cfg) == ["climatology", "mos"] and not mos_left_out(cfg)
 
 
 def test_climatology_baseline_is_the_one_mos_starts_from(world, tmp_path):

@@ -286,8 +286,8 @@ def build_mos(ds: xr.Dataset, index, cfg: EvalConfig, path: str) -> Mos:
 def guided_baselines(cfg) -> list[str]:
     """The baselines of ``cfg.eval.baselines`` to build: ``mos`` needs ``data.guidance``.
 
-    Without guidance, ``mos`` in the default list is left out with a one-line note; asked for
-    explicitly, it is refused in one line.
+    Without guidance, ``mos`` in the default list is left out (:func:`mos_left_out` says so);
+    asked for explicitly, it is refused in one line.
     """
     names = list(cfg.eval.baselines)
     if MOS not in names or cfg.data.guidance:
@@ -297,5 +297,11 @@ def guided_baselines(cfg) -> list[str]:
             "eval.baselines: 'mos' needs guidance; set data.guidance=GUIDANCE.nc (or "
             "--guidance), or leave mos out of eval.baselines"
         )
-    warnings.warn("mos: not scored, no guidance (set data.guidance=GUIDANCE.nc)", stacklevel=3)
     return [n for n in names if n != MOS]
+
+
+def mos_left_out(cfg) -> str:
+    """A one-line note when the default ``mos`` is left out for want of guidance, else ""."""
+    if MOS in cfg.eval.baselines and not cfg.data.guidance:
+        return "mos: not scored, no guidance (set data.guidance=GUIDANCE.nc)"
+    return ""
