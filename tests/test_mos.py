@@ -285,3 +285,18 @@ def test_climatology_baseline_is_the_one_mos_starts_from(world, tmp_path):
     inits = index.inits("test")[:4]
     clim = build_baseline("climatology", maps, index, _cfg().eval)
     np.testing.assert_array_equal(mos.climatology.forecast(maps, inits), clim.forecast(maps, inits))
+
+
+def test_training_rows_are_a_seeded_sample_bounded_in_size(world, two, monkeypatch):
+    import forecast.evaluation.mos as mos_module
+
+    maps, _ = world
+    mos, index = two
+    monkeypatch.setattr(mos_module, "MAX_ROWS", 2000)
+    folds = out_of_fold(maps, training_steps(maps, index), len(LEADS))
+    inits = mos_training_inits(index)
+    a, b = (training_rows(maps, inits, mos.guidance, folds, len(LEADS), 0) for _ in range(2))
+    for ra, rb in zip(a, b, strict=True):
+        assert 1500 < ra.y.size < 2300
+        np.testing.assert_array_equal(ra.raw, rb.raw)
+        np.testing.assert_array_equal(ra.y, rb.y)
