@@ -1,4 +1,5 @@
-"""Entry point of ``python -m data_prep`` and of the ``synth`` and ``prep`` subcommands of ``strikecast``.
+"""Entry point of ``python -m data_prep`` and of the ``synth``, ``prep`` and ``guidance``
+subcommands of ``strikecast``.
 
 Only this module parses the command line; the library functions take config objects.
 """
@@ -17,6 +18,7 @@ import yaml
 from data_prep import __version__
 from data_prep.archive import check_archive_path
 from data_prep.atomic import check_output_path, check_outputs
+from data_prep.cli_guidance import add_guidance
 from data_prep.config import (
     SECTIONS,
     PrepConfig,
@@ -276,7 +278,7 @@ def run_prep(args) -> int:
     return 0
 
 
-COMMANDS: dict[str, Callable] = {"synth": _add_synth, "prep": _add_prep}
+COMMANDS: dict[str, Callable] = {"synth": _add_synth, "prep": _add_prep, "guidance": add_guidance}
 
 
 def add_version(parser: argparse.ArgumentParser) -> None:
@@ -344,7 +346,9 @@ def run_parser(parser: argparse.ArgumentParser, argv: list[str] | None) -> int:
 
 
 def build_parser(prog: str = "python -m data_prep") -> argparse.ArgumentParser:
-    parser = _Parser(prog=prog, description="strikecast data preparation: synth and prep.")
+    parser = _Parser(
+        prog=prog, description="strikecast data preparation: synth, prep and guidance."
+    )
     add_version(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     add_commands(sub)

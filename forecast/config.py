@@ -83,6 +83,7 @@ class EvalConfig:
         "smoothed_persistence",
         "climatology",
         "lagrangian",
+        "mos",  # needs data.guidance; left out with a note without it
     )
     split: str = "test"
     n_bins: int = 1001

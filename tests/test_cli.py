@@ -14,6 +14,7 @@ from forecast.cli import main
 SUBCOMMANDS = [
     "synth",
     "prep",
+    "guidance",
     "train",
     "calibrate",
     "predict",

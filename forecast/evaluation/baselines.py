@@ -212,7 +212,12 @@ def _smoothed(ds, index, cfg: EvalConfig) -> SmoothedPersistence:
 
 
 def _climatology(ds, index, cfg: EvalConfig) -> Climatology:
-    steps = np.flatnonzero(training_steps(ds, index))
+    return fit_climatology(ds, training_steps(ds, index), index.n_out)
+
+
+def fit_climatology(ds: xr.Dataset, use: np.ndarray, n_out: int) -> Climatology:
+    """The climatology baseline fitted on the steps where ``use`` (bool (T,)) holds."""
+    steps = np.flatnonzero(use)
     hits = samples = 0.0
     for lo in range(0, steps.size, CHUNK_STEPS):  # sums of chunks: a decade never sits in memory
         chunk = steps[lo : lo + CHUNK_STEPS]
@@ -223,7 +228,7 @@ def _climatology(ds, index, cfg: EvalConfig) -> Climatology:
             observed=read_steps(ds, COVERAGE, chunk) > 0,
         )
         hits, samples = hits + h, samples + s
-    return Climatology(index.n_out, finish_climatology(hits, samples))
+    return Climatology(n_out, finish_climatology(hits, samples))
 
 
 def _lagrangian(ds, index, cfg: EvalConfig) -> Lagrangian:

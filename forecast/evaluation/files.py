@@ -22,6 +22,7 @@ from data_prep.io import open_maps, write_netcdf_atomic
 from data_prep.sequences import SPLITS, load_or_build_index
 from forecast.evaluation.baselines import build_baseline
 from forecast.evaluation.forecast_files import ForecastFile
+from forecast.evaluation.mos import MOS, build_mos, guided_baselines, mos_left_out
 from forecast.evaluation.scorecard import scorecard_markdown
 from forecast.evaluation.scoring import all_steps_index, evaluate
 from forecast.predict import load_forecaster
@@ -64,6 +65,8 @@ def evaluate_to_files(
     write_netcdf_atomic(scores, out)
     card = out.with_suffix(".md")
     atomic_write_text(card, scorecard_markdown(scores))
+    if baselines and mos_left_out(cfg):  # after the files: an error stays the only line
+        warnings.warn(mos_left_out(cfg), stacklevel=2)
     return out, card
 
 
@@ -153,8 +156,11 @@ def _methods(cfg, ds, index, model, checkpoint, files, baselines: bool, device: 
             )
     methods.update(files)
     if baselines:
-        for name in cfg.eval.baselines:
-            methods[name] = build_baseline(name, ds, index, cfg.eval)
+        for name in guided_baselines(cfg):
+            if name == MOS:
+                methods[name] = build_mos(ds, index, cfg.eval, cfg.data.guidance)
+            else:
+                methods[name] = build_baseline(name, ds, index, cfg.eval)
     if not methods:
         raise UserError(
             "evaluate: nothing to score; pass --checkpoint or --forecast, or drop --no-baselines"

@@ -1,7 +1,7 @@
 """Scores Dataset -> words: a compact terminal table and a Markdown scorecard.
 
 Methods are listed with the oracle first (the best achievable), then the model, then forecast
-files, then the baselines in registry order.
+files, then MOS (the guidance baseline to beat), then the other baselines in registry order.
 """
 
 from __future__ import annotations
@@ -11,17 +11,20 @@ import xarray as xr
 
 from data_prep.schema import LEAD_STEP, by_lead_step
 from forecast.evaluation.baselines import BASELINES
+from forecast.evaluation.mos import MOS
 from forecast.metrics.suite import FORECAST
 
 
 def method_order(names) -> list[str]:
-    """oracle, model, other forecasts, then baselines in registry order."""
+    """oracle, model, other forecasts, mos, then the other baselines in registry order."""
 
     def rank(name: str) -> tuple[int, int]:
         if name == "oracle":
             return 0, 0
         if name == "model":
             return 1, 0
+        if name == MOS:
+            return 3, -1
         if name in BASELINES:
             return 3, list(BASELINES).index(name)
         return 2, 0

@@ -26,9 +26,10 @@ METHOD_COLOURS = {
     "smoothed_persistence": "tab:cyan",
     "climatology": "tab:green",
     "lagrangian": "tab:purple",
+    "mos": "tab:orange",
     "oracle": "tab:red",
 }
-_SPARE = ["tab:orange", "tab:brown", "tab:pink", "tab:olive", "tab:gray"]
+_SPARE = ["tab:brown", "tab:pink", "tab:olive", "tab:gray"]
 HEADLINE = {
     "brier_skill_score": "Brier skill score",
     "roc_auc": "ROC area",
