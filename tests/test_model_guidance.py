@@ -272,3 +272,16 @@ def test_calibrate_takes_guidance_and_refuses_to_run_without_it(runs, files, cap
     assert main([*args, "data.guidance="]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "trained with guidance occ (1), cape" in err
+
+
+def test_evaluate_a_model_without_guidance_beside_mos_ignores_the_file_for_the_model(
+    files, runs, tmp_path, capsys
+):
+    root, maps, guidance = files
+    scores = tmp_path / "s.nc"
+    args = ["evaluate", "--checkpoint", str(runs["plain"]), "--maps", str(maps)]
+    args += ["--guidance", str(guidance), "--out", str(scores), "eval.baselines=[mos]"]
+    assert main([*args, "eval.bootstrap=0", "eval.uncalibrated=false"]) == 0
+    err = capsys.readouterr().err
+    assert "trained without guidance: the model ignores" in err
+    assert xr.open_dataset(scores)["forecast"].values.tolist() == ["model", "mos"]
