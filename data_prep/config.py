@@ -101,9 +101,7 @@ class SequenceConfig:
     split: str = "blocks"  # "blocks" (repeating train/val/test blocks) or "contiguous"
     block_steps: int = 56  # length of one block in steps when split = "blocks"
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)  # train, validation, test
-    guidance: str = (
-        ""  # guidance file (NWP fields on the maps' grid, data_prep.guidance); "" = none
-    )
+    guidance: str = ""  # NWP fields on the maps' grid for the model and mos (--guidance); "" = none
 
 
 # --------------------------------------------------------------------------------------------

@@ -285,3 +285,11 @@ def test_evaluate_a_model_without_guidance_beside_mos_ignores_the_file_for_the_m
     err = capsys.readouterr().err
     assert "trained without guidance: the model ignores" in err
     assert xr.open_dataset(scores)["forecast"].values.tolist() == ["model", "mos"]
+
+
+def test_config_show_documents_the_guidance_key(capsys):
+    assert main(["config", "show"]) == 0
+    line = next(
+        s for s in capsys.readouterr().out.splitlines() if s.strip().startswith("guidance:")
+    )
+    assert "--guidance" in line and "model" in line
