@@ -128,7 +128,9 @@ def _predict(st: _Stages, cfg: ExperimentConfig, paths: dict[str, Path], best: P
     """predict: every init of the test period, from observed maps only."""
     test_range = _test_init_range(cfg, paths["maps"])
     if st.start("predict", f"inits {test_range}", *TRAINED, outputs=(paths["forecast"],)):
-        predict_to_file(best, paths["maps"], test_range, paths["forecast"])
+        predict_to_file(
+            best, paths["maps"], test_range, paths["forecast"], guidance=cfg.data.guidance
+        )
         st.finish("predict", *TRAINED)
 
 
