@@ -30,10 +30,13 @@ N_OUT = 2
 CPU = Dist(0, 1, torch.device("cpu"))
 
 
-def write_guidance(maps: xr.Dataset, path, *, noise: float = 0.0, seed: int = 0, shift=None):
+def write_guidance(
+    maps: xr.Dataset, path, *, noise: float = 0.0, seed: int = 0, shift=None, holes: float = 0.0
+):
     """A guidance file issued at the end of every day with leads 0..N_OUT days: ``occ`` is the
     occurrence of the day described (a perfect forecast plus ``noise``; NaN past the maps' end),
-    ``cape`` a non-negative field. ``shift(a, lead)`` -> value added to issue ``a``'s ``occ``."""
+    ``cape`` a non-negative field. ``shift(a, lead)`` -> value added to issue ``a``'s ``occ``;
+    a share ``holes`` of the values are missing (NaN)."""
     rng = np.random.default_rng(seed)
     occ = (maps[COUNT].values >= 1).astype(np.float32)  # (T, H, W)
     t, h, w = occ.shape
@@ -45,6 +48,7 @@ def write_guidance(maps: xr.Dataset, path, *, noise: float = 0.0, seed: int = 0,
                 field[a, lead] += shift(a, lead)
     field += noise * rng.standard_normal(field.shape).astype(np.float32)
     cape = rng.gamma(2.0, 300.0, field.shape).astype(np.float32)
+    field[rng.random(field.shape) < holes] = np.nan
     issued = maps[TIME].values + np.timedelta64(1, "D")
     leads = np.arange(N_OUT + 1) * np.timedelta64(1, "D")
     dims = (INIT_TIME, LEAD_TIME, LAT, LON)
@@ -89,6 +93,20 @@ def test_has_data_is_zero_exactly_where_guidance_is_missing_and_the_value_zero_t
     v = np.array([[[[7.0, np.nan]], [[np.expm1(2.0), 0.0]]]], np.float32)  # (1, F=2, H=1, W=2)
     ch = guidance_channels(v, stats)  # (1, 4, 1, 2)
     assert ch[0, :, 0].tolist() == [[1.0, 0.0], [1.0, 0.0], [2.0, -2.0], [1.0, 1.0]]
+
+
+def test_has_data_channels_of_windows_are_zero_exactly_where_the_file_has_no_value(files, tmp_path):
+    root, maps, _ = files
+    holed = write_guidance(xr.open_dataset(maps), tmp_path / "h.nc", holes=0.2)
+    data = build_data(_cfg(root, maps, f"data.guidance={holed}"), CPU)
+    windows = data.train_loader.dataset
+    for i in (0, 7):
+        item = windows[i]
+        occ = windows.guidance.window([int(item["init"])])[0, :, 0]  # (n_in + n_out, H, W)
+        seen = torch.cat([item["x"][:, N_CHANNELS + 1], item["guide"][:, 1]])
+        value = torch.cat([item["x"][:, N_CHANNELS], item["guide"][:, 0]])
+        assert torch.equal(seen == 0, torch.from_numpy(np.isnan(occ)))
+        assert (value[seen == 0] == 0).all() and np.isnan(occ).any()
 
 
 def _train_inits(data):
