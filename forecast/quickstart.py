@@ -65,6 +65,15 @@ class _Stages:
         self.done = json.loads(self.stamps.read_text()) if self.stamps.is_file() else {}
         self.cfg = cfg
         self.ran = False  # once a stage runs, every later stage runs too (its inputs changed)
+        self.took: dict[str, float | None] = {}  # seconds per stage, None when skipped
+        self._open: tuple[str, float] | None = None  # the stage running now and its start
+
+    def _close(self) -> None:
+        """Record the seconds of the stage running now, if any."""
+        if self._open is not None:
+            name, t = self._open
+            self.took[name] = time.perf_counter() - t
+            self._open = None
 
     def key(self, *sections: str) -> str:
         parts = [to_dict(getattr(self.cfg, s)) for s in sections]
@@ -83,6 +92,11 @@ class _Stages:
             and all(p.exists() for p in outputs)
         )
         self.ran = self.ran or not finished
+        self._close()
+        if finished:
+            self.took[name] = None
+        else:
+            self._open = (name, time.perf_counter())
         note = " (done before, skipped)" if finished else ""
         print(
             f"[{self.i}/{self.n}] {name}: {what}{note}  [{time.perf_counter() - self.t0:5.0f} s]",
@@ -100,8 +114,16 @@ class _Stages:
         return again
 
     def finish(self, name: str, *sections: str) -> None:
+        self._close()
         self.done[name] = self.key(*sections)
         atomic_write_text(self.stamps, json.dumps(self.done, indent=1))
+
+    def timing(self) -> str:
+        """One line: the total seconds and each stage's (``skipped`` for a stage done before)."""
+        self._close()
+        parts = [f"{n} {'skipped' if t is None else f'{t:.0f} s'}" for n, t in self.took.items()]
+        total = time.perf_counter() - self.t0
+        return f"quickstart finished in {total:.0f} s ({', '.join(parts)})"
 
 
 def quickstart(
@@ -242,7 +264,7 @@ def _report(scores_path: Path, card: Path, paths: dict, figures: list[Path], st:
     print(verdict(scores))
     print(f"\nscores: {scores_path}\nscorecard: {card}\nforecast: {paths['forecast']}")
     print("figures:\n" + "\n".join(f"  {p}" for p in figures))
-    print(f"quickstart finished in {time.perf_counter() - st.t0:.0f} s")
+    print(st.timing())
 
 
 def _test_init_range(cfg: ExperimentConfig, maps: Path) -> str:

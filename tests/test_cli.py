@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -243,21 +244,44 @@ def _stages_skipped(printed: str) -> list[str]:
             if ln.startswith("[") and "(done before, skipped)" in ln]  # fmt: skip
 
 
+STAGES = ["synth", "prep", "train", "predict", "evaluate", "plot"]
+
+
+def _closing_times(printed: str) -> tuple[int, dict[str, int | None]]:
+    """The quickstart's last line: total seconds and each stage's (None when skipped)."""
+    last = printed.strip().splitlines()[-1]
+    m = re.fullmatch(r"quickstart finished in (\d+) s \((.*)\)", last)
+    assert m, last
+    stages = {}
+    for part in m.group(2).split(", "):
+        name, took = part.split(" ", 1)
+        assert took == "skipped" or re.fullmatch(r"\d+ s", took), part
+        stages[name] = None if took == "skipped" else int(took[:-2])
+    return int(m.group(1)), stages
+
+
 @pytest.mark.slow
 def test_quickstart_rerun_skips_every_finished_stage_and_redoes_what_a_change_touches(
     tmp_path, capsys
 ):
     out = tmp_path / "qs"
     assert main(["quickstart", "--out", str(out), *TINY]) == 0
-    capsys.readouterr()
+    total, took = _closing_times(capsys.readouterr().out)
+    assert list(took) == STAGES and None not in took.values()
+    assert sum(took.values()) <= total + len(STAGES)  # each rounded to the second
     written = {p: p.stat().st_mtime_ns for p in (out / "forecast.nc", out / "scores.nc")}
     assert main(["quickstart", "--out", str(out), *TINY]) == 0
-    skipped = _stages_skipped(capsys.readouterr().out)
-    assert skipped == ["synth", "prep", "train", "predict", "evaluate", "plot"]
+    printed = capsys.readouterr().out
+    skipped = _stages_skipped(printed)
+    assert skipped == STAGES
+    assert _closing_times(printed)[1] == dict.fromkeys(STAGES)
     assert all(p.stat().st_mtime_ns == t for p, t in written.items())
     # an eval key changes the scores and figures, not the forecast
     assert main(["quickstart", "--out", str(out), *TINY[:-1], "eval.bootstrap=5"]) == 0
-    assert _stages_skipped(capsys.readouterr().out) == ["synth", "prep", "train", "predict"]
+    printed = capsys.readouterr().out
+    assert _stages_skipped(printed) == ["synth", "prep", "train", "predict"]
+    took = _closing_times(printed)[1]
+    assert [n for n, t in took.items() if t is not None] == ["evaluate", "plot"]
     assert xr.open_dataset(out / "scores.nc").attrs["bootstrap"] == 5
 
 
@@ -265,7 +289,7 @@ def test_quickstart_rerun_skips_every_finished_stage_and_redoes_what_a_change_to
 def test_quickstart_model_beats_persistence_and_climatology_and_stays_below_the_oracle(
     tmp_path, capsys
 ):
-    """The shipped quickstart, unchanged: about a minute on 2 cores."""
+    """The shipped quickstart, unchanged: about 80 s on 2 idle cores."""
     assert main(["quickstart", "--out", str(tmp_path / "qs"), "train.progress=false"]) == 0
     assert "persistence: yes, climatology: yes" in capsys.readouterr().out
     bss = xr.open_dataset(tmp_path / "qs" / "scores.nc")["brier_skill_score"]
