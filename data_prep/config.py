@@ -66,14 +66,13 @@ class SynthConfig:
     activity_days: float = 6.0  # memory (e-folding time) of that activity, days
     regime_sd: float = 0.7  # spread of west-east / south-north tilts of activity (log scale)
     regime_days: float = 10.0  # memory of those regional regimes, days
-    # synthetic NWP guidance (guidance.nc, data_prep.synthetic.guidance): errors grow with lead k
+    # synthetic NWP guidance (guidance.nc, data_prep.synthetic.guidance): errors grow with lead k;
+    # missed and false shares are capped at 0.6 of the domain
     guidance_leads: int = 5  # daily forecast leads 1..guidance_leads beside the analysis (0 = none)
     guidance_displacement_deg: float = 0.5  # 1-sigma displacement of systems per day of lead, deg
     guidance_amplitude_sd: float = 0.4  # log-amplitude error at lead 1, grows as sqrt(k)
-    guidance_miss: float = 0.1  # share of systems missed per day of lead (capped at 0.6)
-    guidance_false: float = (
-        0.05  # share of the domain given false systems per day of lead (cap 0.6)
-    )
+    guidance_miss: float = 0.1  # share of the domain where systems are missed, per day of lead
+    guidance_false: float = 0.05  # share of the domain given false systems, per day of lead
     guidance_scale_deg: float = 3.0  # size of the error patterns (systems), degrees
 
 

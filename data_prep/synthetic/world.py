@@ -46,12 +46,10 @@ def generate_world(cfg: SynthConfig, out_dir: Path, progress: bool = True) -> di
 
 
 def _generate(cfg: SynthConfig, out_dir: Path, progress: bool) -> dict[str, Path]:
-    s = dyn.Setting.build(cfg, get_grid(cfg.grid))
     out_dir.mkdir(parents=True, exist_ok=True)
     clock = time.perf_counter()
-    world_seq, points_seq = np.random.SeedSequence([cfg.seed, 0]).spawn(2)
-    run = run_world(s, np.random.default_rng(world_seq), progress)
-    table = strike_records(np.random.default_rng(points_seq), s, run)
+    s, run, points_rng = hidden_state(cfg, progress)
+    table = strike_records(points_rng, s, run)
     paths = {"strikes": write_parquet_atomic(table, out_dir / "strikes.parquet")}
     counts, days = grid_counts(table, s.grid, start=cfg.start, days=cfg.days)
     summary = count_stats(counts, days)
@@ -71,6 +69,14 @@ def _generate(cfg: SynthConfig, out_dir: Path, progress: bool) -> dict[str, Path
     paths["world"] = atomic_write_text(out_dir / "world.json", world)
     paths["world"].chmod(0o644)  # the temporary file was private
     return paths
+
+
+def hidden_state(cfg: SynthConfig, progress: bool = False):
+    """The world's setting, main run and the random stream of its strike points."""
+    s = dyn.Setting.build(cfg, get_grid(cfg.grid))
+    world_seq, points_seq = np.random.SeedSequence([cfg.seed, 0]).spawn(2)
+    run = run_world(s, np.random.default_rng(world_seq), progress)
+    return s, run, np.random.default_rng(points_seq)
 
 
 def write_guidance(s: dyn.Setting, run, path: Path) -> Path:
