@@ -66,6 +66,14 @@ class SynthConfig:
     activity_days: float = 6.0  # memory (e-folding time) of that activity, days
     regime_sd: float = 0.7  # spread of west-east / south-north tilts of activity (log scale)
     regime_days: float = 10.0  # memory of those regional regimes, days
+    # synthetic NWP guidance (guidance.nc, data_prep.synthetic.guidance): errors grow with lead k;
+    # missed and false shares are capped at 0.6 of the domain
+    guidance_leads: int = 5  # daily forecast leads 1..guidance_leads beside the analysis (0 = none)
+    guidance_displacement_deg: float = 0.5  # 1-sigma displacement of systems per day of lead, deg
+    guidance_amplitude_sd: float = 0.4  # log-amplitude error at lead 1, grows as sqrt(k)
+    guidance_miss: float = 0.1  # share of the domain where systems are missed, per day of lead
+    guidance_false: float = 0.05  # share of the domain given false systems, per day of lead
+    guidance_scale_deg: float = 3.0  # size of the error patterns (systems), degrees
 
 
 @dataclass
@@ -157,6 +165,12 @@ LIMITS: dict[type, dict[str, Range]] = {
         "activity_days": POSITIVE,
         "regime_sd": NON_NEGATIVE,
         "regime_days": POSITIVE,
+        "guidance_leads": NON_NEGATIVE,
+        "guidance_displacement_deg": NON_NEGATIVE,
+        "guidance_amplitude_sd": NON_NEGATIVE,
+        "guidance_miss": FRACTION,
+        "guidance_false": FRACTION,
+        "guidance_scale_deg": POSITIVE,
     },
     PrepConfig: {"chunk_records": AT_LEAST_1, "min_granule_fraction": FRACTION},
     # window lengths and splits: data_prep.sequences.check_config

@@ -42,6 +42,11 @@ given the world's full hidden state at forecast time: exact for storms already b
 over rollouts of the future for storms not yet born, with the location error folded in by blurring
 the expected counts. It marks the ceiling of skill for any forecast that sees only the strikes.
 
+The **guidance** (:mod:`.guidance`) is what a weather model would give: a convective-instability
+field (``cape``) and a precipitation field (``tp``) read from the same hidden state (environment,
+systems, storms), as an analysis and daily forecasts whose errors (displacement, amplitude,
+missed and false systems) grow with lead.
+
 Entry point: :func:`generate_world` (``strikecast synth``). Helpers for notebooks and tests:
 :func:`grid_counts`, :func:`world_stats`.
 """

@@ -15,12 +15,13 @@ from data_prep.errors import UserError
 from data_prep.io import write_netcdf_atomic
 from data_prep.schema import get_grid
 from data_prep.synthetic import dynamics as dyn
+from data_prep.synthetic import guidance as gdn
 from data_prep.synthetic import oracle as orc
 from data_prep.synthetic.records import strike_records, write_parquet_atomic
 from data_prep.synthetic.simulate import run_world
 from data_prep.synthetic.stats import brier_scores, count_stats, doy_climatology, grid_counts
 
-WORLD_FILES = ("strikes.parquet", "oracle.nc", "world.json")  # what generate_world writes
+WORLD_FILES = ("strikes.parquet", "oracle.nc", "guidance.nc", "world.json")  # generate_world writes
 
 
 def generate_world(cfg: SynthConfig, out_dir: Path, progress: bool = True) -> dict[str, Path]:
@@ -30,7 +31,9 @@ def generate_world(cfg: SynthConfig, out_dir: Path, progress: bool = True) -> di
     peak_current_kA), ``oracle.nc`` (probability(init_time, lead_time, lat, lon) for every init
     with ``n_in`` observed days up to it and ``n_out`` days after; skipped when
     ``oracle_samples`` is 0 or the period is too short) and ``world.json`` (config and summary
-    statistics). The same config gives byte-identical records.
+    statistics), ``guidance.nc`` (synthetic NWP fields cape and tp, analysis and daily forecasts of
+    leads 1..``guidance_leads`` issued at the end of every day, :mod:`.guidance`; skipped when
+    ``guidance_leads`` is 0). The same config gives byte-identical records.
 
     Returns
     -------
@@ -43,12 +46,10 @@ def generate_world(cfg: SynthConfig, out_dir: Path, progress: bool = True) -> di
 
 
 def _generate(cfg: SynthConfig, out_dir: Path, progress: bool) -> dict[str, Path]:
-    s = dyn.Setting.build(cfg, get_grid(cfg.grid))
     out_dir.mkdir(parents=True, exist_ok=True)
     clock = time.perf_counter()
-    world_seq, points_seq = np.random.SeedSequence([cfg.seed, 0]).spawn(2)
-    run = run_world(s, np.random.default_rng(world_seq), progress)
-    table = strike_records(np.random.default_rng(points_seq), s, run)
+    s, run, points_rng = hidden_state(cfg, progress)
+    table = strike_records(points_rng, s, run)
     paths = {"strikes": write_parquet_atomic(table, out_dir / "strikes.parquet")}
     counts, days = grid_counts(table, s.grid, start=cfg.start, days=cfg.days)
     summary = count_stats(counts, days)
@@ -61,11 +62,29 @@ def _generate(cfg: SynthConfig, out_dir: Path, progress: bool) -> dict[str, Path
         paths["oracle"] = _write_netcdf(orc.oracle_dataset(prob, s), out_dir / "oracle.nc")
         occ = counts > 0
         summary["brier"] = brier_scores(prob, occ, inits, doy_climatology(occ, days))
+    if cfg.guidance_leads > 0:
+        paths["guidance"] = write_guidance(s, run, out_dir / "guidance.nc")
     summary["seconds"] = round(time.perf_counter() - clock, 2)
     world = json.dumps(_world_json(cfg, summary), indent=2)
     paths["world"] = atomic_write_text(out_dir / "world.json", world)
     paths["world"].chmod(0o644)  # the temporary file was private
     return paths
+
+
+def hidden_state(cfg: SynthConfig, progress: bool = False):
+    """The world's setting, main run and the random stream of its strike points."""
+    s = dyn.Setting.build(cfg, get_grid(cfg.grid))
+    world_seq, points_seq = np.random.SeedSequence([cfg.seed, 0]).spawn(2)
+    run = run_world(s, np.random.default_rng(world_seq), progress)
+    return s, run, np.random.default_rng(points_seq)
+
+
+def write_guidance(s: dyn.Setting, run, path: Path) -> Path:
+    """Synthetic NWP guidance of the run (see :mod:`.guidance`), written atomically."""
+    ds = gdn.guidance_dataset(gdn.forecast_fields(s, gdn.truth_fields(s, run)), s)
+    chunks = (1, 1, *s.grid.shape)
+    encoding = {f: {"zlib": True, "complevel": 1, "chunksizes": chunks} for f in gdn.FIELDS}
+    return write_netcdf_atomic(ds, path, encoding=encoding)
 
 
 def _one_blas_thread():
@@ -154,6 +173,8 @@ def _world_json(cfg: SynthConfig, summary: dict) -> dict:
             "strikes.parquet": "one row per detected stroke (time, lat, lon, type, peak current)",
             "oracle.nc": "probability(init_time, lead_time, lat, lon) of >= 1 detected strike "
             "given the hidden state",
+            "guidance.nc": "synthetic NWP guidance cape(J/kg) and tp(mm) on (init_time, lead_time, "
+            "lat, lon): analysis (lead 0) and daily forecasts with errors growing with lead",
         },
         "summary": summary,
     }
