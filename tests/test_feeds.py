@@ -94,6 +94,20 @@ def _epoch_parquet(tmp, df):
     return path, ["--columns", "time=timestamp:ms"]
 
 
+def _epoch_us(tmp, df):
+    path = tmp / "epoch_us.csv"
+    us = df["time"].astype("int64") // 10**3
+    pd.DataFrame({"ts": us, "lat": df["lat"], "lon": df["lon"]}).to_csv(path, index=False)
+    return path, ["--columns", "time=ts:us"]
+
+
+def _epoch_ns_key(tmp, df):
+    path = tmp / "epoch_ns.csv"
+    ns = df["time"].astype("int64")
+    pd.DataFrame({"ts": ns, "lat": df["lat"], "lon": df["lon"]}).to_csv(path, index=False)
+    return path, ["prep.time_unit=ns"]
+
+
 def _wkt(tmp, df):
     path = tmp / "wkt.csv"
     forms = np.array(["POINT ({} {})", "POINT Z ({} {} 120.5)", "SRID=4326;POINT({} {})"])
@@ -114,6 +128,19 @@ def _wkt_named(tmp, df):
 def _wkb_parquet(tmp, df):
     path = tmp / "wkb.parquet"
     pq.write_table(pa.table({"time": pa.array(df["time"]), "geometry": _wkb(df)}), path)
+    return path, []
+
+
+def _geoarrow_parquet(tmp, df, layout):
+    """GeoArrow points: a struct of x and y, or interleaved [x, y] lists."""
+    x, y = df["lon"].to_numpy(), df["lat"].to_numpy()
+    if layout == "struct":
+        geom = pa.StructArray.from_arrays([pa.array(x), pa.array(y)], names=["x", "y"])
+    else:
+        flat = pa.array(np.column_stack([x, y]).ravel())
+        geom = pa.FixedSizeListArray.from_arrays(flat, 2)
+    path = tmp / f"geoarrow_{layout}.parquet"
+    pq.write_table(pa.table({"time": pa.array(df["time"]), "geometry": geom}), path)
     return path, []
 
 
@@ -155,9 +182,13 @@ SHAPES = {
     "epoch-milliseconds-columns": _epoch_ms,
     "epoch-milliseconds-key": _epoch_ms_key,
     "epoch-milliseconds-parquet": _epoch_parquet,
+    "epoch-microseconds-columns": _epoch_us,
+    "epoch-nanoseconds-key": _epoch_ns_key,
     "wkt-detected": _wkt,
     "wkt-named": _wkt_named,
     "wkb-parquet": _wkb_parquet,
+    "geoarrow-struct-parquet": lambda tmp, df: _geoarrow_parquet(tmp, df, "struct"),
+    "geoarrow-interleaved-parquet": lambda tmp, df: _geoarrow_parquet(tmp, df, "interleaved"),
     "jst-naive-iana": _jst,
     "jst-naive-offset": _jst_offset,
     "offset-aware-keeps-its-offset": _aware_with_zone,
