@@ -305,12 +305,12 @@ def grid_all(plan, grid, clock, opts, *, workers: int = 1, scheduler: str | None
 
 
 def _grid_dask(plan, grid, clock, opts, workers, scheduler):
-    import dask
+    import dask  # heavy: loaded only when prep --workers or --scheduler asks for it
 
     tasks = [dask.delayed(grid_file, pure=False)(p, f, grid, clock, opts) for p, f in plan]
     if scheduler in ("threads", "sync", "synchronous", "processes"):
         return list(dask.compute(*tasks, scheduler=scheduler))
-    from distributed import Client, LocalCluster
+    from distributed import Client, LocalCluster  # heavy: only for a dask cluster
 
     if scheduler is not None:
         try:

@@ -34,7 +34,7 @@ LAYERS = (
 LAZY_ALLOWED = {
     "dask",  # prep --workers: dask and its distributed cluster, only when asked for
     "distributed",
-    "torch.utils.tensorboard",  # optional: train.tensorboard=true
+    "torch.utils.tensorboard",  # heavy: loaded only by the rank that writes the run log
     "threadpoolctl",  # optional: one BLAS thread for the synthetic world
     "data_prep.kernel",  # compiled with numba, an optional dependency
 }

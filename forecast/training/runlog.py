@@ -35,7 +35,7 @@ class RunLog:
         if not enabled:
             return
         self._start_csv(after_step)
-        from torch.utils.tensorboard import SummaryWriter
+        from torch.utils.tensorboard import SummaryWriter  # heavy: only where the log is kept
 
         tb_dir = Path(run_dir) / "tensorboard"
         if after_step is None:  # a fresh run replaces the events of an earlier one
