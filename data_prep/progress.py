@@ -64,7 +64,7 @@ def bar(
     unit: str = "step",
     initial: int = 0,
     enabled: bool = True,
-):
+) -> Bar:
     """A progress bar over ``iterable`` (or ``total`` units counted with ``update(n)``).
 
     Returns a tqdm bar on a terminal, a :class:`PlainBar` in a pipe, a disabled tqdm under
@@ -151,6 +151,9 @@ class PlainBar:
             parts.append(self.postfix)
         print(f"{self.desc}: {', '.join(parts)}", file=sys.stderr, flush=True)
         self.shown, self.t_line = self.n, now
+
+
+Bar = tqdm | PlainBar  # what :func:`bar` returns
 
 
 def _tenth(n: int, total: int) -> int:

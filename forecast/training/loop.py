@@ -29,7 +29,7 @@ from torch import nn
 
 from data_prep.config import save_config
 from data_prep.errors import UserError
-from data_prep.progress import bar, duration, note, quiet
+from data_prep.progress import Bar, bar, duration, note, quiet
 from forecast.config import ExperimentConfig, TrainConfig
 from forecast.model.calibrator import check_method
 from forecast.model.losses import build_loss, observed_pairs
@@ -110,7 +110,7 @@ class _Session:
     session_end: float  # step at which this session stops (train.session_steps)
     state: TrainState
     log: RunLog
-    steps: object  # progress bar over the steps of the run (data_prep.progress.bar)
+    steps: Bar  # progress bar over the steps of the run
 
     def going(self, interrupt: Interruption) -> bool:
         """Whether another pass over the training windows is due."""
