@@ -15,6 +15,7 @@ import shutil
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import xarray as xr
 
@@ -139,20 +140,22 @@ def quickstart(
     _prep(st, cfg, paths, strikes)
     best = paths["run"] / "best.pt"
     _train(st, cfg, paths, best)
-    _predict(st, cfg, paths, best)
+    inits, last_test = _scored_inits(cfg, paths["maps"])
+    _predict(st, cfg, paths, best, inits)
     scores_path, card = _evaluate(st, cfg, paths, best, oracle)
-    figures = _plot(st, cfg, paths, scores_path)
+    figures = _plot(st, paths, scores_path, last_test)
     _report(scores_path, card, paths, figures, st)
     return paths | {"scorecard": card}
 
 
-def _predict(st: _Stages, cfg: ExperimentConfig, paths: dict[str, Path], best: Path) -> None:
-    """predict: every init of the test period, from observed maps only."""
-    test_range = _test_init_range(cfg, paths["maps"])
-    if st.start("predict", f"inits {test_range}", *TRAINED, outputs=(paths["forecast"],)):
-        predict_to_file(
-            best, paths["maps"], test_range, paths["forecast"], guidance=cfg.data.guidance
-        )
+def _predict(
+    st: _Stages, cfg: ExperimentConfig, paths: dict[str, Path], best: Path, inits: str
+) -> None:
+    """predict: every init from the first validation one to the last test one, from observed
+    maps only, so that scoring the forecast file tunes its CSI threshold on the same validation
+    inits as scoring the checkpoint does."""
+    if st.start("predict", f"inits {inits}", *TRAINED, outputs=(paths["forecast"],)):
+        predict_to_file(best, paths["maps"], inits, paths["forecast"], guidance=cfg.data.guidance)
         st.finish("predict", *TRAINED)
 
 
@@ -171,14 +174,15 @@ def _evaluate(
     return scores, card
 
 
-def _plot(st: _Stages, cfg: ExperimentConfig, paths: dict[str, Path], scores: Path) -> list[Path]:
-    """plot: forecast vs observed maps, score diagrams, training curves."""
+def _plot(st: _Stages, paths: dict[str, Path], scores: Path, init: str) -> list[Path]:
+    """plot: forecast vs observed maps (at ``init``, the last test init), score diagrams,
+    training curves."""
     folder = paths["figures"]
     if not st.start("plot", f"figures into {folder}", *TRAINED, "eval", outputs=(folder,)):
         return sorted(folder.glob("*.png"))
     figures = plot_files(
         out=folder, maps=paths["maps"], forecast=paths["forecast"],
-        scores=scores, log=paths["run"] / "log.csv", init=None,
+        scores=scores, log=paths["run"] / "log.csv", init=init,
     )  # fmt: skip
     st.finish("plot", *TRAINED, "eval")
     return figures
@@ -267,16 +271,21 @@ def _report(scores_path: Path, card: Path, paths: dict, figures: list[Path], st:
     print(st.timing())
 
 
-def _test_init_range(cfg: ExperimentConfig, maps: Path) -> str:
-    """``START/END`` (ISO 8601 interval) covering the inits of the test split's windows."""
+def _scored_inits(cfg: ExperimentConfig, maps: Path) -> tuple[str, str]:
+    """``START/END`` (ISO 8601 interval) covering the inits of the validation and test windows
+    (the test inits are scored, the validation ones choose the CSI threshold), and the last
+    test init."""
     ds = open_maps(maps)
     index = load_or_build_index(maps, ds, cfg.data)
-    inits = index.starts["test"] + index.n_in - 1
-    if inits.size == 0:
+    if index.inits("test").size == 0:
         raise UserError(f"{maps}: the test split has no windows; make synth.days larger")
+    inits = np.concatenate(
+        [index.inits(split) for split in ("val", "test") if split in index.starts]
+    )
     times = ds["time"].values
     fmt = "%Y-%m-%dT%H:%M"
-    return f"{_fmt(times[inits.min()], fmt)}/{_fmt(times[inits.max()], fmt)}"
+    last_test = _fmt(times[index.inits("test").max()], fmt)
+    return f"{_fmt(times[inits.min()], fmt)}/{_fmt(times[inits.max()], fmt)}", last_test
 
 
 def _fmt(t, fmt: str) -> str:

@@ -287,7 +287,7 @@ def _quickstart_to_training(out: Path, *overrides: str, stop_at_step: int = 0) -
         raise _AfterTraining
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(qs, "_test_init_range", after_training)
+        mp.setattr(qs, "_scored_inits", after_training)
         mp.setattr(qs, "train", spy)
         if stop_at_step:
             mp.setattr(RunLog, "train_loss", preempted)

@@ -260,6 +260,26 @@ def test_a_checkpoint_and_its_forecast_file_get_one_threshold_and_one_interval(r
         np.testing.assert_allclose(model[var], file[var], atol=1e-6, err_msg=var)
 
 
+def test_the_quickstart_forecast_file_is_tuned_on_the_validation_inits_of_its_checkpoint(
+    run, tmp_path
+):
+    from forecast.quickstart import _scored_inits
+
+    ckpt, maps = run
+    inits, _ = _scored_inits(load_experiment(None, list(TINY)), maps)
+    path = predict_to_file(ckpt, maps, inits, tmp_path / "f.nc", device="cpu")
+    scored = {}
+    for name, (checkpoint, forecasts) in {"model": (ckpt, {}), "f": (None, {"f": path})}.items():
+        out, _ = _evaluate(checkpoint, maps, tmp_path / f"{name}.nc", forecasts=forecasts)
+        with xr.open_dataset(out) as scores:
+            scored[name] = scores.sel(forecast=name).load(), scores.attrs["threshold_selection"]
+    (model, a), (file, b) = scored["model"], scored["f"]
+    # the file holds every validation init the checkpoint is tuned on, so both pick one threshold
+    assert a == b == "max CSI on 9 val inits", (a, b)  # not "f: ... in-sample" on test inits
+    np.testing.assert_array_equal(model["best_threshold"], file["best_threshold"])
+    np.testing.assert_allclose(model["csi"], file["csi"], atol=1e-6)
+
+
 def test_model_on_maps_without_held_out_windows_is_refused_not_scored_in_sample(run, tmp_path):
     ckpt, maps = run
     short = tmp_path / "short.nc"
