@@ -51,17 +51,25 @@ def check_guidance(g: xr.Dataset, path: Path | str) -> None:
             f"{path}: not a guidance file: no dimension {missing[0]!r} (fields are "
             f"(init_time, lead_time, lat, lon)); make one with `strikecast guidance`"
         )
-    if not np.issubdtype(g[INIT_TIME].dtype, np.datetime64):
-        raise UserError(f"{path}: init_time holds {g[INIT_TIME].dtype}, not times; store UTC times")
-    if not np.issubdtype(g[LEAD_TIME].dtype, np.timedelta64):
-        raise UserError(
-            f"{path}: lead_time holds {g[LEAD_TIME].dtype}, not durations; store it as a CF "
-            f"forecast_period (units 'hours' or 'seconds')"
-        )
-    if (g[LEAD_TIME].values < np.timedelta64(0, "ns")).any():
-        raise UserError(f"{path}: lead_time has negative durations; leads count from init_time")
+    check_time_axes(g, path)
     if not guidance_fields(g):
         raise UserError(f"{path}: no field with dimensions {DIMS}; nothing to read")
+
+
+def check_time_axes(g: xr.Dataset, path: Path | str) -> None:
+    """Refuse init times that are not times and leads that are not durations >= 0."""
+    if not np.issubdtype(g[INIT_TIME].dtype, np.datetime64):
+        raise UserError(
+            f"{path}: init time holds {g[INIT_TIME].dtype}, not times; give it CF units "
+            f"('hours since 1970-01-01')"
+        )
+    if not np.issubdtype(g[LEAD_TIME].dtype, np.timedelta64):
+        raise UserError(
+            f"{path}: lead time holds {g[LEAD_TIME].dtype} without time units; give it units "
+            f"('hours' or 'seconds', CF forecast_period)"
+        )
+    if (g[LEAD_TIME].values < np.timedelta64(0, "ns")).any():
+        raise UserError(f"{path}: lead time has negative durations; leads count from the init")
 
 
 def open_guidance(path: Path | str, maps: xr.Dataset) -> xr.Dataset:

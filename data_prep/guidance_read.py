@@ -25,6 +25,7 @@ import numpy as np
 import xarray as xr
 
 from data_prep.errors import UserError, close_match
+from data_prep.guidance import check_time_axes
 from data_prep.schema import INIT_TIME, LAT, LEAD_TIME, LON
 
 DIMS = (INIT_TIME, LEAD_TIME, LAT, LON)
@@ -166,18 +167,7 @@ def _fields(ds: xr.Dataset, path: Path, wanted: list[str] | None) -> tuple[list[
 
 def _check_axes(ds: xr.Dataset, path: Path) -> None:
     """Times are times, leads durations, and no axis repeats a value."""
-    if not np.issubdtype(ds[INIT_TIME].dtype, np.datetime64):
-        raise UserError(
-            f"{path}: init time holds {ds[INIT_TIME].dtype}, not times; give it CF units "
-            f"('hours since 1970-01-01')"
-        )
-    if not np.issubdtype(ds[LEAD_TIME].dtype, np.timedelta64):
-        raise UserError(
-            f"{path}: lead time holds {ds[LEAD_TIME].dtype} without time units; give it units "
-            f"('hours' or 'seconds', CF forecast_period)"
-        )
-    if (ds[LEAD_TIME].values < np.timedelta64(0, "ns")).any():
-        raise UserError(f"{path}: lead time has negative durations; leads count from the init")
+    check_time_axes(ds, path)
     for name in (INIT_TIME, LEAD_TIME, LAT, LON):
         values = ds[name].values
         if np.unique(values).size != values.size:
