@@ -51,6 +51,13 @@ def test_synthetic_guidance_with_too_few_leads_is_refused_in_one_line(tmp_path, 
     assert len(err.splitlines()) == 1 and "synth.guidance_leads" in err, err
 
 
+def test_synthetic_guidance_outside_the_quickstart_is_refused_naming_the_fix(tmp_path, capsys):
+    argv = ["train", *GUIDED, f"train.maps={tmp_path / 'maps.nc'}", f"train.out={tmp_path / 'r'}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--guidance" in err, err
+
+
 @pytest.mark.slow
 def test_quickstart_with_guidance_scores_mos_and_trains_the_model_on_the_guidance(tmp_path, capsys):
     out = tmp_path / "qs"
