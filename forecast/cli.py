@@ -20,7 +20,7 @@ from forecast.config import load_experiment
 from forecast.evaluation import evaluate_to_files
 from forecast.figures import plot_files
 from forecast.predict import predict_to_file
-from forecast.quickstart import quickstart
+from forecast.quickstart import SYNTHETIC_GUIDANCE, quickstart
 from forecast.training import recalibrate, train
 
 
@@ -29,6 +29,18 @@ def _experiment(args):
     if getattr(args, "guidance", None):  # --guidance FILE is data.guidance=FILE, applied last
         overrides.append(f"data.guidance={args.guidance}")
     return load_experiment(args.config, overrides)
+
+
+def _run_experiment(args):
+    """The experiment of a command that reads its files: ``data.guidance: synthetic`` names a
+    file only inside the quickstart."""
+    cfg = _experiment(args)
+    if cfg.data.guidance == SYNTHETIC_GUIDANCE and not Path(SYNTHETIC_GUIDANCE).exists():
+        raise UserError(
+            f"data.guidance={SYNTHETIC_GUIDANCE} is the synthetic world's guidance inside "
+            "`strikecast quickstart` only; give the file: --guidance WORLD/guidance.nc"
+        )
+    return cfg
 
 
 def _add_guidance(p, what: str) -> None:
@@ -81,7 +93,7 @@ def _add_train(sub) -> None:
 
 
 def run_train(args) -> int:
-    cfg = _experiment(args)  # bad config fails before the heavy imports
+    cfg = _run_experiment(args)  # bad config fails before the heavy imports
 
     run_dir = train(cfg, resume=args.resume)
     if os.environ.get("RANK", "0") == "0":  # once under torchrun
@@ -118,7 +130,7 @@ def run_calibrate(args) -> int:
     if here and (here / "best.pt").is_file():
         if not any(o.split("=", 1)[0].strip() == "train.out" for o in args.overrides):
             args.overrides = [*args.overrides, f"train.out={here}"]
-    cfg = _experiment(args)
+    cfg = _run_experiment(args)
 
     run_dir = recalibrate(cfg)
     if os.environ.get("RANK", "0") == "0":  # once under torchrun
@@ -207,7 +219,7 @@ def _add_evaluate(sub) -> None:
 
 
 def run_evaluate(args) -> int:
-    cfg = _experiment(args)
+    cfg = _run_experiment(args)
     forecasts: dict[str, Path] = {}
     for item in args.forecast:
         name, _, path = item.rpartition("=")

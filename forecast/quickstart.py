@@ -4,6 +4,10 @@ Each stage writes its outputs under ``out`` and is skipped when a finished outpu
 config is already there, so an interrupted quickstart resumes where it stopped (training resumes
 from ``run/last.pt``). A changed config redoes the stages whose config sections changed, and the
 stages after them: never are outputs of the old config kept under the new one.
+
+``data.guidance: synthetic`` (configs/quickstart_guidance.yaml) feeds the world's own
+``guidance.nc`` to the model and to the ``mos`` baseline; a changed guidance redoes training and
+the stages after it, never the world or the maps.
 """
 
 from __future__ import annotations
@@ -28,12 +32,15 @@ from data_prep.sequences import load_or_build_index
 from data_prep.synthetic import generate_world
 from forecast.config import ExperimentConfig, load_experiment
 from forecast.evaluation import evaluate_to_files, format_score_table
+from forecast.evaluation.mos import guided_baselines
 from forecast.figures import plot_files
 from forecast.metrics.suite import FORECAST
 from forecast.predict import predict_to_file
 from forecast.training import train
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
+# data.guidance value meaning the synthetic world's own guidance.nc (OUT/world/guidance.nc)
+SYNTHETIC_GUIDANCE = "synthetic"
 
 
 def quickstart_config(
@@ -50,6 +57,8 @@ def quickstart_config(
 
 # keys that change no output of a stage: a rerun that differs only in them skips it
 UNUSED = {"prep": ("workers", "lock_wait"), "train": ("progress", "session_steps")}
+# keys of a section that one stage does not read: the maps do not depend on the guidance file
+UNREAD = {"prep": {"data": ("guidance",)}}
 TRAINED = ("synth", "prep", "data", "model", "train")  # what the trained weights depend on
 
 
@@ -76,11 +85,14 @@ class _Stages:
             self.took[name] = time.perf_counter() - t
             self._open = None
 
-    def key(self, *sections: str) -> str:
+    def key(self, stage: str, *sections: str) -> str:
         parts = [to_dict(getattr(self.cfg, s)) for s in sections]
+        defaults = {s: to_dict(type(getattr(self.cfg, s))()) for s in sections}
         for s, part in zip(sections, parts, strict=True):
             for name in UNUSED.get(s, ()):
                 part.pop(name, None)
+            for name in UNREAD.get(stage, {}).get(s, ()):
+                part[name] = defaults[s][name]  # the default: stamps of before stay valid
         blob = json.dumps(parts, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -89,7 +101,7 @@ class _Stages:
         self.i += 1
         finished = (
             not self.ran
-            and self.done.get(name) == self.key(*sections)
+            and self.done.get(name) == self.key(name, *sections)
             and all(p.exists() for p in outputs)
         )
         self.ran = self.ran or not finished
@@ -108,7 +120,7 @@ class _Stages:
     def begin(self, name: str, *sections: str) -> bool:
         """Record that ``name`` starts with this config; True when it started with the same
         config before and did not finish (an interrupted stage that can resume)."""
-        key, mark = self.key(*sections), f"{name} (started)"
+        key, mark = self.key(name, *sections), f"{name} (started)"
         again = self.done.get(mark) == key
         self.done[mark] = key
         atomic_write_text(self.stamps, json.dumps(self.done, indent=1))
@@ -116,7 +128,7 @@ class _Stages:
 
     def finish(self, name: str, *sections: str) -> None:
         self._close()
-        self.done[name] = self.key(*sections)
+        self.done[name] = self.key(name, *sections)
         atomic_write_text(self.stamps, json.dumps(self.done, indent=1))
 
     def timing(self) -> str:
@@ -136,7 +148,8 @@ def quickstart(
     st = _Stages(out, cfg, 6)
     oracle = paths["world"] / "oracle.nc"
     strikes = paths["world"] / "strikes.parquet"
-    _synth(st, cfg, paths, outputs=(strikes, oracle))
+    world = (strikes, oracle, paths["guidance"]) if "guidance" in paths else (strikes, oracle)
+    _synth(st, cfg, paths, outputs=world)
     _prep(st, cfg, paths, strikes)
     best = paths["run"] / "best.pt"
     _train(st, cfg, paths, best)
@@ -164,10 +177,13 @@ def _evaluate(
 ) -> tuple[Path, Path]:
     """evaluate: model, baselines and the oracle through one scoring loop."""
     scores, card = paths["scores"], paths["scores"].with_suffix(".md")
-    what = f"{cfg.eval.split} split: model, oracle, {', '.join(cfg.eval.baselines)}"
+    # mos needs guidance: without it, the default list goes without mos (and without a note)
+    baselines = tuple(guided_baselines(cfg))
+    what = f"{cfg.eval.split} split: model, oracle, {', '.join(baselines)}"
     if st.start("evaluate", what, *TRAINED, "eval", outputs=(scores, card)):
+        scored = dataclasses.replace(cfg, eval=dataclasses.replace(cfg.eval, baselines=baselines))
         scores, card = evaluate_to_files(
-            cfg, maps=paths["maps"], out=scores, checkpoint=best,
+            scored, maps=paths["maps"], out=scores, checkpoint=best,
             forecasts={"oracle": oracle}, baselines=True, device=cfg.train.device,
         )  # fmt: skip
         st.finish("evaluate", *TRAINED, "eval")
@@ -207,8 +223,22 @@ def _output_paths(
     check_outputs(files, source)  # e.g. --config DIR/config.yaml
     out.mkdir(parents=True, exist_ok=True)
     cfg.train = dataclasses.replace(cfg.train, maps=str(paths["maps"]), out=str(paths["run"]))
+    if cfg.data.guidance == SYNTHETIC_GUIDANCE:
+        paths["guidance"] = _synthetic_guidance(cfg, paths["world"])
+        cfg.data = dataclasses.replace(cfg.data, guidance=str(paths["guidance"]))
     save_config(cfg, out / "config.yaml")
     return out, paths
+
+
+def _synthetic_guidance(cfg: ExperimentConfig, world: Path) -> Path:
+    """The world's ``guidance.nc``, asked for by ``data.guidance: synthetic``; its leads must
+    reach the forecast's."""
+    if cfg.synth.guidance_leads < cfg.data.n_out:
+        raise UserError(
+            f"data.guidance={SYNTHETIC_GUIDANCE} needs synth.guidance_leads >= data.n_out "
+            f"({cfg.synth.guidance_leads} < {cfg.data.n_out}); raise synth.guidance_leads"
+        )
+    return world / "guidance.nc"
 
 
 def _synth(st: _Stages, cfg: ExperimentConfig, paths: dict, outputs: tuple[Path, ...]) -> None:

@@ -24,6 +24,19 @@ TINY = [
     "train.device=cpu",
     "train.threads=1",
 ]
+# a quickstart of tens of seconds: small world, small model, a few steps
+QUICKSTART_TINY = [
+    "synth.days=300",
+    "synth.oracle_samples=4",
+    "data.block_steps=40",
+    "model.encoder_channels=[8,16]",
+    "model.hidden_channels=[16]",
+    "train.epochs=1",
+    "train.max_steps=6",
+    "train.batch_size=8",
+    "train.progress=false",
+    "eval.bootstrap=10",
+]
 
 
 def strikes_frame(

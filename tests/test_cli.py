@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 import xarray as xr
+from prep_files import QUICKSTART_TINY
 
 from forecast.cli import main
 
@@ -192,26 +193,21 @@ def test_python_m_data_prep_reaches_its_commands():
     assert r.returncode == 0 and "synth" in r.stdout and "prep" in r.stdout
 
 
-TINY = [
-    "synth.days=300",
-    "synth.oracle_samples=4",
-    "data.block_steps=40",
-    "model.encoder_channels=[8,16]",
-    "model.hidden_channels=[16]",
-    "train.epochs=1",
-    "train.max_steps=6",
-    "train.batch_size=8",
-    "train.progress=false",
-    "eval.bootstrap=10",
-]
+TINY = QUICKSTART_TINY
 
 
 @pytest.mark.slow
-def test_quickstart_writes_scores_forecast_and_figures(tmp_path, capsys):
+def test_quickstart_writes_scores_forecast_and_figures(tmp_path, capsys, recwarn):
     out = tmp_path / "qs"
     assert main(["quickstart", "--out", str(out), *TINY]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "brier" in printed.lower() or "BSS" in printed
+    # without guidance, mos is neither announced nor noted as left out
+    (stage,) = [ln for ln in printed.splitlines() if ln.startswith("[5/6] evaluate")]
+    assert "lagrangian" in stage and "mos" not in stage
+    assert "mos" not in captured.err
+    assert not [w for w in recwarn if "mos" in str(w.message)]
 
     scores = xr.open_dataset(out / "scores.nc")
     methods = {"model", "model_uncalibrated", "oracle", "persistence", "smoothed_persistence"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -27,10 +28,25 @@ def test_defaults_roundtrip_through_yaml(tmp_path):
     assert load_experiment(str(path)) == cfg
 
 
-@pytest.mark.parametrize("name", ["quickstart.yaml", "conus_daily.yaml"])
+SHIPPED = ["quickstart.yaml", "conus_daily.yaml"]
+SHIPPED += ["quickstart_guidance.yaml", "conus_daily_guidance.yaml"]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_configs_load(name):
     cfg = load_experiment(str(CONFIGS / name))
     assert 5 <= cfg.data.n_in <= 10
+
+
+@pytest.mark.parametrize("name", ["quickstart", "conus_daily"])
+def test_guidance_configs_differ_from_their_base_only_in_the_guidance(name):
+    """The model with guidance compares with the same model, world and training without it."""
+    base = load_experiment(str(CONFIGS / f"{name}.yaml"))
+    guided = load_experiment(str(CONFIGS / f"{name}_guidance.yaml"))
+    assert guided.data.guidance == "synthetic" and not base.data.guidance
+    guided.data = dataclasses.replace(guided.data, guidance="")
+    guided.train = dataclasses.replace(guided.train, out=base.train.out)
+    assert guided == base
 
 
 def test_override_comes_after_yaml(tmp_path):
