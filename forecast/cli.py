@@ -312,7 +312,7 @@ def _add_quickstart(sub) -> None:
         "quickstart",
         "synth -> prep -> train -> predict -> evaluate -> plot on a small synthetic world",
         "strikecast quickstart --out runs/quickstart",
-        "Run the whole pipeline on the embedded synthetic lightning world (about 80 s on 2 idle CPU "
+        "Run the whole pipeline on the embedded synthetic lightning world (about 90 s on 2 idle CPU "
         "cores) and print the scores of the model against persistence, climatology and the oracle.",
     )
     p.add_argument("--out", required=True, help="output directory")

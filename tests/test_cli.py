@@ -285,7 +285,7 @@ def test_quickstart_rerun_skips_every_finished_stage_and_redoes_what_a_change_to
 def test_quickstart_model_beats_persistence_and_climatology_and_stays_below_the_oracle(
     tmp_path, capsys
 ):
-    """The shipped quickstart, unchanged: about 80 s on 2 idle cores."""
+    """The shipped quickstart, unchanged: about 90 s on 2 idle cores."""
     assert main(["quickstart", "--out", str(tmp_path / "qs"), "train.progress=false"]) == 0
     assert "persistence: yes, climatology: yes" in capsys.readouterr().out
     bss = xr.open_dataset(tmp_path / "qs" / "scores.nc")["brier_skill_score"]
