@@ -25,6 +25,7 @@ from forecast.metrics.bootstrap import (
     point_estimates,
 )
 from forecast.metrics.categorical import THRESHOLDS, ContingencyState
+from forecast.metrics.fused import add_fused, scoring_kernel
 from forecast.metrics.probabilistic import ProbabilityState, skill_score
 from forecast.metrics.spatial import FractionsState
 
@@ -64,8 +65,15 @@ class MethodState:
             np.asarray(thresholds, dtype=np.float64),
         )
 
-    def add(self, prob, events, mask, day) -> None:
-        """Accumulate ``prob`` (N, L, H, W) of init days ``day`` (N,)."""
+    def add(self, prob, events, mask, day, kernel: str = "auto") -> None:
+        """Accumulate ``prob`` (N, L, H, W) of init days ``day`` (N,); finite where ``mask``.
+
+        ``kernel``: "auto" scores in the fused passes of :mod:`forecast.metrics.fused` when numba
+        is installed (the same bits), "numpy" in each state's own ``add``.
+        """
+        if kernel != "numpy" and scoring_kernel() is not None:
+            add_fused(self, prob, events, mask, day)
+            return
         self.prob.add(prob, events, mask)
         self.table.add(prob, events, mask)
         self.fractions.add(prob, events, mask, self.thresholds)

@@ -1,0 +1,196 @@
+"""The fused scoring kernels (numba): one batch of forecasts -> every streaming state in two passes.
+
+The numpy path (:meth:`forecast.metrics.suite.MethodState.add` with ``kernel="numpy"``) reads each
+batch a dozen times per state; these kernels read it twice and give the same bits:
+
+- :func:`pixel_pass`, one thread per lead time: histogram counts (all days, per day, contingency
+  thresholds), the per-bin sums of forecast probabilities and the per-day Brier sums, added in
+  the order the numpy path adds them (element order, one running sum per bin / day), and each
+  case's squared error into a buffer.
+- :func:`window_pass`, one thread per init (one lead at a time): each case's log-loss term and,
+  for every window size, its forecast and observed fractions from integral images (exact integer
+  window counts) and their squared difference and sum of squares into buffers, plus the
+  neighbourhood hits, misses and false alarms.
+
+Buffers are summed by ``np.sum`` in the caller, on the same values in the same order as the numpy
+path, so the sums are those of ``np.sum`` there. Same IEEE operations, no fast-math: the logs are
+the C library's, as numpy's are where it has no vector log of its own. Arrays are
+``(N inits, L leads, H*W)``; a case is a masked cell, and masked forecasts are finite.
+
+Imported lazily by :mod:`forecast.metrics.suite`, which falls back to numpy when numba is absent.
+Compiled once per machine: ``cache=True`` keeps the machine code in ``__pycache__``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from forecast.metrics.probabilistic import LOG_EPS
+
+LOG_HI = 1 - LOG_EPS
+
+
+@numba.njit(inline="always")
+def _bin(p, n_bins):  # pragma: no cover
+    """:func:`forecast.metrics.probabilistic.bin_index` of one finite probability."""
+    b = np.int64(np.floor(p * (n_bins - 1)))
+    return min(max(b, 0), n_bins - 1)
+
+
+def below_bins(thresholds: np.ndarray, n_bins: int) -> np.ndarray:
+    """How many of the ascending ``thresholds`` lie at or below bin ``b - 1``'s lower edge, for
+    each bin ``b`` (B,) int64: all of them are <= any probability of bin ``b`` (0 for bin 0)."""
+    edges = (np.arange(n_bins) - 1) / (n_bins - 1)
+    out = np.searchsorted(thresholds, edges, side="right").astype(np.int64)
+    out[0] = 0
+    return out
+
+
+@numba.njit(inline="always")
+def _n_le(thresholds, below, b, p):  # pragma: no cover
+    """How many of the ascending ``thresholds`` are <= p (``searchsorted(.., side="right")``),
+    counting on from the ``below[b]`` known to be, p being in bin ``b``."""
+    j = below[b]
+    while j < thresholds.size and thresholds[j] <= p:
+        j += 1
+    return j
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+def pixel_pass(prob, obs, mask, day, lead_thr, cat_thr, below, hists, daily):  # pragma: no cover
+    """Per-cell histograms and order-sensitive sums of one batch; integer counts added in place.
+
+    ``prob`` float32, ``obs`` and ``mask`` bool (N, L, HW); ``day`` int64 (N,) day index;
+    ``lead_thr`` (L,) CSI thresholds; ``cat_thr`` (K,) ascending contingency thresholds and
+    ``below`` (B,) their :func:`below_bins`.
+    Counts added in place: ``hists`` = (negatives, positives) int64 (L, B) per bin; ``daily`` =
+    (negatives, positives (D, L, B), table (D, L, 3) hits / false alarms / misses, cases (D, L)).
+
+    Returns ``prob_sum`` (L, B), ``daily_brier`` (D, L), ``n_le`` int64 (L, 2, K+1) (cases by
+    event and number of thresholds <= p), ``sq_err`` (L, C) the squared errors of the C cases
+    and ``table`` int64 (L, 3) the batch's hits, false alarms and misses at ``lead_thr``.
+    """
+    n, n_leads, hw = prob.shape
+    neg, pos = hists
+    d_neg, d_pos, daily_table, n_cases = daily
+    n_bins, n_days = neg.shape[1], d_neg.shape[0]
+    prob_sum = np.zeros((n_leads, n_bins))
+    daily_brier = np.zeros((n_days, n_leads))
+    n_le = np.zeros((n_leads, 2, cat_thr.size + 1), dtype=np.int64)
+    sq_err = np.empty((n_leads, n * hw))
+    table = np.zeros((n_leads, 3), dtype=np.int64)
+    for lead in numba.prange(n_leads):
+        k, t = 0, lead_thr[lead]
+        for i in range(n):
+            d = day[i]
+            for c in range(hw):
+                if not mask[i, lead, c]:
+                    continue
+                p = np.float64(prob[i, lead, c])
+                o = np.int64(obs[i, lead, c])
+                b = _bin(p, n_bins)
+                if o:
+                    pos[lead, b] += 1
+                    d_pos[d, lead, b] += 1
+                else:
+                    neg[lead, b] += 1
+                    d_neg[d, lead, b] += 1
+                prob_sum[lead, b] += p
+                e = p - o
+                e2 = e * e
+                daily_brier[d, lead] += e2
+                n_cases[d, lead] += 1
+                sq_err[lead, k] = e2
+                k += 1
+                n_le[lead, o, _n_le(cat_thr, below, b, p)] += 1
+                yes = p >= t
+                if yes or o:
+                    j = 0 if (yes and o) else (1 if yes else 2)
+                    daily_table[d, lead, j] += 1
+                    table[lead, j] += 1
+    return prob_sum, daily_brier, n_le, sq_err, table
+
+
+@numba.njit(inline="always")
+def _integral(x, h, w):  # pragma: no cover
+    """Integral image (H+1, W+1) int32 of the 0/1 map ``x`` (H*W,): sums of rows < y, cols < x."""
+    out = np.zeros((h + 1, w + 1), dtype=np.int32)
+    for r in range(h):
+        run = 0
+        for c in range(w):
+            run += x[r * w + c]
+            out[r + 1, c + 1] = out[r, c + 1] + run
+    return out
+
+
+@numba.njit(inline="always")
+def _box(integral, r0, r1, c0, c1):  # pragma: no cover
+    return integral[r1, c1] - integral[r0, c1] - integral[r1, c0] + integral[r0, c0]
+
+
+@numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
+def window_pass(prob, obs, mask, offset, thr, shape, scales, with_log):  # pragma: no cover
+    """Log-loss terms and window fractions of one lead: ``prob`` float32, ``obs``, ``mask`` bool
+    (N, HW); ``offset`` int64 (N+1,) first case of each init; ``thr`` the CSI threshold;
+    ``shape`` (H, W); ``scales`` int64 (S,) window sizes.
+
+    Returns ``log_term`` (C,) (empty unless ``with_log``), ``sq_diff`` and ``sq_sum`` (S, C) per case, ``counts`` int64 (N,
+    S, 3) hits, misses, false alarms. Windows span ``-((n-1)//2) .. n//2`` cells, zero outside.
+    """
+    n, hw = prob.shape
+    h, w = shape[0], shape[1]
+    n_cases = offset[n]
+    log_term = np.empty(n_cases if with_log else 0)
+    sq_diff = np.empty((scales.size, n_cases))
+    sq_sum = np.empty((scales.size, n_cases))
+    counts = np.zeros((n, scales.size, 3), dtype=np.int64)
+    for i in numba.prange(n):
+        yes = np.zeros(hw, dtype=np.int32)
+        seen = np.zeros(hw, dtype=np.int32)
+        event = np.zeros(hw, dtype=np.int32)
+        k = offset[i]
+        for c in range(hw):
+            if mask[i, c]:
+                p = np.float64(prob[i, c])
+                pc = min(max(p, LOG_EPS), LOG_HI)
+                if with_log:
+                    log_term[k] = math.log(pc) if obs[i, c] else math.log1p(-pc)
+                k += 1
+                seen[c], event[c], yes[c] = 1, obs[i, c], p >= thr
+        _windows(yes, seen, event, h, w, scales, offset[i], sq_diff, sq_sum, counts[i])
+    return log_term, sq_diff, sq_sum, counts
+
+
+@numba.njit(inline="always")
+def _windows(yes, seen, event, h, w, scales, k0, sq_diff, sq_sum, counts):  # pragma: no cover
+    """Fractions of every window size around the observed cells of one map (see window_pass)."""
+    i_yes, i_seen, i_event = _integral(yes, h, w), _integral(seen, h, w), _integral(event, h, w)
+    for s in range(scales.size):
+        lo, hi = (scales[s] - 1) // 2, scales[s] // 2
+        diff, total = sq_diff[s], sq_sum[s]
+        k, hits, misses, false_alarms = k0, 0, 0, 0
+        for r in range(h):
+            r0, r1 = max(r - lo, 0), min(r + hi + 1, h)
+            for c in range(w):
+                if not seen[r * w + c]:
+                    continue
+                c0, c1 = max(c - lo, 0), min(c + hi + 1, w)
+                a, b = _box(i_yes, r0, r1, c0, c1), _box(i_event, r0, r1, c0, c1)
+                if a == 0 and b == 0:  # no yes, no strike in the window: 0 / n is +0.0
+                    diff[k], total[k] = 0.0, 0.0
+                else:
+                    n_obs = _box(i_seen, r0, r1, c0, c1)
+                    ff, fo = a / n_obs, b / n_obs
+                    # products, not ``** 2`` (a call to pow): numpy squares by multiplying
+                    diff[k], total[k] = (ff - fo) * (ff - fo), ff * ff + fo * fo
+                k += 1
+                hit = event[r * w + c] and a > 0
+                hits += hit
+                misses += event[r * w + c] and not hit
+                false_alarms += yes[r * w + c] and b == 0
+        counts[s, 0] += hits
+        counts[s, 1] += misses
+        counts[s, 2] += false_alarms
