@@ -22,6 +22,7 @@ from data_prep.io import open_maps, write_netcdf_atomic
 from data_prep.sequences import SPLITS, load_or_build_index
 from forecast.evaluation.baselines import build_baseline
 from forecast.evaluation.forecast_files import ForecastFile
+from forecast.evaluation.model_pair import calibration_pair
 from forecast.evaluation.mos import MOS, build_mos, guided_baselines, mos_left_out
 from forecast.evaluation.scorecard import scorecard_markdown
 from forecast.evaluation.scoring import all_steps_index, evaluate
@@ -55,7 +56,7 @@ def evaluate_to_files(
         if trained is not None:
             cfg = _with_training_windows(cfg, trained, maps)
         index, split = _index_and_split(cfg, maps, ds, trained=trained is not None)
-        methods = _methods(cfg, ds, index, model, checkpoint, files, baselines, device)
+        methods = _methods(cfg, ds, index, model, files, baselines)
         scores = evaluate(cfg, ds, index, methods, split)
     finally:
         for f in files.values():
@@ -145,15 +146,14 @@ def _same_file(a, b) -> bool:
         return False
 
 
-def _methods(cfg, ds, index, model, checkpoint, files, baselines: bool, device: str) -> dict:
+def _methods(cfg, ds, index, model, files, baselines: bool) -> dict:
     methods: dict[str, object] = {}
     if model is not None:
         methods["model"] = model
         if cfg.eval.uncalibrated and methods["model"].calibrator.method != "none":
-            # the same model before calibration: reliability before and after, side by side
-            methods["model_uncalibrated"] = load_forecaster(
-                Path(checkpoint), device, calibrated=False, guidance=model.guidance_path
-            )
+            # the same model before calibration: reliability before and after, side by side,
+            # from the same forward pass
+            methods["model"], methods["model_uncalibrated"] = calibration_pair(model)
     methods.update(files)
     if baselines:
         for name in guided_baselines(cfg):
