@@ -47,7 +47,7 @@ def add_fused(state, prob, obs, mask, day) -> None:
     )
     pr.prob_sum += prob_sum
     daily.brier += daily_brier
-    per_init = m.sum(-1)  # (N, L) cases
+    per_init = np.count_nonzero(m, axis=-1)  # (N, L) cases
     for lead in range(n_leads):
         pr.brier_sum[lead] += np.sum(sq_err[lead, : per_init[:, lead].sum()])
         table.table[lead] += _contingency(n_le[lead])
@@ -75,24 +75,20 @@ def _add_cells(fr, lead: int, table: np.ndarray) -> None:
 
 def _add_windows(state, kernel, lead: int, maps, per_init: np.ndarray, shape) -> None:
     """Log loss and the fractions of windows wider than a cell, of one lead; ``maps`` = (prob,
-    obs, mask) (N, HW). One window size at a time: the buffers of one stay in cache."""
+    obs, mask) (N, HW)."""
     offset = np.concatenate([[0], np.cumsum(per_init[:, lead])]).astype(np.int64)
+    log_term, yes_seen_event, integrals = kernel.map_pass(
+        *(np.ascontiguousarray(a) for a in maps),
+        offset,
+        float(state.thresholds[lead]),
+        np.asarray(shape, dtype=np.int64),
+    )
+    state.prob.log_loss_sum[lead] -= np.sum(log_term)
     fr = state.fractions
-    scales = np.ascontiguousarray(fr.scales, dtype=np.int64)
-    wide = [int(s) for s in np.flatnonzero(scales > 1)] or [-1]  # -1: the log loss alone
-    maps = tuple(np.ascontiguousarray(a) for a in maps)
-    for s in wide:
-        log_term, sq_diff, sq_sum, counts = kernel.window_pass(
-            *maps,
-            offset,
-            float(state.thresholds[lead]),
-            np.asarray(shape, dtype=np.int64),
-            scales[s : s + 1] if s >= 0 else scales[:0],
-            s == wide[0],
+    for s in np.flatnonzero(fr.scales > 1):
+        sq_diff, sq_sum, counts = kernel.window_pass(
+            yes_seen_event, integrals, offset, int(fr.scales[s])
         )
-        if s == wide[0]:
-            state.prob.log_loss_sum[lead] -= np.sum(log_term)
-        if s >= 0:
-            fr.sq_diff[lead, s] += np.sum(sq_diff[0])
-            fr.sq_sum[lead, s] += np.sum(sq_sum[0])
-            fr.counts[lead, s] += counts.sum(0)[0]
+        fr.sq_diff[lead, s] += np.sum(sq_diff)
+        fr.sq_sum[lead, s] += np.sum(sq_sum)
+        fr.counts[lead, s] += counts

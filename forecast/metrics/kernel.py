@@ -1,16 +1,16 @@
 """The fused scoring kernels (numba): one batch of forecasts -> every streaming state in two passes.
 
 The numpy path (:meth:`forecast.metrics.suite.MethodState.add` with ``kernel="numpy"``) reads each
-batch a dozen times per state; these kernels read it twice and give the same bits:
+batch a dozen times per state; these kernels read it once or twice and give the same bits:
 
 - :func:`pixel_pass`, lead by lead: histogram counts (all days, per day, contingency
   thresholds), the per-bin sums of forecast probabilities and the per-day Brier sums, added in
   the order the numpy path adds them (element order, one running sum per bin / day), and each
   case's squared error into a buffer.
-- :func:`window_pass`, init by init (one lead and window size at a time): each case's log-loss
-  term and its forecast and observed fractions from integral images (exact integer window
-  counts), their squared difference and sum of squares into buffers, and the neighbourhood
-  hits, misses and false alarms.
+- :func:`map_pass` and :func:`window_pass`, init by init, one lead at a time: each case's log-loss
+  term, then per window size its forecast and observed fractions from integral images (exact
+  integer window counts), their squared difference and sum of squares into buffers (one window
+  size at a time, so they stay in cache), and the neighbourhood hits, misses and false alarms.
 
 Buffers are summed by ``np.sum`` in the caller, on the same values in the same order as the numpy
 path, so the sums are those of ``np.sum`` there. Same IEEE operations, no fast-math: the logs are
@@ -35,6 +35,8 @@ import numpy as np
 from forecast.metrics.probabilistic import LOG_EPS
 
 LOG_HI = 1 - LOG_EPS
+PACK = np.int64(2**32)  # yes counts above, event counts below, in one integral image
+LOW = np.int64(2**32 - 1)
 
 
 @numba.njit(inline="always")
@@ -120,8 +122,8 @@ def pixel_pass(prob, obs, mask, day, lead_thr, cat_thr, below, hists, daily):  #
 
 @numba.njit(inline="always")
 def _integral(x, h, w):  # pragma: no cover
-    """Integral image (H+1, W+1) int32 of the 0/1 map ``x`` (H*W,): sums of rows < y, cols < x."""
-    out = np.zeros((h + 1, w + 1), dtype=np.int32)
+    """Integral image (H+1, W+1) of the map ``x`` (H*W,): sums of rows < y, cols < x."""
+    out = np.zeros((h + 1, w + 1), dtype=x.dtype)
     for r in range(h):
         run = 0
         for c in range(w):
@@ -136,65 +138,79 @@ def _box(integral, r0, r1, c0, c1):  # pragma: no cover
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def window_pass(prob, obs, mask, offset, thr, shape, scales, with_log):  # pragma: no cover
-    """Log-loss terms and window fractions of one lead: ``prob`` float32, ``obs``, ``mask`` bool
+def map_pass(prob, obs, mask, offset, thr, shape):  # pragma: no cover
+    """Log-loss terms and the 0/1 maps of one lead: ``prob`` float32, ``obs``, ``mask`` bool
     (N, HW); ``offset`` int64 (N+1,) first case of each init; ``thr`` the CSI threshold;
-    ``shape`` (H, W); ``scales`` int64 (S,) window sizes.
+    ``shape`` (H, W).
 
-    Returns ``log_term`` (C,) (empty unless ``with_log``), ``sq_diff`` and ``sq_sum`` (S, C) per case, ``counts`` int64 (N,
-    S, 3) hits, misses, false alarms. Windows span ``-((n-1)//2) .. n//2`` cells, zero outside.
+    Returns ``log_term`` (C,) of the C cases, ``maps`` int32 (N, 3, HW) = yes (p >= thr),
+    observed and event cells, and integral images ``integrals`` int64 (N, 2, H+1, W+1) of
+    ``yes * 2**32 + event`` (two counts in one sum: no carry, a map has < 2**31 cells) and of
+    the observed cells.
     """
     n, hw = prob.shape
     h, w = shape[0], shape[1]
-    n_cases = offset[n]
-    log_term = np.empty(n_cases if with_log else 0)
-    sq_diff = np.empty((scales.size, n_cases))
-    sq_sum = np.empty((scales.size, n_cases))
-    counts = np.zeros((n, scales.size, 3), dtype=np.int64)
+    log_term = np.empty(offset[n])
+    maps = np.zeros((n, 3, hw), dtype=np.int32)
+    integrals = np.empty((n, 2, h + 1, w + 1), dtype=np.int64)
     for i in range(n):
-        yes = np.zeros(hw, dtype=np.int32)
-        seen = np.zeros(hw, dtype=np.int32)
-        event = np.zeros(hw, dtype=np.int32)
         k = offset[i]
         for c in range(hw):
             if mask[i, c]:
                 p = np.float64(prob[i, c])
                 pc = min(max(p, LOG_EPS), LOG_HI)
-                if with_log:
-                    log_term[k] = math.log(pc) if obs[i, c] else math.log1p(-pc)
+                log_term[k] = math.log(pc) if obs[i, c] else math.log1p(-pc)
                 k += 1
-                seen[c], event[c], yes[c] = 1, obs[i, c], p >= thr
-        _windows(yes, seen, event, h, w, scales, offset[i], sq_diff, sq_sum, counts[i])
-    return log_term, sq_diff, sq_sum, counts
+                maps[i, 0, c], maps[i, 1, c], maps[i, 2, c] = p >= thr, 1, obs[i, c]
+        integrals[i, 0] = _integral(maps[i, 0].astype(np.int64) * PACK + maps[i, 2], h, w)
+        integrals[i, 1] = _integral(maps[i, 1], h, w)
+    return log_term, maps, integrals
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def window_pass(maps, integrals, offset, scale):  # pragma: no cover
+    """Window fractions of one lead at one window size ``scale`` from :func:`map_pass`'s maps
+    and integral images; ``offset`` int64 (N+1,) first case of each init.
+
+    Returns ``sq_diff``, ``sq_sum`` (C,) per case and ``counts`` int64 (3,) hits, misses, false
+    alarms. Windows span ``-((n-1)//2) .. n//2`` cells, zero outside.
+    """
+    n = maps.shape[0]
+    h, w = integrals.shape[2] - 1, integrals.shape[3] - 1
+    sq_diff, sq_sum = np.empty(offset[n]), np.empty(offset[n])
+    counts = np.zeros(3, dtype=np.int64)
+    for i in range(n):
+        _windows(maps[i], integrals[i], h, w, scale, offset[i], sq_diff, sq_sum, counts)
+    return sq_diff, sq_sum, counts
 
 
 @numba.njit(inline="always")
-def _windows(yes, seen, event, h, w, scales, k0, sq_diff, sq_sum, counts):  # pragma: no cover
-    """Fractions of every window size around the observed cells of one map (see window_pass)."""
-    i_yes, i_seen, i_event = _integral(yes, h, w), _integral(seen, h, w), _integral(event, h, w)
-    for s in range(scales.size):
-        lo, hi = (scales[s] - 1) // 2, scales[s] // 2
-        diff, total = sq_diff[s], sq_sum[s]
-        k, hits, misses, false_alarms = k0, 0, 0, 0
-        for r in range(h):
-            r0, r1 = max(r - lo, 0), min(r + hi + 1, h)
-            for c in range(w):
-                if not seen[r * w + c]:
-                    continue
-                c0, c1 = max(c - lo, 0), min(c + hi + 1, w)
-                a, b = _box(i_yes, r0, r1, c0, c1), _box(i_event, r0, r1, c0, c1)
-                if a == 0 and b == 0:  # no yes, no strike in the window: 0 / n is +0.0
-                    diff[k], total[k] = 0.0, 0.0
-                else:
-                    n_obs = _box(i_seen, r0, r1, c0, c1)
-                    ff, fo = a / n_obs, b / n_obs
-                    # products, not ``** 2`` (a call to pow): numpy squares by multiplying
-                    diff[k], total[k] = (ff - fo) * (ff - fo), ff * ff + fo * fo
-                k += 1
-                hit = event[r * w + c] and a > 0
-                hits += hit
-                misses += event[r * w + c] and not hit
-                false_alarms += yes[r * w + c] and b == 0
-        counts[s, 0] += hits
-        counts[s, 1] += misses
-        counts[s, 2] += false_alarms
+def _windows(maps, integrals, h, w, scale, k, diff, total, counts):  # pragma: no cover
+    """Fractions of one window size around the observed cells of one map (see window_pass)."""
+    yes, seen, event = maps[0], maps[1], maps[2]
+    i_packed, i_seen = integrals[0], integrals[1]
+    lo, hi = (scale - 1) // 2, scale // 2
+    hits, misses, false_alarms = 0, 0, 0
+    for r in range(h):
+        r0, r1 = max(r - lo, 0), min(r + hi + 1, h)
+        for c in range(w):
+            if not seen[r * w + c]:
+                continue
+            c0, c1 = max(c - lo, 0), min(c + hi + 1, w)
+            packed = _box(i_packed, r0, r1, c0, c1)
+            a, b = packed >> 32, packed & LOW
+            if a == 0 and b == 0:  # no yes, no strike in the window: 0 / n is +0.0
+                diff[k], total[k] = 0.0, 0.0
+            else:
+                n_obs = _box(i_seen, r0, r1, c0, c1)
+                ff, fo = a / n_obs, b / n_obs
+                # products, not ``** 2`` (a call to pow): numpy squares by multiplying
+                diff[k], total[k] = (ff - fo) * (ff - fo), ff * ff + fo * fo
+            k += 1
+            hit = event[r * w + c] and a > 0
+            hits += hit
+            misses += event[r * w + c] and not hit
+            false_alarms += yes[r * w + c] and b == 0
+    counts[0] += hits
+    counts[1] += misses
+    counts[2] += false_alarms
