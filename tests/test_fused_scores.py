@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from forecast.config import EvalConfig
+from forecast.metrics import ContingencyState
 from forecast.metrics.fused import scoring_kernel
 from forecast.metrics.suite import MethodState
 
@@ -58,3 +59,14 @@ def test_fused_scoring_of_a_map_wider_than_the_windows_and_one_init():
     slow, fast = _scored("numpy", (1, 9, 25), batches), _scored("auto", (1, 9, 25), batches)
     for name, want in slow.items():
         assert np.array_equal(fast[name], want), name
+
+
+def test_one_pass_contingency_tables_equal_the_numpy_histograms():
+    tables = {k: ContingencyState.init(3) for k in ("numpy", "auto")}
+    for seed in range(3):
+        prob, events, mask, _ = _batch(seed)
+        for kernel, state in tables.items():
+            state.add(prob, events, mask, kernel=kernel)
+    assert np.array_equal(tables["auto"].table, tables["numpy"].table)
+    cases = sum(_batch(seed)[2].sum(axis=(0, 2, 3)) for seed in range(3))  # (L,)
+    assert np.array_equal(tables["auto"].table.sum(-1), np.repeat(cases[:, None], 19, 1))

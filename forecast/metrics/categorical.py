@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from forecast.metrics.fused import add_contingency, scoring_kernel
 from forecast.metrics.probabilistic import lead_cases
 
 THRESHOLDS = np.round(np.arange(1, 20) * 0.05, 2)  # 0.05, 0.10, ..., 0.95
@@ -30,8 +31,17 @@ class ContingencyState:
         thresholds = np.asarray(thresholds, dtype=np.float64)
         return cls(thresholds, np.zeros((n_leads, thresholds.size, 4), dtype=np.int64))
 
-    def add(self, prob: np.ndarray, obs: np.ndarray, mask: np.ndarray) -> ContingencyState:
-        """Accumulate ``prob`` (N, L, H, W) against ``obs`` where ``mask``; in place."""
+    def add(
+        self, prob: np.ndarray, obs: np.ndarray, mask: np.ndarray, kernel: str = "auto"
+    ) -> ContingencyState:
+        """Accumulate ``prob`` (N, L, H, W) against ``obs`` where ``mask``; in place.
+
+        ``kernel``: "auto" counts in one compiled pass when numba is installed (the same
+        counts), "numpy" with the histograms below.
+        """
+        if kernel != "numpy" and scoring_kernel() is not None:
+            add_contingency(self, prob, obs, mask)
+            return self
         k = self.thresholds.size
         for lead, p, o in lead_cases(prob, obs, mask):
             n_le = np.searchsorted(self.thresholds, p, side="right")  # how many thresholds <= p

@@ -55,6 +55,21 @@ def add_fused(state, prob, obs, mask, day) -> None:
         _add_windows(state, kernel, lead, (p[:, lead], o[:, lead], m[:, lead]), per_init, (h, w))
 
 
+def add_contingency(state, prob, obs, mask) -> None:
+    """Add ``prob`` float (N, L, H, W) against ``obs`` where ``mask`` to ``state`` (a
+    :class:`forecast.metrics.categorical.ContingencyState`) in one pass; in place."""
+    kernel = scoring_kernel()
+    n, n_leads = prob.shape[:2]
+    p = np.ascontiguousarray(prob, dtype=np.float32).reshape(n, n_leads, -1)
+    o = np.ascontiguousarray(obs, dtype=bool).reshape(p.shape)
+    m = np.ascontiguousarray(mask, dtype=bool).reshape(p.shape)
+    thr = np.ascontiguousarray(state.thresholds, dtype=np.float64)
+    # any bin width gives the same counts (bins only skip thresholds surely below p)
+    n_le = kernel.contingency_pass(p, o, m, thr, kernel.below_bins(thr, 1001))
+    for lead in range(n_leads):
+        state.table[lead] += _contingency(n_le[lead])
+
+
 def _contingency(n_le: np.ndarray) -> np.ndarray:
     """Table (K, 4) = a, b, c, d from cases counted by event (2, K+1) and thresholds <= p."""
     hits = np.cumsum(n_le[1][::-1])[::-1][1:]

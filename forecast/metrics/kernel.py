@@ -214,3 +214,24 @@ def _windows(maps, integrals, h, w, scale, k, diff, total, counts):  # pragma: n
     counts[0] += hits
     counts[1] += misses
     counts[2] += false_alarms
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def contingency_pass(prob, obs, mask, cat_thr, below):  # pragma: no cover
+    """Cases of one batch by event and number of thresholds <= p: int64 (L, 2, K+1).
+
+    ``prob`` float32, ``obs`` and ``mask`` bool (N, L, HW); ``cat_thr`` (K,) ascending and
+    ``below`` (B,) their :func:`below_bins` on B probability bins.
+    """
+    n, n_leads, hw = prob.shape
+    n_bins = below.size
+    n_le = np.zeros((n_leads, 2, cat_thr.size + 1), dtype=np.int64)
+    for i in range(n):
+        for lead in range(n_leads):
+            for c in range(hw):
+                if mask[i, lead, c]:
+                    p = np.float64(prob[i, lead, c])
+                    n_le[
+                        lead, np.int64(obs[i, lead, c]), _n_le(cat_thr, below, _bin(p, n_bins), p)
+                    ] += 1
+    return n_le

@@ -75,7 +75,7 @@ class MethodState:
             add_fused(self, prob, events, mask, day)
             return
         self.prob.add(prob, events, mask)
-        self.table.add(prob, events, mask)
+        self.table.add(prob, events, mask, kernel="numpy")
         self.fractions.add(prob, events, mask, self.thresholds)
         self.daily.add(prob, events, mask, day, self.thresholds)
 
