@@ -34,7 +34,7 @@ def add_fused(state, prob, obs, mask, day) -> None:
     pr, daily, table = state.prob, state.daily, state.table
     lead_thr = np.ascontiguousarray(state.thresholds, dtype=np.float64)
     cat_thr = np.ascontiguousarray(table.thresholds, dtype=np.float64)
-    prob_sum, daily_brier, n_le, sq_err, yes_table = kernel.pixel_pass(
+    prob_sum, daily_brier, n_le, yes_table = kernel.pixel_pass(
         p,
         o,
         m,
@@ -49,10 +49,9 @@ def add_fused(state, prob, obs, mask, day) -> None:
     daily.brier += daily_brier
     per_init = np.count_nonzero(m, axis=-1)  # (N, L) cases
     for lead in range(n_leads):
-        pr.brier_sum[lead] += np.sum(sq_err[lead, : per_init[:, lead].sum()])
         table.table[lead] += _contingency(n_le[lead])
         _add_cells(state.fractions, lead, yes_table[lead])
-        _add_windows(state, kernel, lead, (p[:, lead], o[:, lead], m[:, lead]), per_init, (h, w))
+        _add_windows(state, kernel, lead, (p, o, m), per_init, (h, w))
 
 
 def add_contingency(state, prob, obs, mask) -> None:
@@ -89,15 +88,17 @@ def _add_cells(fr, lead: int, table: np.ndarray) -> None:
 
 
 def _add_windows(state, kernel, lead: int, maps, per_init: np.ndarray, shape) -> None:
-    """Log loss and the fractions of windows wider than a cell, of one lead; ``maps`` = (prob,
-    obs, mask) (N, HW)."""
+    """Brier and log loss sums and the fractions of windows wider than a cell, of one lead; ``maps`` = (prob,
+    obs, mask) (N, L, HW), contiguous."""
     offset = np.concatenate([[0], np.cumsum(per_init[:, lead])]).astype(np.int64)
-    log_term, yes_seen_event, integrals = kernel.map_pass(
-        *(np.ascontiguousarray(a) for a in maps),
+    sq_err, log_term, yes_seen_event, integrals = kernel.map_pass(
+        *maps,
+        lead,
         offset,
         float(state.thresholds[lead]),
         np.asarray(shape, dtype=np.int64),
     )
+    state.prob.brier_sum[lead] += np.sum(sq_err)
     state.prob.log_loss_sum[lead] -= np.sum(log_term)
     fr = state.fractions
     for s in np.flatnonzero(fr.scales > 1):

@@ -5,8 +5,7 @@ batch a dozen times per state; these kernels read it once or twice and give the 
 
 - :func:`pixel_pass`, lead by lead: histogram counts (all days, per day, contingency
   thresholds), the per-bin sums of forecast probabilities and the per-day Brier sums, added in
-  the order the numpy path adds them (element order, one running sum per bin / day), and each
-  case's squared error into a buffer.
+  the order the numpy path adds them (element order, one running sum per bin / day).
 - :func:`map_pass` and :func:`window_pass`, init by init, one lead at a time: each case's log-loss
   term, then per window size its forecast and observed fractions from integral images (exact
   integer window counts), their squared difference and sum of squares into buffers (one window
@@ -76,8 +75,8 @@ def pixel_pass(prob, obs, mask, day, lead_thr, cat_thr, below, hists, daily):  #
     (negatives, positives (D, L, B), table (D, L, 3) hits / false alarms / misses, cases (D, L)).
 
     Returns ``prob_sum`` (L, B), ``daily_brier`` (D, L), ``n_le`` int64 (L, 2, K+1) (cases by
-    event and number of thresholds <= p), ``sq_err`` (L, C) the squared errors of the C cases
-    and ``table`` int64 (L, 3) the batch's hits, false alarms and misses at ``lead_thr``.
+    event and number of thresholds <= p) and ``table`` int64 (L, 3) the batch's hits, false
+    alarms and misses at ``lead_thr``.
     """
     n, n_leads, hw = prob.shape
     neg, pos = hists
@@ -86,10 +85,9 @@ def pixel_pass(prob, obs, mask, day, lead_thr, cat_thr, below, hists, daily):  #
     prob_sum = np.zeros((n_leads, n_bins))
     daily_brier = np.zeros((n_days, n_leads))
     n_le = np.zeros((n_leads, 2, cat_thr.size + 1), dtype=np.int64)
-    sq_err = np.empty((n_leads, n * hw))
     table = np.zeros((n_leads, 3), dtype=np.int64)
     for lead in range(n_leads):
-        k, t = 0, lead_thr[lead]
+        t = lead_thr[lead]
         for i in range(n):
             d = day[i]
             for c in range(hw):
@@ -109,15 +107,13 @@ def pixel_pass(prob, obs, mask, day, lead_thr, cat_thr, below, hists, daily):  #
                 e2 = e * e
                 daily_brier[d, lead] += e2
                 n_cases[d, lead] += 1
-                sq_err[lead, k] = e2
-                k += 1
                 n_le[lead, o, _n_le(cat_thr, below, b, p)] += 1
                 yes = p >= t
                 if yes or o:
                     j = 0 if (yes and o) else (1 if yes else 2)
                     daily_table[d, lead, j] += 1
                     table[lead, j] += 1
-    return prob_sum, daily_brier, n_le, sq_err, table
+    return prob_sum, daily_brier, n_le, table
 
 
 @numba.njit(inline="always")
@@ -138,33 +134,35 @@ def _box(integral, r0, r1, c0, c1):  # pragma: no cover
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def map_pass(prob, obs, mask, offset, thr, shape):  # pragma: no cover
-    """Log-loss terms and the 0/1 maps of one lead: ``prob`` float32, ``obs``, ``mask`` bool
-    (N, HW); ``offset`` int64 (N+1,) first case of each init; ``thr`` the CSI threshold;
+def map_pass(prob, obs, mask, lead, offset, thr, shape):  # pragma: no cover
+    """Log-loss terms and the 0/1 maps of lead ``lead``: ``prob`` float32, ``obs``, ``mask`` bool
+    (N, L, HW); ``offset`` int64 (N+1,) first case of each init; ``thr`` the CSI threshold;
     ``shape`` (H, W).
 
-    Returns ``log_term`` (C,) of the C cases, ``maps`` int32 (N, 3, HW) = yes (p >= thr),
+    Returns ``sq_err`` and ``log_term`` (C,), the squared errors and log-loss terms of the C
+    cases, ``maps`` int32 (N, 3, HW) = yes (p >= thr),
     observed and event cells, and integral images ``integrals`` int64 (N, 2, H+1, W+1) of
     ``yes * 2**32 + event`` (two counts in one sum: no carry, a map has < 2**31 cells) and of
     the observed cells.
     """
-    n, hw = prob.shape
+    n, hw = prob.shape[0], prob.shape[2]
     h, w = shape[0], shape[1]
-    log_term = np.empty(offset[n])
+    sq_err, log_term = np.empty(offset[n]), np.empty(offset[n])
     maps = np.zeros((n, 3, hw), dtype=np.int32)
     integrals = np.empty((n, 2, h + 1, w + 1), dtype=np.int64)
     for i in range(n):
         k = offset[i]
         for c in range(hw):
-            if mask[i, c]:
-                p = np.float64(prob[i, c])
+            if mask[i, lead, c]:
+                p, o = np.float64(prob[i, lead, c]), obs[i, lead, c]
                 pc = min(max(p, LOG_EPS), LOG_HI)
-                log_term[k] = math.log(pc) if obs[i, c] else math.log1p(-pc)
+                log_term[k] = math.log(pc) if o else math.log1p(-pc)
+                sq_err[k] = (p - o) * (p - o)
                 k += 1
-                maps[i, 0, c], maps[i, 1, c], maps[i, 2, c] = p >= thr, 1, obs[i, c]
+                maps[i, 0, c], maps[i, 1, c], maps[i, 2, c] = p >= thr, 1, o
         integrals[i, 0] = _integral(maps[i, 0].astype(np.int64) * PACK + maps[i, 2], h, w)
         integrals[i, 1] = _integral(maps[i, 1], h, w)
-    return log_term, maps, integrals
+    return sq_err, log_term, maps, integrals
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
