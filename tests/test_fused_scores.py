@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -46,19 +47,34 @@ def _scored(kernel: str, scales, batches) -> dict[str, np.ndarray]:
     return _arrays(state)
 
 
+def _numpy_logs_are_the_c_librarys(batches) -> bool:
+    """Whether numpy's log and log1p give the C library's bits on these probabilities (not so
+    where numpy has vector logs of its own, AVX-512): the kernels' logs are the C library's."""
+    p = np.concatenate([b[0][np.isfinite(b[0])] for b in batches]).astype(np.float64)
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    c_log = np.array([math.log(v) for v in p]), np.array([math.log1p(-v) for v in p])
+    return np.array_equal(np.log(p), c_log[0]) and np.array_equal(np.log1p(-p), c_log[1])
+
+
+def _assert_same(fast: dict, slow: dict, batches) -> None:
+    exact_logs = _numpy_logs_are_the_c_librarys(batches)
+    for name, want in slow.items():
+        if name == "prob.log_loss_sum" and not exact_logs:
+            np.testing.assert_allclose(fast[name], want, rtol=1e-13, err_msg=name)
+        else:
+            assert np.array_equal(fast[name], want), name
+
+
 @pytest.mark.parametrize("scales", [(1, 2, 3, 4, 5, 9), (1,), (3,), ()])
 def test_fused_states_equal_numpy_states_bit_for_bit(scales):
     batches = [_batch(seed) for seed in range(3)]
-    slow, fast = _scored("numpy", scales, batches), _scored("auto", scales, batches)
-    for name, want in slow.items():
-        assert np.array_equal(fast[name], want), name
+    _assert_same(_scored("auto", scales, batches), _scored("numpy", scales, batches), batches)
 
 
 def test_fused_scoring_of_a_map_wider_than_the_windows_and_one_init():
     batches = [_batch(7, shape=(1, 3, 4, 40), n_days=1)]
-    slow, fast = _scored("numpy", (1, 9, 25), batches), _scored("auto", (1, 9, 25), batches)
-    for name, want in slow.items():
-        assert np.array_equal(fast[name], want), name
+    fast, slow = _scored("auto", (1, 9, 25), batches), _scored("numpy", (1, 9, 25), batches)
+    _assert_same(fast, slow, batches)
 
 
 def test_one_pass_contingency_tables_equal_the_numpy_histograms():
