@@ -1,4 +1,5 @@
-"""The fused scoring passes leave every streaming state as the states' own ``add`` do, bit for bit."""
+"""The fused scoring passes leave every streaming state as the states' own ``add`` do, bit
+for bit."""
 
 from __future__ import annotations
 

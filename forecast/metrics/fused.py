@@ -88,8 +88,8 @@ def _add_cells(fr, lead: int, table: np.ndarray) -> None:
 
 
 def _add_windows(state, kernel, lead: int, maps, per_init: np.ndarray, shape) -> None:
-    """Brier and log loss sums and the fractions of windows wider than a cell, of one lead; ``maps`` = (prob,
-    obs, mask) (N, L, HW), contiguous."""
+    """Brier and log loss sums and the fractions of windows wider than a cell, of one lead;
+    ``maps`` = (prob, obs, mask) (N, L, HW), contiguous."""
     offset = np.concatenate([[0], np.cumsum(per_init[:, lead])]).astype(np.int64)
     sq_err, log_term, yes_seen_event, integrals = kernel.map_pass(
         *maps,
