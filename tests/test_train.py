@@ -16,7 +16,7 @@ from data_prep.errors import UserError
 from data_prep.mock import mock_maps
 from forecast.config import load_experiment
 from forecast.training.checkpoint import load_checkpoint
-from forecast.training.dataset import N_CHANNELS
+from forecast.training.features import N_CHANNELS
 from forecast.training.loop import lr_at, train
 
 TINY = [

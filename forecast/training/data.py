@@ -22,14 +22,9 @@ from data_prep.errors import UserError
 from data_prep.io import open_maps
 from data_prep.sequences import WindowIndex, load_or_build_index
 from forecast.metrics import ProbabilityState, roc_auc
-from forecast.training.dataset import (
-    N_CHANNELS,
-    FeatureStats,
-    WindowDataset,
-    fit_stats,
-    make_loader,
-)
+from forecast.training.dataset import WindowDataset, make_loader
 from forecast.training.distributed import Dist, ShardSampler, all_sum, inference_precision, on_main
+from forecast.training.features import FeatureStats, fit_stats, n_channels
 from forecast.training.guided import GuidanceStats, GuidedWindows, guidance_for_training
 
 
@@ -104,7 +99,7 @@ def build_data(cfg, dist: Dist) -> TrainData:
         val_loader=make_loader(val_set, val_sampler, **loading),
         train_sampler=sampler,
         steps_per_epoch=math.ceil(len(sampler) / tc.batch_size),
-        in_channels=N_CHANNELS + (gstats.channels if gstats else 0),
+        in_channels=n_channels(stats) + (gstats.channels if gstats else 0),
         n_out=index.n_out,
         thr1=thresholds.index(1) if 1 in thresholds else 0,
         guidance=gstats,
@@ -112,10 +107,11 @@ def build_data(cfg, dist: Dist) -> TrainData:
     )
 
 
-def model_inputs(batch: dict, device) -> tuple[torch.Tensor, ...]:
-    """The model's positional inputs of a batch on ``device``: (x,), or (x, guide) with guidance."""
-    keys = ("x", "guide") if "guide" in batch else ("x",)
-    return tuple(batch[k].to(device, non_blocking=True) for k in keys)
+def model_inputs(batch: dict, device) -> dict[str, torch.Tensor]:
+    """The model's keyword inputs of a batch on ``device``: ``x``, and ``guide`` with guidance,
+    ``clim`` (each lead's climatology) for sub-daily maps."""
+    keys = [k for k in ("x", "guide", "clim") if k in batch]
+    return {k: batch[k].to(device, non_blocking=True) for k in keys}
 
 
 def climatology_of_targets(data: TrainData, init: torch.Tensor) -> torch.Tensor:
@@ -148,7 +144,7 @@ def validate(net, data: TrainData, loss_fn, dist: Dist, hist=None) -> dict[str, 
     for batch in data.val_loader:
         y, mask = (batch[k].to(dist.device, non_blocking=True) for k in ("y", "mask"))
         with inference_precision(dist.device):
-            logits = net(*model_inputs(batch, dist.device))
+            logits = net(**model_inputs(batch, dist.device))
         logits = logits.float()
         if loss_fn is not None:
             loss_sum += torch.tensor([float(loss_fn(logits, y, mask)) * len(y), len(y)])

@@ -210,14 +210,14 @@ def _train_step(
     """One optimisation step on ``batch``; returns (lr, loss, whether any process must stop)."""
     state = run.state
     y, mask = (batch[k].to(dist.device, non_blocking=True) for k in ("y", "mask"))
-    inputs = model_inputs(batch, dist.device)  # (x,) or (x, guide)
+    inputs = model_inputs(batch, dist.device)  # x (and guide, clim)
     # schedule
     lr = lr_at(state.step, lr=tc.lr, min_lr=tc.min_lr, warmup=tc.warmup_steps, total=run.total)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     # forward and loss
     with distributed.autocast(dist.device, run.amp):
-        logits = run.net(*inputs)
+        logits = run.net(**inputs)
     loss = process_loss(run.loss_fn, logits, y, mask, dist)
     stop = _check_step(loss, state, lr, dist, interrupt)
     # backward and clip
