@@ -20,6 +20,7 @@ from forecast.training.features import (
     FeatureStats,
     fit_stats,
     input_features,
+    lead_prior,
     n_channels,
 )
 
@@ -48,6 +49,7 @@ def test_daily_maps_keep_ten_channels_and_no_lead_climatology():
     assert n_channels(stats) == N_CHANNELS
     item = WindowDataset(ds, index.starts["train"], n_in=5, n_out=3, stats=stats)[0]
     assert item["x"].shape[1] == N_CHANNELS and "clim" not in item
+    assert lead_prior(stats, ds, np.array([10]), 3) == {}  # predict keeps the last step's prior
 
 
 def test_hour_channels_read_local_solar_time():
@@ -71,6 +73,9 @@ def test_each_window_carries_the_climatology_of_its_valid_hours(hourly):
     want = climatology_at(stats.climatology, ds.time.values[s + 5 : s + 8])  # the 3 leads
     np.testing.assert_array_equal(item["clim"].numpy(), want)
     assert not np.array_equal(want[0], want[2])  # the diurnal cycle moves the prior by lead
+    # predict's prior of the same init: found by time, equal to the window's
+    prior = lead_prior(stats, ds, np.array([s + 4]), 3)["clim"]
+    np.testing.assert_array_equal(prior[0].numpy(), item["clim"].numpy())
 
 
 @pytest.fixture
