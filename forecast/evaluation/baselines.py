@@ -12,8 +12,8 @@ observed cells struck; NaN when the step has no observed cell, so the case is no
 - ``smoothed_persistence``: the share of cells with a strike in the ``n`` x ``n`` window around each
   cell on the last step.
 - ``climatology``: per-cell frequency of a strike on the valid time's calendar day (and hour of
-  day, for maps with steps shorter than a day), fitted on the training split (the sums and smoothing of :func:`data_prep.climatology.fit_climatology`,
-  read in chunks).
+  day, for maps with steps shorter than a day), fitted on the training split (the sums and
+  smoothing of :func:`data_prep.climatology.fit_climatology`, read in chunks).
 - ``lagrangian``: the last step's occurrence moved along the domain-wide storm motion (phase
   correlation of successive log-count maps over the last ``n_in`` steps), then smoothed.
 

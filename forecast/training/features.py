@@ -1,10 +1,11 @@
 """Input channels of the lightning forecaster, and the training-split statistics they need.
 
-Every map step becomes ``N_CHANNELS`` input channels (:func:`input_features`)::
+Every map step becomes ``n_channels(stats)`` input channels (:func:`input_features`; 10,
+``N_CHANNELS``, for daily maps, 12 for sub-daily ones)::
 
     0  log1p(strike_count) / count_scale     strike intensity, about 0..1
     1  strike_count >= 1                     occurrence
-    2  climatology of the step's calendar day  P(count >= 1) fitted on training steps
+    2  climatology of the step's calendar day (and hour)  P(count >= 1) fitted on training steps
     3  latitude, scaled to -1..1 over the training grid
     4  longitude, scaled to -1..1 over the training grid
     5  sin(2 pi day-of-year / 365.25)
@@ -36,8 +37,8 @@ networks the synoptic regime), while the convolutions see only a few hundred kil
 a cell. Without them the model regresses to the training split's mean activity and forecasts
 too low in an active month and too high in a quiet one.
 
-
-:func:`fit_stats` fits the climatology and ``count_scale`` on the training split only.
+:func:`fit_stats` fits the climatology and ``count_scale`` on the training split only;
+:func:`init_features` makes the inputs of forecasts from their init steps (no targets needed).
 """
 
 from __future__ import annotations
