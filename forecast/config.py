@@ -65,6 +65,8 @@ class TrainConfig:
     compile: bool = False
     channels_last: bool = True
     num_workers: int = 0
+    lazy_maps: bool = False  # read maps from disk step by step even when they would fit in memory
+    step_cache_mb: int = 512  # each loader process's cache of read and featurised map steps
     patience: int = 5  # early stopping after this many validations without improvement
     calibration: str = "temperature"  # temperature | platt | isotonic | none
     log_every: int = 10
@@ -138,6 +140,7 @@ LIMITS[TrainConfig] = {
     "pos_weight": POSITIVE,
     "focal_gamma": NON_NEGATIVE,
     "num_workers": NON_NEGATIVE,
+    "step_cache_mb": NON_NEGATIVE,
     "patience": NON_NEGATIVE,
     "log_every": AT_LEAST_1,
     "session_steps": NON_NEGATIVE,

@@ -21,8 +21,8 @@ from forecast.training.dataset import (
     fit_stats,
     init_features,
     input_features,
-    make_loader,
 )
+from forecast.training.loader import make_loader
 
 CFG = SequenceConfig(n_in=5, n_out=2, block_steps=15, min_coverage=0.5)
 

@@ -22,15 +22,10 @@ from data_prep.errors import UserError
 from data_prep.io import open_maps
 from data_prep.sequences import WindowIndex, load_or_build_index
 from forecast.metrics import ProbabilityState, roc_auc
-from forecast.training.dataset import (
-    N_CHANNELS,
-    FeatureStats,
-    WindowDataset,
-    fit_stats,
-    make_loader,
-)
+from forecast.training.dataset import N_CHANNELS, FeatureStats, WindowDataset, fit_stats
 from forecast.training.distributed import Dist, ShardSampler, all_sum, inference_precision, on_main
 from forecast.training.guided import GuidanceStats, GuidedWindows, guidance_for_training
+from forecast.training.loader import make_loader
 
 
 @dataclass
@@ -60,17 +55,10 @@ def build_data(cfg, dist: Dist) -> TrainData:
             "`strikecast prep`"
         )
     path = Path(tc.maps)
-    ds = open_maps(path)
+    ds = open_maps(path, lazy=tc.lazy_maps)
     # built (and saved) once by the main process, not by every process at once
     index = on_main(dist, lambda: load_or_build_index(path, ds, cfg.data))
-    for split in ("train", "val"):
-        if len(index.starts[split]) == 0:
-            raise UserError(
-                f"{path}: no {split} windows of {index.n_in}+{index.n_out} usable steps "
-                f"({ds.sizes['time']} steps in blocks of data.block_steps={cfg.data.block_steps});"
-                " use a longer record, a smaller data.block_steps, data.split=contiguous, or "
-                "a lower data.min_coverage"
-            )
+    _check_windows(path, ds, index, cfg.data.block_steps)
     stats = on_main(dist, lambda: fit_stats(ds, index))
     thresholds = tuple(cfg.model.thresholds)
     guidance = gstats = None
@@ -85,6 +73,8 @@ def build_data(cfg, dist: Dist) -> TrainData:
             n_out=index.n_out,
             stats=stats,
             thresholds=thresholds,
+            in_memory=False if tc.lazy_maps else None,
+            cache_bytes=tc.step_cache_mb * 2**20,
         )
         return windows if guidance is None else GuidedWindows(windows, guidance, gstats)
 
@@ -110,6 +100,18 @@ def build_data(cfg, dist: Dist) -> TrainData:
         guidance=gstats,
         guide_channels=gstats.channels if gstats else 0,
     )
+
+
+def _check_windows(path: Path, ds: xr.Dataset, index: WindowIndex, block_steps: int) -> None:
+    """Refuse maps that give no training or no validation window."""
+    for split in ("train", "val"):
+        if len(index.starts[split]) == 0:
+            raise UserError(
+                f"{path}: no {split} windows of {index.n_in}+{index.n_out} usable steps "
+                f"({ds.sizes['time']} steps in blocks of data.block_steps={block_steps});"
+                " use a longer record, a smaller data.block_steps, data.split=contiguous, or "
+                "a lower data.min_coverage"
+            )
 
 
 def model_inputs(batch: dict, device) -> tuple[torch.Tensor, ...]:
