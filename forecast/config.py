@@ -73,7 +73,7 @@ class TrainConfig:
     progress: bool = True  # progress and validation lines on stderr; false = train --quiet
     session_steps: int = 0  # stop this session after N steps (--resume goes on); 0 = no limit
     checkpoint_every: int = 1000  # also write last.pt every N steps within an epoch; 0 = never
-    threads: int = 0  # CPU torch threads; 0 = cores / processes, or 1 on a busy machine
+    threads: int = 0  # CPU torch threads; 0 = usable cores / processes (set 1 on a shared machine)
 
 
 @dataclass

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as td
 from torch.utils.data import Sampler
 
+from data_prep.cores import usable_cores
 from data_prep.errors import UserError
 
 T = TypeVar("T")
@@ -72,30 +73,37 @@ def setup(device_spec: str = "auto") -> Dist:
 
 @contextlib.contextmanager
 def session(device_spec: str = "auto", threads: int = 0) -> Iterator[Dist]:
-    """:func:`setup`, then (on CPU) ``threads`` torch threads, or with 0 the cores shared among
-    the processes; on leaving, the previous thread count and :func:`teardown`."""
+    """:func:`setup`, then :func:`torch_threads` for its device; on leaving, the previous thread
+    count and :func:`teardown`."""
     dist = setup(device_spec)
-    previous = torch.get_num_threads()
-    if dist.device.type == "cpu":
-        torch.set_num_threads(threads if threads > 0 else cpu_threads(dist.world))
     try:
-        yield dist
+        with torch_threads(dist.device, threads, dist.world):
+            yield dist
     finally:
-        torch.set_num_threads(previous)
         teardown(dist)
 
 
-def cpu_threads(world: int = 1) -> int:
-    """Torch threads per process: the usable cores shared among ``world`` processes, or 1 when
-    the machine is already busy (1-minute load average at or above the core count).
+@contextlib.contextmanager
+def torch_threads(device: torch.device, threads: int = 0, world: int = 1) -> Iterator[int]:
+    """On CPU, ``threads`` torch threads, or with 0 :func:`cpu_threads`; the previous count is
+    restored on leaving. Yields the count used (the current one on a GPU)."""
+    if threads < 0:
+        raise UserError(f"threads {threads}: give 0 (the usable cores) or a count >= 1")
+    previous = torch.get_num_threads()
+    if torch.device(device).type == "cpu":
+        torch.set_num_threads(threads if threads > 0 else cpu_threads(world))
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
 
-    OpenMP threads that wait on cores other programs hold spin and stall one another: on a busy
-    2-core machine a training step took 6.1 s with 2 threads and 0.37 s with 1.
-    """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cores = max(1, cores or 1)
-    busy = hasattr(os, "getloadavg") and os.getloadavg()[0] >= cores
-    return 1 if busy else max(1, cores // world)
+
+def cpu_threads(world: int = 1) -> int:
+    """Torch threads per process: the usable cores (CPU affinity) shared among ``world``
+    processes. Never chosen from the load average (see :mod:`data_prep.cores`): on a machine
+    shared with other jobs, set ``train.threads`` / ``--threads`` (1 is often fastest there: on a
+    busy 2-core machine a training step took 6.1 s with 2 threads and 0.37 s with 1)."""
+    return max(1, usable_cores() // world)
 
 
 def teardown(dist: Dist) -> None:
