@@ -51,6 +51,7 @@ def test_predict_runs_with_the_threads_asked_for(tmp_path, monkeypatch):
         "--maps",
         str(tmp_path / "maps.nc"),
     ]
+    torch.set_num_threads(2)  # not what is asked for, so the test tells the two apart
     try:
         cli.main([*args, "--out", str(tmp_path / "f.nc"), "--device", "cpu", "--threads", "1"])
         assert seen == [1] and torch.get_num_threads() == 2
