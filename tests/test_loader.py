@@ -4,6 +4,7 @@ and featurised once per process, a handle of each worker's own, and training fro
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ import torch
 from torch.utils.data import Dataset
 
 from data_prep.config import SequenceConfig
+from data_prep.errors import UserError
 from data_prep.io import open_maps
 from data_prep.mock import mock_maps
 from data_prep.sequences import build_index
@@ -30,7 +32,9 @@ def maps(tmp_path_factory):
     path = tmp_path_factory.mktemp("maps") / "maps.nc"
     mock_maps(n_steps=120, shape=(6, 8), gaps=(40,), seed=5, cell_gaps=0.3).to_netcdf(path)
     ds = open_maps(path, lazy=True)
-    index = build_index(ds, CFG)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an empty validation split: only training windows used
+        index = build_index(ds, CFG)
     return path, ds, index, fit_stats(ds, index)
 
 
@@ -104,6 +108,14 @@ def test_each_worker_reads_through_a_handle_it_opened_itself(maps):
     assert (rows[:, 0] == rows[:, 1]).all()  # the handle belongs to the reading process
     assert len(set(rows[:, 0].tolist())) == 2 and os.getpid() not in rows[:, 0].tolist()
     assert data.steps._handle is parent and data.steps._pid == os.getpid()
+
+
+def test_a_subset_of_the_file_is_refused_rather_than_read_at_the_wrong_steps(maps):
+    path, ds, index, stats = maps
+    part = ds.isel(time=slice(10, None))
+    data = WindowDataset(part, np.array([0]), n_in=5, n_out=2, stats=stats, in_memory=False)
+    with pytest.raises(UserError, match="time axis differs"):
+        data[0]
 
 
 def test_two_training_steps_with_two_workers_on_the_lazy_path_match_in_memory(tmp_path):

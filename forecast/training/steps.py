@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
+from data_prep.errors import UserError
 from data_prep.io import open_maps_layout
 from data_prep.schema import COUNT, COVERAGE, TIME
 
@@ -123,8 +124,13 @@ class MapSteps:
             return self._inline
         if self._pid != os.getpid():
             # a handle inherited through fork belongs to the parent: never read or close it
-            self._handle = open_maps_layout(self._path)[[COUNT, COVERAGE]]
-            self._pid = os.getpid()
+            handle = open_maps_layout(self._path)[[COUNT, COVERAGE]]
+            if not np.array_equal(handle[TIME].values, self.times):
+                raise UserError(
+                    f"{self._path}: its time axis differs from the maps being read (the file "
+                    "changed, or a subset of it was passed); pass the maps as open_maps opens them"
+                )
+            self._handle, self._pid = handle, os.getpid()
         return self._handle
 
     def _put(self, key: tuple[str, int], arrays: tuple[np.ndarray, ...]) -> None:
