@@ -121,6 +121,15 @@ def all_sum(x: torch.Tensor, dist: Dist) -> torch.Tensor:
     return y.to(x.device)
 
 
+def all_max(x: torch.Tensor, dist: Dist) -> torch.Tensor:
+    """Elementwise maximum of ``x`` over all processes (``x`` itself with one process)."""
+    if dist.world == 1:
+        return x
+    y = x.to(dist.device).clone()
+    td.all_reduce(y, op=td.ReduceOp.MAX)
+    return y.to(x.device)
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None):
     """Mixed precision in ``dtype`` (bf16 / fp16) on ``device``; a no-op context for ``None``."""
     if dtype is None:

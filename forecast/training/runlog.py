@@ -92,7 +92,7 @@ class RunLog:
         total = float(self._pending)
         self.last_loss = total / self._n
         self._epoch_sum, self._epoch_n = self._epoch_sum + total, self._epoch_n + self._n
-        self._pending, self._n = torch.zeros(()), 0
+        self._pending, self._n = torch.zeros((), device=self._pending.device), 0
 
     def state_dict(self) -> dict:
         """Running sums not yet written, for the checkpoint (a resumed log then matches)."""
