@@ -62,8 +62,9 @@ class TrainConfig:
     pos_weight: float = 1.0
     focal_gamma: float = 2.0
     amp: str = "auto"  # auto | bf16 | fp16 | off  (auto = bf16 on CUDA, off on CPU)
-    compile: bool = False
-    channels_last: bool = True
+    compile: bool = False  # torch.compile (after the DDP wrap); training batches drop_last
+    channels_last: bool = True  # CUDA: weights and input frames channels-last (NHWC)
+    tf32: bool = True  # CUDA: float32 matmuls and convolutions of training steps in TF32
     num_workers: int = 0
     lazy_maps: bool = False  # read maps from disk step by step even when they would fit in memory
     step_cache_mb: int = 512  # each loader process's cache of read and featurised map steps

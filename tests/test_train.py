@@ -149,7 +149,9 @@ def test_run_directory_holds_config_checkpoints_log_and_calibration(maps_file, t
         "val_bss",
         "val_auc",
         "seconds",
+        "gpu_mem_gib",
     ]
+    assert {r["gpu_mem_gib"] for r in rows} == {""}  # no GPU: empty
     assert rows[-1]["val_bss"] != ""
     assert 0.0 <= float(rows[-1]["val_auc"]) <= 1.0
     best = load_checkpoint(run / "best.pt")

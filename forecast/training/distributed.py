@@ -72,12 +72,12 @@ def setup(device_spec: str = "auto") -> Dist:
 
 
 @contextlib.contextmanager
-def session(device_spec: str = "auto", threads: int = 0) -> Iterator[Dist]:
-    """:func:`setup`, then :func:`torch_threads` for its device; on leaving, the previous thread
-    count and :func:`teardown`."""
+def session(device_spec: str = "auto", threads: int = 0, tf32: bool = True) -> Iterator[Dist]:
+    """:func:`setup`, then :func:`torch_threads` for its device and, on CUDA,
+    :func:`cuda_settings`; on leaving, the previous settings and :func:`teardown`."""
     dist = setup(device_spec)
     try:
-        with torch_threads(dist.device, threads, dist.world):
+        with torch_threads(dist.device, threads, dist.world), cuda_settings(dist.device, tf32=tf32):
             yield dist
     finally:
         teardown(dist)
@@ -96,6 +96,58 @@ def torch_threads(device: torch.device, threads: int = 0, world: int = 1) -> Ite
         yield torch.get_num_threads()
     finally:
         torch.set_num_threads(previous)
+
+
+@contextlib.contextmanager
+def cuda_settings(device: torch.device, *, tf32: bool = True) -> Iterator[None]:
+    """On CUDA: cuDNN picks the fastest convolution algorithm for each input shape (batches have
+    one shape, so it measures once), and float32 matmuls and convolutions run in TF32 (``tf32``,
+    ``train.tf32``) on GPUs that have it. Nothing on CPU. The previous settings come back after.
+    """
+    if device.type != "cuda":
+        yield
+        return
+    benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        with tf32_mode(tf32):
+            yield
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
+
+
+# PyTorch >= 2.9 sets TF32 per backend with ``fp32_precision`` ("tf32" / "ieee"); older ones with
+# ``allow_tf32``. The two may not be mixed, so the newer is used where it exists.
+_NEW_TF32 = hasattr(torch.backends.cuda.matmul, "fp32_precision")
+_TF32_BACKENDS = (
+    (torch.backends.cuda.matmul, torch.backends.cudnn.conv, torch.backends.cudnn.rnn)
+    if _NEW_TF32
+    else (torch.backends.cuda.matmul, torch.backends.cudnn)
+)
+
+
+def tf32_flags() -> tuple:
+    """The TF32 settings of CUDA matmuls and cuDNN (on a CPU-only build they do nothing)."""
+    attr = "fp32_precision" if _NEW_TF32 else "allow_tf32"
+    return tuple(getattr(b, attr) for b in _TF32_BACKENDS)
+
+
+def _set_tf32_flags(values: tuple) -> None:
+    attr = "fp32_precision" if _NEW_TF32 else "allow_tf32"
+    for backend, value in zip(_TF32_BACKENDS, values, strict=True):
+        setattr(backend, attr, value)
+
+
+@contextlib.contextmanager
+def tf32_mode(enabled: bool) -> Iterator[None]:
+    """Float32 matmuls and convolutions on CUDA in TF32 (``enabled``) or in full float32."""
+    value = ("tf32" if enabled else "ieee") if _NEW_TF32 else enabled
+    previous = tf32_flags()
+    _set_tf32_flags((value,) * len(_TF32_BACKENDS))
+    try:
+        yield
+    finally:
+        _set_tf32_flags(previous)
 
 
 def cpu_threads(world: int = 1) -> int:
@@ -137,14 +189,18 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype)
 
 
-def inference_precision(device: torch.device):
-    """The precision of every forward pass outside training: float32, autocast off.
+@contextlib.contextmanager
+def inference_precision(device: torch.device) -> Iterator[None]:
+    """The precision of every forward pass outside training: float32, autocast off, TF32 off.
 
     Validation, the calibration fit and ``predict`` (and so ``evaluate``) all run the model in
-    this context, whatever ``train.amp`` says, so the calibration is fitted on the very logits
-    it is applied to (bf16 logits differ from float32 ones by about 1e-2).
+    this context, whatever ``train.amp`` and ``train.tf32`` say, so the calibration is fitted on
+    the very logits it is applied to (bf16 logits differ from float32 ones by about 1e-2, TF32
+    ones by about 1e-3; ``predict`` runs in a process of its own, where PyTorch's defaults
+    would give cuDNN convolutions TF32 but matmuls not).
     """
-    return torch.autocast(device.type, enabled=False)
+    with torch.autocast(device.type, enabled=False), tf32_mode(False):
+        yield
 
 
 def barrier(dist: Dist) -> None:

@@ -27,13 +27,14 @@ def make_loader(
     num_workers: int = 0,
     device: str | torch.device = "cpu",
     seed: int = 0,
+    drop_last: bool = False,
 ) -> DataLoader:
     """Batches in ``sampler``'s order; worker processes and pinned memory keep the GPU fed.
 
     ``device`` only decides whether memory is pinned (on CUDA). Workers persist across epochs
     and prefetch ``PREFETCH_BATCHES`` batches each. The loader gets its own seeded generator, so making an iterator
     does not draw from the global random state (a resumed run draws what the uninterrupted one
-    drew).
+    drew). ``drop_last``: leave out a last batch smaller than ``batch_size``.
     """
     workers = int(num_workers)
     if workers > 0:
@@ -47,6 +48,7 @@ def make_loader(
         persistent_workers=workers > 0,
         prefetch_factor=PREFETCH_BATCHES if workers > 0 else None,
         generator=torch.Generator().manual_seed(int(seed)),
+        drop_last=drop_last,
         worker_init_fn=_seed_worker if workers > 0 else None,
     )
 

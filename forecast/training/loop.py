@@ -90,7 +90,7 @@ def train(cfg: ExperimentConfig, resume: bool = False) -> Path:
     UserError
         When ``train.maps`` is empty or unusable, or when the loss becomes NaN or infinite.
     """
-    with distributed.session(cfg.train.device, cfg.train.threads) as dist:
+    with distributed.session(cfg.train.device, cfg.train.threads, cfg.train.tf32) as dist:
         # the main process reports; train.progress=false silences it as --quiet does
         with quiet(not (cfg.train.progress and dist.is_main)):
             return train_loop(cfg, dist, resume)
@@ -174,7 +174,9 @@ def _start(cfg: ExperimentConfig, dist: Dist, run_dir: Path, resume: bool) -> _S
         note(_resume_line(run_dir / "last.pt", state, total, found=bool(restored)))
     if dist.is_main:
         save_config(cfg, run_dir / "config.yaml")
-    log = RunLog(run_dir, enabled=dist.is_main, after_step=state.step if resume else None)
+    log = RunLog(
+        run_dir, enabled=dist.is_main, after_step=state.step if resume else None, device=dist.device
+    )
     if "log" in restored:
         log.load_state_dict(restored["log"])
     session_end = state.step + tc.session_steps if tc.session_steps else math.inf
@@ -237,7 +239,7 @@ def _train_step(
     """One optimisation step on ``batch``; returns (lr, loss). Reads nothing back to the host."""
     state = run.state
     y, mask = (batch[k].to(dist.device, non_blocking=True) for k in ("y", "mask"))
-    inputs = model_inputs(batch, dist.device)  # (x,) or (x, guide)
+    inputs = model_inputs(batch, dist.device, run.data.channels_last)  # (x,) or (x, guide)
     # schedule
     lr = lr_at(state.step, lr=tc.lr, min_lr=tc.min_lr, warmup=tc.warmup_steps, total=run.total)
     for group in run.optimizer.param_groups:
@@ -303,14 +305,18 @@ def build_optimizer(model: nn.Module, tc: TrainConfig) -> torch.optim.Optimizer:
 
 
 def _wrap(model: nn.Module, tc: TrainConfig, dist: Dist) -> nn.Module:
-    """Channels-last memory (GPU), ``torch.compile`` when asked, DDP under torchrun."""
+    """Channels-last weights (GPU), DDP under torchrun, then ``torch.compile`` when asked.
+
+    Compiling the DDP wrapper (not DDP around a compiled model) lets the compiler split the graph
+    at DDP's gradient buckets, so the all-reduce of one bucket overlaps the backward of the next.
+    """
     if tc.channels_last and dist.device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    net = torch.compile(model) if tc.compile else model
+    net = model
     if dist.world > 1:
         ids = [dist.device.index] if dist.device.type == "cuda" else None
         net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
-    return net
+    return torch.compile(net) if tc.compile else net
 
 
 def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
