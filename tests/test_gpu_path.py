@@ -1,5 +1,6 @@
 """The GPU path, checked on CPU: no host read between log steps, NaN losses still caught with
-their step, input frames channels-last, one precision outside training, the log's memory column."""
+their step, input frames channels-last, one precision outside training, drop_last when compiling,
+CUDA settings that leave a CPU run alone."""
 
 from __future__ import annotations
 
