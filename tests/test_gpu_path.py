@@ -92,6 +92,23 @@ def test_no_host_read_between_log_steps(maps_file, tmp_path, monkeypatch):
     assert any(r[0] == 4 for r in reads)  # the look at the log step reads, so the count works
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_steps_make_no_cuda_sync(maps_file, tmp_path, monkeypatch):
+    """On a GPU: PyTorch's own sync detector raises on any sync inside a training step."""
+    step = loop._train_step
+
+    def strict(*args, **kwargs):
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            return step(*args, **kwargs)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+    monkeypatch.setattr(loop, "_train_step", strict)
+    cfg = tiny_cfg(maps_file, tmp_path / "r", "train.device=cuda", "train.max_steps=4")
+    train(cfg)
+
+
 def test_nan_loss_is_reported_with_the_step_it_first_appeared_at(maps_file, tmp_path, monkeypatch):
     calls, original = [], loop.process_loss
 

@@ -42,7 +42,7 @@ class RunLog:
         self.device = device
         self.last_loss = math.nan
         self._n, self._epoch_sum, self._epoch_n = 0, 0.0, 0
-        self._pending = torch.zeros(())
+        self._pending = torch.zeros((), device=device)  # on the device: no copy in a step
         if not enabled:
             return
         self._start_csv(after_step)
@@ -116,7 +116,8 @@ class RunLog:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self._pending, self._n = torch.tensor(state["pending"]), state["n"]
+        self._pending = torch.tensor(state["pending"], device=self.device)
+        self._n = state["n"]
         self.last_loss, self._epoch_sum, self._epoch_n = (
             state["last_loss"],
             state["epoch_sum"],
