@@ -2,31 +2,28 @@
 
     PYTHONPATH=. python benchmarks/gpu_check.py --out gpu.json
 
-Needs only torch, numpy and PyYAML (``forecast.config`` reads YAML): it imports nothing of the
-project beyond ``forecast.model`` and ``forecast.config``, so a GPU machine without netCDF4,
-xarray or dask runs it from the source tree, with its own PyTorch and no network. The data are
-made here as tensors.
+Needs only torch, numpy and PyYAML: it imports nothing of the project beyond ``forecast.model``
+and ``forecast.config`` and makes its data as tensors, so it runs from the source tree on a GPU
+machine without netCDF4, xarray or dask, with that machine's PyTorch and no network. Steps, one
+table row each, in this order (``--budget`` seconds in all: a step that may not fit is skipped,
+one still running when they run out is stopped; both say so):
 
-Steps, in the order they run (each one table row; a row that would overrun ``--budget`` seconds
-is skipped and says so):
+1. ``matmul``: the bf16 matmul peak, TFLOP/s (best of 10 runs of 5 products of 8192^2 matrices).
+2. ``train``: 200 steps of the quickstart model (``configs/quickstart.yaml``: ConvGRU, encoder
+   [16, 32], hidden [32], 7 inputs, 3 leads, grid 32 x 48, batch 16) under bf16 autocast on
+   data it can learn (the target is where the last input map is high): the loss must fall and
+   stay finite.
+3. ``agree``: one forecast of that model on CPU and on the GPU, both float32 with autocast and
+   TF32 off (the precision of validation and predict): max abs probability difference, 1e-3 at
+   most.
+4. ``step``: forward, backward and AdamW of that model at conus-0.25 (104 x 236, batch 64, 6.1
+   GFLOP a sample) and conus-0.1 (260 x 590, batch 16, 38 GFLOP a sample) under bf16 autocast,
+   eager or compiled, NCHW or channels-last (-cl): samples/s, achieved TFLOP/s (convolution and
+   matmul FLOPs of a step counted once per grid by ``FlopCounterMode``; the variants run the
+   same operations), the share of the matmul peak, peak memory. 3 warm-up steps, 10 timed.
 
-1. ``matmul``: the bf16 matmul peak, TFLOP/s (best of ``--repeats`` 8192^3 products).
-2. ``train``: 200 training steps of the quickstart model (``configs/quickstart.yaml``: ConvGRU,
-   encoder [16, 32], hidden [32], 7 inputs, 3 leads, plains-0.5 grid 32 x 48, batch 16) with
-   bf16 autocast on data that can be learnt (the target is where the last input map is high);
-   the loss must fall and stay finite.
-3. ``agree``: one forecast (sigmoid of the logits) of the trained model on CPU and on the GPU,
-   both float32 with autocast and TF32 off (the precision of validation and predict); max abs
-   probability difference against a tolerance of 1e-3.
-4. ``step``: forward + backward + AdamW of the same model at conus-0.25 (104 x 236, batch 32)
-   and conus-0.1 (260 x 590, batch 8) with bf16 autocast, eager or compiled, NCHW or
-   channels-last: samples/s, achieved TFLOP/s (FLOPs of one step counted once per grid by
-   ``torch.utils.flop_counter.FlopCounterMode``: convolutions and matmuls, not element-wise
-   work; the variants of a grid run the same operations), the fraction of the measured matmul
-   peak, and peak memory. 3 warm-up steps, then 10 timed.
-
-On CPU (or with ``--tiny``) the same steps run at tiny sizes (grid 16 x 24, 5 training steps, no
-compile) in a few seconds; the tests run it so.
+On CPU (or with ``--tiny``) the same steps run at tiny sizes (grid 16 x 24, 5 training steps,
+float32, no compile) in seconds; the tests run it so.
 """
 
 from __future__ import annotations
@@ -37,6 +34,7 @@ import dataclasses
 import datetime
 import json
 import math
+import signal
 import time
 from pathlib import Path
 
@@ -50,13 +48,8 @@ from forecast.model.network import build_model
 
 IN_CHANNELS = 10  # forecast.training.dataset.N_CHANNELS (that module needs xarray)
 QUICKSTART = Path(__file__).resolve().parent.parent / "configs" / "quickstart.yaml"
-GRIDS = {"conus-0.25": ((104, 236), 32), "conus-0.1": ((260, 590), 8)}  # (H, W), batch
-VARIANTS = (
-    ("eager", False, False),
-    ("eager-cl", False, True),
-    ("compile-cl", True, True),
-    ("compile", True, False),
-)  # fmt: skip  (name, compile, channels-last)
+GRIDS = {"conus-0.25": ((104, 236), 64), "conus-0.1": ((260, 590), 16)}  # (H, W), batch
+VARIANTS = ("eager", "eager-cl", "compile-cl", "compile")  # -cl: channels-last
 TOLERANCE = 1e-3  # max abs probability difference, CPU vs GPU, float32
 
 
@@ -93,8 +86,8 @@ def sync(device: torch.device) -> None:
 
 
 def set_tf32(enabled: bool) -> list:
-    """TF32 for CUDA float32 matmuls and convolutions on or off (as ``train.tf32``); returns a
-    list that :func:`restore_tf32` gives back. Newer PyTorch: ``fp32_precision``."""
+    """TF32 for CUDA float32 matmuls and convolutions on or off (as ``train.tf32``); returns the
+    settings before. Newer PyTorch: ``fp32_precision``."""
     new = hasattr(torch.backends.cuda.matmul, "fp32_precision")
     backends = (torch.backends.cuda.matmul, torch.backends.cudnn.conv) if new else (
         torch.backends.cuda.matmul, torch.backends.cudnn)  # fmt: skip
@@ -105,11 +98,6 @@ def set_tf32(enabled: bool) -> list:
     return old
 
 
-def restore_tf32(old: list) -> None:
-    for backend, attr, value in old:
-        setattr(backend, attr, value)
-
-
 @contextlib.contextmanager
 def full_float32():
     """Float32 without TF32 on CUDA, as ``forecast.training.distributed.inference_precision``."""
@@ -118,7 +106,8 @@ def full_float32():
         with torch.autocast("cuda", enabled=False), torch.autocast("cpu", enabled=False):
             yield
     finally:
-        restore_tf32(old)
+        for backend, attr, value in old:
+            setattr(backend, attr, value)
 
 
 def matmul_peak(plan: Plan, device: torch.device) -> dict:
@@ -136,7 +125,7 @@ def matmul_peak(plan: Plan, device: torch.device) -> dict:
         sync(device)
         best = min(best, (time.perf_counter() - t0) / 5)
     tflops = 2 * n**3 / best / 1e12
-    return {"check": "matmul", "tflop_s": tflops, "ok": tflops > 0}
+    return {"tflop_s": tflops, "ok": tflops > 0}
 
 
 def quickstart_model(device: torch.device, seed: int = 0) -> tuple[torch.nn.Module, object]:
@@ -191,8 +180,8 @@ def training_run(plan: Plan, device: torch.device) -> tuple[dict, torch.nn.Modul
     finite, falls = bool(np.isfinite(values).all()), last < first
     # a few steps of the tiny mode need not lower the loss yet: there it must stay finite
     ok = finite and (falls or plan.tiny)
-    row = {"check": "train", "loss_first": first,
-           "loss_last": last, "falls": falls, "finite": finite, "seconds": seconds, "ok": ok}  # fmt: skip
+    row = {"loss_first": first, "loss_last": last, "falls": falls, "finite": finite,
+           "seconds": seconds, "ok": ok}  # fmt: skip
     return row, model
 
 
@@ -206,8 +195,7 @@ def agreement(model: torch.nn.Module, plan: Plan, device: torch.device) -> dict:
         cpu = torch.sigmoid(model.to("cpu")(x))
     model.to(device)
     diff = float((here - cpu).abs().max())
-    return {"check": "agree", "max_abs_diff": diff,
-            "tolerance": TOLERANCE, "ok": diff <= TOLERANCE}  # fmt: skip
+    return {"max_abs_diff": diff, "tolerance": TOLERANCE, "ok": diff <= TOLERANCE}
 
 
 def step_flops(model, batch, device) -> float:
@@ -221,11 +209,14 @@ def step_flops(model, batch, device) -> float:
     return float(counter.get_total_flops())
 
 
-def time_variant(plan: Plan, device, grid: str, variant: tuple, peak: float, flops: dict) -> dict:
+def time_variant(plan: Plan, device, grid: str, variant: str, state: State) -> dict:
     """One bench_train-style row: warm-up steps (and compilation), then ``timed`` steps timed
     together (one sync at each end, as a training loop without host reads runs)."""
-    name, compiled, channels_last = variant
+    compiled, channels_last = variant.startswith("compile"), variant.endswith("-cl")
+    if compiled and plan.tiny:
+        return {"skipped": "tiny mode: no compile"}
     (H, W), B = plan.grids[grid]
+    peak, flops = state.peak, state.flops
     if compiled:
         from torch import _dynamo  # heavy (seconds): only when compiling
 
@@ -260,10 +251,10 @@ def time_variant(plan: Plan, device, grid: str, variant: tuple, peak: float, flo
     sync(device)
     seconds = (time.perf_counter() - t1) / plan.timed
     achieved = flops[grid] / seconds / 1e12
-    mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else math.nan
+    mem = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
     return {"batch": B, "grid": [H, W],
             "samples_s": B / seconds, "ms_step": 1000 * seconds, "tflop_step": flops[grid] / 1e12,
-            "tflop_s": achieved, "of_peak": achieved / peak, "peak_gib": mem,
+            "tflop_s": achieved, "of_peak": achieved / peak if peak > 0 else None, "peak_gib": mem,
             "warmup_s": t1 - t0, "ok": math.isfinite(seconds)}  # fmt: skip
 
 
@@ -277,21 +268,12 @@ def plan_steps(plan: Plan, device: torch.device) -> list[tuple[str, str, object]
     steps = [("matmul", f"{precision} {plan.matmul_n}^3", lambda s: matmul_peak(plan, device)),
              ("train", f"{plan.train_steps} steps {precision}", lambda s: s.train()),
              ("agree", f"cpu vs {device.type} fp32", lambda s: agreement(s.model, plan, device))]  # fmt: skip
-    for variant in VARIANTS:
-        for grid in plan.grids:
+    for v in VARIANTS:
+        for g in plan.grids:
             steps.append(
-                ("step", f"{grid} {variant[0]}", _variant_call(plan, device, grid, variant))
+                ("step", f"{g} {v}", lambda s, g=g, v=v: time_variant(plan, device, g, v, s))
             )
     return steps
-
-
-def _variant_call(plan, device, grid, variant):
-    def call(state):
-        if variant[1] and plan.tiny:
-            return {"skipped": "tiny mode: no compile"}
-        return time_variant(plan, device, grid, variant, state.peak, state.flops)
-
-    return call
 
 
 @dataclasses.dataclass
@@ -309,31 +291,57 @@ class State:
         return row
 
 
+class OverBudget(Exception):
+    """The ``--budget`` seconds ran out (SIGALRM) in the middle of a step."""
+
+    @classmethod
+    def alarm(cls, signum, frame):
+        raise cls("the time budget ran out during this step")
+
+
 def run_checks(plan: Plan, device: torch.device, budget: float, out: Path) -> dict:
-    """Every step in turn (skipped when the budget is short, recorded when it fails); the
-    result is written to ``out`` after each row, so an interrupted run keeps what it measured."""
+    """Every step in turn (skipped when the budget is short, stopped when it runs out, recorded
+    when it fails); the table is written to ``out`` after each row, so a run cut short keeps
+    what it measured."""
     state, start = State(plan, device), time.perf_counter()
     report = {"meta": meta(plan, device, budget), "rows": []}
-    for check, variant, call in plan_steps(plan, device):
-        kind = "compile" if "compile" in variant else "eager" if check == "step" else check
-        left = budget - (time.perf_counter() - start)
-        if not plan.tiny and left < NEEDS[kind]:
-            row = {"skipped": f"time budget: {left:.0f} s left of --budget {budget:.0f}"}
-        elif check == "agree" and state.model is None:
-            row = {"skipped": "no trained model"}
-        else:
-            try:
-                row = call(state)
-            except Exception as e:  # noqa: BLE001 - one failing step must not lose the others
-                row = {"error": f"{type(e).__name__}: {str(e).splitlines()[0][:200]}", "ok": False}
-        row = {"check": check, "variant": variant, "ok": None, **row}
-        if check == "matmul" and row.get("tflop_s"):
-            state.peak = row["tflop_s"]
-        report["rows"].append(row)
-        print(format_row(row), flush=True)
-        report["meta"]["seconds"] = time.perf_counter() - start
-        out.write_text(json.dumps(report, indent=1, default=float))
+    timer = not plan.tiny and hasattr(signal, "setitimer")
+    if timer:  # a hard stop at the budget, even in the middle of a compilation
+        signal.signal(signal.SIGALRM, OverBudget.alarm)
+        signal.setitimer(signal.ITIMER_REAL, budget)
+    try:
+        for check, variant, call in plan_steps(plan, device):
+            row = {"check": check, "variant": variant, "ok": None}
+            row.update(run_step(state, check, variant, call, budget - time.perf_counter() + start))
+            state.peak = row.get("tflop_s", math.nan) if check == "matmul" else state.peak
+            report["rows"].append(row)
+            print(format_row(row), flush=True)
+            report["meta"]["seconds"] = time.perf_counter() - start
+            out.write_text(json.dumps(report, indent=1))
+    except OverBudget:  # between two steps: the rows so far are written
+        pass
+    finally:
+        if timer:
+            signal.setitimer(signal.ITIMER_REAL, 0)
     return report
+
+
+def run_step(state: State, check: str, variant: str, call, left: float) -> dict:
+    """One step's result, or why it was skipped or failed."""
+    kind = "compile" if "compile" in variant else "eager" if check == "step" else check
+    if not state.plan.tiny and left < NEEDS[kind]:
+        return {"skipped": f"time budget: {max(left, 0):.0f} s left, {kind} needs {NEEDS[kind]} s"}
+    if check == "agree" and state.model is None:
+        return {"skipped": "no trained model"}
+    t0 = time.perf_counter()
+    try:
+        return call(state)
+    except Exception as e:  # noqa: BLE001 - one failing step must not lose the others
+        # torch may wrap the budget's exception in its own (a compile error)
+        if isinstance(e, OverBudget) or time.perf_counter() - t0 >= left:
+            return {"skipped": "the time budget ran out during this step"}
+        first = (str(e).splitlines() or [""])[0][:200]
+        return {"error": f"{type(e).__name__}: {first}", "ok": False}
 
 
 def meta(plan: Plan, device: torch.device, budget: float) -> dict:
@@ -354,9 +362,10 @@ def format_row(r: dict) -> str:
     elif r["check"] == "agree":
         text = f"max |dP| {r['max_abs_diff']:.2e} (tolerance {r['tolerance']:.0e})"
     else:
+        share = "-" if r["of_peak"] is None else f"{r['of_peak']:.1%}"
+        mem = "- GiB (no GPU)" if r["peak_gib"] is None else f"{r['peak_gib']:.2f} GiB"
         text = (f"{r['samples_s']:.1f} samples/s, {r['ms_step']:.1f} ms, {r['tflop_s']:.3g} "
-                f"TFLOP/s = {r['of_peak']:.1%} of peak, {r['peak_gib']:.2f} GiB, "
-                f"warm-up {r['warmup_s']:.1f} s")  # fmt: skip
+                f"TFLOP/s = {share} of peak, {mem}, warm-up {r['warmup_s']:.1f} s")  # fmt: skip
     ok = {True: "ok", False: "FAIL", None: "-"}[r["ok"]]
     return f"{r['check']:<7}{r['variant']:<24}{ok:<6}{text}"
 
@@ -372,8 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     name = args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     plan = Plan.make(args.tiny or device.type != "cuda")
-    if args.train_steps:
-        plan.train_steps = args.train_steps
+    plan.train_steps = args.train_steps or plan.train_steps
     if device.type == "cpu":
         torch.set_num_threads(1)  # tiny tensors; more threads only wait on one another
     if device.type == "cuda":  # as training sets them (forecast.training.distributed)
@@ -381,9 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         set_tf32(True)
     print(f"gpu_check: torch {torch.__version__}, device {device}, tiny {plan.tiny}")
     if plan.tiny:
-        print(
-            "tiny sizes: every grid 16 x 24, float32, no compile (a test of the steps, not a measure)"
-        )
+        print("tiny sizes: grids 16 x 24, float32, no compile (a test of the steps, no measure)")
     print(f"{'check':<7}{'variant':<24}{'ok':<6}result")
     report = run_checks(plan, device, args.budget, Path(args.out))
     print(f"gpu_check: {report['meta']['seconds']:.0f} s; table written to {args.out}")
