@@ -42,7 +42,7 @@ TINY = [
 READS = ("item", "tolist", "numpy", "cpu", "__float__", "__int__", "__bool__", "__index__")
 PACKAGE = str(Path(forecast.__file__).parent)
 # data loading works on host arrays by design (in loader workers on a GPU machine)
-LOADING = ("dataset.py", "guided.py")
+LOADING = ("dataset.py", "guided.py", "steps.py", "loader.py")
 
 
 @pytest.fixture(scope="module")
