@@ -13,19 +13,19 @@ origin + (k+1)*step)``), so results of separate files add up exactly, in any ord
 from __future__ import annotations
 
 import functools
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from data_prep.clock import StepClock, span_fraction
+from data_prep.cores import usable_cores
 from data_prep.errors import UserError
 from data_prep.records import Records, Tally
 from data_prep.schema import EDGE_SNAP, Grid
 
 SLICE = 1 << 17  # points per kernel slice: ~1 MB per float64 array, fits in cache
-THREADS = min(4, os.cpu_count() or 1)  # threads counting slices of one chunk
+THREADS = min(4, usable_cores())  # threads counting slices of one chunk
 
 
 def cell_index(lat: np.ndarray, lon: np.ndarray, grid: Grid) -> np.ndarray:

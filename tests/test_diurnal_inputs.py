@@ -9,6 +9,7 @@ import torch
 
 from data_prep.climatology import climatology_at
 from data_prep.config import SequenceConfig
+from data_prep.io import open_maps
 from data_prep.mock import mock_maps
 from data_prep.sequences import build_index
 from forecast.config import ModelConfig
@@ -76,6 +77,25 @@ def test_each_window_carries_the_climatology_of_its_valid_hours(hourly):
     # predict's prior of the same init: found by time, equal to the window's
     prior = lead_prior(stats, ds, np.array([s + 4]), 3)["clim"]
     np.testing.assert_array_equal(prior[0].numpy(), item["clim"].numpy())
+
+
+def test_maps_read_from_disk_give_the_hour_channels_and_lead_climatology_of_memory(
+    hourly, tmp_path
+):
+    ds, index, stats = hourly
+    path = tmp_path / "hourly.nc"
+    ds.to_netcdf(path)
+    starts = index.starts["train"][:20]
+    kw = dict(n_in=5, n_out=3, stats=stats)
+    eager = WindowDataset(open_maps(path), starts, in_memory=True, **kw)
+    lazy = WindowDataset(open_maps(path, lazy=True), starts, in_memory=False, **kw)
+    assert lazy.steps.lazy and not eager.steps.lazy
+    for i in range(len(starts)):
+        a, b = eager[i], lazy[i]
+        assert a.keys() == b.keys() and "clim" in b and b["x"].shape == (5, 12, 6, 8)
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    assert lazy.steps.featurised == len(np.unique(starts[:, None] + np.arange(5)))
 
 
 @pytest.fixture

@@ -262,7 +262,7 @@ def build_model(
     cfg : ModelConfig
         Architecture; ``cfg.cell`` names the recurrent core (see :data:`forecast.model.cells.CORES`).
     in_channels : int
-        Channels C of the input maps ``x (B, T, C, H, W)`` (``forecast.training.dataset.N_CHANNELS``).
+        Channels C of the input maps ``x (B, T, C, H, W)`` (``forecast.training.features.N_CHANNELS``).
     n_out : int
         Lead times 1..n_out forecast at once.
     guide_channels : int
