@@ -10,6 +10,7 @@ import xarray as xr
 
 from data_prep.atomic import atomic_output
 from data_prep.errors import UserError
+from data_prep.journal import check_no_journal
 from data_prep.schema import (
     COUNT,
     COVERAGE,
@@ -50,6 +51,7 @@ def open_maps(path: Path) -> xr.Dataset:
         raise UserError(
             f"{path}: maps file not found; make it with 'strikecast prep ... --out {path}'"
         )
+    check_no_journal(path)
     try:
         ds = xr.open_dataset(path)
     except (OSError, ValueError) as e:
