@@ -39,6 +39,15 @@ def write_netcdf_atomic(ds: xr.Dataset, path: Path, encoding: dict | None = None
     return Path(path)
 
 
+def file_identity(path: str | Path) -> str:
+    """``size:mtime_ns:inode`` of the file (e.g. maps whose window index is saved) at ``path``; "" when there is none."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return ""
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+
+
 def open_maps(path: Path) -> xr.Dataset:
     """Open a maps file and check its layout; load it into memory when small.
 
