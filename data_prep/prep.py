@@ -3,11 +3,13 @@
 ``prep`` expands the inputs, skips those already in the archive at ``out`` (matched by file
 name, size and modification time; a known name whose file changed is refused), grids each new
 input on its own (serially, or in parallel with dask: the per-input counts are integers and add
-up identically in any order), merges them with the archive, and writes the result atomically
-with the accounting in its attributes. One ``prep`` at a time writes an archive: a second one
-into the same ``out`` waits for the lock file ``.<name>.lock`` beside it (up to
-``prep.lock_wait`` seconds), then appends to what the first wrote. What the archive holds, and the checks that keep an
-append honest, are in :mod:`data_prep.archive`.
+up identically in any order; rows of counts wait on disk, :mod:`data_prep.spill`), and writes
+the maps block by block with the accounting in its attributes (:mod:`data_prep.maps_file`: a new
+archive atomically, an append in place under an undo journal). Memory is bounded by a block of
+steps, not the archive's length. One ``prep`` at a time writes an archive: a second one into the
+same ``out`` waits for the lock file ``.<name>.lock`` beside it (up to ``prep.lock_wait``
+seconds), then appends to what the first wrote. What the archive holds, and the checks that keep
+an append honest, are in :mod:`data_prep.archive`.
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ from data_prep.config import PrepConfig, SequenceConfig
 from data_prep.errors import UserError, quote
 from data_prep.feeds import check_feed_options, file_day, split_time_unit
 from data_prep.grid import OBSERVE, Accumulator
-from data_prep.io import open_maps
 from data_prep.journal import roll_back
 from data_prep.maps_file import append_in_place, write_new
 from data_prep.progress import bar
@@ -362,7 +363,7 @@ def _window_index(out: Path, seq: SequenceConfig, summary: PrepSummary) -> None:
     """Build and save the window index beside the maps; too short a record is reported, not
     fatal: the maps are written and useful on their own (e.g. a few GLM granules)."""
     try:
-        with open_maps(out) as ds:
+        with xr.open_dataset(out) as ds:  # just written: no need to check its values again
             load_or_build_index(out, ds, seq)
     except UserError as e:
         summary.windows_note = f"window index not built: {e}"
