@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,6 +133,8 @@ def _append(files, formats, out, cfg, seq, grid, step, scheduler, columns) -> Pr
     """:func:`prep` once the archive is locked: read its attributes and time axis (an append
     interrupted earlier is rolled back first), grid the new inputs, write their steps."""
     roll_back(out)
+    for stale in out.parent.glob(f".{out.name}.rows-*"):  # of a killed prep: we hold the lock
+        shutil.rmtree(stale, ignore_errors=True)
     old = open_archive(out, grid, step)
     entries, old_tally = read_provenance(old, out)
     fresh = new_inputs(files, entries, out)

@@ -110,6 +110,11 @@ def test_maps_written_in_blocks_equal_the_in_memory_maps_bit_for_bit(tmp_path):
         assert ds.sizes[TIME] > 4 * 16 and int(ds[COUNT].sum()) > 0
         assert 0 < ds[COVERAGE].max(("lat", "lon")).sum() < ds.sizes[TIME]  # a gap
     assert not list(tmp_path.glob(".blocks.nc.rows-*"))  # the spilled rows are gone
+    stale = tmp_path / ".blocks.nc.rows-killed"  # of a prep killed while gridding
+    stale.mkdir()
+    (stale / "part.npy").write_bytes(b"x")
+    prep([str(f) for f, _ in files], out, CFG, SEQ)  # nothing new; the stale rows go
+    assert not stale.exists()
 
 
 def test_append_writes_its_steps_without_reading_the_old_rows(tmp_path, monkeypatch):
