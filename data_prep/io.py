@@ -10,6 +10,7 @@ import xarray as xr
 
 from data_prep.atomic import atomic_output
 from data_prep.errors import UserError
+from data_prep.journal import check_no_journal
 from data_prep.schema import (
     COUNT,
     COVERAGE,
@@ -36,6 +37,15 @@ def write_netcdf_atomic(ds: xr.Dataset, path: Path, encoding: dict | None = None
     with atomic_output(path) as tmp:
         ds.to_netcdf(tmp, engine="netcdf4", encoding=cf_encoding(ds, encoding))
     return Path(path)
+
+
+def file_identity(path: str | Path) -> str:
+    """``size:mtime_ns:inode`` of the file (e.g. maps whose window index is saved) at ``path``; "" when there is none."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return ""
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
 
 
 def open_maps(path: Path, *, lazy: bool = False) -> xr.Dataset:
@@ -67,6 +77,7 @@ def open_maps_layout(path: Path) -> xr.Dataset:
         raise UserError(
             f"{path}: maps file not found; make it with 'strikecast prep ... --out {path}'"
         )
+    check_no_journal(path)
     try:
         ds = xr.open_dataset(path)
     except (OSError, ValueError) as e:
