@@ -10,10 +10,16 @@ model with its core swapped for a plain unfused ConvLSTM written below (four sep
 convolutions of cat(x, h), stepping with ``x[:, t]``), which has exactly the same parameters as
 ``convlstm``; the benchmark first checks that both compute the same forecast.
 
-Each variant runs in a fresh subprocess so that its peak memory (CPU: ``ru_maxrss`` delta over
-the training loop; CUDA: ``torch.cuda.max_memory_allocated``) is its own.
+All variants are timed in this one process, interleaved (A B C A B C ...), and each keeps the
+fastest of ``--repeats`` (>= 3) rounds (a round's time is the median of its ``--steps`` steps):
+another job on the cores then slows every variant alike and the ratios hold. The thread count
+comes from ``--threads`` or the usable cores (CPU affinity), never from the load; the load average
+is printed with the table. Peak memory on CPU is measured apart, each variant in a fresh
+subprocess (``ru_maxrss`` delta over a few training steps; CUDA: ``max_memory_allocated`` in
+this process), as it does not depend on the load.
 
     python benchmarks/bench_train.py --steps 10 --threads 2
+    python benchmarks/bench_train.py --quick      # tiny sizes: checks that it runs
     python benchmarks/bench_train.py --device cuda --amp bf16 --compile --batch 32
 """
 
@@ -23,6 +29,7 @@ import argparse
 import copy
 import dataclasses
 import json
+import math
 import os
 import resource
 import subprocess
@@ -33,9 +40,11 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from data_prep.cores import usable_cores
 from forecast.config import ModelConfig
 from forecast.model.losses import build_loss
 from forecast.model.network import build_model, count_parameters
+from forecast.training.distributed import cpu_threads
 
 VARIANTS = ("convrnn", "convgru", "convlstm", "ref-convlstm", "flat")
 CONUS = (104, 236)
@@ -148,73 +157,96 @@ def count_flops(model, loss_fn, data, args, device) -> float:
     return float(counter.get_total_flops())
 
 
-def time_training(model, loss_fn, data, args, device) -> tuple[float, float]:
-    """(median seconds per training step, peak MB) over ``args.steps`` timed steps.
-
-    Peak memory: CUDA max_memory_allocated, or on CPU the growth of the process's ru_maxrss from
-    before the first step (model and batch already built) to the end.
-    """
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    step = torch.compile(model) if args.compile else model
+def median_seconds(fn, n: int, device) -> float:
+    """Median wall seconds of ``n`` calls of ``fn``."""
     times = []
-    for i in range(args.warmup + args.steps):
+    for _ in range(n):
         sync(device)
         t0 = time.perf_counter()
-        train_step(step, opt, loss_fn, data, args, device)
+        fn()
         sync(device)
-        if i >= args.warmup:
-            times.append(time.perf_counter() - t0)
-    seconds = sorted(times)[len(times) // 2]  # median: robust to other work on a shared machine
-    if device.type == "cuda":
-        return seconds, torch.cuda.max_memory_allocated(device) / 2**20
-    return seconds, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
 
 
-def time_predict(model, args, device) -> float:
-    """Median milliseconds of one CONUS 0.25 forecast (batch 1, n_in steps, 104 x 236)."""
-    model.eval()
-    run = torch.compile(model) if args.compile else model
-    x = torch.rand(1, args.n_in, 7, *CONUS, device=device)
-    x[:, :, 2] = 0.1
-    times = []
-    with torch.inference_mode():
-        for i in range(args.predict_repeats + 2):
-            sync(device)
-            t0 = time.perf_counter()
-            with autocast(args, device):
-                run(x)
-            sync(device)
-            if i >= 2:  # the first calls warm up (and compile)
-                times.append(time.perf_counter() - t0)
-    return 1000 * sorted(times)[len(times) // 2]
+class Variant:
+    """One variant's model, optimizer and compiled step, ready to be timed again and again."""
+
+    def __init__(self, name: str, args, device, data):
+        torch.manual_seed(0)
+        self.name, self.args, self.device, self.data = name, args, device, data
+        self.model = make_model(name, model_config(args), args.n_out).to(device)
+        if args.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.loss_fn = build_loss("bce")
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-3)
+        self.run = torch.compile(self.model) if args.compile else self.model
+        self.flops = count_flops(self.model, self.loss_fn, data, args, device)
+        self.x_predict = torch.rand(1, args.n_in, 7, *args.predict_shape, device=device)
+        self.x_predict[:, :, 2] = 0.1
+
+    def train_step(self) -> None:
+        self.model.train()
+        train_step(self.run, self.opt, self.loss_fn, self.data, self.args, self.device)
+
+    def predict(self) -> None:
+        self.model.eval()
+        with torch.inference_mode(), autocast(self.args, self.device):
+            self.run(self.x_predict)
 
 
-def run_one(args) -> dict:
-    """Benchmark one variant in this process; returns one table row."""
-    torch.set_num_threads(args.threads)
-    device = pick_device(args.device)
-    torch.manual_seed(0)
-    cfg = model_config(args)
-    model = make_model(args.only, cfg, args.n_out).to(device)
-    if args.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    loss_fn = build_loss("bce")
+def time_variants(args, device) -> list[dict]:
+    """Every variant timed in this process, interleaved; the fastest round of each is kept."""
     data = batch(args, device)
-    seconds, peak_mb = time_training(model, loss_fn, data, args, device)
-    flops = count_flops(model, loss_fn, data, args, device)
-    return {
-        "variant": args.only,
-        "params": count_parameters(model),
-        "samples_s": args.batch / seconds,
-        "ms_step": 1000 * seconds,
-        "gflop_step": flops / 1e9,
-        "gflop_s": flops / seconds / 1e9,
-        "peak_mb": peak_mb,
-        "predict_ms": time_predict(model, args, device),
-    }
+    variants = [Variant(v, args, device, data) for v in args.variants]
+    for v in variants:  # warm up (and compile) every variant before any is timed
+        for _ in range(args.warmup):
+            v.train_step()
+        for _ in range(2):
+            v.predict()
+    train_s = dict.fromkeys(args.variants, math.inf)
+    predict_s = dict.fromkeys(args.variants, math.inf)
+    for _ in range(args.repeats):
+        for v in variants:
+            train_s[v.name] = min(train_s[v.name], median_seconds(v.train_step, args.steps, device))
+        for v in variants:
+            predict_s[v.name] = min(
+                predict_s[v.name], median_seconds(v.predict, args.predict_repeats, device)
+            )
+    return [
+        {
+            "variant": v.name,
+            "params": count_parameters(v.model),
+            "samples_s": args.batch / train_s[v.name],
+            "ms_step": 1000 * train_s[v.name],
+            "gflop_step": v.flops / 1e9,
+            "gflop_s": v.flops / train_s[v.name] / 1e9,
+            "predict_ms": 1000 * predict_s[v.name],
+            "peak_mb": cuda_peak_mb(v, args, device) if device.type == "cuda" else math.nan,
+        }
+        for v in variants
+    ]
+
+
+def cuda_peak_mb(v: Variant, args, device) -> float:
+    """Peak CUDA memory of a few training steps of ``v``."""
+    torch.cuda.reset_peak_memory_stats(device)
+    for _ in range(2):
+        v.train_step()
+    return torch.cuda.max_memory_allocated(device) / 2**20
+
+
+def cpu_peak_mb(args) -> float:
+    """Growth of this process's ru_maxrss over the warm-up and one training step of
+    ``args.only`` (run in a fresh subprocess, so that the peak is this variant's own)."""
+    torch.set_num_threads(args.threads)
+    device = torch.device("cpu")
+    data = batch(args, device)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    v = Variant(args.only, args, device, data)
+    for _ in range(args.warmup + 1):
+        v.train_step()
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
 
 
 def pick_device(name: str) -> torch.device:
@@ -231,17 +263,16 @@ def model_config(args) -> ModelConfig:
     )
 
 
-def run_all(args, argv: list[str]) -> list[dict]:
-    """Every variant in its own subprocess (clean peak memory), rows in order."""
-    rows = []
+def cpu_peaks(args, argv: list[str]) -> dict[str, float]:
+    """Peak MB of each variant, each in its own subprocess (clean ru_maxrss)."""
+    peaks = {}
     for variant in args.variants:
-        cmd = [sys.executable, __file__, *argv, "--only", variant]
+        cmd = [sys.executable, __file__, *argv, "--only", variant, "--threads", str(args.threads)]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0:
             sys.exit(f"variant {variant} failed:\n{done.stderr[-3000:]}")
-        rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-        print(f"  done {variant}", file=sys.stderr)
-    return rows
+        peaks[variant] = json.loads(done.stdout.strip().splitlines()[-1])["peak_mb"]
+    return peaks
 
 
 def format_table(rows: list[dict]) -> str:
@@ -279,39 +310,60 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--encoder", type=int, nargs="+", default=list(ModelConfig.encoder_channels))
     p.add_argument("--hidden", type=int, nargs="+", default=list(ModelConfig.hidden_channels))
     p.add_argument("--thresholds", type=int, nargs="+", default=[1])
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0 = usable cores")
     p.add_argument("--channels-last", action="store_true")
-    p.add_argument("--predict-repeats", type=int, default=5)
+    p.add_argument("--predict-repeats", type=int, default=5, help="timed forecasts per round")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved rounds, fastest kept")
+    p.add_argument("--no-memory", action="store_true", help="skip the CPU peak-memory runs")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: checks that it runs")
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--only", help=argparse.SUPPRESS)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.repeats < 3 and not args.quick:
+        p.error("--repeats must be at least 3: the fastest of fewer rounds still carries the load")
+    args.threads = args.threads or cpu_threads(1)
+    args.predict_shape = CONUS
+    if args.quick:
+        args.height, args.width, args.batch, args.steps, args.warmup = 16, 24, 2, 2, 1
+        args.predict_repeats, args.predict_shape, args.no_memory = 2, (16, 24), True
+        args.encoder, args.hidden = [4, 8], [8]
+    return args
 
 
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     if args.only:
-        print(json.dumps(run_one(args)))
+        print(json.dumps({"peak_mb": cpu_peak_mb(args)}))
         return
+    torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     diff = check_reference(model_config(args), args.n_out)
     print(
-        f"torch {torch.__version__}  device {device}  threads {args.threads}  amp {args.amp}  "
-        f"compile {args.compile}  channels_last {args.channels_last}"
+        f"torch {torch.__version__}  device {device}  threads {args.threads} of "
+        f"{usable_cores()} usable cores  amp {args.amp}  compile {args.compile}  "
+        f"channels_last {args.channels_last}"
     )
+    h, w = args.predict_shape
     print(
         f"train batch {args.batch} x {args.n_in} steps x {args.height}x{args.width}, "
         f"{args.n_out} leads, encoder {args.encoder}, hidden {args.hidden}; "
-        f"predict: batch 1 x {args.n_in} steps x {CONUS[0]}x{CONUS[1]}"
+        f"predict: batch 1 x {args.n_in} steps x {h}x{w}; variants interleaved in one process, "
+        f"fastest of {args.repeats} rounds (median of {args.steps} steps each)"
     )
     print(f"reference check: our fused convlstm vs ref-convlstm, max |logit diff| = {diff:.2e}")
     if not diff < 1e-4:  # a ratio to a reference that computes something else means nothing
         raise SystemExit(f"ref-convlstm differs from our convlstm by {diff:.2e}: fix the reference")
     load = os.getloadavg()[0]
-    rows = run_all(args, argv)
-    # Other work on the cores slows small multi-threaded ops many-fold; show it beside the table.
+    rows = time_variants(args, device)
+    after = os.getloadavg()[0]
+    if device.type == "cpu" and not args.no_memory:
+        peaks = cpu_peaks(args, argv)
+        for r in rows:
+            r["peak_mb"] = peaks[r["variant"]]
     print(format_table(rows))
-    print(f"load average before / after: {load:.1f} / {os.getloadavg()[0]:.1f}")
+    # Other work on the cores slows every variant alike here; the load says how much there was.
+    print(f"load average before / after timing: {load:.2f} / {after:.2f}")
 
 
 if __name__ == "__main__":

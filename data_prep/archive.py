@@ -21,9 +21,9 @@ import xarray as xr
 import data_prep
 from data_prep.config import PrepConfig
 from data_prep.errors import UserError, quote
-from data_prep.io import open_maps
-from data_prep.records import Tally
-from data_prep.schema import CF_CONVENTIONS, Grid, get_grid, parse_time_step
+from data_prep.journal import check_no_journal
+from data_prep.records import Tally, first_line
+from data_prep.schema import CF_CONVENTIONS, LAT, LON, TIME, Grid, get_grid, parse_time_step
 
 WHOLE_DAY = ("nldn-tiles",)  # formats of whole-day totals: a day given twice would count twice
 
@@ -186,27 +186,49 @@ def check_archive_path(out: Path) -> None:
 
 
 def open_archive(out: Path, grid: Grid, step: pd.Timedelta) -> xr.Dataset | None:
-    """The existing maps file at ``out`` (loaded), or None; it must share grid and step."""
+    """The attributes and coordinates of the maps file at ``out`` (no count is read), or None.
+
+    It must share grid and step, and its steps must follow each other without a gap (as prep
+    writes them): an append adds rows at the end of the time axis.
+    """
     if not out.exists():
         return None
-    ds = open_maps(out)
-    have = Grid.from_coords(ds["lat"].values, ds["lon"].values)
+    check_no_journal(out)
+    try:
+        with xr.open_dataset(out) as ds:
+            head = xr.Dataset(coords={k: ds[k].values for k in (TIME, LAT, LON)}, attrs=ds.attrs)
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(
+            f"{out}: not a readable maps file ({first_line(e)}); use another --out"
+        ) from None
+    have = Grid.from_coords(head[LAT].values, head[LON].values)
     same_grid = have.shape == grid.shape and np.allclose(
         [have.lat_min, have.lon_min, have.res], [grid.lat_min, grid.lon_min, grid.res]
     )
     if not same_grid:
         raise UserError(
-            f"{out}: existing maps are on grid {ds.attrs.get('grid', have.spec())}, "
+            f"{out}: existing maps are on grid {head.attrs.get('grid', have.spec())}, "
             f"not {grid.spec()}; use another --out"
         )
-    seconds = ds.attrs.get("time_step_seconds", -1)
+    seconds = head.attrs.get("time_step_seconds", -1)
     if type(seconds) is not int and not isinstance(seconds, np.integer):
         raise UserError(
             f"{out}: attribute time_step_seconds {quote(seconds)} is not a whole number; {_DAMAGED}"
         )
     if int(seconds) != int(step.total_seconds()):
         raise UserError(
-            f"{out}: existing maps have time step {ds.attrs.get('time_step')}; "
+            f"{out}: existing maps have time step {head.attrs.get('time_step')}; "
             "use the same --time-step or another --out"
         )
-    return ds
+    _check_steps(head[TIME].values, out, int(step.value))
+    return head
+
+
+def _check_steps(times: np.ndarray, out: Path, step_ns: int) -> None:
+    """Refuse time labels that are not one step apart each (unsorted, repeated or a gap)."""
+    t = times.astype("datetime64[ns]").view(np.int64)
+    if t.size > 1 and not (np.diff(t) == step_ns).all():
+        raise UserError(
+            f"{out}: its time labels are not one time step apart each; prep writes every step "
+            f"from the first to the last: {_DAMAGED}"
+        )

@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+import pandas as pd
 import yaml
 
 from data_prep import __version__
@@ -33,7 +34,7 @@ from data_prep.prep import prep
 from data_prep.progress import quiet
 from data_prep.readers import ALIASES, READERS
 from data_prep.synthetic import generate_world
-from data_prep.synthetic.world import WORLD_FILES
+from data_prep.synthetic.world import SUB_DAILY_DEFAULTS, WORLD_FILES, map_step
 
 _OVERRIDE = re.compile(r"^[A-Za-z_]\w*\.[A-Za-z_][\w.]*=")
 
@@ -113,12 +114,13 @@ def check_sections(args, reads: tuple[str, ...]) -> None:
             )
 
 
-def _section(args, cls, name: str, **cli_values):
-    """One config section: defaults <- YAML section <- overrides <- explicit CLI flags."""
-    data = {}
+def _section(args, cls, name: str, base: dict | None = None, **cli_values):
+    """One config section: defaults <- ``base`` <- YAML section <- overrides <- explicit CLI
+    flags."""
+    data = dict(base or {})
     if args.config:
         full = load_config_dict(args.config)
-        data = full.get(name, {}) or {}
+        data.update(full.get(name, {}) or {})
     overrides = [o.split(".", 1)[1] for o in args.overrides if o.startswith(name + ".")]
     stray = [o for o in args.overrides if "." not in o.split("=", 1)[0]]
     if stray:
@@ -172,6 +174,12 @@ def _add_synth(sub) -> None:
         type=int,
         help=f"random seed; the same seed gives the same world (default {SynthConfig.seed})",
     )
+    p.add_argument(
+        "--time-step",
+        dest="time_step",
+        help="map step of the oracle: 1D (default), or 1h for the hourly world (land-sea "
+        "diurnal cycle, storms living hours, oracle leads 1-6 h)",
+    )
     p.add_argument("--out", required=True, help="output directory")
     add_config_args(p)
     p.set_defaults(run=run_synth)
@@ -179,9 +187,12 @@ def _add_synth(sub) -> None:
 
 def run_synth(args) -> int:
     check_sections(args, ("synth",))
-    cfg = _section(
-        args, SynthConfig, "synth", grid=args.grid, start=args.start, days=args.days, seed=args.seed
+    flags = dict(
+        grid=args.grid, start=args.start, days=args.days, seed=args.seed, time_step=args.time_step
     )
+    cfg = _section(args, SynthConfig, "synth", **flags)
+    if map_step(cfg) < pd.Timedelta("1D"):  # the hourly world's defaults, under YAML and overrides
+        cfg = _section(args, SynthConfig, "synth", base=SUB_DAILY_DEFAULTS, **flags)
     out = check_output_path(args.out, config_input(args), folder=True)
     check_outputs([out / name for name in WORLD_FILES], config_input(args))
     paths = generate_world(cfg, out, progress=True)

@@ -50,6 +50,10 @@ class SynthConfig:
     n_in: int = 7  # the oracle is written for inits with at least this many past steps
     n_out: int = 3  # oracle lead times 1..n_out
     step_hours: int = 6  # internal time step (divides 24); strike times are uniform within it
+    # map step of the oracle and the world's statistics: "1D", or whole hours dividing 24 ("1h":
+    # the hourly world, with the land-sea diurnal cycle; `strikecast synth --time-step 1h` also
+    # sets the hourly defaults of data_prep.synthetic.world.SUB_DAILY_DEFAULTS)
+    time_step: str = "1D"
     cg_fraction: float = 0.3  # share of cloud-to-ground strokes; the rest are intra-cloud
     strike_scale: float = 1.0  # multiplies the strikes each storm cluster produces
     system_rate: float = (

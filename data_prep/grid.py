@@ -13,90 +13,23 @@ origin + (k+1)*step)``), so results of separate files add up exactly, in any ord
 from __future__ import annotations
 
 import functools
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from data_prep import spill as spill_mod
 from data_prep.clock import StepClock, span_fraction
-from data_prep.errors import UserError
+from data_prep.cores import usable_cores
+from data_prep.counting import cell_index, count_cells, count_sparse
 from data_prep.records import Records, Tally
-from data_prep.schema import EDGE_SNAP, Grid
+from data_prep.schema import Grid
+from data_prep.spill import Spill
 
 SLICE = 1 << 17  # points per kernel slice: ~1 MB per float64 array, fits in cache
-THREADS = min(4, os.cpu_count() or 1)  # threads counting slices of one chunk
+THREADS = min(4, usable_cores())  # threads counting slices of one chunk
 
 
-def cell_index(lat: np.ndarray, lon: np.ndarray, grid: Grid) -> np.ndarray:
-    """Flat cell index ``i*W + j`` (int32) of each point; ``H*W`` for points outside the domain.
-
-    ``lat``, ``lon`` (N,) float64 without NaN. South/west cell edges are inclusive, the domain's
-    north/east edges exclusive (see :mod:`data_prep.schema`).
-    """
-    h, w = grid.shape
-    fi = np.subtract(lat, grid.lat_min)
-    fi /= grid.res
-    fi += EDGE_SNAP  # decimal cell edges (see data_prep.schema)
-    np.floor(fi, out=fi)
-    fj = np.subtract(lon, grid.lon_min)
-    fj /= grid.res
-    fj += EDGE_SNAP
-    np.floor(fj, out=fj)
-    i = fi.astype(np.int32)  # NaN/inf become INT_MIN: outside; coordinates were range-checked
-    j = fj.astype(np.int32)
-    inside = (i.view(np.uint32) < h) & (j.view(np.uint32) < w)  # negatives wrap to huge
-    i *= w
-    i += j
-    np.logical_not(inside, out=inside)
-    np.copyto(i, np.int32(h * w), where=inside)
-    return i
-
-
-def count_cells(
-    time: np.ndarray, cells: np.ndarray, weights: np.ndarray | None, clock: StepClock, n_cells: int
-) -> tuple[np.ndarray, np.ndarray] | None:
-    """Counts per (step, cell) of one slice, as ``(steps (S,), counts (S, n_cells + 1) int64)``.
-
-    ``counts[s]`` holds step ``steps[s]``; the last column collects the points outside the
-    domain (``cells == n_cells``). Sorted slices are cut at step edges with ``searchsorted``;
-    others take one ``bincount`` over a flat (step, cell) index. Returns None when the slice
-    spans too many steps for a dense table (use :func:`count_sparse`).
-    """
-    k0, k1 = (int(v) for v in clock.index(time[[0, -1]]))
-    is_sorted = bool(np.all(time[1:] >= time[:-1]))
-    if not is_sorted:
-        k = clock.index(time)
-        k0, k1 = int(k.min()), int(k.max())
-    if (k1 - k0 + 1) * (n_cells + 1) > max(8 * time.size, 1 << 20):
-        return None
-    if is_sorted:
-        cut = np.searchsorted(time, clock.start(np.arange(k0 + 1, k1 + 1)))
-        bounds = np.r_[0, cut, time.size]
-        used = np.flatnonzero(bounds[1:] > bounds[:-1])
-        out = np.empty((used.size, n_cells + 1), dtype=np.int64)
-        for r, s in enumerate(used):
-            a, b = bounds[s], bounds[s + 1]
-            w = None if weights is None else weights[a:b]
-            out[r] = np.bincount(cells[a:b], weights=w, minlength=n_cells + 1)
-        return k0 + used, out
-    flat = (k - k0) * (n_cells + 1) + cells
-    span = k1 - k0 + 1
-    counts = np.bincount(flat, weights=weights, minlength=span * (n_cells + 1))
-    return np.arange(k0, k1 + 1), counts.astype(np.int64, copy=False).reshape(span, n_cells + 1)
-
-
-def count_sparse(
-    time: np.ndarray, cells: np.ndarray, weights: np.ndarray | None, clock: StepClock, n_cells: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Counts of the distinct (step, cell) pairs of one slice: ``(steps, cells, counts)`` (M,)."""
-    flat = clock.index(time) * (n_cells + 1) + cells
-    uniq, inv = np.unique(flat, return_inverse=True)
-    counts = np.bincount(inv, weights=weights, minlength=uniq.size).astype(np.int64)
-    return uniq // (n_cells + 1), uniq % (n_cells + 1), counts
-
-
-MAX_OUTPUT_BYTES = 16 << 30  # refuse to build maps larger than this (9 bytes per cell and step)
 KERNELS = ("auto", "numba", "numpy")  # auto: numba when it is installed
 OBSERVE = ("span", "days")  # how a reader's records mark the steps it observed (Accumulator)
 
@@ -129,8 +62,9 @@ class Accumulator:
     (NLDN tiles) each step holding a record. With ``observe = "span"`` (point feeds) each input
     adds to ``feeds`` the steps from its first to its last record; :meth:`observed_ranges`
     extends only the earliest feed back to the clock's lower bound and the latest forward to its
-    upper bound, so days between two feeds' files stay unobserved. ``spans`` lists ``(t0, t1)`` ns intervals observed over the whole domain
-    (GLM granules), which count where they fill enough of a step.
+    upper bound, so days between two feeds' files stay unobserved. ``spans`` lists ``(t0, t1)`` ns
+    intervals observed over the whole domain (GLM granules), which count where they fill enough
+    of a step. With a ``spill``, rows beyond ``spill.SPILL_BYTES`` move to disk (:meth:`flush`).
     """
 
     grid: Grid
@@ -142,6 +76,7 @@ class Accumulator:
     feeds: list[tuple[int, int]] = field(default_factory=list)  # first, last step of each feed
     spans: list[tuple[int, int]] = field(default_factory=list)
     kernel: str = "auto"  # one of KERNELS
+    spill: Spill | None = None  # where rows go beyond spill.SPILL_BYTES (None: all in memory)
 
     def __post_init__(self) -> None:
         self._span: tuple[int, int] | None = None  # first and last step of a span input so far
@@ -169,8 +104,24 @@ class Accumulator:
         their integer counts are added in slice order, so the result does not depend on it.
         """
         self._observe(rec)
-        if self.kernel != "numpy" and numba_kernel() is not None and self._add_fused(rec, tally):
-            return
+        if self.kernel == "numpy" or numba_kernel() is None or not self._add_fused(rec, tally):
+            self._add_numpy(rec, tally)
+        self._bound()
+
+    def _bound(self) -> None:
+        """Flush when the rows in memory pass ``spill.SPILL_BYTES`` (and there is a spill)."""
+        rows = len(self.counts) + len(self.covered) / 8
+        if self.spill is not None and rows * self.n_cells * 8 > spill_mod.SPILL_BYTES:
+            self.flush()
+
+    def flush(self) -> Accumulator:
+        """Move the rows held in memory to the spill (when there is one) and return self."""
+        if self.spill is not None:
+            self.spill.write(self.counts, self.covered)
+            self.counts, self.covered = {}, {}
+        return self
+
+    def _add_numpy(self, rec: Records, tally: Tally) -> None:
         rec = self._wrap_lon(self._in_time_range(rec, tally))
         starts = range(0, len(rec), SLICE)
         if len(starts) > 1 and THREADS > 1:
@@ -340,9 +291,13 @@ class Accumulator:
         k, cells = k[keep], cells[keep]
         for step in np.unique(k).tolist():
             self._row(self.covered, step, bool)[cells[k == step]] = True
+        self._bound()
 
     def merge(self, other: Accumulator) -> Accumulator:
         """Add ``other`` (same grid and clock) into this accumulator and return it."""
+        if other.spill is not None and other.spill.parts:
+            self.spill = self.spill or Spill(other.spill.folder)
+            self.spill.parts.extend(other.spill.parts)
         for k, row in other.counts.items():
             self._row(self.counts, k, np.int64)[:] += row
         for k, row in other.covered.items():
@@ -350,11 +305,19 @@ class Accumulator:
         self.observed.extend(other.observed)
         self.feeds.extend(other.feeds)
         self.spans.extend(other.spans)
+        self._bound()
         return self
+
+    def strike_steps(self) -> np.ndarray:
+        """Sorted steps (int64) where some cell holds strikes, in memory or spilled."""
+        ks = [k for k, row in self.counts.items() if row.any()]
+        spilled = self.spill.strike_steps() if self.spill else np.zeros(0, np.int64)
+        return np.union1d(np.array(ks, dtype=np.int64), spilled)
 
     def step_range(self) -> tuple[int, int] | None:
         """First and last step holding strikes or observations (clock bounds win), or None."""
         ks = list(self.counts) + list(self.covered)
+        ks += [k for p in (self.spill.parts if self.spill else []) for k in (p.k_min, p.k_max)]
         ks += [k for ab in self.observed_ranges() for k in ab]
         for t0, t1 in self.spans:
             ks += [int(self.clock.index(np.int64(t0))), int(self.clock.index(np.int64(t1 - 1)))]
@@ -365,13 +328,9 @@ class Accumulator:
         return (min(ks) if lo is None else lo), (max(ks) if hi is None else hi)
 
     def maps(self, k0: int, k1: int, min_span_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-        """``(counts (S, H, W) int64, coverage (S, H, W) int8)`` for steps ``k0 .. k1``."""
+        """``(counts (S, H, W) int64, coverage (S, H, W) int8)`` for steps ``k0 .. k1`` (a block
+        of the archive, or all of it)."""
         n = k1 - k0 + 1
-        if n * self.n_cells * 9 > MAX_OUTPUT_BYTES:
-            raise UserError(
-                f"{n} steps of {self.grid.nlat} x {self.grid.nlon} cells is too large for one maps "
-                "file; choose a longer --time-step, a coarser --grid or a --start/--end range"
-            )
         counts = np.zeros((n, self.n_cells), dtype=np.int64)
         cov = np.zeros((n, self.n_cells), dtype=np.int8)
         for k, row in self.counts.items():
@@ -380,8 +339,11 @@ class Accumulator:
         for k, row in self.covered.items():
             if k0 <= k <= k1:
                 cov[k - k0] = row
+        if self.spill is not None:
+            self.spill.add_into(counts, cov, k0)
         for a, b in self.observed_ranges():
-            cov[max(a, k0) - k0 : min(b, k1) - k0 + 1] = 1
+            if a <= k1 and b >= k0:  # a range ending before k0 would wrap the slice around
+                cov[max(a, k0) - k0 : min(b, k1) - k0 + 1] = 1
         if self.spans:
             frac = span_fraction(self.spans, self.clock, k0, k1)
             cov[frac >= min_span_fraction - 1e-9] = 1

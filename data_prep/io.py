@@ -10,6 +10,7 @@ import xarray as xr
 
 from data_prep.atomic import atomic_output
 from data_prep.errors import UserError
+from data_prep.journal import check_no_journal
 from data_prep.schema import (
     COUNT,
     COVERAGE,
@@ -38,18 +39,45 @@ def write_netcdf_atomic(ds: xr.Dataset, path: Path, encoding: dict | None = None
     return Path(path)
 
 
-def open_maps(path: Path) -> xr.Dataset:
+def file_identity(path: str | Path) -> str:
+    """``size:mtime_ns:inode`` of the file (e.g. maps whose window index is saved) at ``path``; "" when there is none."""
+    try:
+        st = Path(path).stat()
+    except OSError:
+        return ""
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+
+
+def open_maps(path: Path, *, lazy: bool = False) -> xr.Dataset:
     """Open a maps file and check its layout; load it into memory when small.
 
     Returns a Dataset with ``strike_count(time, lat, lon)`` and ``coverage(time, lat, lon)``;
-    a file without ``coverage`` is taken as observed everywhere. Raises :class:`UserError`
-    naming the file and what is missing.
+    a file without ``coverage`` is taken as observed everywhere. ``lazy`` keeps even a small
+    file on disk (read step by step, as a file over ``EAGER_BYTES`` is). Raises
+    :class:`UserError` naming the file and what is missing.
     """
+    ds = open_maps_layout(path)
+    if not lazy and ds.nbytes < EAGER_BYTES:
+        ds = ds.load()
+        ds.close()
+    try:
+        check_maps(ds, path)
+    except UserError:
+        ds.close()
+        raise
+    return ds
+
+
+def open_maps_layout(path: Path) -> xr.Dataset:
+    """The maps file at ``path`` opened lazily in the (time, lat, lon) layout, its dimensions
+    checked but not its values (:func:`open_maps` checks those once; a loader process that opens
+    its own handle on the same file uses this)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(
             f"{path}: maps file not found; make it with 'strikecast prep ... --out {path}'"
         )
+    check_no_journal(path)
     try:
         ds = xr.open_dataset(path)
     except (OSError, ValueError) as e:
@@ -68,14 +96,6 @@ def open_maps(path: Path) -> xr.Dataset:
     ds = ds.transpose(TIME, LAT, LON, ...)
     if COVERAGE not in ds:
         ds[COVERAGE] = xr.ones_like(ds[COUNT], dtype=np.int8).assign_attrs(COVERAGE_ATTRS)
-    if ds.nbytes < EAGER_BYTES:
-        ds = ds.load()
-        ds.close()
-    try:
-        check_maps(ds, path)
-    except UserError:
-        ds.close()
-        raise
     return ds
 
 

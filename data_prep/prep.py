@@ -3,11 +3,13 @@
 ``prep`` expands the inputs, skips those already in the archive at ``out`` (matched by file
 name, size and modification time; a known name whose file changed is refused), grids each new
 input on its own (serially, or in parallel with dask: the per-input counts are integers and add
-up identically in any order), merges them with the archive, and writes the result atomically
-with the accounting in its attributes. One ``prep`` at a time writes an archive: a second one
-into the same ``out`` waits for the lock file ``.<name>.lock`` beside it (up to
-``prep.lock_wait`` seconds), then appends to what the first wrote. What the archive holds, and the checks that keep an
-append honest, are in :mod:`data_prep.archive`.
+up identically in any order; rows of counts wait on disk, :mod:`data_prep.spill`), and writes
+the maps block by block with the accounting in its attributes (:mod:`data_prep.maps_file`: a new
+archive atomically, an append in place under an undo journal). Memory is bounded by a block of
+steps, not the archive's length. One ``prep`` at a time writes an archive: a second one into the
+same ``out`` waits for the lock file ``.<name>.lock`` beside it (up to ``prep.lock_wait``
+seconds), then appends to what the first wrote. What the archive holds, and the checks that keep
+an append honest, are in :mod:`data_prep.archive`.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,28 +40,23 @@ from data_prep.config import PrepConfig, SequenceConfig
 from data_prep.errors import UserError, quote
 from data_prep.feeds import check_feed_options, file_day, split_time_unit
 from data_prep.grid import OBSERVE, Accumulator
-from data_prep.io import write_netcdf_atomic
+from data_prep.journal import roll_back
+from data_prep.maps_file import append_in_place, write_new
 from data_prep.progress import bar
 from data_prep.readers import SlowPath, get_reader
 from data_prep.records import Cells, ReadOptions, Records, Span, Tally, first_line
 from data_prep.schema import (
-    COORD_ATTRS,
-    COUNT,
-    COUNT_ATTRS,
-    COVERAGE,
-    COVERAGE_ATTRS,
     TIME,
-    TIME_BOUNDS,
     Grid,
     get_grid,
-    grid_coords,
     parse_time_step,
-    time_bounds,
 )
 from data_prep.sequences import check_config, index_path, load_or_build_index
+from data_prep.spill import Spill
 from data_prep.tables import parse_columns
 
 SCHEDULER_TIMEOUT = "10s"  # connecting to a --scheduler address
+LOCAL_SCHEDULERS = ("threads", "sync", "synchronous", "processes")  # dask's, on this machine
 
 
 @dataclass
@@ -131,7 +130,11 @@ def prep(
 
 
 def _append(files, formats, out, cfg, seq, grid, step, scheduler, columns) -> PrepSummary:
-    """:func:`prep` once the archive is locked: read it, grid the new inputs, write it back."""
+    """:func:`prep` once the archive is locked: read its attributes and time axis (an append
+    interrupted earlier is rolled back first), grid the new inputs, write their steps."""
+    roll_back(out)
+    for stale in out.parent.glob(f".{out.name}.rows-*"):  # of a killed prep: we hold the lock
+        shutil.rmtree(stale, ignore_errors=True)
     old = open_archive(out, grid, step)
     entries, old_tally = read_provenance(old, out)
     fresh = new_inputs(files, entries, out)
@@ -140,23 +143,37 @@ def _append(files, formats, out, cfg, seq, grid, step, scheduler, columns) -> Pr
     if old is not None and not fresh:
         summary.times = old[TIME].values
         summary.tally = old_tally
-        _window_index(out, old, seq, summary)
+        _window_index(out, seq, summary)
         return summary
     clock = make_clock(cfg, step, old)
     opts = read_options(cfg, columns)
     plan = [(f, formats[f]) for f in fresh]
-    acc, tally, steps = grid_all(plan, grid, clock, opts, workers=cfg.workers, scheduler=scheduler)
-    check_whole_days(plan, steps, entries, out, int(step.value))
-    ds = build_maps(acc, grid, clock, cfg, old)
-    ds.attrs.update(provenance(plan, steps, entries, cfg))
-    ds.attrs.update(old_tally.merge(tally).to_attrs())
-    write_netcdf_atomic(ds, out, encoding=maps_encoding(ds))
-    summary.tally, summary.inputs, summary.times = tally, [str(f) for f, _ in plan], ds[TIME].values
+    # rows past spill.SPILL_BYTES wait on disk beside the output, not in memory
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.rows-") as scratch:
+        acc, tally, steps = grid_all(
+            plan, grid, clock, opts, workers=cfg.workers, scheduler=scheduler, scratch=scratch
+        )
+        check_whole_days(plan, steps, entries, out, int(step.value))
+        attrs = {**provenance(plan, steps, entries, cfg), **old_tally.merge(tally).to_attrs()}
+        summary.times = _write(acc, cfg, attrs, out, old is not None)
+    summary.tally, summary.inputs = tally, [str(f) for f, _ in plan]
     summary.formats = {
         n: sum(1 for _, m in plan if m == n) for n in dict.fromkeys(m for _, m in plan)
     }
-    _window_index(out, ds, seq, summary)
+    _window_index(out, seq, summary)
     return summary
+
+
+def _write(acc: Accumulator, cfg: PrepConfig, attrs: dict, out: Path, append: bool) -> np.ndarray:
+    """Write the maps: a new file; an append in place; or, for an append reaching before the
+    archive's first step (step 0 of the clock), a new file holding both. Returns the times."""
+    frac = cfg.min_granule_fraction
+    rng = acc.step_range()
+    if not append:
+        return write_new(acc, frac, attrs, out)
+    if rng is not None and rng[0] < 0:
+        return write_new(acc, frac, attrs, out, old=out)
+    return append_in_place(acc, frac, attrs, out)
 
 
 def read_options(cfg: PrepConfig, columns: str | None) -> ReadOptions:
@@ -221,12 +238,18 @@ def _utc_ns(text: str, key: str) -> int:
 
 
 def grid_file(
-    path: Path, fmt: str, grid: Grid, clock: StepClock, opts: ReadOptions
+    path: Path,
+    fmt: str,
+    grid: Grid,
+    clock: StepClock,
+    opts: ReadOptions,
+    scratch: str | None = None,
 ) -> tuple[Accumulator, Tally]:
     """Read and grid one input; a CSV the fast path cannot convert is read again as text.
 
     A points file observes its first-to-last record span, or with ``opts.file_days`` the day its
-    name gives (when it holds records, or always with ``opts.empty_file == "zero"``).
+    name gives (when it holds records, or always with ``opts.empty_file == "zero"``). With a
+    ``scratch`` folder, the rows of counts go there (:mod:`data_prep.spill`), not into memory.
     """
     _, reader = get_reader(fmt, path)
     day = None
@@ -234,7 +257,8 @@ def grid_file(
         day = file_day(path, opts.file_days, opts.timezone)
     for robust in (False, True):
         observe = reader.coverage if reader.coverage in OBSERVE and day is None else ""
-        acc, tally = Accumulator(grid, clock, observe=observe), Tally(files_read=1)
+        spill = Spill(Path(scratch)) if scratch else None
+        acc, tally = Accumulator(grid, clock, observe=observe, spill=spill), Tally(files_read=1)
         run_opts = dataclasses.replace(opts, robust=robust)
         try:
             items = reader.read(path, run_opts, tally) if path.stat().st_size else ()
@@ -245,7 +269,7 @@ def grid_file(
                     acc.spans.append((item.t0, item.t1))
                 elif isinstance(item, Cells):
                     acc.cover_cells(item.time, item.lat, item.lon)
-            acc = acc.finish()
+            acc = acc.finish().flush()
             tally.files_empty = int(not tally.read_records and reader.coverage in OBSERVE)
             if day is not None and (tally.read_records or opts.empty_file == "zero"):
                 acc.spans.append(day)
@@ -282,33 +306,42 @@ def check_some_gridded(path: Path, tally: Tally) -> None:
     )
 
 
-def grid_all(plan, grid, clock, opts, *, workers: int = 1, scheduler: str | None = None):
+def grid_all(
+    plan, grid, clock, opts, *, workers: int = 1, scheduler: str | None = None, scratch=None
+):
     """Grid every (path, format) of ``plan``; serially, or with dask when asked.
 
     ``scheduler``: None (a local dask cluster of ``workers`` processes when ``workers > 1``),
     ``"threads"`` or ``"sync"`` (dask's in-process schedulers), or a scheduler address.
+    ``scratch``: a folder for the rows of counts (see :func:`grid_file`); not used by the
+    workers of a scheduler at an address, which may not share this machine's disk.
     Returns the merged accumulator and tally, and for each input the start times
     (datetime64[ns], sorted) of the steps where it gridded strikes.
     """
     if scheduler is None and workers <= 1:
         files = bar(plan, desc="prep: gridding", unit="file")
-        results = [grid_file(p, f, grid, clock, opts) for p, f in files]
+        results = (grid_file(p, f, grid, clock, opts, scratch) for p, f in files)
     else:
-        results = _grid_dask(plan, grid, clock, opts, workers, scheduler)
-    acc, tally, steps = Accumulator(grid, clock), Tally(), []
+        local = scheduler is None or scheduler in LOCAL_SCHEDULERS
+        results = _grid_dask(plan, grid, clock, opts, workers, scheduler, local and scratch)
+    acc, tally, steps = (
+        Accumulator(grid, clock, spill=Spill(Path(scratch)) if scratch else None),
+        Tally(),
+        [],
+    )
     for a, t in results:
-        ks = np.array(sorted(k for k, row in a.counts.items() if row.any()), dtype=np.int64)
-        steps.append(clock.start(ks).astype("datetime64[ns]"))
+        steps.append(clock.start(a.strike_steps()).astype("datetime64[ns]"))
         acc.merge(a)
         tally.merge(t)
     return acc, tally, steps
 
 
-def _grid_dask(plan, grid, clock, opts, workers, scheduler):
+def _grid_dask(plan, grid, clock, opts, workers, scheduler, scratch):
     import dask  # heavy: loaded only when prep --workers or --scheduler asks for it
 
-    tasks = [dask.delayed(grid_file, pure=False)(p, f, grid, clock, opts) for p, f in plan]
-    if scheduler in ("threads", "sync", "synchronous", "processes"):
+    task = dask.delayed(grid_file, pure=False)
+    tasks = [task(p, f, grid, clock, opts, scratch or None) for p, f in plan]
+    if scheduler in LOCAL_SCHEDULERS:
         return list(dask.compute(*tasks, scheduler=scheduler))
     from distributed import Client, LocalCluster  # heavy: only for a dask cluster
 
@@ -329,68 +362,12 @@ def _grid_dask(plan, grid, clock, opts, workers, scheduler):
             return list(client.gather(client.compute(tasks)))
 
 
-# --------------------------------------------------------------------------------------------
-# the archive: maps, attributes, fingerprints of inputs
-
-
-def build_maps(
-    acc: Accumulator, grid: Grid, clock: StepClock, cfg: PrepConfig, old: xr.Dataset | None
-) -> xr.Dataset:
-    """The maps Dataset over all steps of the archive and the new inputs (counts summed)."""
-    rng = acc.step_range()
-    if old is not None:
-        k_old = clock.index(old[TIME].values.astype("datetime64[ns]").view(np.int64))
-        ks = [int(k_old[0]), int(k_old[-1])] + (list(rng) if rng else [])
-        rng = (min(ks), max(ks))
-    if rng is None:
-        raise UserError(
-            "no strike records inside the grid and time range, and no observed steps: nothing to "
-            f"write; check --grid ({grid.spec()}), --start/--end and the inputs"
-        )
-    k0, k1 = rng
-    counts, cov = acc.maps(k0, k1, cfg.min_granule_fraction)
-    if old is not None:
-        rows = k_old - k0
-        counts[rows] += old[COUNT].values
-        cov[rows] = np.maximum(cov[rows], old[COVERAGE].values.astype(np.int8))
-    if counts.size and counts.max() > np.iinfo(np.int32).max:
-        raise UserError(
-            f"a cell holds more than {np.iinfo(np.int32).max} strikes in one step; "
-            "use a shorter --time-step"
-        )
-    edges = clock.start(np.arange(k0, k1 + 2)).astype("datetime64[ns]")  # (T+1,) step edges
-    time_attrs = {**COORD_ATTRS[TIME], "bounds": TIME_BOUNDS}
-    coords = {TIME: ((TIME,), edges[:-1], time_attrs), **grid_coords(grid)}
-    dims = (TIME, "lat", "lon")
-    return xr.Dataset(
-        {
-            COUNT: (dims, counts.astype(np.int32), COUNT_ATTRS),
-            COVERAGE: (dims, cov.astype(np.int8), COVERAGE_ATTRS),
-            TIME_BOUNDS: time_bounds(edges),
-        },
-        coords=coords,
-    )
-
-
-def maps_encoding(ds: xr.Dataset) -> dict:
-    """zlib compression, chunks of whole maps a few steps long (times: the CF default of
-    :func:`data_prep.schema.cf_encoding`)."""
-    t, h, w = ds[COUNT].shape
-    chunks = (max(1, min(t, 16)), h, w)
-    var = {"zlib": True, "complevel": 4, "chunksizes": chunks, "_FillValue": None}
-    return {
-        COUNT: {**var, "dtype": "int32"},
-        COVERAGE: {**var, "dtype": "int8"},
-        "lat": {"_FillValue": None},
-        "lon": {"_FillValue": None},
-    }
-
-
-def _window_index(out: Path, ds: xr.Dataset, seq: SequenceConfig, summary: PrepSummary) -> None:
+def _window_index(out: Path, seq: SequenceConfig, summary: PrepSummary) -> None:
     """Build and save the window index beside the maps; too short a record is reported, not
     fatal: the maps are written and useful on their own (e.g. a few GLM granules)."""
     try:
-        load_or_build_index(out, ds, seq)
+        with xr.open_dataset(out) as ds:  # just written: no need to check its values again
+            load_or_build_index(out, ds, seq)
     except UserError as e:
         summary.windows_note = f"window index not built: {e}"
         return

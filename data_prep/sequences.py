@@ -37,7 +37,7 @@ import xarray as xr
 
 from data_prep.config import SequenceConfig, to_dict
 from data_prep.errors import UserError
-from data_prep.io import write_netcdf_atomic
+from data_prep.io import file_identity, write_netcdf_atomic
 from data_prep.schema import COVERAGE, TIME, parse_time_step
 from data_prep.splits import (
     SPLITS,
@@ -200,6 +200,7 @@ class WindowIndex:
     n_steps: int = 0
     config: dict = field(default_factory=dict)  # the SequenceConfig as a plain dict
     fingerprint: str = ""
+    maps_identity: str = ""  # size:mtime_ns:inode of the maps file the fingerprint was taken of
 
     def inits(self, split: str) -> np.ndarray:
         """Init step (last input step) of every window of ``split``, int64 (N,)."""
@@ -242,6 +243,7 @@ class WindowIndex:
             n_steps=int(self.n_steps),
             config=json.dumps(self.config, sort_keys=True),
             fingerprint=self.fingerprint,
+            maps_identity=self.maps_identity,
             init_step="start + n_in - 1",
         )
         return write_netcdf_atomic(ds, Path(path))
@@ -273,6 +275,7 @@ class WindowIndex:
             int(a["n_steps"]),
             json.loads(a["config"]),
             str(a["fingerprint"]),
+            str(a.get("maps_identity", "")),
         )
 
     @staticmethod
@@ -337,29 +340,41 @@ def _config_dict(cfg: SequenceConfig) -> dict:
 def load_or_build_index(maps_path: str | Path, ds: xr.Dataset, cfg: SequenceConfig) -> WindowIndex:
     """The saved index beside ``maps_path`` when it matches ``ds`` and ``cfg``; else build and save.
 
-    A stale index (other config, or maps whose time axis or coverage changed) is rebuilt. When
+    A stale index (other config, or maps whose time axis or coverage changed) is rebuilt. The
+    fingerprint reads the coverage of every step, so it is taken again only when the maps file's
+    identity (size, modification time, inode) differs from the one saved with the index. When
     the folder is read-only the new index is returned without being saved.
     """
-    path = index_path(maps_path)
-    if path.is_file():
-        try:
-            old = WindowIndex.load(path)
-        except UserError:
-            old = None
-        if (
-            old is not None
-            and old.config == _config_dict(cfg)
-            and old.fingerprint == fingerprint(ds)
-        ):
+    path, identity = index_path(maps_path), file_identity(maps_path)  # before reading ds
+    old = _load_quietly(path)
+    if old is not None and old.config == _config_dict(cfg):
+        if identity and old.maps_identity == identity:
+            return old
+        if old.fingerprint == fingerprint(ds):  # e.g. touched: the same maps
+            old.maps_identity = identity
+            _save(old, path)
             return old
     index = build_index(ds, cfg)
+    index.maps_identity = identity
+    _save(index, path)
+    return index
+
+
+def _load_quietly(path: Path) -> WindowIndex | None:
+    """The saved index at ``path``; None when there is none or it cannot be read (rebuilt)."""
+    try:
+        return WindowIndex.load(path) if path.is_file() else None
+    except UserError:
+        return None
+
+
+def _save(index: WindowIndex, path: Path) -> None:
     try:
         index.save(path)
     except OSError as e:
         warnings.warn(
-            f"{path}: window index not saved ({e}); it is rebuilt on every run", stacklevel=2
+            f"{path}: window index not saved ({e}); it is rebuilt on every run", stacklevel=3
         )
-    return index
 
 
 __all__ = [

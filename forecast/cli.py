@@ -22,6 +22,7 @@ from forecast.figures import plot_files
 from forecast.predict import predict_to_file
 from forecast.quickstart import SYNTHETIC_GUIDANCE, quickstart
 from forecast.training import recalibrate, train
+from forecast.training.distributed import resolve_device, torch_threads
 
 
 def _experiment(args):
@@ -50,6 +51,12 @@ def _add_guidance(p, what: str) -> None:
         help=f"guidance netCDF (NWP or reanalysis fields on the maps' grid, written by "
         f"`strikecast guidance` or `synth`) {what}; sets data.guidance",
     )
+
+
+def _add_device(p) -> None:
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    why = "CPU torch threads (0: the usable cores; 1 is often fastest on a shared machine)"
+    p.add_argument("--threads", type=int, default=0, help=why)
 
 
 def _maps_inputs(maps: str | None) -> list[tuple[str, str | Path | None]]:
@@ -164,7 +171,7 @@ def _add_predict(sub) -> None:
         "2024-02-01T06/2024-02-03T18 or 2024-02-01/P3D (default: the latest possible)",
     )
     p.add_argument("--out", required=True, help="output forecast netCDF")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    _add_device(p)
     _add_guidance(p, "a checkpoint trained with guidance needs (refused by one trained without)")
     p.set_defaults(run=run_predict)
 
@@ -173,14 +180,15 @@ def run_predict(args) -> int:
     inputs = [("--checkpoint", args.checkpoint), *_maps_inputs(args.maps)]
     check_output_path(args.out, [*inputs, ("--guidance", args.guidance)])
 
-    path = predict_to_file(
-        Path(args.checkpoint),
-        Path(args.maps),
-        args.init,
-        Path(args.out),
-        device=args.device,
-        guidance=args.guidance or "",
-    )
+    with torch_threads(resolve_device(args.device), args.threads):
+        path = predict_to_file(
+            Path(args.checkpoint),
+            Path(args.maps),
+            args.init,
+            Path(args.out),
+            device=args.device,
+            guidance=args.guidance or "",
+        )
     print(f"forecast: {path}")
     return 0
 
@@ -210,7 +218,7 @@ def _add_evaluate(sub) -> None:
         "--out", required=True, help="output scores netCDF (a .md scorecard is written beside it)"
     )
     p.add_argument("--no-baselines", action="store_true", help="do not add the baseline methods")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    _add_device(p)
     _add_guidance(
         p, "for a model trained with guidance (one trained without ignores it, with a warning)"
     )
@@ -232,15 +240,16 @@ def run_evaluate(args) -> int:
         forecasts[name] = Path(path)
     _check_evaluate_outputs(args, forecasts)
 
-    scores_path, card_path = evaluate_to_files(
-        cfg,
-        maps=Path(args.maps),
-        out=Path(args.out),
-        checkpoint=Path(args.checkpoint) if args.checkpoint else None,
-        forecasts=forecasts,
-        baselines=not args.no_baselines,
-        device=args.device,
-    )
+    with torch_threads(resolve_device(args.device), args.threads):
+        scores_path, card_path = evaluate_to_files(
+            cfg,
+            maps=Path(args.maps),
+            out=Path(args.out),
+            checkpoint=Path(args.checkpoint) if args.checkpoint else None,
+            forecasts=forecasts,
+            baselines=not args.no_baselines,
+            device=args.device,
+        )
     print(card_path.read_text())
     print(f"scores: {scores_path}\nscorecard: {card_path}")
     return 0

@@ -62,16 +62,19 @@ class TrainConfig:
     pos_weight: float = 1.0
     focal_gamma: float = 2.0
     amp: str = "auto"  # auto | bf16 | fp16 | off  (auto = bf16 on CUDA, off on CPU)
-    compile: bool = False
-    channels_last: bool = True
+    compile: bool = False  # torch.compile (after the DDP wrap); training batches drop_last
+    channels_last: bool = True  # CUDA: weights and input frames channels-last (NHWC)
+    tf32: bool = True  # CUDA: float32 matmuls and convolutions of training steps in TF32
     num_workers: int = 0
+    lazy_maps: bool = False  # read maps from disk step by step even when they would fit in memory
+    step_cache_mb: int = 512  # each loader process's cache of read and featurised map steps
     patience: int = 5  # early stopping after this many validations without improvement
     calibration: str = "temperature"  # temperature | platt | isotonic | none
     log_every: int = 10
     progress: bool = True  # progress and validation lines on stderr; false = train --quiet
     session_steps: int = 0  # stop this session after N steps (--resume goes on); 0 = no limit
     checkpoint_every: int = 1000  # also write last.pt every N steps within an epoch; 0 = never
-    threads: int = 0  # CPU torch threads; 0 = cores / processes, or 1 on a busy machine
+    threads: int = 0  # CPU torch threads; 0 = usable cores / processes (set 1 on a shared machine)
 
 
 @dataclass
@@ -138,6 +141,7 @@ LIMITS[TrainConfig] = {
     "pos_weight": POSITIVE,
     "focal_gamma": NON_NEGATIVE,
     "num_workers": NON_NEGATIVE,
+    "step_cache_mb": NON_NEGATIVE,
     "patience": NON_NEGATIVE,
     "log_every": AT_LEAST_1,
     "session_steps": NON_NEGATIVE,

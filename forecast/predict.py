@@ -53,8 +53,8 @@ from forecast.config import ModelConfig
 from forecast.model.network import build_model
 from forecast.training.calibration import Calibrator, identity
 from forecast.training.checkpoint import load_checkpoint
-from forecast.training.dataset import FeatureStats, check_input_channels, init_features
 from forecast.training.distributed import inference_precision, resolve_device
+from forecast.training.features import FeatureStats, check_input_channels, init_features, lead_prior
 from forecast.training.guided import (
     GuidanceStats,
     check_guidance_given,
@@ -81,7 +81,8 @@ class Forecaster:
     ):
         args = ckpt["model_args"]
         guide = int(args.get("guide_channels", 0))
-        check_input_channels(args["in_channels"] - guide, path)
+        self.stats = FeatureStats.from_state(ckpt["stats"])
+        check_input_channels(args["in_channels"] - guide, path, self.stats)
         self.guidance_stats = GuidanceStats.from_state(ckpt.get("guidance"))
         check_guidance_given(path, self.guidance_stats, str(guidance or ""), unused=unused_guidance)
         self.guidance_path = str(guidance or "") if self.guidance_stats else ""
@@ -90,7 +91,6 @@ class Forecaster:
         self.model = build_model(mcfg, args["in_channels"], args["n_out"], guide)
         self.model = self.model.to(device).eval()
         self.model.load_state_dict(ckpt["model"])
-        self.stats = FeatureStats.from_state(ckpt["stats"])
         self.thresholds = tuple(int(t) for t in mcfg.thresholds)
         self.n_out, self.cell = int(args["n_out"]), mcfg.cell
         self.data_config = dict(ckpt["config"]["data"])  # windows and splits it was trained on
@@ -141,12 +141,13 @@ class Forecaster:
         ``inits``, in the precision validation and the calibration fit use."""
         inits = np.asarray(inits, dtype=np.int64)
         x = init_features(ds, inits, self.n_in, self.stats)
-        inputs = [x]
+        inputs = {"x": x, **lead_prior(self.stats, ds, inits, self.n_out)}  # clim if sub-daily
         if self.guidance_stats is not None:
-            past, target = window_channels(self.guidance(ds), self.guidance_stats, inits)
-            inputs = [torch.cat([x, torch.from_numpy(past)], dim=2), torch.from_numpy(target)]
+            past, guide = window_channels(self.guidance(ds), self.guidance_stats, inits)
+            inputs["x"] = torch.cat([x, torch.from_numpy(past)], dim=2)
+            inputs["guide"] = torch.from_numpy(guide)
         with inference_precision(self.device):
-            return self.model(*(t.to(self.device) for t in inputs)).float()
+            return self.model(**{k: t.to(self.device) for k, t in inputs.items()}).float()
 
     def guidance(self, ds: xr.Dataset):
         """The guidance file opened for the maps ``ds`` (once per maps Dataset)."""

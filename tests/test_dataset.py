@@ -12,17 +12,17 @@ from data_prep.config import SequenceConfig
 from data_prep.errors import UserError
 from data_prep.mock import mock_maps
 from data_prep.sequences import build_index
-from forecast.training.dataset import (
+from forecast.training.dataset import WindowDataset
+from forecast.training.features import (
     COVERAGE_CHANNEL,
     N_CHANNELS,
     FeatureStats,
-    WindowDataset,
     check_input_channels,
     fit_stats,
     init_features,
     input_features,
-    make_loader,
 )
+from forecast.training.loader import make_loader
 
 CFG = SequenceConfig(n_in=5, n_out=2, block_steps=15, min_coverage=0.5)
 

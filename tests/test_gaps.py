@@ -25,8 +25,8 @@ from forecast.model.losses import build_loss
 from forecast.model.network import build_model
 from forecast.predict import Forecaster
 from forecast.training.data import build_data, validate
-from forecast.training.dataset import N_CHANNELS, fit_stats
 from forecast.training.distributed import setup
+from forecast.training.features import N_CHANNELS, fit_stats
 
 N_IN, N_OUT = 5, 2
 BASELINES = ("persistence", "smoothed_persistence", "climatology", "lagrangian")

@@ -22,8 +22,8 @@ from forecast.predict import load_forecaster
 from forecast.training import train
 from forecast.training.checkpoint import load_checkpoint
 from forecast.training.data import build_data
-from forecast.training.dataset import N_CHANNELS
 from forecast.training.distributed import Dist
+from forecast.training.features import N_CHANNELS
 from forecast.training.guided import GuidanceStats, guidance_channels, guidance_for_training
 
 N_OUT = 2

@@ -318,12 +318,12 @@ def test_quickstart_with_fewer_epochs_retrains_and_a_plain_rerun_skips(tmp_path,
 def test_an_interrupted_quickstart_resumes_training_and_a_changed_one_restarts_it(tmp_path):
     out = tmp_path / "qs"
     assert _quickstart_to_training(out, "train.epochs=1", stop_at_step=2) == [False]
-    assert load_checkpoint(out / "run" / "last.pt")["state"]["step"] == 3  # the step finishes
+    assert load_checkpoint(out / "run" / "last.pt")["state"]["step"] == 2  # the step finishes
     # another config: the interrupted run is not resumed but removed
     assert _quickstart_to_training(out, "train.epochs=1", "train.lr=0.001", stop_at_step=1) == [
         False
     ]
-    assert load_checkpoint(out / "run" / "last.pt")["state"]["step"] == 2
+    assert load_checkpoint(out / "run" / "last.pt")["state"]["step"] == 1
     assert _quickstart_to_training(out, "train.epochs=1", "train.lr=0.001") == [True]
     assert load_checkpoint(out / "run" / "last.pt")["config"]["train"]["lr"] == 0.001
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from data_prep import sequences as seq
 from data_prep.config import SequenceConfig
 from data_prep.errors import UserError
+from data_prep.io import write_netcdf_atomic
 from data_prep.mock import mock_maps
 from data_prep.sequences import (
     SPLITS,
@@ -217,3 +221,28 @@ def test_forecast_inits_include_the_last_step():
     ds = mock_maps(n_steps=20, shape=(3, 3), gaps=(10,))
     inits = forecast_inits(ds, n_in=5, min_coverage=SequenceConfig().min_coverage)
     assert inits.tolist() == [4, 5, 6, 7, 8, 9, 15, 16, 17, 18, 19]
+
+
+def test_saved_fingerprint_is_reused_until_the_maps_file_is_touched_or_rewritten(
+    tmp_path, monkeypatch
+):
+    maps = tmp_path / "maps.nc"
+    write_netcdf_atomic(mock_maps(n_steps=90, shape=(4, 5)), maps)
+    ds = mock_maps(n_steps=90, shape=(4, 5))
+    reads = []
+    count = seq.observed_cells
+    monkeypatch.setattr(seq, "observed_cells", lambda d: reads.append(1) or count(d))
+    load_or_build_index(maps, ds, SMALL)
+    built = len(reads)
+    again = load_or_build_index(maps, ds, SMALL)  # same file: no coverage read at all
+    assert len(reads) == built and again.maps_identity == seq.file_identity(maps)
+    st = maps.stat()
+    os.utime(maps, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched: fingerprint again
+    load_or_build_index(maps, ds, SMALL)
+    assert len(reads) == built + 1
+    load_or_build_index(maps, ds, SMALL)  # the new identity was saved
+    assert len(reads) == built + 1
+    ds["coverage"][45] = 0
+    write_netcdf_atomic(ds, maps)  # rewritten with a gap: a new inode, a rebuilt index
+    gapped = load_or_build_index(maps, ds, SMALL)
+    assert len(reads) > built + 1 and 45 not in _used_steps(gapped.starts["train"], 7)

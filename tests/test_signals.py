@@ -12,7 +12,7 @@ import textwrap
 import torch
 from torch.utils.data import TensorDataset
 
-from forecast.training.dataset import _Loader
+from forecast.training.loader import _Loader
 from forecast.training.signals import ignore_in_worker
 
 
@@ -37,7 +37,7 @@ def test_process_exits_while_workers_that_ignore_sigterm_are_still_running():
         """
         import torch
         from torch.utils.data import TensorDataset
-        from forecast.training.dataset import make_loader
+        from forecast.training.loader import make_loader
         loader = make_loader(TensorDataset(torch.arange(64.0)), None, batch_size=2, num_workers=2)
         it = iter(loader)
         next(it)

@@ -16,7 +16,7 @@ from data_prep.errors import UserError
 from data_prep.mock import mock_maps
 from forecast.config import load_experiment
 from forecast.training.checkpoint import load_checkpoint
-from forecast.training.dataset import N_CHANNELS
+from forecast.training.features import N_CHANNELS
 from forecast.training.loop import lr_at, train
 
 TINY = [
@@ -88,10 +88,11 @@ def test_sigterm_writes_last_pt_and_resume_matches_an_uninterrupted_run(
 
     monkeypatch.setattr(RunLog, "train_loss", preempted_at_step_3)
     handler = signal.getsignal(signal.SIGTERM)
-    with pytest.raises(TrainingInterrupted, match=r"\(SIGTERM\) at step 4: .*last.pt .*--resume"):
+    # one process stops after the step in which the signal came
+    with pytest.raises(TrainingInterrupted, match=r"\(SIGTERM\) at step 3: .*last.pt .*--resume"):
         train(tiny_cfg(maps_file, tmp_path / "b", *steps))
     assert signal.getsignal(signal.SIGTERM) is handler  # the handler is given back
-    assert load_checkpoint(tmp_path / "b" / "last.pt")["state"]["step"] == 4
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["state"]["step"] == 3
     monkeypatch.setattr(RunLog, "train_loss", original)
     resumed = train(tiny_cfg(maps_file, tmp_path / "b", *steps), resume=True)
     a, b = (load_checkpoint(d / "last.pt") for d in (straight, resumed))
@@ -148,7 +149,9 @@ def test_run_directory_holds_config_checkpoints_log_and_calibration(maps_file, t
         "val_bss",
         "val_auc",
         "seconds",
+        "gpu_mem_gib",
     ]
+    assert {r["gpu_mem_gib"] for r in rows} == {""}  # no GPU: empty
     assert rows[-1]["val_bss"] != ""
     assert 0.0 <= float(rows[-1]["val_auc"]) <= 1.0
     best = load_checkpoint(run / "best.pt")
@@ -161,7 +164,7 @@ def test_nan_loss_stops_with_a_one_line_message(maps_file, tmp_path):
         maps_file, tmp_path / "nan", "train.lr=1.0e+30", "train.warmup_steps=0", "train.epochs=3"
     )
     with pytest.raises(
-        UserError, match=r"training diverged: the loss is (nan|inf) at step \d+"
+        UserError, match=r"training diverged: the loss is (nan|inf) at step \d+ \(the first non-"
     ) as e:
         train(cfg)
     assert "\n" not in str(e.value)

@@ -42,6 +42,15 @@ given the world's full hidden state at forecast time: exact for storms already b
 over rollouts of the future for storms not yet born, with the location error folded in by blurring
 the expected counts. It marks the ceiling of skill for any forecast that sees only the strikes.
 
+**Hourly world** (``time_step: 1h``, ``strikecast synth --time-step 1h``): records, oracle and
+statistics by the hour, with the defaults of :data:`.world.SUB_DAILY_DEFAULTS` (storms living
+2.4-8.4 hours, internal steps of an hour, oracle leads 1-6 h). It resolves the diurnal cycle by
+local solar time and land and sea (:func:`fields.land_share`): air-mass storms are born mostly in
+the early afternoon over land (:func:`fields.diurnal_births`) and strike most in the late
+afternoon (:func:`fields.diurnal_land_sea`), little at night; over the sea they are fewer and
+weaker, with a weak cycle. The oracle is the same computation with hourly cohorts and leads.
+Daily worlds keep the milder cycle of :func:`fields.diurnal`, so their records do not change.
+
 The **guidance** (:mod:`.guidance`) is what a weather model would give: a convective-instability
 field (``cape``) and a precipitation field (``tp``) read from the same hidden state (environment,
 systems, storms), as an analysis and daily forecasts whose errors (displacement, amplitude,

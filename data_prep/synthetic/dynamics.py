@@ -141,6 +141,18 @@ class Setting:
     def doy(self, t: np.ndarray) -> np.ndarray:
         return fields.day_of_year(self.start, t)
 
+    @property
+    def maps_per_day(self) -> int:
+        """Map steps per day: 1 for a daily world, 24 for an hourly one (``cfg.time_step``)."""
+        step = pd.Timedelta(self.cfg.time_step)
+        return max(int(pd.Timedelta("1D") // step), 1)
+
+    @property
+    def sub_daily(self) -> bool:
+        """Whether the map step is shorter than a day: the world then resolves the land-sea
+        diurnal cycle of births and intensity (:func:`fields.diurnal_land_sea`)."""
+        return self.maps_per_day > 1
+
 
 @dataclass
 class Frame:
@@ -258,10 +270,13 @@ def _regime(s: Setting, y: np.ndarray, x: np.ndarray, state: np.ndarray) -> np.n
 def _air_mass_births(rng, s: Setting, frame: Frame, tm, bound, state) -> Storms:
     """Warm-season storms: rate activity * R_AIR * warmth^2 * favourability * moisture."""
     doy = s.doy(tm)
-    n = rng.poisson(bound * R_AIR * fields.warmth(doy) ** 2 * s.fav_total * frame.dt)
+    peak = fields.BIRTH_PEAK if s.sub_daily else 1.0  # bound of the diurnal birth factor
+    n = rng.poisson(bound * R_AIR * fields.warmth(doy) ** 2 * s.fav_total * frame.dt * peak)
     slot = np.repeat(np.arange(frame.n_slots), n)
     y, x = _draw_cells(rng, s, len(slot))
     p = fields.moisture(y, doy[slot]) * _regime(s, y, x, state[slot])
+    if s.sub_daily:  # air-mass storms start in the afternoon, over land (thinning is exact)
+        p = p * fields.diurnal_births((tm[slot] % 1.0) * 24.0, y, x) / peak
     keep = rng.random(len(slot)) < p
     zero = np.zeros(int(keep.sum()))
     return _new_storms(rng, s, frame, slot[keep], y[keep], x[keep], zero, zero)

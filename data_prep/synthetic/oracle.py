@@ -36,7 +36,7 @@ from data_prep import schema
 from data_prep.progress import bar
 from data_prep.synthetic import dynamics as dyn
 from data_prep.synthetic.render import render
-from data_prep.synthetic.simulate import Run, n_cohorts, steps_per_day
+from data_prep.synthetic.simulate import Run, n_cohorts, steps_per_day, steps_per_map
 
 CHUNK_INITS = 8  # forecast times per batch of rollouts (fixed: the random streams depend on it)
 KM_PER_DEGREE = 111.2
@@ -45,8 +45,14 @@ SKIP_BELOW = 0.05  # location error (1 sigma, in cells) below which the oracle d
 
 
 def oracle_inits(days: int, *, n_in: int, n_out: int) -> np.ndarray:
-    """Day indices of every init with ``n_in`` observed days up to it and ``n_out`` days after."""
+    """Map-step indices of every init with ``n_in`` observed steps up to it and ``n_out`` after;
+    ``days`` is the number of map steps (days of a daily world, hours of an hourly one)."""
     return np.arange(n_in - 1, days - n_out)
+
+
+def n_maps(s: dyn.Setting) -> int:
+    """Map steps of the world: its days times the map steps per day."""
+    return s.cfg.days * s.maps_per_day
 
 
 def oracle_probability(s: dyn.Setting, run: Run, progress: bool = False) -> np.ndarray:
@@ -56,7 +62,7 @@ def oracle_probability(s: dyn.Setting, run: Run, progress: bool = False) -> np.n
     GIL); each batch has its own random stream, so the result does not depend on the threads.
     """
     cfg = s.cfg
-    inits = oracle_inits(cfg.days, n_in=cfg.n_in, n_out=cfg.n_out)
+    inits = oracle_inits(n_maps(s), n_in=cfg.n_in, n_out=cfg.n_out)
     kernels = location_kernels(s)
     out = np.empty((len(inits), cfg.n_out, *s.grid.shape), np.float32)
 
@@ -85,27 +91,28 @@ def known_part(run: Run, inits: np.ndarray, n_out: int) -> np.ndarray:
 
 def rollout(rng: np.random.Generator, s: dyn.Setting, run: Run, inits: np.ndarray) -> np.ndarray:
     """Expected detected strikes from storms born after each init, (C, S, n_out, H, W)."""
-    cfg, spd = s.cfg, steps_per_day(s)
+    cfg, spd, spm = s.cfg, steps_per_day(s), steps_per_map(s)
     n_s, c = cfg.oracle_samples, len(inits)
-    t0 = np.repeat(inits + 1.0, n_s)  # world w = init index * S + sample
-    frame = dyn.Frame(t0, cfg.n_out * spd, 1.0 / spd)
-    a0 = np.repeat(run.activity[(inits + 1) * spd], n_s, axis=0)  # (C * S, 3)
+    t0 = np.repeat((inits + 1.0) / s.maps_per_day, n_s)  # world w = init index * S + sample
+    frame = dyn.Frame(t0, cfg.n_out * spm, 1.0 / spd)
+    a0 = np.repeat(run.activity[(inits + 1) * spm], n_s, axis=0)  # (C * S, 3)
     state = dyn.activity_paths(rng, s, frame, a0)[:, :-1].reshape(-1, 3)  # (slots, 3)
-    systems = dyn.Systems.concat([_replicate(run, inits, n_s), dyn.spawn_systems(rng, s, frame)])
+    known = _replicate(run, (inits + 1.0) / s.maps_per_day, n_s)
+    systems = dyn.Systems.concat([known, dyn.spawn_systems(rng, s, frame)])
     storms = dyn.spawn_storms(rng, s, frame, systems, state)
     row, slot = frame.alive_pairs(storms.t0, storms.t0 + storms.life, storms.world)
     world, k = np.divmod(slot, frame.n_steps)
     tm = frame.t_start[world] + (k + 0.5) * frame.dt
     n_b = frame.n_worlds * cfg.n_out
-    lam = render(storms, row, tm, world * cfg.n_out + k // spd, n_b, s, cfg.detection_efficiency)
+    lam = render(storms, row, tm, world * cfg.n_out + k // spm, n_b, s, cfg.detection_efficiency)
     return lam.reshape(c, n_s, cfg.n_out, *s.grid.shape)
 
 
-def _replicate(run: Run, inits: np.ndarray, n_s: int) -> dyn.Systems:
-    """The systems alive at the end of each init day, copied into each of its rollouts."""
+def _replicate(run: Run, ends: np.ndarray, n_s: int) -> dyn.Systems:
+    """The systems alive at the end (days) of each init step, copied into each of its rollouts."""
     parts = []
-    for i, d in enumerate(inits):
-        known = run.systems_at(d + 1.0)
+    for i, end in enumerate(ends):
+        known = run.systems_at(end)
         idx = np.tile(np.arange(len(known)), n_s)
         part = known.take(idx)
         part.world = i * n_s + np.repeat(np.arange(n_s), len(known))
@@ -170,10 +177,12 @@ def blur(lam: np.ndarray, kernels: tuple[np.ndarray, np.ndarray] | None) -> np.n
 def oracle_dataset(prob: np.ndarray, s: dyn.Setting) -> xr.Dataset:
     """The oracle in the forecast-file layout: probability(init_time, lead_time, lat, lon)."""
     cfg = s.cfg
-    inits = oracle_inits(cfg.days, n_in=cfg.n_in, n_out=cfg.n_out)
-    init_time = (s.start + pd.to_timedelta(inits, "D")).values.astype("datetime64[ns]")
+    inits = oracle_inits(n_maps(s), n_in=cfg.n_in, n_out=cfg.n_out)
+    step = pd.Timedelta(cfg.time_step).to_timedelta64().astype("timedelta64[ns]")
+    init_time = (s.start.to_datetime64() + inits * step).astype("datetime64[ns]")
     lead = np.arange(1, cfg.n_out + 1)
-    valid = init_time[:, None] + (lead * np.timedelta64(1, "D"))[None, :]
+    valid = init_time[:, None] + (lead * step)[None, :]
+    unit = "day" if s.maps_per_day == 1 else "map step"
     ds = xr.Dataset(
         {schema.PROBABILITY: ((schema.INIT_TIME, schema.LEAD_TIME, schema.LAT, schema.LON), prob)},
         coords={
@@ -182,10 +191,10 @@ def oracle_dataset(prob: np.ndarray, s: dyn.Setting) -> xr.Dataset:
                 init_time,
                 {
                     **schema.FORECAST_COORD_ATTRS[schema.INIT_TIME],
-                    "long_name": "label of the last observed day (UTC)",
+                    "long_name": f"label of the last observed {unit} (UTC)",
                 },
             ),
-            **schema.lead_coords(cfg.n_out, np.timedelta64(1, "D")),
+            **schema.lead_coords(cfg.n_out, step),
             "valid_time": (
                 (schema.INIT_TIME, schema.LEAD_TIME),
                 valid,
@@ -195,7 +204,7 @@ def oracle_dataset(prob: np.ndarray, s: dyn.Setting) -> xr.Dataset:
         },
     )
     ds[schema.PROBABILITY].attrs = {
-        "long_name": "oracle probability of at least one detected strike in the cell and day",
+        "long_name": f"oracle probability of at least one detected strike in the cell and {unit}",
         "units": "1",
     }
     ds.attrs = {
@@ -203,8 +212,8 @@ def oracle_dataset(prob: np.ndarray, s: dyn.Setting) -> xr.Dataset:
         "title": "strikecast synthetic-world oracle forecast",
         "source": "oracle",
         "grid": s.grid.spec(),
-        "time_step": "1D",
-        "time_step_seconds": 86400,
+        "time_step": cfg.time_step,
+        "time_step_seconds": int(step // np.timedelta64(1, "s")),
         "seed": cfg.seed,
         "oracle_samples": cfg.oracle_samples,
         "storm_cohorts": n_cohorts(s),

@@ -58,7 +58,8 @@ def _pair_state(storms: Storms, row, tm, s: Setting, scale: float) -> tuple[np.n
     y = storms.y0[row] + storms.v[row] * age
     phase = np.clip(age / storms.life[row], 0.0, 1.0)
     hour = (tm % 1.0) * 24.0
-    w = storms.mass[row] * np.sin(np.pi * phase) * fields.diurnal(hour, x) * (dt * scale)
+    cycle = fields.diurnal_land_sea(hour, y, x) if s.sub_daily else fields.diurnal(hour, x)
+    w = storms.mass[row] * np.sin(np.pi * phase) * cycle * (dt * scale)
     sig = storms.sigma[row]
     sx = sig / np.cos(np.deg2rad(np.clip(y, -80, 80)))
     near = np.abs(y - g.lat.mean()) < (g.lat_max - g.lat_min) / 2 + 5 * sig

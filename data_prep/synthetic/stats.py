@@ -21,8 +21,10 @@ def grid_counts(
     grid: Grid | str,
     start: str | None = None,
     days: int | None = None,
+    step: str = "1D",
 ) -> tuple[np.ndarray, pd.DatetimeIndex]:
-    """Strikes per cell and UTC day, ``(counts (T, H, W) int32, day labels (T,))``.
+    """Strikes per cell and UTC day (or ``step``, e.g. "1h"), ``(counts (T, H, W) int32, step
+    labels (T,))``.
 
     ``start`` / ``days`` default to the first record's day and the span of the records; records
     outside the domain or the days are left out.
@@ -32,13 +34,15 @@ def grid_counts(
     g = get_grid(grid)
     t = pd.DatetimeIndex(df["time"]).tz_convert("UTC").tz_localize(None)
     day0 = pd.Timestamp(start) if start is not None else t.min().floor("D")
-    day = ((t - day0) // pd.Timedelta("1D")).to_numpy()
-    n_days = int(days) if days is not None else int(day.max(initial=-1)) + 1
+    step = pd.Timedelta(step)
+    day = ((t - day0) // step).to_numpy()
+    per_day = max(pd.Timedelta("1D") // step, 1)
+    n_days = int(days) * per_day if days is not None else int(day.max(initial=-1)) + 1
     i, j, inside = g.cell_index(df["lat"].to_numpy(), df["lon"].to_numpy())
     keep = inside & (day >= 0) & (day < n_days)
     flat = (day[keep] * g.nlat + i[keep]) * g.nlon + j[keep]
     counts = np.bincount(flat, minlength=n_days * g.nlat * g.nlon).reshape(n_days, g.nlat, g.nlon)
-    return counts.astype(np.int32), pd.date_range(day0, periods=n_days, freq="D")
+    return counts.astype(np.int32), pd.date_range(day0, periods=n_days, freq=step)
 
 
 def world_stats(strikes_path: str | Path, grid: Grid | str) -> dict:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from data_prep.climatology import climatology_at, fit_climatology, steps_per_day
 from data_prep.config import SynthConfig, atomic_write_text, to_dict
 from data_prep.errors import UserError
 from data_prep.io import write_netcdf_atomic
@@ -22,6 +23,20 @@ from data_prep.synthetic.simulate import run_world
 from data_prep.synthetic.stats import brier_scores, count_stats, doy_climatology, grid_counts
 
 WORLD_FILES = ("strikes.parquet", "oracle.nc", "guidance.nc", "world.json")  # generate_world writes
+# An hourly world (`strikecast synth --time-step 1h`) unless the YAML or an override says
+# otherwise: internal steps of an hour; storms living 2.4-8.4 hours (about a ninth of the daily
+# world's 1-3 days) and born six times as often, so about two thirds of its storm-hours; oracle
+# leads of 1-6 hours from 8 observed hours; no guidance (it is daily).
+SUB_DAILY_DEFAULTS = {
+    "step_hours": 1,
+    "storm_life_days": [0.1, 0.35],
+    "storm_rate": 6.0,
+    "n_in": 8,
+    "n_out": 6,
+    "oracle_samples": 8,
+    "guidance_leads": 0,
+}
+_DAY = pd.Timedelta("1D")
 
 
 def generate_world(cfg: SynthConfig, out_dir: Path, progress: bool = True) -> dict[str, Path]:
@@ -51,17 +66,17 @@ def _generate(cfg: SynthConfig, out_dir: Path, progress: bool) -> dict[str, Path
     s, run, points_rng = hidden_state(cfg, progress)
     table = strike_records(points_rng, s, run)
     paths = {"strikes": write_parquet_atomic(table, out_dir / "strikes.parquet")}
-    counts, days = grid_counts(table, s.grid, start=cfg.start, days=cfg.days)
+    counts, days = grid_counts(table, s.grid, start=cfg.start, days=cfg.days, step=cfg.time_step)
     summary = count_stats(counts, days)
     cg = table.column("stroke_type").to_numpy(zero_copy_only=False) == "CG"
     summary.update(cg_share=float(cg.mean()) if len(cg) else 0.0)
     summary.update(storms_born=run.n_storms, systems_born=len(run.systems))
-    inits = orc.oracle_inits(cfg.days, n_in=cfg.n_in, n_out=cfg.n_out)
+    inits = orc.oracle_inits(orc.n_maps(s), n_in=cfg.n_in, n_out=cfg.n_out)
     if cfg.oracle_samples > 0 and len(inits) > 0:
         prob = orc.oracle_probability(s, run, progress)
         paths["oracle"] = _write_netcdf(orc.oracle_dataset(prob, s), out_dir / "oracle.nc")
         occ = counts > 0
-        summary["brier"] = brier_scores(prob, occ, inits, doy_climatology(occ, days))
+        summary["brier"] = brier_scores(prob, occ, inits, _climatology(occ, days, s))
     if cfg.guidance_leads > 0:
         paths["guidance"] = write_guidance(s, run, out_dir / "guidance.nc")
     summary["seconds"] = round(time.perf_counter() - clock, 2)
@@ -69,6 +84,35 @@ def _generate(cfg: SynthConfig, out_dir: Path, progress: bool) -> dict[str, Path
     paths["world"] = atomic_write_text(out_dir / "world.json", world)
     paths["world"].chmod(0o644)  # the temporary file was private
     return paths
+
+
+def _climatology(occ: np.ndarray, times: pd.DatetimeIndex, s: dyn.Setting) -> np.ndarray:
+    """In-sample climatology of occurrence (T, H, W) at every step: by day of year for a daily
+    world, by season and hour of day (:mod:`data_prep.climatology`) for a sub-daily one."""
+    if not s.sub_daily:
+        return doy_climatology(occ, times)
+    n_hours = steps_per_day(s.cfg.time_step)
+    table = fit_climatology(
+        occ.astype(np.int32), times.values, np.ones(len(times), bool), n_hours=n_hours
+    )
+    return climatology_at(table, times.values)
+
+
+def map_step(cfg: SynthConfig) -> pd.Timedelta:
+    """``cfg.time_step`` as a Timedelta: a day, or whole hours dividing a day."""
+    try:
+        step = pd.Timedelta(cfg.time_step)
+    except (ValueError, TypeError):
+        step = None
+    hours = step / pd.Timedelta("1h") if step is not None else 0.5
+    if step is None or not (
+        step == _DAY or (hours == int(hours) and 24 % int(hours) == 0 and hours >= 1)
+    ):
+        raise UserError(
+            f"synth config: synth.time_step {cfg.time_step!r} must be 1D or whole hours that "
+            "divide a day (1h, 3h, 6h, ...); fix it in the YAML or with synth.time_step=1h"
+        )
+    return step
 
 
 def hidden_state(cfg: SynthConfig, progress: bool = False):
@@ -134,6 +178,7 @@ def check_config(cfg: SynthConfig) -> None:
             "must be >= 0/1/1",
         ),
     ]
+    problems += _step_problems(cfg)
     for ok, key, what in problems:
         if not ok:
             raise UserError(
@@ -152,6 +197,23 @@ def check_config(cfg: SynthConfig) -> None:
         raise UserError(
             f"synth config: synth.start {cfg.start!r} is not a day; use YYYY-MM-DD (UTC)"
         )
+
+
+def _step_problems(cfg: SynthConfig) -> list[tuple[bool, str, str]]:
+    """(ok, key, what) checks of the map step against the internal step and the guidance."""
+    step_hours = map_step(cfg) / pd.Timedelta("1h")
+    return [
+        (
+            cfg.step_hours >= 1 and step_hours % cfg.step_hours == 0,
+            "synth.step_hours",
+            f"must divide the map step synth.time_step {cfg.time_step} (1 for 1h)",
+        ),
+        (
+            step_hours == 24 or cfg.guidance_leads == 0,
+            "synth.guidance_leads",
+            "must be 0 in a sub-daily world (the guidance is daily)",
+        ),
+    ]
 
 
 def _write_netcdf(ds, path: Path) -> Path:

@@ -11,9 +11,9 @@ observed cells struck; NaN when the step has no observed cell, so the case is no
 - ``persistence``: the last step's occurrence (0 or 1) at every lead.
 - ``smoothed_persistence``: the share of cells with a strike in the ``n`` x ``n`` window around each
   cell on the last step.
-- ``climatology``: per-cell frequency of a strike on the valid time's calendar day, fitted on the
-  training split (the sums and smoothing of :func:`data_prep.climatology.fit_climatology`,
-  read in chunks).
+- ``climatology``: per-cell frequency of a strike on the valid time's calendar day (and hour of
+  day, for maps with steps shorter than a day), fitted on the training split (the sums and
+  smoothing of :func:`data_prep.climatology.fit_climatology`, read in chunks).
 - ``lagrangian``: the last step's occurrence moved along the domain-wide storm motion (phase
   correlation of successive log-count maps over the last ``n_in`` steps), then smoothed.
 
@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import xarray as xr
 
-from data_prep.climatology import climatology_at, doy_sums, finish_climatology
+from data_prep.climatology import climatology_at, doy_sums, finish_climatology, steps_per_day
 from data_prep.errors import UserError
 from data_prep.schema import COUNT, COVERAGE, TIME
 from data_prep.sequences import time_step
@@ -136,7 +136,8 @@ class SmoothedPersistence:
 
 @dataclass
 class Climatology:
-    """Per-cell frequency of a strike on the valid time's calendar day, (366, H, W)."""
+    """Per-cell frequency of a strike on the valid time's calendar day, (366, H, W), or season
+    bin and hour of day, (61, n_hours, H, W), for sub-daily maps."""
 
     n_out: int
     table: np.ndarray
@@ -218,6 +219,7 @@ def _climatology(ds, index, cfg: EvalConfig) -> Climatology:
 def fit_climatology(ds: xr.Dataset, use: np.ndarray, n_out: int) -> Climatology:
     """The climatology baseline fitted on the steps where ``use`` (bool (T,)) holds."""
     steps = np.flatnonzero(use)
+    n_hours = steps_per_day(time_step(ds)) if ds.sizes[TIME] > 1 else 1
     hits = samples = 0.0
     for lo in range(0, steps.size, CHUNK_STEPS):  # sums of chunks: a decade never sits in memory
         chunk = steps[lo : lo + CHUNK_STEPS]
@@ -226,6 +228,7 @@ def fit_climatology(ds: xr.Dataset, use: np.ndarray, n_out: int) -> Climatology:
             ds[TIME].values[chunk],
             np.ones(chunk.size, dtype=bool),
             observed=read_steps(ds, COVERAGE, chunk) > 0,
+            n_hours=n_hours,
         )
         hits, samples = hits + h, samples + s
     return Climatology(n_out, finish_climatology(hits, samples))

@@ -14,7 +14,10 @@ Data flow (``d = len(cfg.encoder_channels)`` strided stages, grid padded to a mu
    logits. Thresholds above the first are the first logit minus a cumulative softplus, so
    P(>=1) >= P(>=10) >= P(>=100) holds by construction.
 4. ``cfg.clim_offset``: ``logit(clip(x[:, -1, cfg.clim_channel]))`` is added to every logit and
-   the head starts at zero, so an untrained model forecasts climatology.
+   the head starts at zero, so an untrained model forecasts climatology. With sub-daily maps the
+   climatology changes from lead to lead (the diurnal cycle): ``forward(x, clim=...)`` with
+   ``clim (B, n_out, H, W)``, each lead's climatology at its own valid time, replaces the last
+   input step's. Daily models are called without it and behave as before.
 5. guidance (``guide_channels > 0``): ``forward(x, guide)`` with ``guide (B, n_out, G, H, W)`` the
    NWP fields valid at each lead (:mod:`forecast.training.guided`); :class:`LeadFusion` embeds lead
    k's guidance, mixes it with the decoder output at half resolution and adds logits to lead
@@ -163,10 +166,11 @@ class LightningForecaster(nn.Module):
         bias.zero_()
         bias[:, 1:] = _THRESHOLD_GAP_BIAS
 
-    def forward(self, x: Tensor, guide: Tensor | None = None) -> Tensor:
-        """x (B, T, C, H, W) float (and guide (B, n_out, G, H, W) with guidance) -> logits
+    def forward(self, x: Tensor, guide: Tensor | None = None, clim: Tensor | None = None) -> Tensor:
+        """x (B, T, C, H, W) float (and guide (B, n_out, G, H, W) with guidance; clim
+        (B, n_out, H, W), each lead's climatology, for sub-daily maps) -> logits
         (B, n_out, n_thr, H, W) float32."""
-        self._check_input(x, guide)
+        self._check_input(x, guide, clim)
         B, T, C, H, W = x.shape
         frames = self._pad(x.reshape(B * T, C, H, W))  # (B*T, C, H', W'), H', W' multiples
         feats = self.encoder(frames)
@@ -181,7 +185,7 @@ class LightningForecaster(nn.Module):
         a = a[..., :H, :W].float()  # (B, n_out*n_thr, H, W)
         logits = self._monotone(a.reshape(B, self.n_out, len(self.thresholds), H, W))
         if self.cfg.clim_offset:
-            logits = logits + self._clim_logit(x)
+            logits = logits + self._clim_logit(x, clim)
         return logits
 
     def _pad(self, frames: Tensor) -> Tensor:
@@ -200,16 +204,24 @@ class LightningForecaster(nn.Module):
         gaps = F.softplus(a[:, :, 1:]).cumsum(dim=2)
         return torch.cat([a[:, :, :1], a[:, :, :1] - gaps], dim=2)
 
-    def _clim_logit(self, x: Tensor) -> Tensor:
-        """logit(clip(climatology of the last input step)) as (B, 1, 1, H, W) float32."""
+    def _clim_logit(self, x: Tensor, clim: Tensor | None) -> Tensor:
+        """logit(clip(climatology)) float32: of each lead, (B, n_out, 1, H, W), when ``clim`` is
+        given, else of the last input step, (B, 1, 1, H, W)."""
         eps = self.cfg.clim_eps
-        clim = x[:, -1, self.cfg.clim_channel].float().clamp(eps, 1 - eps)
-        return torch.logit(clim)[:, None, None]
+        if clim is not None:
+            return torch.logit(clim.float().clamp(eps, 1 - eps))[:, :, None]
+        last = x[:, -1, self.cfg.clim_channel].float().clamp(eps, 1 - eps)
+        return torch.logit(last)[:, None, None]
 
-    def _check_input(self, x: Tensor, guide: Tensor | None) -> None:
+    def _check_input(self, x: Tensor, guide: Tensor | None, clim: Tensor | None = None) -> None:
         if x.dim() != 5 or x.shape[2] != self.in_channels:
             expected = f"(B, T, {self.in_channels}, H, W)"
             raise UserError(f"model input: x has shape {tuple(x.shape)}; expected {expected}")
+        want_clim = (x.shape[0], self.n_out, *x.shape[-2:])
+        if clim is not None and tuple(clim.shape) != want_clim:
+            raise UserError(
+                f"model input: clim has shape {tuple(clim.shape)}; expected {want_clim}"
+            )
         if self.fusion is None and guide is not None:
             raise UserError("model input: guidance given to a model built without guidance")
         if self.fusion is None:
@@ -250,7 +262,7 @@ def build_model(
     cfg : ModelConfig
         Architecture; ``cfg.cell`` names the recurrent core (see :data:`forecast.model.cells.CORES`).
     in_channels : int
-        Channels C of the input maps ``x (B, T, C, H, W)`` (``forecast.training.dataset.N_CHANNELS``).
+        Channels C of the input maps ``x (B, T, C, H, W)`` (``forecast.training.features.N_CHANNELS``).
     n_out : int
         Lead times 1..n_out forecast at once.
     guide_channels : int

@@ -34,8 +34,8 @@ from data_prep.config import from_dict, to_dict
 from data_prep.errors import UserError
 from forecast.config import ExperimentConfig, ModelConfig
 from forecast.model.network import build_model
-from forecast.training.dataset import FeatureStats
 from forecast.training.distributed import Dist
+from forecast.training.features import FeatureStats
 from forecast.training.guided import GuidanceStats
 from forecast.training.run_dir import same_run
 

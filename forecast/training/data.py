@@ -22,15 +22,11 @@ from data_prep.errors import UserError
 from data_prep.io import open_maps
 from data_prep.sequences import WindowIndex, load_or_build_index
 from forecast.metrics import ProbabilityState, roc_auc
-from forecast.training.dataset import (
-    N_CHANNELS,
-    FeatureStats,
-    WindowDataset,
-    fit_stats,
-    make_loader,
-)
+from forecast.training.dataset import WindowDataset
 from forecast.training.distributed import Dist, ShardSampler, all_sum, inference_precision, on_main
+from forecast.training.features import FeatureStats, fit_stats, n_channels
 from forecast.training.guided import GuidanceStats, GuidedWindows, guidance_for_training
+from forecast.training.loader import make_loader
 
 
 @dataclass
@@ -49,6 +45,7 @@ class TrainData:
     thr1: int  # position of threshold 1 (or the lowest threshold) among the model's thresholds
     guidance: GuidanceStats | None = None  # data.guidance's normalisation; None without guidance
     guide_channels: int = 0  # guidance channels per lead for the decoder (0: none)
+    channels_last: bool = False  # input frames channels-last (train.channels_last on CUDA)
 
 
 def build_data(cfg, dist: Dist) -> TrainData:
@@ -60,17 +57,10 @@ def build_data(cfg, dist: Dist) -> TrainData:
             "`strikecast prep`"
         )
     path = Path(tc.maps)
-    ds = open_maps(path)
+    ds = open_maps(path, lazy=tc.lazy_maps)
     # built (and saved) once by the main process, not by every process at once
     index = on_main(dist, lambda: load_or_build_index(path, ds, cfg.data))
-    for split in ("train", "val"):
-        if len(index.starts[split]) == 0:
-            raise UserError(
-                f"{path}: no {split} windows of {index.n_in}+{index.n_out} usable steps "
-                f"({ds.sizes['time']} steps in blocks of data.block_steps={cfg.data.block_steps});"
-                " use a longer record, a smaller data.block_steps, data.split=contiguous, or "
-                "a lower data.min_coverage"
-            )
+    _check_windows(path, ds, index, cfg.data.block_steps)
     stats = on_main(dist, lambda: fit_stats(ds, index))
     thresholds = tuple(cfg.model.thresholds)
     guidance = gstats = None
@@ -85,37 +75,85 @@ def build_data(cfg, dist: Dist) -> TrainData:
             n_out=index.n_out,
             stats=stats,
             thresholds=thresholds,
+            in_memory=False if tc.lazy_maps else None,
+            cache_bytes=tc.step_cache_mb * 2**20,
         )
         return windows if guidance is None else GuidedWindows(windows, guidance, gstats)
 
-    train_set, val_set = dataset("train"), dataset("val")
-    sampler = ShardSampler(
-        len(train_set), rank=dist.rank, world=dist.world, shuffle=True, seed=tc.seed
-    )
+    train_loader, sampler, n_batches = _training_batches(dataset("train"), tc, dist)
+    val_set = dataset("val")
     val_sampler = ShardSampler(len(val_set), rank=dist.rank, world=dist.world, shuffle=False)
-    loading = dict(
-        batch_size=tc.batch_size, num_workers=tc.num_workers, device=dist.device, seed=tc.seed
-    )
     return TrainData(
         ds=ds,
         index=index,
         stats=stats,
-        train_loader=make_loader(train_set, sampler, **loading),
-        val_loader=make_loader(val_set, val_sampler, **loading),
+        train_loader=train_loader,
+        val_loader=make_loader(val_set, val_sampler, **_loading(tc, dist)),
         train_sampler=sampler,
-        steps_per_epoch=math.ceil(len(sampler) / tc.batch_size),
-        in_channels=N_CHANNELS + (gstats.channels if gstats else 0),
+        steps_per_epoch=n_batches,
+        in_channels=n_channels(stats) + (gstats.channels if gstats else 0),
         n_out=index.n_out,
         thr1=thresholds.index(1) if 1 in thresholds else 0,
         guidance=gstats,
         guide_channels=gstats.channels if gstats else 0,
+        channels_last=tc.channels_last and dist.device.type == "cuda",
     )
 
 
-def model_inputs(batch: dict, device) -> tuple[torch.Tensor, ...]:
-    """The model's positional inputs of a batch on ``device``: (x,), or (x, guide) with guidance."""
-    keys = ("x", "guide") if "guide" in batch else ("x",)
-    return tuple(batch[k].to(device, non_blocking=True) for k in keys)
+def _check_windows(path: Path, ds: xr.Dataset, index: WindowIndex, block_steps: int) -> None:
+    """Refuse maps that give no training or no validation window."""
+    for split in ("train", "val"):
+        if len(index.starts[split]) == 0:
+            raise UserError(
+                f"{path}: no {split} windows of {index.n_in}+{index.n_out} usable steps "
+                f"({ds.sizes['time']} steps in blocks of data.block_steps={block_steps});"
+                " use a longer record, a smaller data.block_steps, data.split=contiguous, or "
+                "a lower data.min_coverage"
+            )
+
+
+def _loading(tc, dist: Dist) -> dict:
+    return dict(
+        batch_size=tc.batch_size, num_workers=tc.num_workers, device=dist.device, seed=tc.seed
+    )
+
+
+def _training_batches(train_set, tc, dist: Dist):
+    """(loader, sampler, batches of a whole epoch) of this process's training windows.
+
+    A compiled model would compile again for a ragged last batch (a graph for its size, or a
+    slower dynamic-shape one), so compiled training drops it; the per-epoch reshuffle puts
+    other windows last each epoch. Without compile nothing is gained by dropping: every window
+    is seen every epoch, as before. A split smaller than one batch keeps its one batch.
+    """
+    sampler = ShardSampler(
+        len(train_set), rank=dist.rank, world=dist.world, shuffle=True, seed=tc.seed
+    )
+    drop = tc.compile and len(sampler) >= tc.batch_size
+    n = len(sampler) // tc.batch_size if drop else math.ceil(len(sampler) / tc.batch_size)
+    loader = make_loader(train_set, sampler, drop_last=drop, **_loading(tc, dist))
+    return loader, sampler, n
+
+
+def model_inputs(batch: dict, device, channels_last: bool = False) -> dict[str, torch.Tensor]:
+    """The model's keyword inputs of a batch on ``device``: ``x``, and ``guide`` with guidance,
+    ``clim`` (each lead's climatology) for sub-daily maps; with ``channels_last`` the frames of
+    ``x`` and ``guide`` channels-last (:func:`frames_channels_last`)."""
+    keys = [k for k in ("x", "guide", "clim") if k in batch]
+    inputs = {k: batch[k].to(device, non_blocking=True) for k in keys}
+    if channels_last:
+        for k in ("x", "guide"):
+            if k in inputs:
+                inputs[k] = frames_channels_last(inputs[k])
+    return inputs
+
+
+def frames_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """(B, T, C, H, W) with the same values, laid out (B, T, H, W, C) in memory: every frame
+    ``x[:, t]`` has its channels innermost and the (B*T, C, H, W) view the model's encoder takes
+    is channels-last (NHWC), the layout cuDNN's fastest convolutions (tensor cores) read without
+    a transpose of their own."""
+    return x.permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3)  # memory (B, T, H, W, C)
 
 
 def climatology_of_targets(data: TrainData, init: torch.Tensor) -> torch.Tensor:
@@ -148,7 +186,7 @@ def validate(net, data: TrainData, loss_fn, dist: Dist, hist=None) -> dict[str, 
     for batch in data.val_loader:
         y, mask = (batch[k].to(dist.device, non_blocking=True) for k in ("y", "mask"))
         with inference_precision(dist.device):
-            logits = net(*model_inputs(batch, dist.device))
+            logits = net(**model_inputs(batch, dist.device, data.channels_last))
         logits = logits.float()
         if loss_fn is not None:
             loss_sum += torch.tensor([float(loss_fn(logits, y, mask)) * len(y), len(y)])

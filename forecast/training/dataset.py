@@ -1,233 +1,25 @@
 """Window index -> lazily sliced input/target tensors for the lightning forecaster.
 
-Every map step becomes ``N_CHANNELS`` input channels (:func:`input_features`)::
-
-    0  log1p(strike_count) / count_scale     strike intensity, about 0..1
-    1  strike_count >= 1                     occurrence
-    2  climatology of the step's calendar day  P(count >= 1) fitted on training steps
-    3  latitude, scaled to -1..1 over the training grid
-    4  longitude, scaled to -1..1 over the training grid
-    5  sin(2 pi day-of-year / 365.25)
-    6  cos(2 pi day-of-year / 365.25)
-    7  share of the observed cells with >= 1 strike     domain-wide activity, the same in every cell
-    8  log((share + 0.01) / (climatological share + 0.01))  that activity against the calendar day's
-    9  coverage: 1 where the network observed the cell, 0 where there is no data
-
-Missing data is never read as zero strikes. Where a cell has no data (coverage 0), channels 0
-and 1 hold the cell's climatological expectation instead of an observed zero: occurrence
-``p`` (channel 2) and intensity ``p * log(2) / count_scale`` (one strike, weighted by ``p``);
-channel 9 tells the model which cells these are. Channels 7 and 8 compare the observed cells'
-share with the climatological share of the same cells; a step without any observed cell gets
-the climatological share (ratio 0).
-
-Channels 7 and 8 give every cell the state of the whole domain that step: quiet and active spells
-span the domain (in the synthetic world a domain-wide activity with a memory of days; in real
-networks the synoptic regime), while the convolutions see only a few hundred kilometres around
-a cell. Without them the model regresses to the training split's mean activity and forecasts
-too low in an active month and too high in a quiet one.
-
-:func:`fit_stats` fits the climatology and ``count_scale`` on the training split only.
+Input channels and their statistics are in :mod:`forecast.training.features`.
 :class:`WindowDataset` reads the steps of one window per item: from numpy arrays loaded once
-when the maps are small (< 2 GB), else by ``isel`` on the (lazy) Dataset. Tensors come last.
-Input features depend on one step only, so small maps are featurised once for all windows.
+when the maps are small (< ``EAGER_BYTES``), else from the maps file through a handle of each
+loader process's own. Tensors come last. Input features depend on one step only, so small maps
+are featurised once for all windows, and other maps once per step in each loader process while
+the step stays in its cache (:mod:`forecast.training.steps`).
 """
 
 from __future__ import annotations
 
-import random
-from dataclasses import dataclass
-
 import numpy as np
-import pandas as pd
 import torch
 import xarray as xr
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset
 
-from data_prep.climatology import climatology_at, doy_sums, finish_climatology
 from data_prep.errors import UserError
 from data_prep.io import EAGER_BYTES
 from data_prep.schema import COUNT, COVERAGE, LAT, LON, TIME
-from data_prep.sequences import WindowIndex
-from forecast.training.signals import held_while_forking, ignore_in_worker, stop_workers_at_exit
-
-N_CHANNELS = 10
-COVERAGE_CHANNEL = 9  # appended last: older channel numbers (clim_channel 2) keep their meaning
-_SHARE_EPS = 0.01  # keeps the log ratio of channel 8 finite on days without a strike
-FEATURE_CACHE_BYTES = 1024**3  # in-memory maps whose input features fit are featurised once
-_CHUNK_STEPS = 128  # steps read at a time when fitting statistics
-_COUNT_QUANTILE = 0.99  # count_scale = log1p of this quantile of positive training counts
-_MAX_COUNT_BIN = 1 << 16  # counts above are binned together when taking the quantile
-
-
-@dataclass
-class FeatureStats:
-    """What the input features need from the training split.
-
-    climatology : float32 (366, H, W) P(count >= 1) by calendar day (see data_prep.climatology).
-    count_scale : log1p(count) is divided by this.
-    lat, lon : float64 (H,), (W,) cell centres of the training grid.
-    """
-
-    climatology: np.ndarray
-    count_scale: float
-    lat: np.ndarray
-    lon: np.ndarray
-
-    def to_state(self) -> dict:
-        """Plain tensors, floats and lists: safe for ``torch.load(weights_only=True)``."""
-        return {
-            "climatology": torch.from_numpy(np.ascontiguousarray(self.climatology, np.float32)),
-            "count_scale": float(self.count_scale),
-            "lat": [float(v) for v in self.lat],
-            "lon": [float(v) for v in self.lon],
-        }
-
-    @classmethod
-    def from_state(cls, state: dict) -> FeatureStats:
-        """Inverse of :meth:`to_state`."""
-        clim = state["climatology"]
-        clim = clim.cpu().numpy() if isinstance(clim, torch.Tensor) else np.asarray(clim)
-        return cls(
-            climatology=clim.astype(np.float32),
-            count_scale=float(state["count_scale"]),
-            lat=np.asarray(state["lat"], dtype=np.float64),
-            lon=np.asarray(state["lon"], dtype=np.float64),
-        )
-
-
-def fit_stats(ds: xr.Dataset, index: WindowIndex, **clim_kwargs) -> FeatureStats:
-    """Fit the climatology and count scale on the steps of the training windows only.
-
-    Parameters
-    ----------
-    ds : maps Dataset (``strike_count``, ``coverage``), read in chunks of steps.
-    index : window index of ``ds``; only ``index.steps("train")`` are read for fitting.
-    clim_kwargs : passed to :func:`data_prep.climatology.finish_climatology`.
-    """
-    n_steps = ds.sizes[TIME]
-    if index.n_steps and index.n_steps != n_steps:
-        raise UserError(
-            f"window index has {index.n_steps} steps, maps {n_steps}; rebuild the index"
-        )
-    train = index.steps("train", n_steps)
-    if not train.any():
-        raise UserError("window index: no training window to fit feature statistics on")
-    times = ds[TIME].values
-    hits = samples = None
-    hist = np.zeros(_MAX_COUNT_BIN + 1, dtype=np.int64)
-    for a in range(0, n_steps, _CHUNK_STEPS):
-        use = train[a : a + _CHUNK_STEPS]
-        if not use.any():
-            continue
-        part = ds.isel({TIME: slice(a, a + _CHUNK_STEPS)})
-        counts, cov = part[COUNT].values, part[COVERAGE].values  # (t, H, W)
-        h, n = doy_sums(counts, times[a : a + _CHUNK_STEPS], use, cov)
-        hits, samples = (h, n) if hits is None else (hits + h, samples + n)
-        positive = counts[use][(cov[use] > 0) & (counts[use] >= 1)]
-        hist += np.bincount(np.minimum(positive, _MAX_COUNT_BIN), minlength=_MAX_COUNT_BIN + 1)
-    clim = finish_climatology(hits, samples, **clim_kwargs)
-    lat, lon = ds[LAT].values.astype(np.float64), ds[LON].values.astype(np.float64)
-    return FeatureStats(clim, _count_scale(hist), lat, lon)
-
-
-def _count_scale(hist: np.ndarray) -> float:
-    """log1p of the 99th percentile of positive counts (histogram by count), at least log(2)."""
-    if hist.sum() == 0:
-        return float(np.log1p(1.0))
-    q = int(np.searchsorted(np.cumsum(hist), _COUNT_QUANTILE * hist.sum()))
-    return float(max(np.log1p(q), np.log1p(1.0)))
-
-
-def input_features(
-    counts: np.ndarray,
-    coverage: np.ndarray,
-    times: np.ndarray,
-    stats: FeatureStats,
-    lat: np.ndarray,
-    lon: np.ndarray,
-) -> np.ndarray:
-    """Input channels of each step (see the module docstring).
-
-    Parameters
-    ----------
-    counts : int (T, H, W) strike counts.
-    coverage : (T, H, W) 1 where the cell was observed, 0 where there is no data.
-    times : datetime64 (T,) step labels.
-    stats : fitted :class:`FeatureStats` on the same grid.
-    lat, lon : (H,), (W,) cell centres.
-
-    Returns
-    -------
-    np.ndarray float32 (T, N_CHANNELS, H, W)
-    """
-    counts = np.asarray(counts)
-    t, h, w = counts.shape
-    if stats.climatology.shape[1:] != (h, w) or len(lat) != h or len(lon) != w:
-        raise UserError(
-            f"maps grid {(h, w)} (lat {len(lat)}, lon {len(lon)}) differs from the grid the "
-            f"statistics were fitted on {stats.climatology.shape[1:]}; "
-            "use maps on the training grid"
-        )
-    seen = np.asarray(coverage) > 0  # (T, H, W)
-    out = np.empty((t, N_CHANNELS, h, w), dtype=np.float32)
-    clim = climatology_at(stats.climatology, times)  # (T, H, W)
-    c = counts.astype(np.float32)
-    scale = np.float32(stats.count_scale)
-    out[:, 0] = np.where(seen, np.log1p(c), clim * np.float32(np.log(2.0))) / scale
-    out[:, 1] = np.where(seen, c >= 1, clim)
-    out[:, 2] = clim
-    out[:, 3] = _scaled(lat, stats.lat)[None, :, None]
-    out[:, 4] = _scaled(lon, stats.lon)[None, None, :]
-    angle = 2 * np.pi * _day_of_year(times) / 365.25  # (T,)
-    out[:, 5] = np.sin(angle)[:, None, None]
-    out[:, 6] = np.cos(angle)[:, None, None]
-    share, clim_share = activity_shares(counts >= 1, clim, seen)
-    out[:, 7] = share[:, None, None]
-    out[:, 8] = np.log((share + _SHARE_EPS) / (clim_share + _SHARE_EPS))[:, None, None]
-    out[:, COVERAGE_CHANNEL] = seen
-    return out
-
-
-def check_input_channels(in_channels: int, path: object) -> None:
-    """Refuse a checkpoint whose model reads another number of input channels than
-    :func:`input_features` makes (one trained before the coverage channel has 9)."""
-    if int(in_channels) == N_CHANNELS:
-        return
-    why = "trained before the coverage input; " if int(in_channels) == 9 else ""
-    raise UserError(
-        f"checkpoint {path}: model reads {in_channels} input channels, this version makes "
-        f"{N_CHANNELS} ({why}retrain it with `strikecast train`)"
-    )
-
-
-def activity_shares(
-    struck: np.ndarray, clim: np.ndarray, seen: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Share of the observed cells struck, and their climatological share, float64 (T,) each.
-
-    ``struck``, ``clim``, ``seen``: (T, H, W). A step without an observed cell gets the
-    climatological share of the whole domain for both, so its log ratio is 0.
-    """
-    n_seen = seen.sum((1, 2), dtype=np.float64)  # (T,)
-    fallback = clim.mean((1, 2), dtype=np.float64)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        share = (struck & seen).sum((1, 2), dtype=np.float64) / n_seen
-        clim_share = np.where(seen, clim, 0).sum((1, 2), dtype=np.float64) / n_seen
-    none = n_seen == 0
-    return np.where(none, fallback, share), np.where(none, fallback, clim_share)
-
-
-def _scaled(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
-    """``x`` mapped so that the span of ``ref`` becomes -1..1."""
-    lo, hi = float(np.min(ref)), float(np.max(ref))
-    half = (hi - lo) / 2 or 1.0
-    return ((np.asarray(x, dtype=np.float64) - (lo + hi) / 2) / half).astype(np.float32)
-
-
-def _day_of_year(times: np.ndarray) -> np.ndarray:
-    """Fractional day of year (0 = 1 January 00:00 UTC), float64 (T,)."""
-    t = pd.DatetimeIndex(np.asarray(times, dtype="datetime64[ns]"))
-    return (t - t.normalize()).total_seconds().to_numpy() / 86400.0 + t.day_of_year.to_numpy() - 1
+from forecast.training.features import FeatureStats, input_features, lead_climatology, n_channels
+from forecast.training.steps import STEP_CACHE_BYTES, MapSteps
 
 
 class WindowDataset(Dataset):
@@ -238,13 +30,16 @@ class WindowDataset(Dataset):
     ds : maps Dataset.
     starts : int (N,) window starts (``index.starts[split]``).
     n_in, n_out : input steps and lead times.
-    stats : :class:`FeatureStats` from :func:`fit_stats`.
+    stats : :class:`FeatureStats` from :func:`forecast.training.features.fit_stats`.
     thresholds : count thresholds of the targets, P(count >= t).
-    in_memory : load the two arrays once as numpy (default: when they take < 2 GB); the input
-        features of every step are then computed once too when they take < 1 GB.
+    in_memory : load the two arrays once as numpy (default: when they take < ``EAGER_BYTES``,
+        the limit under which ``open_maps`` loads a file); False reads steps from the maps file,
+        each loader process through its own handle (:class:`forecast.training.steps.MapSteps`).
+    cache_bytes : budget of each process's cache of read and featurised steps.
 
     Items are dicts: ``x`` float32 (n_in, C, H, W), ``y`` float32 (n_out, n_thr, H, W),
-    ``mask`` float32 (n_out, H, W) target coverage, ``init`` int64 index of the last input step.
+    ``mask`` float32 (n_out, H, W) target coverage, ``init`` int64 index of the last input step;
+    sub-daily maps add ``clim`` float32 (n_out, H, W), the climatology of each lead's valid time.
     """
 
     def __init__(
@@ -257,6 +52,7 @@ class WindowDataset(Dataset):
         stats: FeatureStats,
         thresholds: tuple[int, ...] = (1,),
         in_memory: bool | None = None,
+        cache_bytes: int = STEP_CACHE_BYTES,
     ):
         self.starts = np.asarray(starts, dtype=np.int64)
         self.n_in, self.n_out, self.stats = int(n_in), int(n_out), stats
@@ -272,125 +68,40 @@ class WindowDataset(Dataset):
             raise UserError(
                 f"config model.thresholds {list(thresholds)} must be counts >= 1; e.g. [1]"
             )
-        self.times = ds[TIME].values
         self.lat, self.lon = ds[LAT].values, ds[LON].values
         if in_memory is None:
             # one limit with open_maps: maps it loads eagerly are loaded once as numpy here
             in_memory = ds[COUNT].nbytes + ds[COVERAGE].nbytes < EAGER_BYTES
-        self._arrays = (ds[COUNT].values, ds[COVERAGE].values) if in_memory else None
-        self._ds = None if in_memory else ds[[COUNT, COVERAGE]]
-        self._features = None  # (T, C, H, W) inputs of every step, when small enough
-        if in_memory and self._arrays[0].size * N_CHANNELS * 4 < FEATURE_CACHE_BYTES:
-            self._features = input_features(*self._arrays, self.times, stats, self.lat, self.lon)
+        self.steps = MapSteps(
+            ds,
+            self._featurise,
+            channels=n_channels(stats),
+            in_memory=in_memory,
+            cache_bytes=cache_bytes,
+        )
+        self.times = self.steps.times
+
+    def _featurise(self, counts: np.ndarray, cov: np.ndarray, times: np.ndarray) -> np.ndarray:
+        """:func:`input_features` of steps (t, H, W) on this dataset's grid (hour-of-day
+        channels included for sub-daily maps)."""
+        return input_features(counts, cov, times, self.stats, self.lat, self.lon)
 
     def __len__(self) -> int:
         return len(self.starts)
 
-    def _steps(self, a: int, b: int) -> tuple[np.ndarray, np.ndarray]:
-        """Counts and coverage of steps a..b-1, each (b - a, H, W)."""
-        if self._arrays is not None:
-            return self._arrays[0][a:b], self._arrays[1][a:b]
-        part = self._ds.isel({TIME: slice(a, b)})
-        return part[COUNT].values, part[COVERAGE].values
-
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         s = int(self.starts[i])
         e = s + self.n_in
-        counts, cov = self._steps(s, e + self.n_out)  # (n_in + n_out, H, W)
-        if self._features is not None:
-            x = self._features[s:e]
-        else:
-            n = self.n_in
-            x = input_features(counts[:n], cov[:n], self.times[s:e], self.stats, self.lat, self.lon)
-        target = (
-            counts[self.n_in :, None] >= self.thresholds[None, :, None, None]
-        )  # (n_out, n_thr, H, W)
-        return {
+        x, counts, cov = self.steps.window(s, self.n_in, self.n_out)  # targets (n_out, H, W)
+        target = counts[:, None] >= self.thresholds[None, :, None, None]  # (n_out, n_thr, H, W)
+        item = {
             "x": torch.from_numpy(x),
             "y": torch.from_numpy(target.astype(np.float32)),
-            "mask": torch.from_numpy((cov[self.n_in :] > 0).astype(np.float32)),
+            "mask": torch.from_numpy((cov > 0).astype(np.float32)),
             "init": torch.tensor(e - 1, dtype=torch.int64),
         }
-
-
-def init_features(
-    ds: xr.Dataset, inits: np.ndarray, n_in: int, stats: FeatureStats
-) -> torch.Tensor:
-    """Inputs of forecasts made at ``inits`` (last observed steps), no targets needed.
-
-    Parameters
-    ----------
-    ds : maps Dataset.
-    inits : int (N,) step index of the last input step of each forecast.
-    n_in : input steps.
-    stats : fitted :class:`FeatureStats`.
-
-    Returns
-    -------
-    torch.Tensor float32 (N, n_in, C, H, W)
-    """
-    inits = np.atleast_1d(np.asarray(inits, dtype=np.int64))
-    n_steps = ds.sizes[TIME]
-    if inits.size and (inits.min() < n_in - 1 or inits.max() >= n_steps):
-        raise UserError(
-            f"forecast init steps must lie in {n_in - 1}..{n_steps - 1} "
-            f"(need {n_in} past steps); got {inits.min()}..{inits.max()}"
-        )
-    steps = inits[:, None] - np.arange(n_in - 1, -1, -1)  # (N, n_in) input steps, oldest first
-    needed, where = np.unique(steps, return_inverse=True)  # each step read and featurised once
-    part = ds.isel({TIME: needed})
-    counts, cov = part[COUNT].values, part[COVERAGE].values  # (U, H, W) each
-    feats = input_features(counts, cov, part[TIME].values, stats, ds[LAT].values, ds[LON].values)
-    return torch.from_numpy(feats[where.reshape(steps.shape)])  # (N, n_in, C, H, W)
-
-
-def make_loader(
-    dataset: Dataset,
-    sampler: Sampler,
-    *,
-    batch_size: int,
-    num_workers: int = 0,
-    device: str | torch.device = "cpu",
-    seed: int = 0,
-) -> DataLoader:
-    """Batches in ``sampler``'s order; worker processes and pinned memory keep the GPU fed.
-
-    ``device`` only decides whether memory is pinned (on CUDA). Workers persist across epochs
-    and prefetch 4 batches each. The loader gets its own seeded generator, so making an iterator
-    does not draw from the global random state (a resumed run draws what the uninterrupted one
-    drew).
-    """
-    workers = int(num_workers)
-    if workers > 0:
-        stop_workers_at_exit()
-    return _Loader(
-        dataset,
-        batch_size=int(batch_size),
-        sampler=sampler,
-        num_workers=workers,
-        pin_memory=torch.device(device).type == "cuda",
-        persistent_workers=workers > 0,
-        prefetch_factor=4 if workers > 0 else None,
-        generator=torch.Generator().manual_seed(int(seed)),
-        worker_init_fn=_seed_worker if workers > 0 else None,
-    )
-
-
-class _Loader(DataLoader):
-    """A DataLoader whose workers never die of a signal meant for the main process: it forks them
-    with SIGTERM and SIGINT held back (see :mod:`forecast.training.signals`)."""
-
-    def __iter__(self):
-        with held_while_forking():
-            return super().__iter__()
-
-
-def _seed_worker(worker_id: int) -> None:
-    """Seed numpy and random in each worker from torch's per-worker seed, and leave SIGTERM and
-    Ctrl-C to the main process: a batch scheduler or a terminal signals the whole process group,
-    and a worker killed first would abort training before it saves ``last.pt``. The main process
-    stops its workers itself when it leaves."""
-    ignore_in_worker()
-    seed = torch.initial_seed() % 2**32
-    np.random.seed(seed)  # noqa: NPY002 - code in workers may use the global numpy generator
-    random.seed(seed)
+        if self.stats.diurnal:
+            item["clim"] = torch.from_numpy(
+                lead_climatology(self.stats, self.times[e : e + self.n_out])
+            )
+        return item

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as td
 from torch.utils.data import Sampler
 
+from data_prep.cores import usable_cores
 from data_prep.errors import UserError
 
 T = TypeVar("T")
@@ -71,31 +72,90 @@ def setup(device_spec: str = "auto") -> Dist:
 
 
 @contextlib.contextmanager
-def session(device_spec: str = "auto", threads: int = 0) -> Iterator[Dist]:
-    """:func:`setup`, then (on CPU) ``threads`` torch threads, or with 0 the cores shared among
-    the processes; on leaving, the previous thread count and :func:`teardown`."""
+def session(device_spec: str = "auto", threads: int = 0, tf32: bool = True) -> Iterator[Dist]:
+    """:func:`setup`, then :func:`torch_threads` for its device and, on CUDA,
+    :func:`cuda_settings`; on leaving, the previous settings and :func:`teardown`."""
     dist = setup(device_spec)
-    previous = torch.get_num_threads()
-    if dist.device.type == "cpu":
-        torch.set_num_threads(threads if threads > 0 else cpu_threads(dist.world))
     try:
-        yield dist
+        with torch_threads(dist.device, threads, dist.world), cuda_settings(dist.device, tf32=tf32):
+            yield dist
     finally:
-        torch.set_num_threads(previous)
         teardown(dist)
 
 
-def cpu_threads(world: int = 1) -> int:
-    """Torch threads per process: the usable cores shared among ``world`` processes, or 1 when
-    the machine is already busy (1-minute load average at or above the core count).
+@contextlib.contextmanager
+def torch_threads(device: torch.device, threads: int = 0, world: int = 1) -> Iterator[int]:
+    """On CPU, ``threads`` torch threads, or with 0 :func:`cpu_threads`; the previous count is
+    restored on leaving. Yields the count used (the current one on a GPU)."""
+    if threads < 0:
+        raise UserError(f"threads {threads}: give 0 (the usable cores) or a count >= 1")
+    previous = torch.get_num_threads()
+    if torch.device(device).type == "cpu":
+        torch.set_num_threads(threads if threads > 0 else cpu_threads(world))
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(previous)
 
-    OpenMP threads that wait on cores other programs hold spin and stall one another: on a busy
-    2-core machine a training step took 6.1 s with 2 threads and 0.37 s with 1.
+
+@contextlib.contextmanager
+def cuda_settings(device: torch.device, *, tf32: bool = True) -> Iterator[None]:
+    """On CUDA: cuDNN picks the fastest convolution algorithm for each input shape (batches have
+    one shape, so it measures once), and float32 matmuls and convolutions run in TF32 (``tf32``,
+    ``train.tf32``) on GPUs that have it. Nothing on CPU. The previous settings come back after.
     """
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cores = max(1, cores or 1)
-    busy = hasattr(os, "getloadavg") and os.getloadavg()[0] >= cores
-    return 1 if busy else max(1, cores // world)
+    if device.type != "cuda":
+        yield
+        return
+    benchmark = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = True
+    try:
+        with tf32_mode(tf32):
+            yield
+    finally:
+        torch.backends.cudnn.benchmark = benchmark
+
+
+# PyTorch >= 2.9 sets TF32 per backend with ``fp32_precision`` ("tf32" / "ieee"); older ones with
+# ``allow_tf32``. The two may not be mixed, so the newer is used where it exists.
+_NEW_TF32 = hasattr(torch.backends.cuda.matmul, "fp32_precision")
+_TF32_BACKENDS = (
+    (torch.backends.cuda.matmul, torch.backends.cudnn.conv, torch.backends.cudnn.rnn)
+    if _NEW_TF32
+    else (torch.backends.cuda.matmul, torch.backends.cudnn)
+)
+
+
+def tf32_flags() -> tuple:
+    """The TF32 settings of CUDA matmuls and cuDNN (on a CPU-only build they do nothing)."""
+    attr = "fp32_precision" if _NEW_TF32 else "allow_tf32"
+    return tuple(getattr(b, attr) for b in _TF32_BACKENDS)
+
+
+def _set_tf32_flags(values: tuple) -> None:
+    attr = "fp32_precision" if _NEW_TF32 else "allow_tf32"
+    for backend, value in zip(_TF32_BACKENDS, values, strict=True):
+        setattr(backend, attr, value)
+
+
+@contextlib.contextmanager
+def tf32_mode(enabled: bool) -> Iterator[None]:
+    """Float32 matmuls and convolutions on CUDA in TF32 (``enabled``) or in full float32."""
+    value = ("tf32" if enabled else "ieee") if _NEW_TF32 else enabled
+    previous = tf32_flags()
+    _set_tf32_flags((value,) * len(_TF32_BACKENDS))
+    try:
+        yield
+    finally:
+        _set_tf32_flags(previous)
+
+
+def cpu_threads(world: int = 1) -> int:
+    """Torch threads per process: the usable cores (CPU affinity) shared among ``world``
+    processes. Never chosen from the load average (see :mod:`data_prep.cores`): on a machine
+    shared with other jobs, set ``train.threads`` / ``--threads`` (1 is often fastest there: on a
+    busy 2-core machine a training step took 6.1 s with 2 threads and 0.37 s with 1)."""
+    return max(1, usable_cores() // world)
 
 
 def teardown(dist: Dist) -> None:
@@ -113,6 +173,15 @@ def all_sum(x: torch.Tensor, dist: Dist) -> torch.Tensor:
     return y.to(x.device)
 
 
+def all_max(x: torch.Tensor, dist: Dist) -> torch.Tensor:
+    """Elementwise maximum of ``x`` over all processes (``x`` itself with one process)."""
+    if dist.world == 1:
+        return x
+    y = x.to(dist.device).clone()
+    td.all_reduce(y, op=td.ReduceOp.MAX)
+    return y.to(x.device)
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None):
     """Mixed precision in ``dtype`` (bf16 / fp16) on ``device``; a no-op context for ``None``."""
     if dtype is None:
@@ -120,14 +189,18 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device.type, dtype=dtype)
 
 
-def inference_precision(device: torch.device):
-    """The precision of every forward pass outside training: float32, autocast off.
+@contextlib.contextmanager
+def inference_precision(device: torch.device) -> Iterator[None]:
+    """The precision of every forward pass outside training: float32, autocast off, TF32 off.
 
     Validation, the calibration fit and ``predict`` (and so ``evaluate``) all run the model in
-    this context, whatever ``train.amp`` says, so the calibration is fitted on the very logits
-    it is applied to (bf16 logits differ from float32 ones by about 1e-2).
+    this context, whatever ``train.amp`` and ``train.tf32`` say, so the calibration is fitted on
+    the very logits it is applied to (bf16 logits differ from float32 ones by about 1e-2, TF32
+    ones by about 1e-3; ``predict`` runs in a process of its own, where PyTorch's defaults
+    would give cuDNN convolutions TF32 but matmuls not).
     """
-    return torch.autocast(device.type, enabled=False)
+    with torch.autocast(device.type, enabled=False), tf32_mode(False):
+        yield
 
 
 def barrier(dist: Dist) -> None:

@@ -44,6 +44,7 @@ from forecast.training.checkpoint import (
 )
 from forecast.training.data import TrainData, build_data, model_inputs, validate
 from forecast.training.distributed import Dist
+from forecast.training.guard import StepGuard
 from forecast.training.recalibrate import calibrate
 from forecast.training.run_dir import check_run_dir
 from forecast.training.runlog import RunLog, validation_line
@@ -89,7 +90,7 @@ def train(cfg: ExperimentConfig, resume: bool = False) -> Path:
     UserError
         When ``train.maps`` is empty or unusable, or when the loss becomes NaN or infinite.
     """
-    with distributed.session(cfg.train.device, cfg.train.threads) as dist:
+    with distributed.session(cfg.train.device, cfg.train.threads, cfg.train.tf32) as dist:
         # the main process reports; train.progress=false silences it as --quiet does
         with quiet(not (cfg.train.progress and dist.is_main)):
             return train_loop(cfg, dist, resume)
@@ -111,6 +112,7 @@ class _Session:
     state: TrainState
     log: RunLog
     steps: Bar  # progress bar over the steps of the run
+    guard: StepGuard  # NaN losses and stop requests, looked at every train.log_every steps
 
     def going(self, interrupt: Interruption) -> bool:
         """Whether another pass over the training windows is due."""
@@ -119,7 +121,7 @@ class _Session:
             s.step < self.total
             and not s.stopped
             and s.step < self.session_end
-            and not interrupt.requested
+            and not self.guard.halted(interrupt)
         )
 
 
@@ -137,7 +139,7 @@ def train_loop(cfg: ExperimentConfig, dist: Dist, resume: bool = False) -> Path:
         while run.going(interrupt):
             lr = _train_pass(run, tc, dist, interrupt)
             _end_pass(run, cfg, dist, run_dir, lr)
-    if interrupt.requested:
+    if run.guard.halted(interrupt):
         run.log.close()
         raise TrainingInterrupted(
             f"training interrupted ({interrupt.requested}) at step {run.state.step}: "
@@ -172,25 +174,33 @@ def _start(cfg: ExperimentConfig, dist: Dist, run_dir: Path, resume: bool) -> _S
         note(_resume_line(run_dir / "last.pt", state, total, found=bool(restored)))
     if dist.is_main:
         save_config(cfg, run_dir / "config.yaml")
-    log = RunLog(run_dir, enabled=dist.is_main, after_step=state.step if resume else None)
+    log = RunLog(
+        run_dir, enabled=dist.is_main, after_step=state.step if resume else None, device=dist.device
+    )
     if "log" in restored:
         log.load_state_dict(restored["log"])
     session_end = state.step + tc.session_steps if tc.session_steps else math.inf
     steps = bar(desc="train", total=total, initial=state.step, unit="step")
+    guard = StepGuard(dist, state.step)
     return _Session(
-        data, model, net, optimizer, scaler, loss_fn, amp, total, session_end, state, log, steps
-    )
+        data, model, net, optimizer, scaler, loss_fn, amp, total, session_end, state, log, steps,
+        guard,
+    )  # fmt: skip
 
 
 def _train_pass(run: _Session, tc: TrainConfig, dist: Dist, interrupt: Interruption) -> float:
-    """Train on the rest of this epoch, or up to the next checkpoint or stop; return the last lr."""
+    """Train on the rest of this epoch, or up to the next checkpoint or stop; return the last lr.
+
+    No host sync between log steps (:mod:`forecast.training.guard`): the losses are looked at
+    every ``train.log_every`` steps and when the pass ends, before validation or a checkpoint.
+    """
     state = run.state
     run.data.train_sampler.set_epoch(state.epoch, skip=state.batch_in_epoch * tc.batch_size)
     t0 = time.perf_counter()
     run.net.train()
     lr = lr_at(state.step, lr=tc.lr, min_lr=tc.min_lr, warmup=tc.warmup_steps, total=run.total)
     for batch in run.data.train_loader:
-        lr, loss, stop = _train_step(run, batch, tc, dist, interrupt)
+        lr, loss = _train_step(run, batch, tc, dist)
         # log
         elapsed = state.seconds + time.perf_counter() - t0
         run.log.train_loss(loss.detach(), state, lr, elapsed, every=tc.log_every)
@@ -198,28 +208,47 @@ def _train_pass(run: _Session, tc: TrainConfig, dist: Dist, interrupt: Interrupt
         run.steps.set_postfix(shown, lr=f"{lr:.2e}", refresh=False)
         run.steps.update(1)
         save = tc.checkpoint_every > 0 and state.step % tc.checkpoint_every == 0
-        if state.step >= run.total or state.step >= run.session_end or stop or save:
+        if state.step >= run.total or state.step >= run.session_end or save:
             break
+        # look at the losses (and agree on a stop) every log_every steps
+        if state.step % tc.log_every == 0:
+            _look(run, tc, interrupt)
+        if run.guard.halted(interrupt):
+            break
+    _look(run, tc, interrupt)  # the pass ends: nothing is saved from a diverged run
     state.seconds += time.perf_counter() - t0
     return lr
 
 
+def _look(run: _Session, tc: TrainConfig, interrupt: Interruption) -> None:
+    """:meth:`StepGuard.look` at the current step."""
+    s = run.state
+    run.guard.look(
+        s.step,
+        interrupt,
+        epoch=s.epoch,
+        lr_at=lambda k: lr_at(
+            k, lr=tc.lr, min_lr=tc.min_lr, warmup=tc.warmup_steps, total=run.total
+        ),
+    )
+
+
 def _train_step(
-    run: _Session, batch: dict, tc: TrainConfig, dist: Dist, interrupt: Interruption
-) -> tuple[float, torch.Tensor, bool]:
-    """One optimisation step on ``batch``; returns (lr, loss, whether any process must stop)."""
+    run: _Session, batch: dict, tc: TrainConfig, dist: Dist
+) -> tuple[float, torch.Tensor]:
+    """One optimisation step on ``batch``; returns (lr, loss). Reads nothing back to the host."""
     state = run.state
     y, mask = (batch[k].to(dist.device, non_blocking=True) for k in ("y", "mask"))
-    inputs = model_inputs(batch, dist.device)  # (x,) or (x, guide)
+    inputs = model_inputs(batch, dist.device, run.data.channels_last)  # x (and guide, clim)
     # schedule
     lr = lr_at(state.step, lr=tc.lr, min_lr=tc.min_lr, warmup=tc.warmup_steps, total=run.total)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     # forward and loss
     with distributed.autocast(dist.device, run.amp):
-        logits = run.net(*inputs)
+        logits = run.net(**inputs)
     loss = process_loss(run.loss_fn, logits, y, mask, dist)
-    stop = _check_step(loss, state, lr, dist, interrupt)
+    run.guard.add(loss, state.step + 1)
     # backward and clip
     run.optimizer.zero_grad(set_to_none=True)
     run.scaler.scale(loss).backward()
@@ -231,7 +260,7 @@ def _train_step(
     run.scaler.update()
     state.step += 1
     state.batch_in_epoch += 1
-    return lr, loss, stop
+    return lr, loss
 
 
 def _end_pass(run: _Session, cfg: ExperimentConfig, dist: Dist, run_dir: Path, lr: float) -> None:
@@ -276,14 +305,18 @@ def build_optimizer(model: nn.Module, tc: TrainConfig) -> torch.optim.Optimizer:
 
 
 def _wrap(model: nn.Module, tc: TrainConfig, dist: Dist) -> nn.Module:
-    """Channels-last memory (GPU), ``torch.compile`` when asked, DDP under torchrun."""
+    """Channels-last weights (GPU), DDP under torchrun, then ``torch.compile`` when asked.
+
+    Compiling the DDP wrapper (not DDP around a compiled model) lets the compiler split the graph
+    at DDP's gradient buckets, so the all-reduce of one bucket overlaps the backward of the next.
+    """
     if tc.channels_last and dist.device.type == "cuda":
         model.to(memory_format=torch.channels_last)
-    net = torch.compile(model) if tc.compile else model
+    net = model
     if dist.world > 1:
         ids = [dist.device.index] if dist.device.type == "cuda" else None
         net = nn.parallel.DistributedDataParallel(net, device_ids=ids)
-    return net
+    return torch.compile(net) if tc.compile else net
 
 
 def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -312,29 +345,6 @@ def process_loss(loss_fn, logits: torch.Tensor, y, mask, dist: Dist) -> torch.Te
     n = observed_pairs(mask, logits.shape[2]).to(torch.float32)
     count = distributed.all_sum(n, dist) / dist.world
     return loss_fn(logits.float(), y, mask, count=count)
-
-
-def _check_step(
-    loss: torch.Tensor, state: TrainState, lr: float, dist: Dist, interrupt: Interruption
-) -> bool:
-    """Raise a one-line UserError when the loss (on any process) is NaN or infinite; return
-    whether any process was asked to stop (one reduction for both, so all processes agree)."""
-    flags = torch.stack(
-        [
-            (~torch.isfinite(loss.detach())).float(),
-            loss.new_tensor(float(bool(interrupt.requested))),
-        ]
-    )
-    bad, stop = distributed.all_sum(flags, dist).tolist()
-    if stop and not interrupt.requested:
-        interrupt.requested = "another process"
-    if bad > 0:
-        raise UserError(
-            f"training diverged: the loss is {loss.item()} at step {state.step + 1} (epoch "
-            f"{state.epoch + 1}, lr {lr:.3g}); lower train.lr, keep train.grad_clip > 0, or check "
-            "the maps for bad values"
-        )
-    return stop > 0
 
 
 def _stop_line(run: _Session) -> str:

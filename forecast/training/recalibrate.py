@@ -89,7 +89,7 @@ def recalibrate(cfg: ExperimentConfig) -> Path:
     fix = "pass the run's own config.yaml and drop overrides of those keys"
     ckpt = load_checkpoint(path, map_location="cpu")
     same_run(path, ckpt, cfg, None, train_keys=(), fix=fix)  # before the slow part
-    with distributed.session(cfg.train.device, cfg.train.threads) as dist:
+    with distributed.session(cfg.train.device, cfg.train.threads, cfg.train.tf32) as dist:
         data = build_data(cfg, dist)
         same_run(path, ckpt, cfg, data, train_keys=(), fix=fix)
         model = build_model(cfg.model, data.in_channels, data.n_out, data.guide_channels)

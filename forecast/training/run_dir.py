@@ -13,7 +13,7 @@ from data_prep.config import to_dict
 from data_prep.errors import UserError
 from data_prep.sequences import index_path
 from forecast.config import ExperimentConfig
-from forecast.training.dataset import check_input_channels
+from forecast.training.features import FeatureStats, check_input_channels
 from forecast.training.guided import GuidanceStats, check_guidance_given
 
 RUN_FILES = ("config.yaml", "best.pt", "last.pt", "log.csv", "calibration.nc")
@@ -57,7 +57,8 @@ def same_run(
     optimisation) and, unless ``data`` is None, the feature statistics of the maps.
     """
     args = ckpt["model_args"]
-    check_input_channels(args["in_channels"] - int(args.get("guide_channels", 0)), path)
+    stats = FeatureStats.from_state(ckpt["stats"])
+    check_input_channels(args["in_channels"] - int(args.get("guide_channels", 0)), path, stats)
     check_guidance_given(path, GuidanceStats.from_state(ckpt.get("guidance")), cfg.data.guidance)
     old, new = ckpt["config"], to_dict(cfg)
     keys = [

@@ -1,10 +1,12 @@
 """Training log of a run: ``log.csv`` and TensorBoard events, written by the main process only.
 
 ``log.csv`` columns: ``step, epoch, lr, train_loss, val_loss, val_brier, val_bss, val_auc,
-seconds``. A row every ``log_every`` steps carries the mean training loss since the previous row;
+seconds, gpu_mem_gib``. A row every ``log_every`` steps carries the mean training loss since the previous row;
 a row after each validation carries the validation scores (and the mean training loss since the
 last validation).
-``seconds`` is training wall time over all sessions. A resumed run first drops the rows written
+``seconds`` is training wall time over all sessions; ``gpu_mem_gib`` the most GPU memory
+PyTorch held for tensors since the previous row (``torch.cuda.max_memory_allocated``), empty on
+CPU. A resumed run first drops the rows written
 after its checkpoint, so the log reads as one uninterrupted run.
 """
 
@@ -21,17 +23,26 @@ from data_prep.progress import duration
 
 COLUMNS = (
     "step", "epoch", "lr", "train_loss", "val_loss", "val_brier", "val_bss", "val_auc", "seconds",
+    "gpu_mem_gib",
 )  # fmt: skip
 
 
 class RunLog:
     """Appends rows to ``<run_dir>/log.csv`` and scalars to ``<run_dir>/tensorboard``."""
 
-    def __init__(self, run_dir: Path, *, enabled: bool = True, after_step: int | None = None):
+    def __init__(
+        self,
+        run_dir: Path,
+        *,
+        enabled: bool = True,
+        after_step: int | None = None,
+        device: torch.device | None = None,
+    ):
         self.enabled, self.path = enabled, Path(run_dir) / "log.csv"
+        self.device = device
         self.last_loss = math.nan
         self._n, self._epoch_sum, self._epoch_n = 0, 0.0, 0
-        self._pending = torch.zeros(())
+        self._pending = torch.zeros((), device=device)  # on the device: no copy in a step
         if not enabled:
             return
         self._start_csv(after_step)
@@ -92,7 +103,7 @@ class RunLog:
         total = float(self._pending)
         self.last_loss = total / self._n
         self._epoch_sum, self._epoch_n = self._epoch_sum + total, self._epoch_n + self._n
-        self._pending, self._n = torch.zeros(()), 0
+        self._pending, self._n = torch.zeros((), device=self._pending.device), 0
 
     def state_dict(self) -> dict:
         """Running sums not yet written, for the checkpoint (a resumed log then matches)."""
@@ -105,7 +116,8 @@ class RunLog:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        self._pending, self._n = torch.tensor(state["pending"]), state["n"]
+        self._pending = torch.tensor(state["pending"], device=self.device)
+        self._n = state["n"]
         self.last_loss, self._epoch_sum, self._epoch_n = (
             state["last_loss"],
             state["epoch_sum"],
@@ -115,8 +127,18 @@ class RunLog:
     def _row(self, values: dict) -> None:
         if not self.enabled:
             return
+        values = {**values, "gpu_mem_gib": self._peak_memory()}
         with self.path.open("a", newline="") as f:
             f.write(",".join(_fmt(values.get(c, "")) for c in COLUMNS) + "\n")
+
+    def _peak_memory(self) -> float:
+        """GiB of GPU memory held for tensors since the previous row (NaN off CUDA); a host
+        read of the allocator's counters, no device sync."""
+        if self.device is None or self.device.type != "cuda":
+            return math.nan
+        peak = torch.cuda.max_memory_allocated(self.device) / 2**30
+        torch.cuda.reset_peak_memory_stats(self.device)
+        return peak
 
     def close(self) -> None:
         if self.enabled:

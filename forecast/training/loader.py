@@ -1,0 +1,73 @@
+"""Batches of windows for training and validation: worker processes, prefetching, pinned memory.
+
+Each worker process reads maps through a handle of its own (see
+:class:`forecast.training.steps.MapSteps`: the handle is opened on the worker's first read), so no
+netCDF/HDF5 handle crosses a ``fork``. Workers persist across epochs, so each keeps its handle and
+its cache of featurised steps for the whole run.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from forecast.training.signals import held_while_forking, ignore_in_worker, stop_workers_at_exit
+
+PREFETCH_BATCHES = 4  # batches each worker prepares ahead
+
+
+def make_loader(
+    dataset: Dataset,
+    sampler: Sampler,
+    *,
+    batch_size: int,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+    seed: int = 0,
+    drop_last: bool = False,
+) -> DataLoader:
+    """Batches in ``sampler``'s order; worker processes and pinned memory keep the GPU fed.
+
+    ``device`` only decides whether memory is pinned (on CUDA). Workers persist across epochs
+    and prefetch ``PREFETCH_BATCHES`` batches each. The loader gets its own seeded generator, so making an iterator
+    does not draw from the global random state (a resumed run draws what the uninterrupted one
+    drew). ``drop_last``: leave out a last batch smaller than ``batch_size``.
+    """
+    workers = int(num_workers)
+    if workers > 0:
+        stop_workers_at_exit()
+    return _Loader(
+        dataset,
+        batch_size=int(batch_size),
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=torch.device(device).type == "cuda",
+        persistent_workers=workers > 0,
+        prefetch_factor=PREFETCH_BATCHES if workers > 0 else None,
+        generator=torch.Generator().manual_seed(int(seed)),
+        drop_last=drop_last,
+        worker_init_fn=_seed_worker if workers > 0 else None,
+    )
+
+
+class _Loader(DataLoader):
+    """A DataLoader whose workers never die of a signal meant for the main process: it forks them
+    with SIGTERM and SIGINT held back (see :mod:`forecast.training.signals`)."""
+
+    def __iter__(self):
+        with held_while_forking():
+            return super().__iter__()
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Seed numpy and random in each worker from torch's per-worker seed, and leave SIGTERM and
+    Ctrl-C to the main process: a batch scheduler or a terminal signals the whole process group,
+    and a worker killed first would abort training before it saves ``last.pt``. The main process
+    stops its workers itself when it leaves."""
+    ignore_in_worker()
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)  # noqa: NPY002 - code in workers may use the global numpy generator
+    random.seed(seed)
