@@ -7,10 +7,11 @@ fractions at ``eval.neighbourhoods``, per-day) in the fused passes of
 the fallback without numba), interleaved, best of ``--repeats``. Prints cell-forecasts per second
 (inits x leads x cells of the grid) per method and path, wall clock and CPU time of the process
 and checks the two paths leave the same states. Then all methods of the batch at once, each on a
-thread of :data:`forecast.evaluation.scoring.SCORING_THREADS` as ``evaluate`` scores them:
+thread of :func:`forecast.evaluation.scoring.scoring_threads` as ``evaluate`` scores them:
 cell-forecasts per second per method = cells x methods / wall clock.
 
     python benchmarks/bench_eval.py                              # mock maps, 96 x 160, 32 inits
+    python benchmarks/bench_eval.py --quick                      # a tiny grid: checks that it runs
     python benchmarks/bench_eval.py --maps runs/q/maps.nc --checkpoint runs/q/run/best.pt
 """
 
@@ -18,20 +19,23 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+import torch
 import xarray as xr
 
 from data_prep.io import open_maps
 from data_prep.mock import mock_maps
 from forecast.config import EvalConfig
 from forecast.evaluation.baselines import build_baseline, observations
-from forecast.evaluation.scoring import SCORING_THREADS, all_steps_index
+from forecast.evaluation.scoring import all_steps_index, scoring_threads
 from forecast.metrics.fused import scoring_kernel
 from forecast.metrics.suite import MethodState
 from forecast.predict import load_forecaster
+from forecast.training.distributed import cpu_threads
 
 BASELINES = ("persistence", "smoothed_persistence", "climatology", "lagrangian")
 PATHS = ("numpy", "auto")  # each state's add; the fused passes
@@ -76,7 +80,13 @@ def main() -> None:
     ap.add_argument("--grid", default="96x160", help="mock maps H x W")
     ap.add_argument("--inits", type=int, default=32, help="inits in the batch")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="scoring threads; 0 = usable cores")
+    ap.add_argument("--quick", action="store_true", help="a tiny grid, one repeat")
     args = ap.parse_args()
+    if args.quick:
+        args.grid, args.inits, args.repeats = "16x24", 8, 1
+    torch.set_num_threads(args.threads or cpu_threads(1))  # the count evaluate scores with
+    load = os.getloadavg()[0]
     h, w = (int(x) for x in args.grid.split("x"))
     ds = open_maps(args.maps) if args.maps else mock_maps(n_steps=160, shape=(h, w), seed=1)
     ecfg = EvalConfig(smoothing_window=5)
@@ -105,13 +115,14 @@ def main() -> None:
         )
 
     together(probs, events, mask, day, ecfg, args.repeats)
+    print(f"load average before / after: {load:.2f} / {os.getloadavg()[0]:.2f}")
 
 
 def together(probs: dict, events, mask, day, ecfg, repeats: int) -> None:
-    """All methods of the batch at once on SCORING_THREADS threads, per path; best of repeats."""
+    """All methods of the batch at once on scoring_threads() threads, per path; best of repeats."""
     cells = events.size * len(probs)
     line = []
-    with ThreadPoolExecutor(max_workers=SCORING_THREADS) as pool:
+    with ThreadPoolExecutor(max_workers=scoring_threads()) as pool:
         for path in PATHS:
             best = np.inf
             for _ in range(repeats):
@@ -123,7 +134,7 @@ def together(probs: dict, events, mask, day, ecfg, repeats: int) -> None:
                     job.result()
                 best = min(best, time.perf_counter() - wall)
             line.append(f"{path}: {cells / best / 1e6:.1f} M/s per method")
-    print(f"all {len(probs)} methods at once on {SCORING_THREADS} threads: " + ", ".join(line))
+    print(f"all {len(probs)} methods at once on {scoring_threads()} threads: " + ", ".join(line))
 
 
 if __name__ == "__main__":

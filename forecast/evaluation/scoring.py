@@ -18,13 +18,13 @@ streams each method's forecasts into the states of :mod:`forecast.metrics`:
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pandas as pd
+import torch
 import xarray as xr
 
 from data_prep.errors import ConfigError, UserError
@@ -38,8 +38,13 @@ from forecast.predict import day_label
 
 __all__ = ["all_steps_index", "evaluate", "stream"]
 
-# threads scoring the methods of a batch at once (the fused kernels run without the GIL)
-SCORING_THREADS = min(4, os.cpu_count() or 1)
+
+def scoring_threads() -> int:
+    """Threads scoring the methods of a batch at once (the fused kernels run without the GIL):
+    torch's CPU thread count, which ``evaluate --threads`` sets (the usable cores by default;
+    see :mod:`data_prep.cores`)."""
+    return max(1, torch.get_num_threads())
+
 
 # --------------------------------------------------------------------------------------------
 # the loop
@@ -59,12 +64,12 @@ def stream(
     ``rows`` are the positions of the batch in ``inits``; ``prob`` (n, L, H, W), ``events`` and
     ``mask`` bool (n, L, H, W); ``mask`` holds the observed cells where every method's forecast
     is finite, so all methods are scored on the same cases. The calls of one batch run on
-    :data:`SCORING_THREADS` threads at once, one per method: ``add`` must touch only the
+    :func:`scoring_threads` threads at once, one per method: ``add`` must touch only the
     method's own state. ``desc`` names a progress bar over
     the (init, method) forecasts; none without it.
     """
     done = bar(total=len(inits) * len(methods), desc=desc, unit="forecast", enabled=bool(desc))
-    with ThreadPoolExecutor(max_workers=SCORING_THREADS) as pool:
+    with ThreadPoolExecutor(max_workers=scoring_threads()) as pool:
         for lo in range(0, len(inits), batch):
             rows = np.arange(lo, min(lo + batch, len(inits)))
             events, mask = observations(ds, inits[rows], n_out)
