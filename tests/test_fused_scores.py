@@ -9,8 +9,12 @@ import math
 import numpy as np
 import pytest
 
-from forecast.config import EvalConfig
-from forecast.metrics import ContingencyState
+from data_prep.mock import mock_maps
+from data_prep.sequences import build_index
+from forecast.config import EvalConfig, ExperimentConfig
+from forecast.evaluation import evaluate
+from forecast.evaluation.baselines import build_baseline
+from forecast.metrics import ContingencyState, categorical, suite
 from forecast.metrics.fused import scoring_kernel
 from forecast.metrics.suite import MethodState
 
@@ -87,3 +91,24 @@ def test_one_pass_contingency_tables_equal_the_numpy_histograms():
     assert np.array_equal(tables["auto"].table, tables["numpy"].table)
     cases = sum(_batch(seed)[2].sum(axis=(0, 2, 3)) for seed in range(3))  # (L,)
     assert np.array_equal(tables["auto"].table.sum(-1), np.repeat(cases[:, None], 19, 1))
+
+
+def test_evaluate_writes_the_same_scores_with_and_without_the_kernels(monkeypatch):
+    maps = mock_maps(n_steps=200, shape=(12, 16), seed=3, cell_gaps=0.05)
+    cfg = ExperimentConfig()
+    cfg.data.block_steps, cfg.eval.bootstrap, cfg.eval.neighbourhoods = 28, 20, (1, 2, 3, 5)
+    index = build_index(maps, cfg.data)
+    names = ("persistence", "smoothed_persistence", "climatology")
+    methods = {n: build_baseline(n, maps, index, cfg.eval) for n in names}
+    fast = evaluate(cfg, maps, index, methods, "test")
+    for module in (suite, categorical):
+        monkeypatch.setattr(module, "scoring_kernel", lambda: None)
+    slow = evaluate(cfg, maps, index, methods, "test")
+    assert list(fast.data_vars) == list(slow.data_vars)
+    probe = [(np.linspace(0, 1, 20001, dtype=np.float32)[None],)]
+    exact_logs = _numpy_logs_are_the_c_librarys(probe)
+    for name in slow.data_vars:  # every score, curve and interval, to the last bit
+        if name == "log_loss" and not exact_logs:
+            np.testing.assert_allclose(fast[name].values, slow[name].values, rtol=1e-13)
+        else:
+            assert np.array_equal(fast[name].values, slow[name].values, equal_nan=True), name
