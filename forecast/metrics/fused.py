@@ -41,7 +41,7 @@ def add_fused(state, prob, obs, mask, day) -> None:
         day,
         lead_thr,
         cat_thr,
-        kernel.below_bins(cat_thr, pr.positives.shape[1]),
+        _threshold_bins(kernel, cat_thr, pr.positives.shape[1]),
         (pr.negatives, pr.positives),
         (daily.negatives, daily.positives, daily.table, daily.n),
     )
@@ -52,6 +52,10 @@ def add_fused(state, prob, obs, mask, day) -> None:
         table.table[lead] += _contingency(n_le[lead])
         _add_cells(state.fractions, lead, yes_table[lead])
         _add_windows(state, kernel, lead, (p, o, m), per_init, (h, w))
+
+
+def _threshold_bins(kernel, thresholds: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    return kernel.below_bins(thresholds, n_bins), kernel.ambiguous_bins(thresholds, n_bins)
 
 
 def add_contingency(state, prob, obs, mask) -> None:

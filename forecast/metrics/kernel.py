@@ -54,6 +54,17 @@ def below_bins(thresholds: np.ndarray, n_bins: int) -> np.ndarray:
     return out
 
 
+def ambiguous_bins(thresholds: np.ndarray, n_bins: int) -> np.ndarray:
+    """Bins (B,) bool in which probabilities may lie on either side of a threshold: a threshold
+    above bin ``b - 1``'s lower edge and at or below bin ``b + 2``'s, and the two end bins (which
+    hold every value below 0 / above 1). Every probability of any other bin ``b`` has
+    ``below_bins(..)[b]`` thresholds at or below it."""
+    edges = (np.arange(n_bins) + 2) / (n_bins - 1)
+    out = np.searchsorted(thresholds, edges, side="right") != below_bins(thresholds, n_bins)
+    out[0] = out[-1] = True
+    return out
+
+
 @numba.njit(inline="always")
 def _n_le(thresholds, below, b, p):  # pragma: no cover
     """How many of the ascending ``thresholds`` are <= p (``searchsorted(.., side="right")``),
@@ -65,12 +76,14 @@ def _n_le(thresholds, below, b, p):  # pragma: no cover
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
-def pixel_pass(prob, obs, mask, day, lead_thr, cat_thr, below, hists, daily):  # pragma: no cover
+def pixel_pass(prob, obs, mask, day, lead_thr, cat_thr, bins, hists, daily):  # pragma: no cover
     """Per-cell histograms and order-sensitive sums of one batch; integer counts added in place.
 
     ``prob`` float32, ``obs`` and ``mask`` bool (N, L, HW); ``day`` int64 (N,) day index;
     ``lead_thr`` (L,) CSI thresholds; ``cat_thr`` (K,) ascending contingency thresholds and
-    ``below`` (B,) their :func:`below_bins`.
+    ``bins`` their (:func:`below_bins`, :func:`ambiguous_bins`): the contingency counts of a
+    case come from its bin, except in ambiguous bins (one counter per case would make every
+    case wait for the previous one's increment: most land in the same few counters).
     Counts added in place: ``hists`` = (negatives, positives) int64 (L, B) per bin; ``daily`` =
     (negatives, positives (D, L, B), table (D, L, 3) hits / false alarms / misses, cases (D, L)).
 
@@ -79,6 +92,7 @@ def pixel_pass(prob, obs, mask, day, lead_thr, cat_thr, below, hists, daily):  #
     alarms and misses at ``lead_thr``.
     """
     n, n_leads, hw = prob.shape
+    below, ambiguous = bins
     neg, pos = hists
     d_neg, d_pos, daily_table, n_cases = daily
     n_bins, n_days = neg.shape[1], d_neg.shape[0]
@@ -88,6 +102,7 @@ def pixel_pass(prob, obs, mask, day, lead_thr, cat_thr, below, hists, daily):  #
     table = np.zeros((n_leads, 3), dtype=np.int64)
     for lead in range(n_leads):
         t = lead_thr[lead]
+        local = np.zeros((2, n_bins), dtype=np.int64)  # non-events / events per bin
         for i in range(n):
             d = day[i]
             for c in range(hw):
@@ -96,23 +111,29 @@ def pixel_pass(prob, obs, mask, day, lead_thr, cat_thr, below, hists, daily):  #
                 p = np.float64(prob[i, lead, c])
                 o = np.int64(obs[i, lead, c])
                 b = _bin(p, n_bins)
+                local[o, b] += 1
                 if o:
-                    pos[lead, b] += 1
                     d_pos[d, lead, b] += 1
                 else:
-                    neg[lead, b] += 1
                     d_neg[d, lead, b] += 1
                 prob_sum[lead, b] += p
                 e = p - o
                 e2 = e * e
                 daily_brier[d, lead] += e2
                 n_cases[d, lead] += 1
-                n_le[lead, o, _n_le(cat_thr, below, b, p)] += 1
+                if ambiguous[b]:
+                    n_le[lead, o, _n_le(cat_thr, below, b, p)] += 1
                 yes = p >= t
                 if yes or o:
                     j = 0 if (yes and o) else (1 if yes else 2)
                     daily_table[d, lead, j] += 1
                     table[lead, j] += 1
+        for b in range(n_bins):
+            neg[lead, b] += local[0, b]
+            pos[lead, b] += local[1, b]
+            if not ambiguous[b]:
+                n_le[lead, 0, below[b]] += local[0, b]
+                n_le[lead, 1, below[b]] += local[1, b]
     return prob_sum, daily_brier, n_le, table
 
 
