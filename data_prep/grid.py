@@ -21,6 +21,7 @@ import numpy as np
 from data_prep.clock import StepClock, span_fraction
 from data_prep.cores import usable_cores
 from data_prep.errors import UserError
+from data_prep.fov import FieldOfView, fov_coverage
 from data_prep.records import Records, Tally
 from data_prep.schema import EDGE_SNAP, Grid
 
@@ -129,8 +130,9 @@ class Accumulator:
     (NLDN tiles) each step holding a record. With ``observe = "span"`` (point feeds) each input
     adds to ``feeds`` the steps from its first to its last record; :meth:`observed_ranges`
     extends only the earliest feed back to the clock's lower bound and the latest forward to its
-    upper bound, so days between two feeds' files stay unobserved. ``spans`` lists ``(t0, t1)`` ns intervals observed over the whole domain
-    (GLM granules), which count where they fill enough of a step.
+    upper bound, so days between two feeds' files stay unobserved. ``spans`` lists ``(t0, t1)``
+    ns intervals observed over the whole domain, ``fov_spans`` those observed inside a field of
+    view (GLM granules); they count where they fill enough of a step.
     """
 
     grid: Grid
@@ -141,6 +143,7 @@ class Accumulator:
     observed: list[tuple[int, int]] = field(default_factory=list)
     feeds: list[tuple[int, int]] = field(default_factory=list)  # first, last step of each feed
     spans: list[tuple[int, int]] = field(default_factory=list)
+    fov_spans: dict[FieldOfView, list[tuple[int, int]]] = field(default_factory=dict)
     kernel: str = "auto"  # one of KERNELS
 
     def __post_init__(self) -> None:
@@ -350,13 +353,15 @@ class Accumulator:
         self.observed.extend(other.observed)
         self.feeds.extend(other.feeds)
         self.spans.extend(other.spans)
+        for fov, spans in other.fov_spans.items():
+            self.fov_spans.setdefault(fov, []).extend(spans)
         return self
 
     def step_range(self) -> tuple[int, int] | None:
         """First and last step holding strikes or observations (clock bounds win), or None."""
         ks = list(self.counts) + list(self.covered)
         ks += [k for ab in self.observed_ranges() for k in ab]
-        for t0, t1 in self.spans:
+        for t0, t1 in self.spans + [s for v in self.fov_spans.values() for s in v]:
             ks += [int(self.clock.index(np.int64(t0))), int(self.clock.index(np.int64(t1 - 1)))]
         lo, hi = self.clock.lo, self.clock.hi
         ks = [k for k in ks if (lo is None or k >= lo) and (hi is None or k <= hi)]
@@ -382,8 +387,12 @@ class Accumulator:
                 cov[k - k0] = row
         for a, b in self.observed_ranges():
             cov[max(a, k0) - k0 : min(b, k1) - k0 + 1] = 1
+
+        def filled(spans: list[tuple[int, int]]) -> np.ndarray:  # (S,) steps ``spans`` fill
+            return span_fraction(spans, self.clock, k0, k1) >= min_span_fraction - 1e-9
+
         if self.spans:
-            frac = span_fraction(self.spans, self.clock, k0, k1)
-            cov[frac >= min_span_fraction - 1e-9] = 1
+            cov[filled(self.spans)] = 1
+        cov[fov_coverage(self.fov_spans, self.grid, filled, n)] = 1
         shape = (n, *self.grid.shape)
         return counts.reshape(shape), cov.reshape(shape)
