@@ -124,3 +124,18 @@ def test_real_goes_west_granule_observes_only_its_stated_field_of_view(realdata,
     observed = ds.coverage.values.max(axis=(1, 2)) == 1
     assert observed.sum() == 1
     assert np.array_equal(ds.coverage.values[observed][0] == 1, inside)
+
+
+def test_readme_glm_example_observes_its_minute_and_not_the_one_before(realdata, tmp_path):
+    """The README's GLM example (three GOES-16 granules filling 2018-07-02 04:33, one-minute
+    conus-0.1 maps): 04:33 is observed everywhere (CONUS lies inside GOES-East's view); 04:32
+    holds flashes that began in the seconds before the first granule, but no granule observed
+    it, so it is no data, not zeros."""
+    files = sorted((realdata / "glm_lcfa_20s").glob("OR_GLM-L2-LCFA_G16_s2018183043*.nc"))
+    assert len(files) == 3
+    out = tmp_path / "glm.nc"
+    prep([str(f) for f in files], out, PrepConfig(grid="conus-0.1", time_step="1min"), SEQ)
+    ds = xr.open_dataset(out)
+    assert [str(t)[:16] for t in ds.time.values] == ["2018-07-02T04:32", "2018-07-02T04:33"]
+    assert ds.coverage.values[0].max() == 0 and ds.coverage.values[1].min() == 1
+    assert ds.strike_count.values[1].sum() > 0
