@@ -95,6 +95,9 @@ class PrepConfig:
     min_granule_fraction: float = (
         0.95  # GLM: a step is observed when granules cover this share of it
     )
+    # GLM: cells farther than this (degrees of great-circle arc) from the sub-satellite point are
+    # outside the field of view, no data; None: the extent each granule states (data_prep.fov)
+    glm_fov_radius_deg: float | None = None
     lock_wait: float = 3600.0  # seconds to wait while another prep writes the same --out
     # point feeds as they come (data_prep.feeds)
     time_unit: str = "s"  # epoch-number times: s, ms, us or ns since 1970-01-01 UTC
@@ -176,7 +179,11 @@ LIMITS: dict[type, dict[str, Range]] = {
         "guidance_false": FRACTION,
         "guidance_scale_deg": POSITIVE,
     },
-    PrepConfig: {"chunk_records": AT_LEAST_1, "min_granule_fraction": FRACTION},
+    PrepConfig: {
+        "chunk_records": AT_LEAST_1,
+        "min_granule_fraction": FRACTION,
+        "glm_fov_radius_deg": Range(0, 180, open_low=True),
+    },
     # window lengths and splits: data_prep.sequences.check_config
     SequenceConfig: {"min_coverage": FRACTION, "fractions": FRACTION},
 }

@@ -22,6 +22,7 @@ from data_prep import spill as spill_mod
 from data_prep.clock import StepClock, span_fraction
 from data_prep.cores import usable_cores
 from data_prep.counting import cell_index, count_cells, count_sparse
+from data_prep.fov import FieldOfView, fov_coverage
 from data_prep.records import Records, Tally
 from data_prep.schema import Grid
 from data_prep.spill import Spill
@@ -62,9 +63,10 @@ class Accumulator:
     (NLDN tiles) each step holding a record. With ``observe = "span"`` (point feeds) each input
     adds to ``feeds`` the steps from its first to its last record; :meth:`observed_ranges`
     extends only the earliest feed back to the clock's lower bound and the latest forward to its
-    upper bound, so days between two feeds' files stay unobserved. ``spans`` lists ``(t0, t1)`` ns
-    intervals observed over the whole domain (GLM granules), which count where they fill enough
-    of a step. With a ``spill``, rows beyond ``spill.SPILL_BYTES`` move to disk (:meth:`flush`).
+    upper bound, so days between two feeds' files stay unobserved. ``spans`` lists ``(t0, t1)``
+    ns intervals observed over the whole domain, ``fov_spans`` those observed inside a field of
+    view (GLM granules); they count where they fill enough of a step. With a ``spill``, rows
+    beyond ``spill.SPILL_BYTES`` move to disk (:meth:`flush`).
     """
 
     grid: Grid
@@ -75,6 +77,7 @@ class Accumulator:
     observed: list[tuple[int, int]] = field(default_factory=list)
     feeds: list[tuple[int, int]] = field(default_factory=list)  # first, last step of each feed
     spans: list[tuple[int, int]] = field(default_factory=list)
+    fov_spans: dict[FieldOfView, list[tuple[int, int]]] = field(default_factory=dict)
     kernel: str = "auto"  # one of KERNELS
     spill: Spill | None = None  # where rows go beyond spill.SPILL_BYTES (None: all in memory)
 
@@ -305,6 +308,8 @@ class Accumulator:
         self.observed.extend(other.observed)
         self.feeds.extend(other.feeds)
         self.spans.extend(other.spans)
+        for fov, spans in other.fov_spans.items():
+            self.fov_spans.setdefault(fov, []).extend(spans)
         self._bound()
         return self
 
@@ -319,7 +324,7 @@ class Accumulator:
         ks = list(self.counts) + list(self.covered)
         ks += [k for p in (self.spill.parts if self.spill else []) for k in (p.k_min, p.k_max)]
         ks += [k for ab in self.observed_ranges() for k in ab]
-        for t0, t1 in self.spans:
+        for t0, t1 in self.spans + [s for v in self.fov_spans.values() for s in v]:
             ks += [int(self.clock.index(np.int64(t0))), int(self.clock.index(np.int64(t1 - 1)))]
         lo, hi = self.clock.lo, self.clock.hi
         ks = [k for k in ks if (lo is None or k >= lo) and (hi is None or k <= hi)]
@@ -344,8 +349,12 @@ class Accumulator:
         for a, b in self.observed_ranges():
             if a <= k1 and b >= k0:  # a range ending before k0 would wrap the slice around
                 cov[max(a, k0) - k0 : min(b, k1) - k0 + 1] = 1
+
+        def filled(spans: list[tuple[int, int]]) -> np.ndarray:  # (S,) steps ``spans`` fill
+            return span_fraction(spans, self.clock, k0, k1) >= min_span_fraction - 1e-9
+
         if self.spans:
-            frac = span_fraction(self.spans, self.clock, k0, k1)
-            cov[frac >= min_span_fraction - 1e-9] = 1
+            cov[filled(self.spans)] = 1
+        cov[fov_coverage(self.fov_spans, self.grid, filled, n)] = 1
         shape = (n, *self.grid.shape)
         return counts.reshape(shape), cov.reshape(shape)

@@ -187,6 +187,7 @@ def read_options(cfg: PrepConfig, columns: str | None) -> ReadOptions:
         timezone=cfg.timezone,
         file_days=cfg.file_days,
         empty_file=cfg.empty_file,
+        fov_radius_deg=cfg.glm_fov_radius_deg,
     )
 
 
@@ -265,6 +266,8 @@ def grid_file(
             for item in items:
                 if isinstance(item, Records):
                     acc.add(item, tally)
+                elif isinstance(item, Span) and item.fov is not None:
+                    acc.fov_spans.setdefault(item.fov, []).append((item.t0, item.t1))
                 elif isinstance(item, Span):
                     acc.spans.append((item.t0, item.t1))
                 elif isinstance(item, Cells):

@@ -20,6 +20,7 @@ import pandas as pd
 import xarray as xr
 
 from data_prep.errors import UserError
+from data_prep.fov import GLM_STATED_RADIUS_DEG, FieldOfView
 from data_prep.io import check_time_labels
 from data_prep.records import (
     Cells,
@@ -73,7 +74,8 @@ def read_glm(path: Path, opts: ReadOptions, tally: Tally) -> Iterator[Records | 
                 "(use --format gridded for gridded maps)"
             )
         t0, t1 = _granule_span(ds, path)
-        yield Span(t0, t1)
+        fov = glm_field_of_view(ds, opts.fov_radius_deg)
+        yield Span(t0, t1, fov)
         lat = _decoded(ds["flash_lat"]).astype(np.float64)
         lon = _decoded(ds["flash_lon"]).astype(np.float64)
         time, bad_time = _flash_times(ds["flash_time_offset_of_first_event"], t0, t1, path)
@@ -84,12 +86,51 @@ def read_glm(path: Path, opts: ReadOptions, tally: Tally) -> Iterator[Records | 
     tally.reject("unparseable", bad.sum(), bad.sum())
     flagged = ~bad & (flag != 0)
     tally.reject("quality_flag", flagged.sum(), flagged.sum())
-    yield check_coordinates(rec.take(~(bad | flagged)), tally)
+    rec = check_coordinates(rec.take(~(bad | flagged)), tally)
+    if fov is not None:  # the coverage marks such cells no data: their flashes would be lost
+        outside = ~fov.contains(rec.lat, rec.lon)
+        tally.reject("outside_field_of_view", outside.sum(), outside.sum())
+        rec = rec.take(~outside)
+    yield rec
+
+
+def glm_field_of_view(ds, radius_deg: float | None) -> FieldOfView | None:
+    """The granule's field of view: centred on ``lat_field_of_view``/``lon_field_of_view`` (else
+    the nominal sub-satellite point), ``radius_deg`` degrees of arc wide, or when None as wide as
+    the north/south extent the file states in ``lat_field_of_view_bounds`` (else
+    ``GLM_STATED_RADIUS_DEG``; see :mod:`data_prep.fov`). None when the file gives no centre:
+    its granules then observe the whole domain."""
+    centre = [_scalar(ds, a) if a in ds.variables else None for a in _FOV_CENTRE]
+    lat, lon = (centre[0], centre[1]) if None not in centre[:2] else (centre[2], centre[3])
+    if lat is None or lon is None:
+        return None
+    if radius_deg is None:
+        radius_deg = GLM_STATED_RADIUS_DEG
+        if "lat_field_of_view_bounds" in ds.variables:
+            b = _decoded(ds["lat_field_of_view_bounds"])
+            extent = np.abs(b[np.isfinite(b)] - lat)
+            if extent.size and extent.max() > 0:
+                radius_deg = round(float(extent.max()), 4)
+    return FieldOfView(lat, lon, float(radius_deg))
+
+
+_FOV_CENTRE = (
+    "lat_field_of_view",
+    "lon_field_of_view",
+    "nominal_satellite_subpoint_lat",
+    "nominal_satellite_subpoint_lon",
+)
+
+
+def _scalar(ds, name: str) -> float | None:
+    """A finite scalar variable's decoded value, rounded to 1e-4 degree (float32 noise), or None."""
+    v = _decoded(ds[name]).ravel()
+    return round(float(v[0]), 4) if v.size == 1 and np.isfinite(v[0]) else None
 
 
 def _decoded(var) -> np.ndarray:
-    """Raw values with _FillValue -> NaN, scaled (float64)."""
-    raw = var[:]
+    """Raw values (at least 1-D) with _FillValue -> NaN, scaled (float64)."""
+    raw = np.atleast_1d(np.asarray(var[...]))
     out = raw.astype(np.float64) * float(getattr(var, "scale_factor", 1.0)) + float(
         getattr(var, "add_offset", 0.0)
     )

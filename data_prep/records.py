@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.errors import UserError
+from data_prep.fov import FieldOfView
 
 REASONS = (
     "unparseable",
@@ -29,6 +30,7 @@ REASONS = (
     "outside_time_range",
     "duplicate",
     "quality_flag",
+    "outside_field_of_view",  # GLM: a flash farther from the sub-point than the instrument sees
 )
 STROKE_CODES = {"": 0, "CG": 1, "IC": 2}  # 0 = unknown
 MAX_COUNT = int(np.iinfo(np.int32).max)  # the most strikes a record (or a map cell) may carry
@@ -278,14 +280,17 @@ class ReadOptions:
     timezone: str | None = None  # zone of naive times (IANA name or +09:00); None = UTC
     file_days: str | None = None  # file-name pattern of the day each points file covers
     empty_file: str = "no-data"  # what a points file without records observes: no-data, zero
+    fov_radius_deg: float | None = None  # GLM field of view (arc degrees); None: as stated
 
 
 @dataclass(frozen=True)
 class Span:
-    """A time interval ``[t0, t1)`` (int64 ns UTC) observed over the whole domain."""
+    """A time interval ``[t0, t1)`` (int64 ns UTC) observed over the whole domain, or only
+    inside ``fov`` when given."""
 
     t0: int
     t1: int
+    fov: FieldOfView | None = None
 
 
 @dataclass(frozen=True)

@@ -88,10 +88,13 @@ def write_glm(
     *,
     seconds: float = 20.0,
     units: dict[str, str | None] | None = None,
+    fov: tuple[float, float, float | None] | None = None,
 ) -> Path:
     """A GLM L2 LCFA-like granule: flash_* variables, product_time and its bounds.
 
     ``units`` replaces the ``units`` attribute of the variables it names (None deletes it).
+    ``fov`` = (lat, lon, extent): the field of view's centre and, unless None, its stated
+    north/south extent in ``lat_field_of_view_bounds`` (lat +/- extent).
     """
     import netCDF4
 
@@ -117,12 +120,24 @@ def write_glm(
         off[:] = raw.view(np.int16)
         q = ds.createVariable("flash_quality_flag", "i2", ("number_of_flashes",))
         q[:] = np.asarray(flags, dtype=np.int16)
+        if fov is not None:
+            _write_fov(ds, *fov)
         for name, text in (units or {}).items():
             if text is None:
                 ds[name].delncattr("units")
             else:
                 ds[name].units = text
     return path
+
+
+def _write_fov(ds, lat: float, lon: float, extent: float | None) -> None:
+    """The LCFA field-of-view variables: centre scalars and, unless None, the N/S extent."""
+    for name, value in (("lat_field_of_view", lat), ("lon_field_of_view", lon)):
+        ds.createVariable(name, "f4")[...] = value
+    if extent is not None:
+        ds.createDimension("number_of_field_of_view_bounds", 2)
+        b = ds.createVariable("lat_field_of_view_bounds", "f4", ("number_of_field_of_view_bounds",))
+        b[:] = [lat + extent, lat - extent]
 
 
 def write_gridded(
