@@ -81,7 +81,8 @@ def mock_maps(
     coverage = _cell_gaps(np.random.default_rng([seed, 1]), n_steps, h, w, cell_gaps)
     coverage[gaps] = 0
     counts[coverage == 0] = 0
-    grid = Grid(30.0, 30.0 + 0.5 * h, -104.0, -104.0 + 0.5 * w, 0.5, "custom")
+    res = 0.5 if h <= 100 and w <= 400 else 0.1  # conus-0.1-sized maps stay on the globe
+    grid = Grid(30.0, 30.0 + res * h, -104.0, -104.0 + res * w, res, "custom")
     return _as_dataset(counts, coverage, times, grid, step)
 
 
