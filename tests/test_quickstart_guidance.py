@@ -7,7 +7,6 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-import torch
 import xarray as xr
 import yaml
 from prep_files import QUICKSTART_TINY
@@ -15,6 +14,7 @@ from prep_files import QUICKSTART_TINY
 from forecast.cli import main
 from forecast.config import load_experiment
 from forecast.quickstart import TRAINED, _Stages
+from forecast.training.checkpoint import load_checkpoint
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 GUIDED = ["--config", str(CONFIGS / "quickstart_guidance.yaml")]
@@ -72,7 +72,7 @@ def test_quickstart_with_guidance_scores_mos_and_trains_the_model_on_the_guidanc
     with xr.open_dataset(out / "scores.nc") as scores:
         methods = set(scores["forecast"].values)
     assert {"model", "mos", "oracle", "climatology"} <= methods
-    state = torch.load(out / "run" / "best.pt", map_location="cpu", weights_only=False)
+    state = load_checkpoint(out / "run" / "best.pt")
     assert state["guidance"]["fields"] == ["cape", "tp"]
     assert state["guidance"]["path"] == str(world)
     with xr.open_dataset(out / "forecast.nc") as fc:
