@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from data_prep.cores import usable_cores
 from data_prep.io import open_maps, write_netcdf_atomic
 from data_prep.mock import mock_maps
 from data_prep.sequences import WindowIndex
@@ -203,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
         f"windows of {n_in}+{n_out} steps, batch {args.batch}, model {cfg.model.cell} "
         f"{list(cfg.model.encoder_channels)}/{list(cfg.model.hidden_channels)} from "
         f"{Path(args.config).name}; torch {torch.__version__}, {args.threads} threads of "
-        f"{len(os.sched_getaffinity(0))} usable cores; fastest of {args.repeats} interleaved"
+        f"{usable_cores()} usable cores; fastest of {args.repeats} interleaved"
     )
     print(report(rates, model_s, flops, per_window, args))
     print(f"load average before / after: {load:.2f} / {os.getloadavg()[0]:.2f}")

@@ -25,7 +25,6 @@ rollouts raised its Brier skill over climatology by ~0.03; the limit is ~0.03 hi
 from __future__ import annotations
 
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -33,6 +32,7 @@ import pandas as pd
 import xarray as xr
 
 from data_prep import schema
+from data_prep.cores import usable_cores
 from data_prep.progress import bar
 from data_prep.synthetic import dynamics as dyn
 from data_prep.synthetic.render import render
@@ -40,7 +40,7 @@ from data_prep.synthetic.simulate import Run, n_cohorts, steps_per_day, steps_pe
 
 CHUNK_INITS = 8  # forecast times per batch of rollouts (fixed: the random streams depend on it)
 KM_PER_DEGREE = 111.2
-WORKERS = min(2, os.cpu_count() or 1)  # threads for the rollouts
+WORKERS = min(2, usable_cores())  # threads for the rollouts
 SKIP_BELOW = 0.05  # location error (1 sigma, in cells) below which the oracle does not blur
 
 
