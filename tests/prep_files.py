@@ -9,7 +9,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from data_prep.config import PrepConfig, SequenceConfig
+from data_prep.readers import SlowPath, get_reader
+from data_prep.records import ReadOptions, Records, Tally
+
 PLAINS = "30,46,-104,-80,0.5"  # the plains-0.5 bounds as a custom grid
+# short windows over few blocks: what the prep tests grid with
+PREP_SEQ = SequenceConfig(n_in=5, n_out=1, block_steps=8)
 # a training run of a few seconds on mock maps: what tests that need a checkpoint override
 TINY = [
     "model.encoder_channels=[8]",
@@ -185,3 +191,26 @@ def corrupt_parquet(path: Path, where: str) -> Path:
         data[data.index(b"\x04time", footer) + 1] = 0xFF
     path.write_bytes(bytes(data))
     return path
+
+
+def plains_config(**kw) -> PrepConfig:
+    """A prep config on the plains-0.5 grid, ``kw`` overriding any field."""
+    return PrepConfig(**{"grid": "plains-0.5", **kw})
+
+
+def read_items(path, fmt="auto", **opts):
+    """Every item a reader yields; a CSV the fast path cannot convert is read again as text."""
+    _, reader = get_reader(fmt, path)
+    try:
+        tally = Tally()
+        items = list(reader.read(path, ReadOptions(**opts), tally))
+    except SlowPath:
+        tally = Tally()
+        items = list(reader.read(path, ReadOptions(**opts, robust=True), tally))
+    recs = [r for r in items if isinstance(r, Records)]
+    return recs, tally, items
+
+
+def concat_coords(recs) -> dict:
+    """The time, lat and lon of ``recs`` joined into one array each."""
+    return {k: np.concatenate([getattr(r, k) for r in recs]) for k in ("time", "lat", "lon")}
