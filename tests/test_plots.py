@@ -1,27 +1,22 @@
-"""Border data, map, climate and score figures, and plot_files writing PNGs from files on disk."""
+"""Border data, map and climate figures, and plot_files writing PNGs from files on disk."""
 
 from __future__ import annotations
 
 import warnings
-from itertools import combinations
 
 import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from matplotlib.backends.backend_agg import FigureCanvasAgg
+from figure_inputs import _texts, fake_forecast, fake_scores
 from matplotlib.collections import LineCollection, PathCollection
 from matplotlib.contour import ContourSet
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 from matplotlib.path import Path
-from matplotlib.text import Text
 
 from data_prep.errors import UserError
 from data_prep.io import write_netcdf_atomic
 from data_prep.mock import mock_maps
-from data_prep.schema import by_lead_step, lead_coords
-from forecast.figures import diagrams
 from forecast.figures import files as plots
 from forecast.figures import maps as maps_module
 from forecast.figures.borders import (
@@ -32,9 +27,6 @@ from forecast.figures.borders import (
     resolution_for,
 )
 from forecast.figures.climate import daily_climate, travelling_window, zonal_speed
-from forecast.figures.files import settle_layout
-from forecast.metrics import THRESHOLDS, ContingencyState, ProbabilityState, best_threshold
-from forecast.metrics.probabilistic import pr_curve
 
 CONUS = (24.0, 50.0, -125.0, -66.0)
 SINGAPORE = (0.85, 1.85, 103.3, 104.3)  # a 1 x 1 degree domain
@@ -43,80 +35,6 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 # --------------------------------------------------------------------------------------------
 # fixtures: small files in the layouts of prep, predict, evaluate and train
-
-
-def fake_forecast(maps: xr.Dataset, inits=(40, 41), n_out: int = 2) -> xr.Dataset:
-    """A forecast-file Dataset: the init's occurrence map blurred, for every lead."""
-    occ = (maps["strike_count"].values >= 1).astype(np.float32)  # (T, H, W)
-    kernel = np.ones(3) / 3
-    blur = np.apply_along_axis(np.convolve, 1, occ, kernel, mode="same")
-    blur = np.apply_along_axis(np.convolve, 2, blur, kernel, mode="same")
-    prob = np.stack([np.repeat(blur[i][None], n_out, 0) for i in inits]).clip(0, 1)
-    init_t = maps["time"].values[list(inits)]
-    lead = np.arange(1, n_out + 1)
-    valid = init_t[:, None] + lead[None, :] * np.timedelta64(1, "D")
-    return xr.Dataset(
-        {"probability": (("init_time", "lead_time", "lat", "lon"), prob.astype(np.float32))},
-        coords={
-            "init_time": init_t,
-            **lead_coords(n_out, np.timedelta64(1, "D")),
-            "valid_time": (("init_time", "lead_time"), valid),
-            "lat": maps["lat"],
-            "lon": maps["lon"],
-        },
-        attrs={"time_step": maps.attrs["time_step"], "source": "test"},
-    )
-
-
-def fake_scores(
-    methods=("model", "persistence", "climatology"), n_leads: int = 2, seed: int = 0
-) -> xr.Dataset:
-    """A scores Dataset with evaluate's names and dims, from the metrics states on random cases,
-    indexed by lead step as ``plot_files`` hands it to the diagrams."""
-    rng = np.random.default_rng(seed)
-    truth = rng.uniform(0, 0.6, size=(10, n_leads, 8, 8)) ** 2
-    obs = rng.uniform(size=truth.shape) < truth
-    mask = np.ones(obs.shape, bool)
-    per = {}
-    for k, m in enumerate(methods):
-        p = np.clip(truth + rng.normal(0, 0.1 * (k + 1), truth.shape), 0, 1)
-        per[m] = ProbabilityState.init(n_leads, 101).add(p, obs, mask).compute()
-        per[m].update(ContingencyState.init(n_leads).add(p, obs, mask).compute())
-    coords = {
-        "forecast": list(methods),
-        **lead_coords(n_leads, np.timedelta64(1, "D")),
-        "probability_threshold": THRESHOLDS,
-        "bin": (np.arange(10) + 0.5) / 10,
-        "curve_threshold": np.arange(102) / 100,
-    }
-    dims = {
-        "roc_pofd": "curve_threshold",
-        "roc_pod": "curve_threshold",
-        "pr_recall": "curve_threshold",
-        "pr_precision": "curve_threshold",
-        "reliability_forecast": "bin",
-        "reliability_observed": "bin",
-        "reliability_count": "bin",
-        "pod": "probability_threshold",
-        "far": "probability_threshold",
-    }
-    data = {}
-    for v in ("brier_score", "base_rate", "roc_auc", "average_precision", *dims):
-        extra = (dims[v],) if v in dims else ()
-        data[v] = (("forecast", "lead_time", *extra), np.stack([per[m][v] for m in methods]))
-    ds = xr.Dataset(data, coords=coords)
-    ds["brier_skill_score"] = 1 - ds["brier_score"] / ds["brier_score"].sel(
-        forecast="climatology", drop=True
-    )
-    csi = np.stack([per[m]["csi"] for m in methods])
-    ds["best_threshold"] = (("forecast", "lead_time"), best_threshold(csi, THRESHOLDS))
-    ds["csi"] = (("forecast", "lead_time"), np.nanmax(csi, -1))
-    for v in ("brier_skill_score", "roc_auc", "csi"):
-        ds[f"{v}_lo"], ds[f"{v}_hi"] = ds[v] - 0.03, ds[v] + 0.02
-    ds = ds.assign_coords(scale=[1, 3, 5])
-    for v in ("fss", "csi_neighbourhood"):
-        ds[v] = ds["csi"] + 0.1 * np.log(ds["scale"])  # (forecast, lead_time, scale)
-    return by_lead_step(ds)
 
 
 @pytest.fixture(scope="module")
@@ -140,14 +58,6 @@ def files(tmp_path_factory):
     write_netcdf_atomic(fake_scores().swap_dims(lead_step="lead_time"), paths["scores"])
     log.to_csv(paths["log"], index=False)
     return paths
-
-
-def _texts(fig: Figure) -> str:
-    """Every title, axis label and colour-bar label of a figure, joined."""
-    parts = [fig._suptitle.get_text() if fig._suptitle else ""]
-    for ax in fig.axes:
-        parts += [ax.get_title(), ax.get_xlabel(), ax.get_ylabel()]
-    return "\n".join(parts)
 
 
 # --------------------------------------------------------------------------------------------
@@ -274,23 +184,6 @@ def test_zonal_speed_of_mock_storms_is_their_eastward_drift():
     assert zonal_speed(share, 0.5) == pytest.approx(0.8 * 0.5, abs=0.15)  # mock: 0.8 cells/step
 
 
-def test_every_score_diagram_draws_from_evaluate_names():
-    scores = fake_scores()
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no diagram may be skipped
-        figs = {name: make(scores) for name, make in diagrams.DIAGRAMS.items()}
-    assert all(isinstance(f, Figure) for f in figs.values())
-    assert "CSI at best threshold" in _texts(figs["scores_by_lead"])
-
-
-def test_diagram_is_skipped_with_a_warning_when_its_variables_are_absent():
-    scores = fake_scores().drop_vars(["roc_pod", "pod"])
-    with pytest.warns(UserWarning, match="roc_pod"):
-        assert diagrams.roc_figure(scores) is None
-    with pytest.warns(UserWarning, match="performance diagram"):
-        assert diagrams.performance_figure(scores) is None
-
-
 # --------------------------------------------------------------------------------------------
 # plot_files
 
@@ -369,40 +262,7 @@ def test_forecast_with_count_thresholds_maps_the_first_threshold(files):
 
 
 # --------------------------------------------------------------------------------------------
-# what a forecaster reads off the figures
-
-
-def _two_valued(scores: xr.Dataset, method: str = "persistence") -> xr.Dataset:
-    """``scores`` with ``method`` replaced by a 0/1 forecast: cases only at p = 0 and p = 1."""
-    pos, neg = np.zeros(101), np.zeros(101)
-    pos[0], pos[100], neg[0], neg[100] = 40, 60, 300, 60
-    recall, precision = pr_curve(pos, neg)
-    count = np.zeros(scores.sizes["bin"])
-    count[[0, -1]] = 340, 120
-    out = scores.copy(deep=True)
-    for name, values in (
-        ("pr_recall", recall),
-        ("pr_precision", precision),
-        ("reliability_count", count),
-    ):
-        out[name].loc[{"forecast": method}] = values
-    return out
-
-
-def _drawn_texts(fig: Figure) -> list[tuple[str, object]]:
-    """(text, window extent) of every text drawn in a saved figure; tick labels off the axes
-    (outside the view limits, never drawn) are left out."""
-    settle_layout(fig)
-    renderer = FigureCanvasAgg(fig).get_renderer()
-    fig.draw(renderer)
-    hidden = set()
-    for ax in fig.axes:
-        for axis, lim in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
-            for tick in axis.get_major_ticks() + axis.get_minor_ticks():
-                if not min(lim) - 1e-9 <= tick.get_loc() <= max(lim) + 1e-9:
-                    hidden |= {id(tick.label1), id(tick.label2)}
-    texts = [t for t in fig.findobj(Text) if t.get_visible() and t.get_text().strip()]
-    return [(t.get_text(), t.get_window_extent(renderer)) for t in texts if id(t) not in hidden]
+# what a forecaster reads off the maps
 
 
 def test_forecast_panel_outlines_the_observed_cells_without_a_dot_cloud(files):
@@ -461,67 +321,3 @@ def test_singapore_island_appears_on_a_one_degree_map_and_not_on_a_continental_o
 
     assert island(load_lines("coastlines", None, SINGAPORE, margin=0))
     assert not island(load_lines("coastlines", None, (-20, 30, 75, 135), margin=0))
-
-
-def test_pr_curve_follows_the_achievable_precision_not_a_straight_line_to_recall_one():
-    scores = _two_valued(fake_scores())
-    fig = diagrams.pr_figure(scores)
-    (line,) = [ln for ln in fig.axes[0].get_lines() if ln.get_label().startswith("persistence")]
-    recall, precision = (np.asarray(v, float) for v in line.get_data())
-    last = recall < 1
-    assert np.diff(recall).max() < 0.05  # no long straight segment anywhere
-    # Midway between the 0/1 forecast (recall 0.6, precision 0.5) and "yes everywhere"
-    # (recall 1, base rate 100 / 460): tp = 0.8, fp = (0.6 + 3.6) / 2 events -> 0.8 / 2.9.
-    k = np.argmin(np.abs(recall - 0.8))
-    assert recall[k] == pytest.approx(0.8, abs=0.01)
-    assert precision[k] == pytest.approx(0.8 / 2.9, abs=0.005)  # a straight line: 0.359
-    assert recall[last].max() < 1 and recall[-1] != recall[0]
-
-
-def test_pr_achievable_keeps_the_threshold_points():
-    recall, precision = np.array([1.0, 0.7, 0.2]), np.array([0.3, 0.6, 0.9])
-    r, p = diagrams.pr_achievable(recall, precision, n=8)
-    for rk, pk in zip(recall, precision, strict=True):
-        assert np.isclose(p[np.isclose(r, rk)], pk).all()
-
-
-def test_sharpness_line_never_crosses_empty_bins():
-    fig = diagrams.reliability_figure(_two_valued(fake_scores()))
-    width = 0.1  # ten reliability bins
-    for hist in fig.axes[len(fig.axes) // 2 :]:
-        for line in hist.get_lines():
-            x, y = (np.asarray(v, float) for v in line.get_data())
-            joined = np.isfinite(y[:-1]) & np.isfinite(y[1:])  # drawn segments
-            assert np.allclose(np.diff(x)[joined], width)
-
-
-def test_performance_diagram_texts_do_not_overlap():
-    fig = diagrams.performance_figure(fake_scores(n_leads=3))
-    boxes = _drawn_texts(fig)
-    overlaps = [
-        (a, b) for (a, box_a), (b, box_b) in combinations(boxes, 2) if box_a.overlaps(box_b)
-    ]
-    assert not overlaps
-    assert any("best-CSI probability threshold" in t for t, _ in boxes)  # named in the legend
-
-
-def test_neighbourhood_legend_line_styles_are_the_drawn_ones():
-    fig = diagrams.neighbourhood_figure(fake_scores(methods=("model", "oracle", "climatology")))
-    legend = fig.legends[0]
-    styles = {h.get_linestyle() for h in legend.legend_handles if isinstance(h, Line2D)}
-    drawn = {ln.get_linestyle() for ax in fig.axes for ln in ax.get_lines()}
-    assert styles == drawn  # one style per lead, and the oracle drawn as the leads say
-    assert all(not isinstance(h, Line2D) or "lead" in h.get_label() for h in legend.legend_handles)
-
-
-def test_every_diagram_panel_has_both_axis_labels():
-    for name, make in diagrams.DIAGRAMS.items():
-        for ax in make(fake_scores()).axes:
-            assert ax.get_xlabel() and ax.get_ylabel(), (name, ax.get_title())
-
-
-def test_error_bars_are_named_as_moving_block_bootstrap_intervals():
-    scores = fake_scores().assign_attrs(bootstrap=100, bootstrap_block=10)
-    text = _texts(diagrams.scores_by_lead_figure(scores))
-    assert "95 % moving-block bootstrap interval over forecast days" in text
-    assert "blocks of 10 days" in text and "none for average precision" in text
