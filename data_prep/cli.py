@@ -22,6 +22,7 @@ from data_prep.atomic import check_output_path, check_outputs
 from data_prep.cli_guidance import add_guidance
 from data_prep.config import (
     SECTIONS,
+    SUB_DAILY_DEFAULTS,
     PrepConfig,
     SequenceConfig,
     SynthConfig,
@@ -34,7 +35,7 @@ from data_prep.prep import prep
 from data_prep.progress import quiet
 from data_prep.readers import ALIASES, READERS
 from data_prep.synthetic import generate_world
-from data_prep.synthetic.world import SUB_DAILY_DEFAULTS, WORLD_FILES, map_step
+from data_prep.synthetic.world import WORLD_FILES, map_step
 
 _OVERRIDE = re.compile(r"^[A-Za-z_]\w*\.[A-Za-z_][\w.]*=")
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
 from data_prep.atomic import atomic_write_text
@@ -52,7 +53,7 @@ class SynthConfig:
     step_hours: int = 6  # internal time step (divides 24); strike times are uniform within it
     # map step of the oracle and the world's statistics: "1D", or whole hours dividing 24 ("1h":
     # the hourly world, with the land-sea diurnal cycle; `strikecast synth --time-step 1h` also
-    # sets the hourly defaults of data_prep.synthetic.world.SUB_DAILY_DEFAULTS)
+    # sets the hourly defaults of SUB_DAILY_DEFAULTS below, and so does a YAML or override)
     time_step: str = "1D"
     cg_fraction: float = 0.3  # share of cloud-to-ground strokes; the rest are intra-cloud
     strike_scale: float = 1.0  # multiplies the strikes each storm cluster produces
@@ -78,6 +79,32 @@ class SynthConfig:
     guidance_miss: float = 0.1  # share of the domain where systems are missed, per day of lead
     guidance_false: float = 0.05  # share of the domain given false systems, per day of lead
     guidance_scale_deg: float = 3.0  # size of the error patterns (systems), degrees
+
+
+# An hourly world (`strikecast synth --time-step 1h`) unless the YAML or an override says
+# otherwise: internal steps of an hour; storms living 2.4-8.4 hours (about a ninth of the daily
+# world's 1-3 days) and born six times as often, so about two thirds of its storm-hours; oracle
+# leads of 1-6 hours from 8 observed hours; no guidance (it is daily).
+SUB_DAILY_DEFAULTS = {
+    "step_hours": 1,
+    "storm_life_days": [0.1, 0.35],
+    "storm_rate": 6.0,
+    "n_in": 8,
+    "n_out": 6,
+    "oracle_samples": 8,
+    "guidance_leads": 0,
+}
+
+
+def with_sub_daily_defaults(section: dict) -> dict:
+    """The ``synth`` section with :data:`SUB_DAILY_DEFAULTS` under it when its ``time_step`` is
+    shorter than a day (keys the section sets win), so that a YAML saying ``time_step: 1h``
+    makes the hourly world in ``quickstart`` as in ``strikecast synth --time-step 1h``."""
+    try:
+        sub_daily = pd.Timedelta(str(section.get("time_step", "1D"))) < pd.Timedelta("1D")
+    except ValueError:  # an invalid step is refused, naming the key, where the world is made
+        sub_daily = False
+    return {**SUB_DAILY_DEFAULTS, **section} if sub_daily else section
 
 
 @dataclass
@@ -338,6 +365,8 @@ def load_config(
         if not isinstance(data, dict):
             raise ConfigError(f"config file {p}: the top level must be a mapping of sections")
     apply_overrides(data, list(overrides or []))
+    if isinstance(data.get("synth"), dict):
+        data["synth"] = with_sub_daily_defaults(data["synth"])
     return from_dict(cls, data)
 
 

@@ -9,7 +9,9 @@ import pytest
 import yaml
 
 from data_prep.config import (
+    SUB_DAILY_DEFAULTS,
     PrepConfig,
+    SynthConfig,
     apply_overrides,
     from_dict,
     load_config,
@@ -126,3 +128,17 @@ def test_unquoted_date_is_read_as_text():
 
 def test_float_in_exponent_notation_is_a_float():
     assert load_experiment(None, ["train.lr=1e-3"]).train.lr == 1e-3
+
+
+def test_sub_daily_synth_step_in_yaml_gives_the_hourly_world_defaults(tmp_path):
+    # `quickstart --config` with `synth.time_step: 1h` must make the same world as
+    # `strikecast synth --time-step 1h`: the hourly defaults, under what the YAML itself sets
+    p = tmp_path / "hourly.yaml"
+    p.write_text("synth:\n  time_step: 1h\n  storm_rate: 2.5\n")
+    cfg = load_experiment(str(p))
+    assert cfg.synth.step_hours == SUB_DAILY_DEFAULTS["step_hours"] == 1
+    assert cfg.synth.n_out == SUB_DAILY_DEFAULTS["n_out"]
+    assert cfg.synth.storm_rate == 2.5
+    daily = load_experiment(str(p), ["synth.time_step=1D"])
+    assert daily.synth.step_hours == SynthConfig().step_hours
+    assert load_experiment(str(CONFIGS / "conus_hourly.yaml")).synth.step_hours == 1

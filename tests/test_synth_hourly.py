@@ -12,12 +12,11 @@ import pytest
 import xarray as xr
 
 from data_prep.climatology import climatology_at, fit_climatology
-from data_prep.config import SynthConfig
+from data_prep.config import SUB_DAILY_DEFAULTS, SynthConfig
 from data_prep.errors import UserError
 from data_prep.schema import get_grid
 from data_prep.synthetic import fields, generate_world
 from data_prep.synthetic.stats import grid_counts
-from data_prep.synthetic.world import SUB_DAILY_DEFAULTS
 
 GULF = "26,34,-96,-84,0.5"  # 16 x 24 cells: the Gulf coast, land to the north, sea to the south
 HOURLY = SynthConfig(

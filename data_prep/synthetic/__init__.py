@@ -43,7 +43,7 @@ over rollouts of the future for storms not yet born, with the location error fol
 the expected counts. It marks the ceiling of skill for any forecast that sees only the strikes.
 
 **Hourly world** (``time_step: 1h``, ``strikecast synth --time-step 1h``): records, oracle and
-statistics by the hour, with the defaults of :data:`.world.SUB_DAILY_DEFAULTS` (storms living
+statistics by the hour, with the defaults of :data:`data_prep.config.SUB_DAILY_DEFAULTS` (storms living
 2.4-8.4 hours, internal steps of an hour, oracle leads 1-6 h). It resolves the diurnal cycle by
 local solar time and land and sea (:func:`fields.land_share`): air-mass storms are born mostly in
 the early afternoon over land (:func:`fields.diurnal_births`) and strike most in the late

@@ -23,19 +23,6 @@ from data_prep.synthetic.simulate import run_world
 from data_prep.synthetic.stats import brier_scores, count_stats, doy_climatology, grid_counts
 
 WORLD_FILES = ("strikes.parquet", "oracle.nc", "guidance.nc", "world.json")  # generate_world writes
-# An hourly world (`strikecast synth --time-step 1h`) unless the YAML or an override says
-# otherwise: internal steps of an hour; storms living 2.4-8.4 hours (about a ninth of the daily
-# world's 1-3 days) and born six times as often, so about two thirds of its storm-hours; oracle
-# leads of 1-6 hours from 8 observed hours; no guidance (it is daily).
-SUB_DAILY_DEFAULTS = {
-    "step_hours": 1,
-    "storm_life_days": [0.1, 0.35],
-    "storm_rate": 6.0,
-    "n_in": 8,
-    "n_out": 6,
-    "oracle_samples": 8,
-    "guidance_leads": 0,
-}
 _DAY = pd.Timedelta("1D")
 
 
