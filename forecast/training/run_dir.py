@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from data_prep.atomic import check_output_path, check_outputs
 from data_prep.config import to_dict
@@ -70,9 +70,8 @@ def same_run(
     train_keys = _RUN_KEYS if train_keys is None else train_keys
     keys += [f"train.{k}" for k in train_keys if old["train"].get(k) != new["train"][k]]
     if not keys and data is not None:
-        a, b = ckpt["stats"], data.stats.to_state()
-        same = a["count_scale"] == b["count_scale"] and torch.equal(
-            a["climatology"], b["climatology"]
+        same = stats.count_scale == data.stats.count_scale and np.array_equal(
+            stats.climatology, data.stats.climatology
         )
         keys = [] if same else ["the maps (feature statistics)"]
     if keys:

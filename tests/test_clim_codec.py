@@ -1,0 +1,109 @@
+"""Sub-daily climatology tables travel in checkpoints packed: every entry within the tolerance, a
+tenth of the float32 size on a fitted diurnal table, daily tables and old checkpoints unchanged."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from data_prep.climatology import fit_climatology
+from forecast.training.clim_codec import STEP, TOLERANCE, pack_table, packed_nbytes, unpack_table
+from forecast.training.features import FeatureStats, packed
+
+GRID = (20, 30)
+
+
+def _stats(table: np.ndarray) -> FeatureStats:
+    h, w = table.shape[-2:]
+    return FeatureStats(table, 1.5, np.linspace(30, 40, h), np.linspace(-100, -90, w))
+
+
+@pytest.fixture(scope="module")
+def diurnal_table():
+    """A year of hourly Bernoulli maps (20 x 30 cells): an afternoon peak moving with longitude
+    and a summer season, fitted like the training split's table (61, 24, 20, 30)."""
+    times = pd.date_range("2021-01-01", periods=24 * 365, freq="h")
+    hour = times.hour.to_numpy()[:, None] + np.linspace(-2, 2, GRID[1])[None, :]  # (T, W)
+    peak = np.exp(-(((((hour - 21) + 12) % 24 - 12) / 3.0) ** 2))
+    season = 0.5 - 0.5 * np.cos(2 * np.pi * times.day_of_year.to_numpy() / 365.25)  # (T,)
+    p = 0.002 + 0.1 * season[:, None, None] * peak[:, None, :] * np.ones(GRID)[None]
+    counts = (np.random.default_rng(0).random(p.shape) < p).astype(np.int32)
+    return fit_climatology(counts, times.values, np.ones(len(times), bool), n_hours=24)
+
+
+def test_known_answers_of_the_quantiser():
+    table = np.array([0.0, 1.0, 0.5, np.sin(100 * STEP) ** 2], np.float32).reshape(1, 4, 1, 1)
+    out = unpack_table(pack_table(table)).ravel()
+    assert out[0] == 0.0 and abs(out[1] - 1.0) < 1e-6
+    # arcsin(sqrt(0.5)) / 0.002 = 392.70 -> 393 -> sin(0.786) ** 2
+    assert out[2] == np.float32(np.sin(393 * STEP) ** 2) and abs(out[2] - 0.5006) < 1e-4
+    assert out[3] == np.float32(np.sin(100 * STEP) ** 2)  # on the grid: exact
+
+
+def test_packed_diurnal_table_is_within_tolerance(diurnal_table):
+    out = unpack_table(pack_table(diurnal_table))
+    assert out.shape == diurnal_table.shape and out.dtype == np.float32
+    err = np.abs(out.astype(np.float64) - diurnal_table)
+    assert err.max() <= TOLERANCE + 1e-7
+    assert err.max() > TOLERANCE / 4  # it quantises: the test would catch a changed step
+
+
+def test_packing_a_packed_table_changes_nothing(diurnal_table):
+    once = unpack_table(pack_table(diurnal_table))
+    np.testing.assert_array_equal(unpack_table(pack_table(once)), once)
+
+
+def test_checkpoint_of_a_diurnal_table_is_a_tenth_of_float32(diurnal_table):
+    state = packed(_stats(diurnal_table)).to_state()
+    assert "climatology" not in state
+    buf = io.BytesIO()
+    torch.save({"stats": state}, buf)
+    coded = packed_nbytes(state["climatology_packed"])
+    positions = 8 * (sum(GRID) + 1)  # lat, lon and the count scale as doubles
+    assert buf.tell() <= coded + positions + 4096  # names and headers: a few kB
+    assert coded <= diurnal_table.nbytes / 10
+
+
+def test_fitted_stats_read_back_bit_identical(diurnal_table):
+    stats = packed(_stats(diurnal_table))
+    assert np.abs(stats.climatology - diurnal_table).max() <= TOLERANCE + 1e-7
+    buf = io.BytesIO()
+    torch.save(stats.to_state(), buf)
+    buf.seek(0)
+    back = FeatureStats.from_state(torch.load(buf, weights_only=True))
+    np.testing.assert_array_equal(back.climatology, stats.climatology)
+
+
+def test_daily_table_is_stored_as_float32_bit_for_bit():
+    table = np.random.default_rng(1).random((366, 4, 5)).astype(np.float32)
+    stats = packed(_stats(table))
+    assert stats.climatology is table
+    state = stats.to_state()
+    assert state["climatology"].dtype == torch.float32 and "climatology_packed" not in state
+    np.testing.assert_array_equal(FeatureStats.from_state(state).climatology, table)
+
+
+def test_old_float32_sub_daily_state_still_loads():
+    table = np.random.default_rng(2).random((61, 24, 3, 4)).astype(np.float32)
+    old = {"climatology": torch.from_numpy(table), "count_scale": 2.0, "lat": [0, 1, 2]}
+    old["lon"] = [0, 1, 2, 3]
+    np.testing.assert_array_equal(FeatureStats.from_state(old).climatology, table)
+
+
+@pytest.mark.parametrize(
+    ("damage", "match"),
+    [
+        (lambda s: s.update(codec="other"), "codec"),
+        (lambda s: s.update(data=s["data"][: len(s["data"]) // 2]), "end in season bin"),
+        (lambda s: s.update(data=torch.zeros(40, dtype=torch.uint8)), "damaged"),
+    ],
+)
+def test_damaged_packed_table_is_refused(damage, match):
+    state = pack_table(np.random.default_rng(3).random((61, 24, 4, 4)))
+    damage(state)
+    with pytest.raises(ValueError, match=match):
+        unpack_table(state)
