@@ -11,10 +11,29 @@ import pytest
 import torch
 
 from data_prep.climatology import fit_climatology
+from data_prep.io import open_maps
+from data_prep.mock import mock_maps
+from data_prep.sequences import load_or_build_index
+from forecast.config import load_experiment
+from forecast.training.checkpoint import load_checkpoint
 from forecast.training.clim_codec import STEP, TOLERANCE, pack_table, packed_nbytes, unpack_table
-from forecast.training.features import FeatureStats, packed
+from forecast.training.features import FeatureStats, fit_stats, packed
+from forecast.training.loop import train
 
 GRID = (20, 30)
+TINY = [
+    "model.encoder_channels=[8]",
+    "model.hidden_channels=[8]",
+    "model.norm_groups=4",
+    "data.n_in=5",
+    "data.n_out=2",
+    "data.block_steps=24",
+    "train.batch_size=4",
+    "train.patience=0",
+    "train.progress=false",
+    "train.device=cpu",
+    "train.threads=1",
+]
 
 
 def _stats(table: np.ndarray) -> FeatureStats:
@@ -107,3 +126,18 @@ def test_damaged_packed_table_is_refused(damage, match):
     damage(state)
     with pytest.raises(ValueError, match=match):
         unpack_table(state)
+
+
+def test_hourly_run_checkpoint_holds_the_table_training_read_and_resumes(tmp_path):
+    path, out = tmp_path / "hourly.nc", tmp_path / "run"
+    mock_maps(n_steps=24 * 10, shape=(8, 12), time_step="1h", seed=1).to_netcdf(path)
+    run = [*TINY, f"train.maps={path}", f"train.out={out}"]
+    cfg = load_experiment(None, [*run, "train.max_steps=2"])
+    train(cfg)
+    ckpt = load_checkpoint(out / "last.pt")
+    assert "climatology_packed" in ckpt["stats"] and "climatology" not in ckpt["stats"]
+    ds = open_maps(path)
+    fitted = fit_stats(ds, load_or_build_index(path, ds, cfg.data)).climatology
+    np.testing.assert_array_equal(FeatureStats.from_state(ckpt["stats"]).climatology, fitted)
+    train(load_experiment(None, [*run, "train.max_steps=3"]), resume=True)  # same statistics
+    assert load_checkpoint(out / "last.pt")["state"]["step"] == 3
