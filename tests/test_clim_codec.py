@@ -141,3 +141,15 @@ def test_hourly_run_checkpoint_holds_the_table_training_read_and_resumes(tmp_pat
     np.testing.assert_array_equal(FeatureStats.from_state(ckpt["stats"]).climatology, fitted)
     train(load_experiment(None, [*run, "train.max_steps=3"]), resume=True)  # same statistics
     assert load_checkpoint(out / "last.pt")["state"]["step"] == 3
+    # a last.pt written before tables were packed: the float32 table as fitted, resumed too
+    index = load_or_build_index(path, ds, cfg.data)
+    use = index.steps("train", ds.sizes["time"])
+    counts, cov = ds.strike_count.values, ds.coverage.values
+    table = fit_climatology(counts, ds.time.values, use, observed=cov, n_hours=24)
+    assert 0 < np.abs(table - fitted).max() <= TOLERANCE + 1e-7
+    old = torch.load(out / "last.pt", weights_only=True)
+    del old["stats"]["climatology_packed"]
+    old["stats"]["climatology"] = torch.from_numpy(table)
+    torch.save(old, out / "last.pt")
+    train(load_experiment(None, [*run, "train.max_steps=4"]), resume=True)
+    assert load_checkpoint(out / "last.pt")["state"]["step"] == 4

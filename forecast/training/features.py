@@ -127,8 +127,8 @@ class FeatureStats:
 def packed(stats: FeatureStats) -> FeatureStats:
     """``stats`` with a sub-daily table replaced by its packed and unpacked self (within
     ``clim_codec.TOLERANCE``), so training reads the table its checkpoints hand to predict;
-    daily stats unchanged."""
-    if not stats.diurnal:
+    daily stats and stats packed already unchanged."""
+    if not stats.diurnal or stats.packed is not None:
         return stats
     state = pack_table(stats.climatology)
     return FeatureStats(unpack_table(state), stats.count_scale, stats.lat, stats.lon, state)
