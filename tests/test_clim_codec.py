@@ -119,6 +119,7 @@ def test_old_float32_sub_daily_state_still_loads():
         (lambda s: s.update(codec="other"), "codec"),
         (lambda s: s.update(data=s["data"][: len(s["data"]) // 2]), "end in season bin"),
         (lambda s: s.update(data=torch.zeros(40, dtype=torch.uint8)), "damaged"),
+        (lambda s: s.update(step=0.01), "out of range"),  # levels past pi / 2
     ],
 )
 def test_damaged_packed_table_is_refused(damage, match):

@@ -74,6 +74,7 @@ def unpack_table(state: dict) -> np.ndarray:
         raise ValueError(f"climatology table of shape {shape}, step {step}")
     decoder, out = zlib.decompressobj(), np.empty(shape, np.float32)
     plane = 2 * int(np.prod(shape[1:]))  # bytes of one season bin
+    levels = _levels(step)  # p of every q, float32: a lookup instead of sin() per entry
     dh = np.zeros(shape[1:], np.int32)
     try:
         for s in range(shape[0]):
@@ -82,7 +83,10 @@ def unpack_table(state: dict) -> np.ndarray:
             if len(chunk) != plane:
                 raise ValueError(f"climatology data end in season bin {s} of {shape[0]}")
             dh = dh + _unplanes(chunk, shape[1:])
-            out[s] = np.sin(np.cumsum(dh, axis=0) * step) ** 2
+            q = np.cumsum(dh, axis=0)
+            if q.min() < 0 or q.max() >= len(levels):
+                raise ValueError(f"climatology data are damaged (season bin {s} out of range)")
+            out[s] = levels[q]
     except zlib.error as e:
         raise ValueError(f"climatology data are damaged ({e})") from None
     return out
@@ -98,6 +102,13 @@ def _quantise(p: np.ndarray, step: float) -> np.ndarray:
     """round(arcsin(sqrt(p)) / step), int32 of ``p``'s shape; p clipped to [0, 1]."""
     y = np.arcsin(np.sqrt(np.clip(np.asarray(p, dtype=np.float64), 0.0, 1.0)))
     return np.rint(y / step).astype(np.int32)
+
+
+def _levels(step: float) -> np.ndarray:
+    """``sin(q step) ** 2`` float32 for q = 0 .. round(pi / 2 / step), every level of
+    :func:`_quantise`."""
+    q = np.arange(int(np.rint(np.pi / 2 / step)) + 1)
+    return (np.sin(q * step) ** 2).astype(np.float32)
 
 
 def _planes(d: np.ndarray) -> bytes:
