@@ -17,7 +17,7 @@ from data_prep.sequences import load_or_build_index
 from forecast.config import load_experiment
 from forecast.training.checkpoint import load_checkpoint
 from forecast.training.clim_codec import STEP, TOLERANCE, pack_table, packed_nbytes, unpack_table
-from forecast.training.features import FeatureStats, fit_stats, packed
+from forecast.training.features import FeatureStats, fit_stats, pack_climatology
 from forecast.training.loop import train
 
 GRID = (20, 30)
@@ -77,7 +77,7 @@ def test_packing_a_packed_table_changes_nothing(diurnal_table):
 
 
 def test_checkpoint_of_a_diurnal_table_is_a_tenth_of_float32(diurnal_table):
-    state = packed(_stats(diurnal_table)).to_state()
+    state = pack_climatology(_stats(diurnal_table)).to_state()
     assert "climatology" not in state
     buf = io.BytesIO()
     torch.save({"stats": state}, buf)
@@ -88,7 +88,7 @@ def test_checkpoint_of_a_diurnal_table_is_a_tenth_of_float32(diurnal_table):
 
 
 def test_fitted_stats_read_back_bit_identical(diurnal_table):
-    stats = packed(_stats(diurnal_table))
+    stats = pack_climatology(_stats(diurnal_table))
     assert np.abs(stats.climatology - diurnal_table).max() <= TOLERANCE + 1e-7
     buf = io.BytesIO()
     torch.save(stats.to_state(), buf)
@@ -99,7 +99,7 @@ def test_fitted_stats_read_back_bit_identical(diurnal_table):
 
 def test_daily_table_is_stored_as_float32_bit_for_bit():
     table = np.random.default_rng(1).random((366, 4, 5)).astype(np.float32)
-    stats = packed(_stats(table))
+    stats = pack_climatology(_stats(table))
     assert stats.climatology is table
     state = stats.to_state()
     assert state["climatology"].dtype == torch.float32 and "climatology_packed" not in state

@@ -87,7 +87,8 @@ class FeatureStats:
     def to_state(self) -> dict:
         """Plain tensors, floats and lists: safe for ``torch.load(weights_only=True)``. A daily
         table is stored as it is (float32, bit for bit); a sub-daily one packed, within
-        ``clim_codec.TOLERANCE`` (exactly ``climatology`` when it came from :func:`packed`)."""
+        ``clim_codec.TOLERANCE`` (exactly ``climatology`` when it came from
+        :func:`pack_climatology`)."""
         if self.diurnal:
             table = {"climatology_packed": self.packed or pack_table(self.climatology)}
         else:
@@ -124,7 +125,7 @@ class FeatureStats:
         return self.climatology.ndim == 4
 
 
-def packed(stats: FeatureStats) -> FeatureStats:
+def pack_climatology(stats: FeatureStats) -> FeatureStats:
     """``stats`` with a sub-daily table replaced by its packed and unpacked self (within
     ``clim_codec.TOLERANCE``), so training reads the table its checkpoints hand to predict;
     daily stats and stats packed already unchanged."""
@@ -148,8 +149,8 @@ def fit_stats(ds: xr.Dataset, index: WindowIndex, **clim_kwargs) -> FeatureStats
     index : window index of ``ds``; only ``index.steps("train")`` are read for fitting.
     clim_kwargs : passed to :func:`data_prep.climatology.finish_climatology`.
 
-    A sub-daily table comes back :func:`packed`: within ``clim_codec.TOLERANCE`` of the fitted
-    one and exactly the table its checkpoints store.
+    A sub-daily table comes back through :func:`pack_climatology`: within
+    ``clim_codec.TOLERANCE`` of the fitted one and exactly the table its checkpoints store.
     """
     n_steps = ds.sizes[TIME]
     if index.n_steps and index.n_steps != n_steps:
@@ -175,7 +176,7 @@ def fit_stats(ds: xr.Dataset, index: WindowIndex, **clim_kwargs) -> FeatureStats
         hist += np.bincount(np.minimum(positive, _MAX_COUNT_BIN), minlength=_MAX_COUNT_BIN + 1)
     clim = finish_climatology(hits, samples, **clim_kwargs)
     lat, lon = ds[LAT].values.astype(np.float64), ds[LON].values.astype(np.float64)
-    return packed(FeatureStats(clim, _count_scale(hist), lat, lon))
+    return pack_climatology(FeatureStats(clim, _count_scale(hist), lat, lon))
 
 
 def _count_scale(hist: np.ndarray) -> float:

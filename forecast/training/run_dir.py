@@ -13,7 +13,7 @@ from data_prep.config import to_dict
 from data_prep.errors import UserError
 from data_prep.sequences import index_path
 from forecast.config import ExperimentConfig
-from forecast.training.features import FeatureStats, check_input_channels, packed
+from forecast.training.features import FeatureStats, check_input_channels, pack_climatology
 from forecast.training.guided import GuidanceStats, check_guidance_given
 
 RUN_FILES = ("config.yaml", "best.pt", "last.pt", "log.csv", "calibration.nc")
@@ -73,7 +73,7 @@ def same_run(
         # a sub-daily table stored as float32 (before tables were packed) is packed as
         # fit_stats packs it
         same = stats.count_scale == data.stats.count_scale and np.array_equal(
-            packed(stats).climatology, data.stats.climatology
+            pack_climatology(stats).climatology, data.stats.climatology
         )
         keys = [] if same else ["the maps (feature statistics)"]
     if keys:
