@@ -11,7 +11,8 @@ strings, lists, dicts; no pickled objects)::
     step, epoch, batch_in_epoch, best_val, bad_epochs     where training stood
     rng          torch / numpy / python / cuda random states
     config       the resolved ExperimentConfig as a dict
-    stats        FeatureStats.to_state()
+    stats        FeatureStats.to_state() (a sub-daily climatology packed to ~1/10 of float32,
+                 forecast.training.clim_codec; a daily one float32)
     guidance     GuidanceStats.to_state() (only when trained with guidance)
     calibration  Calibrator.to_state() or None
 

@@ -37,13 +37,14 @@ networks the synoptic regime), while the convolutions see only a few hundred kil
 a cell. Without them the model regresses to the training split's mean activity and forecasts
 too low in an active month and too high in a quiet one.
 
-:func:`fit_stats` fits the climatology and ``count_scale`` on the training split only;
+:func:`fit_stats` fits the climatology and ``count_scale`` on the training split only (a
+sub-daily table packed for checkpoints, :mod:`forecast.training.clim_codec`);
 :func:`init_features` makes the inputs of forecasts from their init steps (no targets needed).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -54,6 +55,7 @@ from data_prep.climatology import climatology_at, doy_sums, finish_climatology, 
 from data_prep.errors import UserError
 from data_prep.schema import COUNT, COVERAGE, LAT, LON, TIME
 from data_prep.sequences import WindowIndex, time_step
+from forecast.training.clim_codec import pack_table, unpack_table
 
 N_CHANNELS = 10  # channels of daily maps
 COVERAGE_CHANNEL = 9  # appended last: older channel numbers (clim_channel 2) keep their meaning
@@ -72,17 +74,28 @@ class FeatureStats:
         by season bin and hour of day for sub-daily maps (see data_prep.climatology).
     count_scale : log1p(count) is divided by this.
     lat, lon : float64 (H,), (W,) cell centres of the training grid.
+    packed : the sub-daily table as a checkpoint stores it (:mod:`forecast.training.clim_codec`);
+        ``climatology`` is then exactly its unpacked table, the one predict reads back.
     """
 
     climatology: np.ndarray
     count_scale: float
     lat: np.ndarray
     lon: np.ndarray
+    packed: dict | None = field(default=None, repr=False, compare=False)
 
     def to_state(self) -> dict:
-        """Plain tensors, floats and lists: safe for ``torch.load(weights_only=True)``."""
+        """Plain tensors, floats and lists: safe for ``torch.load(weights_only=True)``. A daily
+        table is stored as it is (float32, bit for bit); a sub-daily one packed, within
+        ``clim_codec.TOLERANCE`` (exactly ``climatology`` when it came from
+        :func:`pack_climatology`)."""
+        if self.diurnal:
+            table = {"climatology_packed": self.packed or pack_table(self.climatology)}
+        else:
+            clim = torch.from_numpy(np.ascontiguousarray(self.climatology, np.float32))
+            table = {"climatology": clim}
         return {
-            "climatology": torch.from_numpy(np.ascontiguousarray(self.climatology, np.float32)),
+            **table,
             "count_scale": float(self.count_scale),
             "lat": [float(v) for v in self.lat],
             "lon": [float(v) for v in self.lon],
@@ -90,20 +103,36 @@ class FeatureStats:
 
     @classmethod
     def from_state(cls, state: dict) -> FeatureStats:
-        """Inverse of :meth:`to_state`."""
-        clim = state["climatology"]
-        clim = clim.cpu().numpy() if isinstance(clim, torch.Tensor) else np.asarray(clim)
+        """Inverse of :meth:`to_state`; also reads checkpoints that stored a sub-daily table
+        as float32."""
+        packed = state.get("climatology_packed")
+        if packed is not None:
+            clim = unpack_table(packed)
+        else:
+            clim = state["climatology"]
+            clim = clim.cpu().numpy() if isinstance(clim, torch.Tensor) else np.asarray(clim)
         return cls(
             climatology=clim.astype(np.float32),
             count_scale=float(state["count_scale"]),
             lat=np.asarray(state["lat"], dtype=np.float64),
             lon=np.asarray(state["lon"], dtype=np.float64),
+            packed=packed,
         )
 
     @property
     def diurnal(self) -> bool:
         """Whether the climatology has an hour-of-day axis (maps with sub-daily steps)."""
         return self.climatology.ndim == 4
+
+
+def pack_climatology(stats: FeatureStats) -> FeatureStats:
+    """``stats`` with a sub-daily table replaced by its packed and unpacked self (within
+    ``clim_codec.TOLERANCE``), so training reads the table its checkpoints hand to predict;
+    daily stats and stats packed already unchanged."""
+    if not stats.diurnal or stats.packed is not None:
+        return stats
+    state = pack_table(stats.climatology)
+    return FeatureStats(unpack_table(state), stats.count_scale, stats.lat, stats.lon, state)
 
 
 def n_channels(stats: FeatureStats) -> int:
@@ -119,6 +148,9 @@ def fit_stats(ds: xr.Dataset, index: WindowIndex, **clim_kwargs) -> FeatureStats
     ds : maps Dataset (``strike_count``, ``coverage``), read in chunks of steps.
     index : window index of ``ds``; only ``index.steps("train")`` are read for fitting.
     clim_kwargs : passed to :func:`data_prep.climatology.finish_climatology`.
+
+    A sub-daily table comes back through :func:`pack_climatology`: within
+    ``clim_codec.TOLERANCE`` of the fitted one and exactly the table its checkpoints store.
     """
     n_steps = ds.sizes[TIME]
     if index.n_steps and index.n_steps != n_steps:
@@ -144,7 +176,7 @@ def fit_stats(ds: xr.Dataset, index: WindowIndex, **clim_kwargs) -> FeatureStats
         hist += np.bincount(np.minimum(positive, _MAX_COUNT_BIN), minlength=_MAX_COUNT_BIN + 1)
     clim = finish_climatology(hits, samples, **clim_kwargs)
     lat, lon = ds[LAT].values.astype(np.float64), ds[LON].values.astype(np.float64)
-    return FeatureStats(clim, _count_scale(hist), lat, lon)
+    return pack_climatology(FeatureStats(clim, _count_scale(hist), lat, lon))
 
 
 def _count_scale(hist: np.ndarray) -> float:

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
+import numpy as np
 
 from data_prep.atomic import check_output_path, check_outputs
 from data_prep.config import to_dict
 from data_prep.errors import UserError
 from data_prep.sequences import index_path
 from forecast.config import ExperimentConfig
-from forecast.training.features import FeatureStats, check_input_channels
+from forecast.training.features import FeatureStats, check_input_channels, pack_climatology
 from forecast.training.guided import GuidanceStats, check_guidance_given
 
 RUN_FILES = ("config.yaml", "best.pt", "last.pt", "log.csv", "calibration.nc")
@@ -70,9 +70,10 @@ def same_run(
     train_keys = _RUN_KEYS if train_keys is None else train_keys
     keys += [f"train.{k}" for k in train_keys if old["train"].get(k) != new["train"][k]]
     if not keys and data is not None:
-        a, b = ckpt["stats"], data.stats.to_state()
-        same = a["count_scale"] == b["count_scale"] and torch.equal(
-            a["climatology"], b["climatology"]
+        # a sub-daily table stored as float32 (before tables were packed) is packed as
+        # fit_stats packs it
+        same = stats.count_scale == data.stats.count_scale and np.array_equal(
+            pack_climatology(stats).climatology, data.stats.climatology
         )
         keys = [] if same else ["the maps (feature statistics)"]
     if keys:
