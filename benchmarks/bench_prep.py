@@ -32,11 +32,12 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from data_prep import grid
 from data_prep.clock import StepClock
 from data_prep.config import PrepConfig, SequenceConfig
 from data_prep.cores import usable_cores
 from data_prep.errors import UserError
-from data_prep.grid import THREADS, Accumulator, numba_kernel
+from data_prep.grid import Accumulator, numba_kernel
 from data_prep.prep import grid_file, make_clock, prep
 from data_prep.records import ReadOptions, Records, Tally
 from data_prep.schema import get_grid, parse_time_step
@@ -189,6 +190,16 @@ def prep_one(path: Path, out: Path, cfg: PrepConfig) -> None:
     prep([str(path)], out, cfg, SequenceConfig())
 
 
+def set_threads(n: int) -> None:
+    """Run the numba kernel, the numpy fallback's slices and pyarrow's decoding on ``n`` threads."""
+    grid.THREADS = n
+    pa.set_cpu_count(n)
+    pa.set_io_thread_count(n)
+    kernel = numba_kernel()
+    if kernel is not None:
+        kernel.set_threads(n)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--points", type=float, default=20e6, help="kernel and Parquet records")
@@ -197,7 +208,15 @@ def main() -> None:
     ap.add_argument("--only", help="comma list of rows: kernel, parquet, csv, csv-epoch, ...")
     ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds, fastest kept")
     ap.add_argument("--quick", action="store_true", help="tiny inputs: checks that it runs")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="threads of the kernels and of pyarrow (0: the usable cores); on a shared machine "
+        "1 keeps the ratios steady",
+    )
     args = ap.parse_args()
+    set_threads(args.threads or usable_cores())
     if args.quick:
         args.points, args.csv, args.nldn = 2e5, 5e4, 2e4
     elif args.repeats < 3:
@@ -206,7 +225,8 @@ def main() -> None:
     kernel = numba_kernel()
     numba_threads = kernel.threads() if kernel is not None else "-"
     print(
-        f"threads: kernel (numba) {numba_threads}, numpy fallback {THREADS}, of {usable_cores()} "
+        f"threads: kernel (numba) {numba_threads}, numpy fallback {grid.THREADS}, pyarrow "
+        f"{pa.cpu_count()}, of {usable_cores()} "
         f"usable cores; fastest of {args.repeats} interleaved rounds"
     )
     load = os.getloadavg()[0]

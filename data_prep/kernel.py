@@ -23,6 +23,11 @@ from data_prep.schema import EDGE_SNAP
 BLOCK = 1024  # records per block: the cell indices of a block stay in L1
 
 
+def set_threads(n: int) -> None:
+    """Run the kernel on ``n`` threads (at most numba's ``NUMBA_NUM_THREADS``)."""
+    numba.set_num_threads(max(1, min(n, numba.config.NUMBA_NUM_THREADS)))
+
+
 def threads() -> int:
     """Threads the kernel runs on (numba's setting: ``NUMBA_NUM_THREADS``, all cores)."""
     return numba.get_num_threads()
