@@ -116,17 +116,22 @@ def write_forecasts(batches: Iterable[xr.Dataset], out: Path) -> Path:
     when the process was killed).
     """
     batches = iter(batches)
-    first = next(batches, None)
-    if first is None:
-        raise UserError(f"output {out}: no forecast to write")
     with atomic_output(out) as tmp:
-        part = with_cf_globals(first)
-        part.to_netcdf(tmp, engine="netcdf4", encoding=_encoding(part), unlimited_dims=[INIT_TIME])
-        row = first.sizes[INIT_TIME]
+        row = _create(tmp, next(batches, None), out)
         with netCDF4.Dataset(tmp, "a") as nc:
             for part in batches:
                 row += _append(nc, part, row)
+                del part  # released before the next batch is made: one batch in memory
     return Path(out)
+
+
+def _create(tmp: Path, part: xr.Dataset | None, out: Path) -> int:
+    """Write the first batch with xarray to ``tmp``; returns its number of inits."""
+    if part is None:
+        raise UserError(f"output {out}: no forecast to write")
+    part = with_cf_globals(part)
+    part.to_netcdf(tmp, engine="netcdf4", encoding=_encoding(part), unlimited_dims=[INIT_TIME])
+    return part.sizes[INIT_TIME]
 
 
 def _encoding(part: xr.Dataset) -> dict:
