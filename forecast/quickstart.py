@@ -305,14 +305,14 @@ def _scored_inits(cfg: ExperimentConfig, maps: Path) -> tuple[str, str]:
     """``START/END`` (ISO 8601 interval) covering the inits of the validation and test windows
     (the test inits are scored, the validation ones choose the CSI threshold), and the last
     test init."""
-    ds = open_maps(maps)
-    index = load_or_build_index(maps, ds, cfg.data)
+    with open_maps(maps, lazy=True) as ds:  # the time labels and the index: no counts kept
+        index = load_or_build_index(maps, ds, cfg.data)
+        times = ds["time"].values
     if index.inits("test").size == 0:
         raise UserError(f"{maps}: the test split has no windows; make synth.days larger")
     inits = np.concatenate(
         [index.inits(split) for split in ("val", "test") if split in index.starts]
     )
-    times = ds["time"].values
     fmt = "%Y-%m-%dT%H:%M"
     last_test = _fmt(times[index.inits("test").max()], fmt)
     return f"{_fmt(times[inits.min()], fmt)}/{_fmt(times[inits.max()], fmt)}", last_test

@@ -47,7 +47,7 @@ def evaluate_to_files(
     maps, out = Path(maps), Path(out)
     _check_names(forecasts, cfg, checkpoint is not None, baselines)
     model = _load_model(checkpoint, device, cfg.data.guidance)
-    ds = open_maps(maps)
+    ds = open_maps(maps, lazy=True)  # read batch by batch: memory independent of the archive
     files: dict[str, ForecastFile] = {}
     try:
         for name, path in forecasts.items():
@@ -61,6 +61,7 @@ def evaluate_to_files(
     finally:
         for f in files.values():
             f.close()
+        ds.close()
     scores.attrs["maps"] = str(maps)
     scores.attrs.update({f"forecast_{k}": str(v) for k, v in forecasts.items()})
     write_netcdf_atomic(scores, out)
