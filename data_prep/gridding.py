@@ -157,7 +157,7 @@ def grid_all(
     else:
         local = scheduler is None or scheduler in LOCAL_SCHEDULERS
         with dask_runner(workers, scheduler) as run:
-            results = _grid_pieces(plan, grid, clock, opts, workers, run, local and scratch)
+            results = _grid_pieces(plan, grid, clock, opts, run, local and scratch)
     acc, tally, steps = (
         Accumulator(grid, clock, spill=Spill(Path(scratch)) if scratch else None),
         Tally(),
@@ -170,11 +170,11 @@ def grid_all(
     return acc, tally, steps
 
 
-def _grid_pieces(plan, grid, clock, opts, workers, run, scratch) -> list:
+def _grid_pieces(plan, grid, clock, opts, run, scratch) -> list:
     """Every file's pieces gridded by ``run`` and joined per file: all pieces at once; then,
     as text, every piece of a file where the fast CSV path failed; then, with a seed, the
     pieces whose repeats differ from those of a whole read (:func:`data_prep.pieces.seeds`)."""
-    pieces = plan_pieces(plan, workers)
+    pieces = plan_pieces(plan, run.workers)
     args = (grid, clock, opts, scratch or None)
     keys = [(i, j) for i, ps in enumerate(pieces) for j in range(len(ps))]
     done = dict(zip(keys, run([pieces[i][j] for i, j in keys], args), strict=True))
@@ -203,14 +203,16 @@ def _rerun(keys, pieces, done, run, args) -> None:
 @contextmanager
 def dask_runner(workers: int, scheduler: str | None):
     """A function gridding a list of pieces on dask (``grid_piece(piece, *args)`` each), with
-    the scheduler or local cluster open while the context lasts."""
+    the scheduler or local cluster open while the context lasts; its ``workers``: how many
+    workers it has (a scheduler at an address: those it has now)."""
     import dask  # heavy: loaded only when prep --workers or --scheduler asks for it
 
-    def runner(compute):
+    def runner(compute, n: int = workers):
         def run(pieces: list[Piece], args: tuple) -> list[PieceResult]:
             task = dask.delayed(grid_piece, pure=False)
             return list(compute([task(p, *args) for p in pieces])) if pieces else []
 
+        run.workers = max(1, n)
         return run
 
     if scheduler in LOCAL_SCHEDULERS:
@@ -227,7 +229,8 @@ def dask_runner(workers: int, scheduler: str | None):
                 "check the address (tcp://host:8786) and that it runs, or use --workers N"
             ) from None
         with client:
-            yield runner(lambda tasks: client.gather(client.compute(tasks)))
+            n = len(client.scheduler_info().get("workers", {}))
+            yield runner(lambda tasks: client.gather(client.compute(tasks)), n or workers)
         return
     with LocalCluster(
         n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
