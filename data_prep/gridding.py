@@ -174,7 +174,7 @@ def _grid_pieces(plan, grid, clock, opts, run, scratch) -> list:
     """Every file's pieces gridded by ``run`` and joined per file: all pieces at once; then,
     as text, every piece of a file where the fast CSV path failed; then, with a seed, the
     pieces whose repeats differ from those of a whole read (:func:`data_prep.pieces.seeds`)."""
-    pieces = plan_pieces(plan, run.workers)
+    pieces = plan_pieces(plan, run.workers, opts)
     args = (grid, clock, opts, scratch or None)
     keys = [(i, j) for i, ps in enumerate(pieces) for j in range(len(ps))]
     done = dict(zip(keys, run([pieces[i][j] for i, j in keys], args), strict=True))

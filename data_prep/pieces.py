@@ -1,12 +1,12 @@
 """One large input cut into pieces that separate workers grid, adding up to the whole file.
 
-A piece is a run of consecutive units of one file: Parquet row groups, or ranges of whole lines
-of a plain CSV file (:mod:`data_prep.csv_files`). A reader decodes the same chunks from a piece
-as from the whole file, so every record is read, converted and rejected (with its reason)
-exactly as in a read of the whole file, and the counts, integers, add up to the same maps. Runs
-are cut at equal shares of the file's bytes; in a feed written in time order each piece is a
-block of time. A gzip CSV cannot be entered in the middle, and GLM granules and gridded netCDF
-files are small: those stay one piece.
+A piece is a run of consecutive units of one file: Parquet row groups, ranges of whole lines of
+a plain CSV file (:mod:`data_prep.csv_files`), or chunks of steps of a gridded netCDF file. A
+reader decodes the same chunks from a piece as from the whole file, so every record is read,
+converted and rejected (with its reason) exactly as in a read of the whole file, and the counts,
+integers, add up to the same maps. Runs are cut at equal shares of the file's bytes (of its
+steps, for a gridded file); in a feed written in time order each piece is a block of time. A
+gzip CSV cannot be entered in the middle, and GLM granules are small: those stay one piece.
 
 Two things link the pieces of a file, and are settled when they are joined:
 
@@ -30,7 +30,8 @@ import pyarrow.parquet as pq
 
 from data_prep.csv_files import is_gzip
 from data_prep.readers import csv_ranges
-from data_prep.records import DedupState
+from data_prep.readers_nc import gridded_chunks
+from data_prep.records import DedupState, ReadOptions
 
 MIN_PIECE_BYTES = 1 << 25  # a file smaller than this is one piece
 MAX_PIECE_BYTES = 1 << 28  # pieces of a large file hold at most this
@@ -39,8 +40,9 @@ PIECES_PER_WORKER = 2  # pieces per worker, of all the inputs' bytes, when a fil
 
 @dataclass(frozen=True)
 class Piece:
-    """A piece of one input: ``part`` (None: the whole file) is row-group indices (Parquet) or
-    the offsets of a run of ranges of whole lines (CSV, ``n + 1`` offsets for ``n`` ranges)."""
+    """A piece of one input: ``part`` (None: the whole file) is row-group indices (Parquet), the
+    offsets of a run of ranges of whole lines (CSV, ``n + 1`` offsets for ``n`` ranges), or the
+    first steps of a run of chunks of a gridded file (and the step after the run)."""
 
     path: Path
     fmt: str
@@ -49,7 +51,9 @@ class Piece:
     seed: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # a Deduplicator's start
 
 
-def plan_pieces(plan: list[tuple[Path, str]], workers: int) -> list[list[Piece]]:
+def plan_pieces(
+    plan: list[tuple[Path, str]], workers: int, opts: ReadOptions | None = None
+) -> list[list[Piece]]:
     """The pieces of each ``(path, format)`` of ``plan``, in file order.
 
     A file is cut when it is larger than ``PIECES_PER_WORKER * workers``-th of all the inputs'
@@ -61,24 +65,29 @@ def plan_pieces(plan: list[tuple[Path, str]], workers: int) -> list[list[Piece]]
     target = min(max(share, MIN_PIECE_BYTES), MAX_PIECE_BYTES)
     out = []
     for path, fmt in plan:
-        units = _units(Path(path), fmt) if Path(path).stat().st_size > target else None
+        big = Path(path).stat().st_size > target
+        units = _units(Path(path), fmt, opts or ReadOptions()) if big else None
         if units is None or len(units[0]) < 2:
             out.append([Piece(Path(path), fmt)])
             continue
-        n = min(len(units[0]), math.ceil(sum(units[1]) / target))
+        n = min(len(units[0]), math.ceil(Path(path).stat().st_size / target))
         out.append([Piece(Path(path), fmt, part) for part in _runs(*units, n, fmt)])
     return out
 
 
-def _units(path: Path, fmt: str) -> tuple[list[int], list[int]] | None:
-    """``(units, their bytes)`` of a file that can be cut: row groups, or CSV ranges by their
-    start offsets (the end of the last one appended); None for a file read whole."""
+def _units(path: Path, fmt: str, opts: ReadOptions) -> tuple[list[int], list[int]] | None:
+    """``(units, their sizes)`` of a file that can be cut: row groups (bytes), CSV ranges by
+    their start offsets (bytes), chunks of steps of a gridded file by their first step (steps),
+    the end of the last range or chunk appended; None for a file read whole."""
     if fmt == "points-parquet":
         meta = pq.ParquetFile(path).metadata
         groups = list(range(meta.num_row_groups))
         return groups, [meta.row_group(g).total_byte_size for g in groups]
     if fmt in ("points-csv", "nldn-tiles") and not is_gzip(path):
         bounds = csv_ranges(path)
+        return bounds, list(np.diff(bounds).tolist()) + [0]
+    if fmt == "gridded":
+        bounds = gridded_chunks(path, opts)
         return bounds, list(np.diff(bounds).tolist()) + [0]
     return None
 

@@ -10,14 +10,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
-from prep_files import PREP_SEQ, plains_config, strikes_frame, write_parquet
+from prep_files import PREP_SEQ, plains_config, strikes_frame, write_gridded, write_parquet
 
 import data_prep.readers
 from data_prep import gridding, pieces
 from data_prep.csv_files import data_start, range_bounds
 from data_prep.pieces import plan_pieces, seeds
 from data_prep.prep import prep
-from data_prep.records import DedupState
+from data_prep.records import DedupState, ReadOptions
 
 
 @pytest.fixture(autouse=True)
@@ -141,6 +141,26 @@ def test_a_gzip_csv_is_one_piece_and_grids_as_with_one_worker(tmp_path):
     path.write_bytes(gzip.compress(text))
     assert len(plan_pieces([(path, "points-csv")], 2)[0]) == 1
     _assert_same(*_prep_both(tmp_path, path))
+
+
+def test_a_gridded_file_on_two_workers_in_chunks_of_steps_gives_the_maps_of_one(tmp_path):
+    rng = np.random.default_rng(3)
+    v = rng.poisson(0.5, (40, 8, 8)).astype(float)
+    v[rng.random(v.shape) < 0.1] = np.nan  # cells without data
+    v[[5, 6, 21]] = np.nan  # steps without data
+    lat, lon = 40.125 + 0.25 * np.arange(8), -95.875 + 0.25 * np.arange(8)
+    times = pd.date_range("2021-06-01", periods=40, freq="1h")
+    path = write_gridded(tmp_path / "g.nc", v, times, lat, lon)
+    planned = plan_pieces([(path, "gridded")], 2, ReadOptions(chunk_records=200))[0]
+    assert [p.part for p in planned] == [
+        (0, 3, 6, 9, 12),
+        (12, 15, 18, 21),
+        (21, 24, 27, 30),
+        (30, 33, 36, 39, 40),
+    ]
+    one, two = _prep_both(tmp_path, path, start=None, chunk_records=200)
+    assert one.identical(two) and int(one.strike_count.sum()) == int(np.nansum(v))
+    assert one.coverage.max(("lat", "lon")).values[[5, 6, 21]].tolist() == [0, 0, 0]
 
 
 def test_many_small_files_stay_one_piece_each(monkeypatch, tmp_path):
