@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data_prep.csv_files import is_gzip
@@ -80,7 +81,10 @@ def _units(path: Path, fmt: str, opts: ReadOptions) -> tuple[list[int], list[int
     their start offsets (bytes), chunks of steps of a gridded file by their first step (steps),
     the end of the last range or chunk appended; None for a file read whole."""
     if fmt == "points-parquet":
-        meta = pq.ParquetFile(path).metadata
+        try:
+            meta = pq.ParquetFile(path).metadata
+        except (pa.ArrowException, OSError, ValueError):  # its reader says what is wrong
+            return None
         groups = list(range(meta.num_row_groups))
         return groups, [meta.row_group(g).total_byte_size for g in groups]
     if fmt in ("points-csv", "nldn-tiles") and not is_gzip(path):
