@@ -2,8 +2,9 @@
 
 ``prep`` expands the inputs, skips those already in the archive at ``out`` (matched by file
 name, size and modification time; a known name whose file changed is refused), grids each new
-input on its own (serially, or in parallel with dask: the per-input counts are integers and add
-up identically in any order; rows of counts wait on disk, :mod:`data_prep.spill`), and writes
+input (serially, or in parallel with dask, a large input in pieces: :mod:`data_prep.gridding`;
+counts are integers and add up identically in any order; rows of counts wait on disk,
+:mod:`data_prep.spill`), and writes
 the maps block by block with the accounting in its attributes (:mod:`data_prep.maps_file`: a new
 archive atomically, an append in place under an undo journal). Memory is bounded by a block of
 steps, not the archive's length. One ``prep`` at a time writes an archive: a second one into the
@@ -14,7 +15,6 @@ an append honest, are in :mod:`data_prep.archive`.
 
 from __future__ import annotations
 
-import dataclasses
 import glob
 import os
 import shutil
@@ -38,13 +38,13 @@ from data_prep.atomic import check_output_path, output_lock
 from data_prep.clock import StepClock
 from data_prep.config import PrepConfig, SequenceConfig
 from data_prep.errors import UserError, quote
-from data_prep.feeds import check_feed_options, file_day, split_time_unit
-from data_prep.grid import OBSERVE, Accumulator
+from data_prep.feeds import check_feed_options, split_time_unit
+from data_prep.grid import Accumulator
+from data_prep.gridding import check_some_gridded, grid_all, grid_file  # noqa: F401
 from data_prep.journal import roll_back
 from data_prep.maps_file import append_in_place, write_new
-from data_prep.progress import bar
-from data_prep.readers import SlowPath, get_reader
-from data_prep.records import Cells, ReadOptions, Records, Span, Tally, first_line
+from data_prep.readers import get_reader
+from data_prep.records import ReadOptions, Tally
 from data_prep.schema import (
     TIME,
     Grid,
@@ -52,11 +52,7 @@ from data_prep.schema import (
     parse_time_step,
 )
 from data_prep.sequences import check_config, index_path, load_or_build_index
-from data_prep.spill import Spill
 from data_prep.tables import parse_columns
-
-SCHEDULER_TIMEOUT = "10s"  # connecting to a --scheduler address
-LOCAL_SCHEDULERS = ("threads", "sync", "synchronous", "processes")  # dask's, on this machine
 
 
 @dataclass
@@ -236,133 +232,6 @@ def _utc_ns(text: str, key: str) -> int:
         ) from None
     ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
     return int(ts.as_unit("ns").value)
-
-
-def grid_file(
-    path: Path,
-    fmt: str,
-    grid: Grid,
-    clock: StepClock,
-    opts: ReadOptions,
-    scratch: str | None = None,
-) -> tuple[Accumulator, Tally]:
-    """Read and grid one input; a CSV the fast path cannot convert is read again as text.
-
-    A points file observes its first-to-last record span, or with ``opts.file_days`` the day its
-    name gives (when it holds records, or always with ``opts.empty_file == "zero"``). With a
-    ``scratch`` folder, the rows of counts go there (:mod:`data_prep.spill`), not into memory.
-    """
-    _, reader = get_reader(fmt, path)
-    day = None
-    if opts.file_days and reader.coverage == "span":
-        day = file_day(path, opts.file_days, opts.timezone)
-    for robust in (False, True):
-        observe = reader.coverage if reader.coverage in OBSERVE and day is None else ""
-        spill = Spill(Path(scratch)) if scratch else None
-        acc, tally = Accumulator(grid, clock, observe=observe, spill=spill), Tally(files_read=1)
-        run_opts = dataclasses.replace(opts, robust=robust)
-        try:
-            items = reader.read(path, run_opts, tally) if path.stat().st_size else ()
-            for item in items:
-                if isinstance(item, Records):
-                    acc.add(item, tally)
-                elif isinstance(item, Span) and item.fov is not None:
-                    acc.fov_spans.setdefault(item.fov, []).append((item.t0, item.t1))
-                elif isinstance(item, Span):
-                    acc.spans.append((item.t0, item.t1))
-                elif isinstance(item, Cells):
-                    acc.cover_cells(item.time, item.lat, item.lon)
-            acc = acc.finish().flush()
-            tally.files_empty = int(not tally.read_records and reader.coverage in OBSERVE)
-            if day is not None and (tally.read_records or opts.empty_file == "zero"):
-                acc.spans.append(day)
-            # a point feed's records alone say what it observed; no record parsing: a wrong file
-            if (
-                reader.coverage == "span"
-                or tally.rejected_records["unparseable"] == tally.read_records
-            ):
-                check_some_gridded(path, tally)
-            return acc, tally
-        except SlowPath:
-            continue
-        except (EOFError, OSError) as e:
-            raise UserError(
-                f"{path}: cannot read ({str(e).splitlines()[0]}); the file may be truncated"
-            ) from None
-    raise AssertionError("unreachable")
-
-
-def check_some_gridded(path: Path, tally: Tally) -> None:
-    """Refuse a point feed none of whose records was gridded: nothing shows that it observed
-    the domain, so its span must not become observed zero-strike steps."""
-    if not tally.read_records or tally.gridded_records:
-        return
-    why = ", ".join(
-        f"{n:,} {reason.replace('_', ' ')}" for reason, n in tally.rejected_records.items() if n
-    )
-    fix = "check --grid, --start/--end and --columns"
-    if tally.rejected_records["unparseable"] == tally.read_records:
-        fix = "its times, coordinates or counts do not parse: check the file and --columns"
-    raise UserError(
-        f"{path}: none of its {tally.read_records:,} records can be gridded ({why}); nothing "
-        f"written: {fix}, or leave the file out"
-    )
-
-
-def grid_all(
-    plan, grid, clock, opts, *, workers: int = 1, scheduler: str | None = None, scratch=None
-):
-    """Grid every (path, format) of ``plan``; serially, or with dask when asked.
-
-    ``scheduler``: None (a local dask cluster of ``workers`` processes when ``workers > 1``),
-    ``"threads"`` or ``"sync"`` (dask's in-process schedulers), or a scheduler address.
-    ``scratch``: a folder for the rows of counts (see :func:`grid_file`); not used by the
-    workers of a scheduler at an address, which may not share this machine's disk.
-    Returns the merged accumulator and tally, and for each input the start times
-    (datetime64[ns], sorted) of the steps where it gridded strikes.
-    """
-    if scheduler is None and workers <= 1:
-        files = bar(plan, desc="prep: gridding", unit="file")
-        results = (grid_file(p, f, grid, clock, opts, scratch) for p, f in files)
-    else:
-        local = scheduler is None or scheduler in LOCAL_SCHEDULERS
-        results = _grid_dask(plan, grid, clock, opts, workers, scheduler, local and scratch)
-    acc, tally, steps = (
-        Accumulator(grid, clock, spill=Spill(Path(scratch)) if scratch else None),
-        Tally(),
-        [],
-    )
-    for a, t in results:
-        steps.append(clock.start(a.strike_steps()).astype("datetime64[ns]"))
-        acc.merge(a)
-        tally.merge(t)
-    return acc, tally, steps
-
-
-def _grid_dask(plan, grid, clock, opts, workers, scheduler, scratch):
-    import dask  # heavy: loaded only when prep --workers or --scheduler asks for it
-
-    task = dask.delayed(grid_file, pure=False)
-    tasks = [task(p, f, grid, clock, opts, scratch or None) for p, f in plan]
-    if scheduler in LOCAL_SCHEDULERS:
-        return list(dask.compute(*tasks, scheduler=scheduler))
-    from distributed import Client, LocalCluster  # heavy: only for a dask cluster
-
-    if scheduler is not None:
-        try:
-            client = Client(scheduler, timeout=SCHEDULER_TIMEOUT)
-        except (OSError, ValueError) as e:
-            raise UserError(
-                f"--scheduler {scheduler}: cannot reach the dask scheduler ({first_line(e)}); "
-                "check the address (tcp://host:8786) and that it runs, or use --workers N"
-            ) from None
-        with client:
-            return list(client.gather(client.compute(tasks)))
-    with LocalCluster(
-        n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
-    ) as lc:
-        with Client(lc) as client:
-            return list(client.gather(client.compute(tasks)))
 
 
 def _window_index(out: Path, seq: SequenceConfig, summary: PrepSummary) -> None:

@@ -18,8 +18,6 @@ CSV); :func:`detect_format` picks one from a file's content.
 
 from __future__ import annotations
 
-import csv
-import gzip
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,11 +28,24 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from data_prep.csv_files import (  # SlowPath: raised by the CSV readers, caught by prep
+    SlowPath,  # noqa: F401
+    csv_header,
+    csv_types,
+    data_start,
+    first_range,
+    head_lines,
+    is_gzip,
+    raise_csv,
+    range_batches,
+    range_bounds,
+)
 from data_prep.errors import UserError, quote
 from data_prep.readers_nc import read_glm, read_gridded
 from data_prep.records import (
     Cells,
     Deduplicator,
+    DedupState,
     ReadOptions,
     Records,
     Span,
@@ -58,10 +69,6 @@ REQUIRED = ("time", "lat", "lon")
 EXTRA_ROLES = ("stroke_type", "peak_current")
 
 
-class SlowPath(Exception):
-    """Raised by the fast CSV path on a value it cannot convert; the file is re-read robustly."""
-
-
 @dataclass(frozen=True)
 class Reader:
     """A registered reader: its generator, what it observes, and a one-line description."""
@@ -71,45 +78,64 @@ class Reader:
     description: str
 
 
-def read_points_parquet(path: Path, opts: ReadOptions, tally: Tally) -> Iterator[Records]:
+def read_points_parquet(
+    path: Path, opts: ReadOptions, tally: Tally
+) -> Iterator[Records | DedupState]:
     """Point records from Parquet, streamed by row batches, reading only the needed columns.
 
-    Float64 and timestamp[ns] columns without nulls reach numpy (and the kernel) without copies.
+    Batches never cross a row group, so a piece of the file (``opts.part``: row-group indices)
+    decodes the same chunks as a read of the whole file. Float64 and timestamp[ns] columns
+    without nulls reach numpy (and the kernel) without copies.
     """
     pf = _open_parquet(path)
     cols = point_columns(path, pf.schema_arrow.names, opts)
-    batches = _parquet_batches(path, pf, opts.chunk_records, list(cols.values()))
-    dedup = Deduplicator()
+    groups = range(pf.metadata.num_row_groups) if opts.part is None else opts.part
+    batches = _parquet_batches(path, pf, groups, opts.chunk_records, list(cols.values()))
+    dedup = Deduplicator(opts.seed)
     for batch in prefetched(batches):  # decode the next batch while this one is gridded
         rec = batch_records(path, batch, cols, tally, unit=opts.time_unit, timezone=opts.timezone)
         yield dedup(check_coordinates(rec, tally), tally)
+    if opts.part is not None:
+        yield dedup.state()
 
 
 def _parquet_batches(
-    path: Path, pf: pq.ParquetFile, batch_size: int, columns: list[str]
+    path: Path, pf: pq.ParquetFile, groups, batch_size: int, columns: list[str]
 ) -> Iterator[pa.RecordBatch]:
-    """Record batches of ``columns``; a corrupt page or footer entry raises :class:`UserError`.
+    """Record batches of ``columns``, row group by row group; a corrupt page or footer entry
+    raises :class:`UserError`.
 
     pyarrow reports damage found while decoding as ``OSError`` (a page header or compressed
     page that does not decode) or ``ArrowInvalid`` (inconsistent column chunks).
     """
-    batches = pf.iter_batches(batch_size=batch_size, columns=columns, use_threads=True)
-    while True:
-        try:
-            batch = next(batches)
-        except StopIteration:
-            return
-        except (pa.ArrowException, OSError, ValueError) as e:
-            raise UserError(
-                f"{path}: cannot read Parquet data ({first_line(e)}); the file is corrupt: "
-                "re-export or re-download it"
-            ) from None
-        yield batch
+    for g in groups:
+        batches = pf.iter_batches(
+            batch_size=batch_size, row_groups=[g], columns=columns, use_threads=True
+        )
+        rows, expected = 0, pf.metadata.row_group(g).num_rows
+        while rows < expected or expected == 0:
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            except (pa.ArrowException, OSError, ValueError) as e:
+                _corrupt(path, first_line(e))
+            rows += batch.num_rows
+            yield batch
+        if rows != expected:  # a column chunk's count damaged in the footer
+            _corrupt(path, f"row group {g} holds {rows} of its {expected} rows")
+
+
+def _corrupt(path: Path, why: str):
+    raise UserError(
+        f"{path}: cannot read Parquet data ({why}); the file is corrupt: "
+        "re-export or re-download it"
+    ) from None
 
 
 def read_points_csv(path: Path, opts: ReadOptions, tally: Tally) -> Iterator[Records]:
     """Point records from CSV (or .csv.gz), streamed in blocks by pyarrow."""
-    skip, names = _csv_header(path)
+    skip, names = csv_header(path)
     cols = point_columns(path, names, opts)
     yield from _read_csv(path, opts, tally, skip=skip, names=names, cols=cols)
 
@@ -150,7 +176,7 @@ def read_nldn_tiles(path: Path, opts: ReadOptions, tally: Tally) -> Iterator[Rec
     observed them); a day the file does not list at all is not observed (a month file cut short,
     a month missing from the archive).
     """
-    skip, names = _csv_header(path)
+    skip, names = csv_header(path)
     names = [n.lstrip("#").strip() for n in names]
     missing = [c for c in NLDN_COLUMNS.values() if c not in names]
     if missing:
@@ -163,20 +189,21 @@ def read_nldn_tiles(path: Path, opts: ReadOptions, tally: Tally) -> Iterator[Rec
     )
 
 
-def _read_csv(path, opts, tally, *, skip, names, cols, time_format=None) -> Iterator[Records]:
-    """Stream batches; the fast path types coordinates as float64 and lets pyarrow parse
+def _read_csv(path, opts, tally, *, skip, names, cols, time_format=None) -> Iterator:
+    """Decode batches; the fast path types coordinates as float64 and lets pyarrow parse
     times; a value it cannot convert raises :class:`SlowPath` (the file is read again as text).
+
+    A plain file is read in ranges of whole lines (:mod:`data_prep.csv_files`; ``opts.part``:
+    the offsets of a run of them), typed as its first range is; a gzip file as one stream,
+    typed by its first block.
     """
     bad_rows: list[int] = []
-    reader = _open_csv(path, opts, skip, names, cols, bad_rows)
-    dedup = Deduplicator()
-    while True:
-        try:
-            batch = reader.read_next_batch()
-        except StopIteration:
-            break
-        except pa.ArrowInvalid as e:
-            _raise_csv(path, e, opts)
+    if is_gzip(path):
+        batches = _stream_batches(path, opts, skip, names, cols, bad_rows)
+    else:
+        batches = _range_batches(path, opts, skip, names, cols, bad_rows)
+    dedup = Deduplicator(opts.seed)
+    for batch in batches:
         if bad_rows:  # rows with a wrong number of fields
             tally.read(len(bad_rows), len(bad_rows))
             tally.reject("unparseable", len(bad_rows), len(bad_rows))
@@ -185,14 +212,35 @@ def _read_csv(path, opts, tally, *, skip, names, cols, time_format=None) -> Iter
             path, batch, cols, tally, time_format, unit=opts.time_unit, timezone=opts.timezone
         )
         yield dedup(check_coordinates(rec, tally), tally)
+    if opts.part is not None:
+        yield dedup.state()
+
+
+def csv_ranges(path: Path) -> list[int]:
+    """Offsets cutting a plain CSV file's data into the ranges its reader decodes one by one."""
+    skip, _ = csv_header(path)
+    return range_bounds(path, data_start(path, skip), CSV_BLOCK_BYTES)
+
+
+def _range_batches(path, opts, skip, names, cols, bad_rows) -> Iterator[pa.RecordBatch]:
+    bounds = csv_ranges(path) if opts.part is None else list(opts.part)
+    first = first_range(path, data_start(path, skip), CSV_BLOCK_BYTES)
+    return range_batches(path, opts, bounds, first, names, cols, bad_rows)
+
+
+def _stream_batches(path, opts, skip, names, cols, bad_rows) -> Iterator[pa.RecordBatch]:
+    reader = _open_csv(path, opts, skip, names, cols, bad_rows)
+    while True:
+        try:
+            yield reader.read_next_batch()
+        except StopIteration:
+            return
+        except pa.ArrowInvalid as e:
+            raise_csv(path, e, opts)
 
 
 def _open_csv(path, opts, skip, names, cols, bad_rows):
-    types = {cols[r]: pa.float64() for r in ("lat", "lon") if r in cols}
-    if "geometry" in cols:
-        types[cols["geometry"]] = pa.string()
-    if opts.robust:
-        types = dict.fromkeys(cols.values(), pa.string())
+    types = csv_types(cols, opts.robust)
 
     def on_bad_row(row):
         bad_rows.append(row.number)
@@ -210,19 +258,11 @@ def _open_csv(path, opts, skip, names, cols, bad_rows):
             ),
         )
     except pa.ArrowInvalid as e:
-        _raise_csv(path, e, opts)
+        raise_csv(path, e, opts)
     except (OSError, EOFError, zlib.error) as e:
         raise UserError(
             f"{path}: cannot read ({first_line(e)}); the file may be truncated"
         ) from None
-
-
-def _raise_csv(path, e, opts):
-    if not opts.robust and ("conver" in str(e).lower() or "parse" in str(e).lower()):
-        raise SlowPath(str(e)) from None
-    raise UserError(
-        f"{path}: cannot read CSV ({first_line(e)}); the file may be truncated"
-    ) from None
 
 
 def _open_parquet(path: Path) -> pq.ParquetFile:
@@ -232,36 +272,6 @@ def _open_parquet(path: Path) -> pq.ParquetFile:
         raise UserError(
             f"{path}: not a readable Parquet file ({first_line(e)}); re-export it"
         ) from None
-
-
-def _csv_header(path: Path) -> tuple[int, list[str]]:
-    """``(comment lines before the header, header names)``; NLDN's header is a ``#`` line."""
-    try:
-        opener = gzip.open if _is_gzip(path) else open
-        with opener(path, "rt", errors="replace") as f:
-            lines = [f.readline() for _ in range(64)]
-    except (OSError, EOFError, zlib.error) as e:
-        raise UserError(
-            f"{path}: cannot read ({first_line(e)}); the file may be truncated"
-        ) from None
-    skip = 0
-    while skip < len(lines) and lines[skip].startswith("#"):
-        skip += 1
-    if skip and "," in lines[skip - 1] and not lines[skip - 1][1:2].isdigit():
-        return skip - 1, _fields(lines[skip - 1].lstrip("#"))
-    if skip >= len(lines) or not lines[skip].strip():
-        raise UserError(f"{path}: empty CSV file (no header line); give a file with a header row")
-    return skip, _fields(lines[skip])
-
-
-def _fields(line: str) -> list[str]:
-    """Header names of one CSV line (quotes removed)."""
-    return [c.strip() for c in next(csv.reader([line.strip()]))]
-
-
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(2) == b"\x1f\x8b"
 
 
 READERS: dict[str, Reader] = {
@@ -363,16 +373,5 @@ def detect_format(path: Path) -> str:
             raise UserError(
                 f"{path}: not a readable netCDF file ({first_line(e)}); re-download it"
             ) from None
-    text = "\n".join(_head_lines(path))
+    text = "\n".join(head_lines(path))
     return "nldn-tiles" if "ZDAY" in text and "TOTAL_COUNT" in text else "points-csv"
-
-
-def _head_lines(path: Path, n: int = 8) -> list[str]:
-    try:
-        opener = gzip.open if _is_gzip(path) else open
-        with opener(path, "rt", errors="replace") as f:
-            return [f.readline() for _ in range(n)]
-    except (OSError, EOFError, zlib.error) as e:
-        raise UserError(
-            f"{path}: cannot read ({first_line(e)}); the file may be truncated"
-        ) from None

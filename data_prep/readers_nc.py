@@ -242,13 +242,7 @@ def read_gridded(path: Path, opts: ReadOptions, tally: Tally) -> Iterator[Record
     read as data would become an observed zero), not whole or above ``MAX_COUNT`` raise
     :class:`UserError`.
     """
-    try:
-        ds = xr.open_dataset(path, decode_times=False)  # the time coordinate: _step_times
-    except (OSError, ValueError) as e:
-        raise UserError(
-            f"{path}: not a readable netCDF file ({first_line(e)}); re-download it"
-        ) from None
-    with ds:
+    with _open_gridded(path) as ds:
         da, dims = _pick_variable(ds, opts.variable, path)
         times = _step_times(ds, dims[0], path)
         check_time_labels(times.view("datetime64[ns]"), path, dims[0])
@@ -258,16 +252,36 @@ def read_gridded(path: Path, opts: ReadOptions, tally: Tally) -> Iterator[Record
             ds["coverage"].transpose(*dims) if "coverage" in ds and da.name != "coverage" else None
         )
         per = max(1, opts.chunk_records // max(1, lat.size * lon.size))
-        for a in range(0, times.size, per):
-            v = da.isel({dims[0]: slice(a, a + per)}).values.astype(np.float64)
+        lo, hi = (0, times.size) if opts.part is None else (opts.part[0], opts.part[-1])
+        for a in range(lo, hi, per):  # a piece's steps start and end where chunks do
+            step = slice(a, min(a + per, hi))
+            v = da.isel({dims[0]: step}).values.astype(np.float64)
             if cov is not None:
-                c = cov.isel({dims[0]: slice(a, a + per)}).values
+                c = cov.isel({dims[0]: step}).values
                 _check_coverage(c, path)
                 v[c == 0] = np.nan
             _check_cell_counts(v, path, da.name)
             ti, yi, xi = np.nonzero(np.isfinite(v))
             yield Cells(times[a + ti], lat[yi], lon[xi])
             yield _cell_records(v, times[a:], lat, lon, tally)
+
+
+def gridded_chunks(path: Path, opts: ReadOptions) -> list[int]:
+    """The first step of each chunk :func:`read_gridded` reads, then the number of steps: a
+    piece of the file (``opts.part``) is a run of these."""
+    with _open_gridded(path) as ds:
+        _, dims = _pick_variable(ds, opts.variable, path)
+        n, cells = ds.sizes[dims[0]], ds.sizes[dims[1]] * ds.sizes[dims[2]]
+    return [*range(0, n, max(1, opts.chunk_records // max(1, cells))), n]
+
+
+def _open_gridded(path: Path) -> xr.Dataset:
+    try:
+        return xr.open_dataset(path, decode_times=False)  # the time coordinate: _step_times
+    except (OSError, ValueError) as e:
+        raise UserError(
+            f"{path}: not a readable netCDF file ({first_line(e)}); re-download it"
+        ) from None
 
 
 def _step_times(ds, name: str, path: Path) -> np.ndarray:

@@ -200,15 +200,18 @@ class Deduplicator:
     neighbouring chunks at their boundary time only.
     """
 
-    def __init__(self) -> None:
-        self.tail: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # time, lat, lon
+    def __init__(self, seed: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> None:
+        self.tail = seed  # time, lat, lon of the kept records at the latest time seen
+        self.first: int | None = None  # the earliest time of the records given
 
     def __call__(self, rec: Records, tally: Tally) -> Records:
         """``rec`` without the repeats of records seen before in it or in earlier chunks."""
         if not len(rec):
             return rec
         t, la, lo = rec.time, rec.lat, rec.lon
-        if self.tail is not None and rec.time.min() <= self.tail[0][0]:
+        t_min = int(t.min())
+        self.first = t_min if self.first is None else min(self.first, t_min)
+        if self.tail is not None and t_min <= self.tail[0][0]:
             t, la, lo = (
                 np.concatenate([a, b]) for a, b in zip(self.tail, (t, la, lo), strict=True)
             )
@@ -230,6 +233,23 @@ class Deduplicator:
             new = tuple(np.concatenate([a, b]) for a, b in zip(self.tail, new, strict=True))
         if self.tail is None or last >= self.tail[0][0]:
             self.tail = new
+
+    def state(self) -> DedupState:
+        """What the records given so far leave for the records after them (see
+        :class:`DedupState`)."""
+        return DedupState(self.first, self.tail)
+
+
+@dataclass(frozen=True)
+class DedupState:
+    """What a piece of a file gave its :class:`Deduplicator`: the earliest time (None: no
+    record) and the distinct records at the latest time (``tail``). A piece read after others
+    finds the same repeats as in a read of the whole file when its earliest time is after the
+    latest time before it; otherwise it is read again with the records at that latest time
+    (the tails of the pieces before it that reach it) as ``seed``."""
+
+    first: int | None
+    tail: tuple[np.ndarray, np.ndarray, np.ndarray] | None
 
 
 def duplicate_mask(time: np.ndarray, lat: np.ndarray, lon: np.ndarray) -> np.ndarray:
@@ -281,6 +301,8 @@ class ReadOptions:
     file_days: str | None = None  # file-name pattern of the day each points file covers
     empty_file: str = "no-data"  # what a points file without records observes: no-data, zero
     fov_radius_deg: float | None = None  # GLM field of view (arc degrees); None: as stated
+    part: tuple[int, ...] | None = None  # a piece of the file only (data_prep.pieces)
+    seed: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # Deduplicator seed of a piece
 
 
 @dataclass(frozen=True)

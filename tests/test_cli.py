@@ -142,9 +142,9 @@ def test_prep_workers_that_is_not_a_number_is_a_one_line_usage_error(tmp_path, c
 
 
 def test_prep_unreachable_scheduler_exits_2_in_one_line(tmp_path, capsys, monkeypatch):
-    import data_prep.prep
+    import data_prep.gridding
 
-    monkeypatch.setattr(data_prep.prep, "SCHEDULER_TIMEOUT", "1s")
+    monkeypatch.setattr(data_prep.gridding, "SCHEDULER_TIMEOUT", "1s")
     argv = ["prep", _strikes(tmp_path), "--out", str(tmp_path / "m.nc")]
     err = _one_line_error([*argv, "--scheduler", "tcp://127.0.0.1:1"], capsys)
     assert "--scheduler tcp://127.0.0.1:1: cannot reach the dask scheduler" in err

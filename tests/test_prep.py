@@ -260,9 +260,9 @@ def test_workers_below_one_are_refused(tmp_path, workers):
 
 
 def test_unreachable_scheduler_is_a_user_error_naming_the_address(tmp_path, monkeypatch):
-    import data_prep.prep as prep_module
+    import data_prep.gridding as gridding
 
-    monkeypatch.setattr(prep_module, "SCHEDULER_TIMEOUT", "1s")
+    monkeypatch.setattr(gridding, "SCHEDULER_TIMEOUT", "1s")
     path = write_parquet(strikes_frame(50), tmp_path / "s.parquet")
     with pytest.raises(UserError, match=r"--scheduler tcp://127\.0\.0\.1:1: cannot reach") as e:
         prep([str(path)], tmp_path / "maps.nc", _cfg(), SEQ, scheduler="tcp://127.0.0.1:1")
