@@ -10,8 +10,7 @@ The test split is never read: these comparisons are choices made from the data.
 
 Variants (``--only`` picks some, by name):
 
-- ``full``: the config as run; also scored after 1/4 and 1/2 of its steps (the same run,
-  trained in sessions and resumed exactly, so its learning rate has not yet decayed there);
+- ``full``: the config as run;
 - ``no_guidance``, ``cape_only``, ``tp_only``: data.guidance empty, or a copy of the guidance
   file holding that one field;
 - ``data_1/2``, ``data_1/4``: train.train_fraction, every 2nd / 4th training block;
@@ -19,9 +18,13 @@ Variants (``--only`` picks some, by name):
 - ``run_best``: the run's own ``best.pt`` (early stopping, calibrated) scored the same way
   (its epoch was chosen on the validation loss, so its score here is slightly flattering).
 
-Each scored checkpoint leaves ``OUT/VARIANT/step_N.json``; a variant whose files exist is
-skipped, and a training cut short resumes from its ``last.pt``, so the script can be run again
-until the table is whole. Prints one table (threads, load average, wall times) and writes it to
+Learning curves in steps come free from every run's ``log.csv``: the validation BSS and AUC
+(all leads pooled) after each epoch, listed under the table for each variant and for the
+world's own run.
+
+Each scored variant leaves ``OUT/VARIANT/result.json``; a variant whose file exists is skipped,
+and a training cut short resumes from its ``last.pt``, so the script can be run again until the
+table is whole; a failed command stops the script. Prints one table (threads, load average, wall times) and writes it to
 ``OUT/gap.md`` and every row to ``OUT/gap.json``.
 
     python benchmarks/bench_guidance_gap.py --world runs/cg --out runs/gap/bench --steps 400
@@ -32,11 +35,13 @@ until the table is whole. Prints one table (threads, load average, wall times) a
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -49,18 +54,18 @@ from data_prep.atomic import atomic_output
 from forecast.training.checkpoint import load_checkpoint
 
 PY = [sys.executable, "-m", "forecast"]
+FAILED = threading.Event()  # a command failed: no variant starts another
 
 
 @dataclass(frozen=True)
 class Variant:
     overrides: tuple[str, ...] = ()
     fields: tuple[str, ...] | None = None  # guidance fields; None: the file as is; (): none
-    curve: bool = False  # also score after 1/4 and 1/2 of the steps
 
 
 VARIANTS = {
     "run_best": Variant(),
-    "full": Variant(curve=True),
+    "full": Variant(),
     "no_guidance": Variant(fields=()),
     "cape_only": Variant(fields=("cape",)),
     "tp_only": Variant(fields=("tp",)),
@@ -95,25 +100,21 @@ def guidance_for(setup: Setup, v: Variant) -> str:
 
 def run(cmd: list[str], log: Path) -> float:
     """Run ``cmd``, its output appended to ``log``; seconds taken. Stops the script on failure."""
+    if FAILED.is_set():
+        raise SystemExit("stopped: another command failed")
     t0 = time.perf_counter()
     with open(log, "a") as f:
         f.write(" ".join(cmd) + "\n")
         f.flush()
         done = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, check=False)
     if done.returncode:
+        FAILED.set()
         raise SystemExit(f"{cmd[3]} failed ({done.returncode}); see {log}")
     return time.perf_counter() - t0
 
 
-def stops_of(setup: Setup, v: Variant) -> list[int]:
-    """Steps at which a variant is scored."""
-    if not v.curve:
-        return [setup.steps]
-    return sorted({max(1, setup.steps // 4), max(1, setup.steps // 2), setup.steps})
-
-
-def train_to(setup: Setup, vdir: Path, v: Variant, guidance: str, stop: int) -> float:
-    """Train (or resume) the variant's run up to ``stop`` steps; seconds taken."""
+def train_to(setup: Setup, vdir: Path, v: Variant, guidance: str) -> float:
+    """Train (or resume) the variant's run to ``setup.steps`` steps; seconds taken."""
     run_dir, maps = vdir / "run", vdir / "maps.nc"
     last = run_dir / "last.pt"
     done = int(load_checkpoint(last)["state"]["step"]) if last.exists() else 0
@@ -123,12 +124,11 @@ def train_to(setup: Setup, vdir: Path, v: Variant, guidance: str, stop: int) -> 
         f"train.out={run_dir}",
         f"data.guidance={guidance}",
         f"train.max_steps={setup.steps}",
-        f"train.session_steps={stop - done}",
         *("train.seed=0", "train.patience=0", "train.calibration=none", "train.num_workers=0"),
         *("train.progress=false", f"train.threads={setup.threads}", "train.checkpoint_every=0"),
         *v.overrides,
     ]
-    return run([*PY, "train", *args], vdir / "log.txt") if done < stop else 0.0
+    return run([*PY, "train", *args], vdir / "log.txt") if done < setup.steps else 0.0
 
 
 def score(setup: Setup, vdir: Path, ckpt: Path, config: Path, guidance: str) -> dict:
@@ -162,35 +162,38 @@ def score(setup: Setup, vdir: Path, ckpt: Path, config: Path, guidance: str) -> 
     return {**row, "eval_s": round(seconds, 1), "scored": model}
 
 
-def run_variant(setup: Setup, name: str) -> list[dict]:
-    """Train and score one variant (skipping what is done); its rows."""
+def run_variant(setup: Setup, name: str) -> dict:
+    """Train and score one variant (skipping what is done); its row."""
     v = VARIANTS[name]
     vdir = setup.out / name.replace("/", "-")
     vdir.mkdir(parents=True, exist_ok=True)
     if not (vdir / "maps.nc").exists():  # a private copy: its window index is built beside it
         shutil.copy2(setup.world / "maps.nc", vdir / "maps.nc")
     if name == "run_best":
-        return [_run_best(setup, vdir)]
-    guidance = guidance_for(setup, v)
-    rows = []
-    for stop in stops_of(setup, v):
-        result = vdir / f"step_{stop}.json"
-        if not result.exists():
-            load = os.getloadavg()[0]
-            train_s = train_to(setup, vdir, v, guidance, stop)
-            ckpt = vdir / f"step_{stop}.pt"
-            shutil.copy2(vdir / "run" / "last.pt", ckpt)
-            row = score(setup, vdir, ckpt, vdir / "run" / "config.yaml", guidance)
-            row.update(steps=stop, train_s=round(train_s, 1), threads=setup.threads)
-            row["load"] = round((load + os.getloadavg()[0]) / 2, 2)
-            _write_json(result, {"variant": name, **row})
-        rows.append(json.loads(result.read_text()))
-    return rows
+        return _run_best(setup, vdir)
+    result = vdir / "result.json"
+    if not result.exists():
+        guidance = guidance_for(setup, v)
+        load = os.getloadavg()[0]
+        train_s = train_to(setup, vdir, v, guidance)
+        row = score(setup, vdir, vdir / "run" / "last.pt", vdir / "run" / "config.yaml", guidance)
+        row.update(steps=setup.steps, train_s=round(train_s, 1), threads=setup.threads)
+        row["load"] = round((load + os.getloadavg()[0]) / 2, 2)
+        row["curve"] = val_curve(vdir / "run" / "log.csv")
+        _write_json(result, {"variant": name, **row})
+    return json.loads(result.read_text())
+
+
+def val_curve(log_csv: Path) -> list[list[float]]:
+    """[step, validation BSS, validation AUC] after each validation of a run (all leads)."""
+    with open(log_csv) as f:
+        rows = [r for r in csv.DictReader(f) if r.get("val_bss")]
+    return [[int(r["step"]), float(r["val_bss"]), float(r["val_auc"])] for r in rows]
 
 
 def _run_best(setup: Setup, vdir: Path) -> dict:
     """The world's own run (``run/best.pt``) scored on the validation inits."""
-    result = vdir / "step_best.json"
+    result = vdir / "result.json"
     if not result.exists():
         load = os.getloadavg()[0]
         ckpt = setup.world / "run" / "best.pt"
@@ -199,6 +202,7 @@ def _run_best(setup: Setup, vdir: Path) -> dict:
         trained = load_checkpoint(ckpt).get("trained", {})
         row.update(steps=int(trained.get("step", -1)), train_s=None, threads=setup.threads)
         row["load"] = round((load + os.getloadavg()[0]) / 2, 2)
+        row["curve"] = val_curve(setup.world / "run" / "log.csv")
         _write_json(result, {"variant": "run_best", **row})
     return json.loads(result.read_text())
 
@@ -229,6 +233,10 @@ def table(rows: list[dict]) -> str:
             f"      {fmt(r['auc'])}   {train_s:>7} {r['eval_s']:7.0f} {r['threads']:>3} "
             f"{r['load']:4.1f}"
         )
+    lines.append("\nvalidation after each epoch, all leads pooled: step BSS AUC")
+    for r in rows:
+        points = "  ".join(f"{s} {b:.3f} {a:.3f}" for s, b, a in r.get("curve", []))
+        lines.append(f"{r['variant']:<12} {points}")
     return "\n".join(lines)
 
 
@@ -264,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     with ThreadPoolExecutor(a.jobs) as pool:
         futures = [pool.submit(run_variant, setup, n) for n in names]
         try:
-            rows = [r for f in futures for r in f.result()]
+            rows = [f.result() for f in futures]
         except BaseException:  # a failed variant stops the others, not only the table
             pool.shutdown(cancel_futures=True)
             raise
