@@ -162,11 +162,37 @@ def score(setup: Setup, vdir: Path, ckpt: Path, config: Path, guidance: str) -> 
     return {**row, "eval_s": round(seconds, 1), "scored": model}
 
 
-def run_variant(setup: Setup, name: str) -> dict:
-    """Train and score one variant (skipping what is done); its row."""
-    v = VARIANTS[name]
+def run_variant(setup: Setup, name: str) -> dict | None:
+    """Train and score one variant (skipping what is done); its row, or None while another
+    run of this script works on it."""
     vdir = setup.out / name.replace("/", "-")
     vdir.mkdir(parents=True, exist_ok=True)
+    busy = vdir / "busy.pid"
+    try:
+        fd = os.open(busy, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        if _alive(int(busy.read_text() or 0)):
+            return None
+        busy.unlink()  # left by a killed run
+        return run_variant(setup, name)
+    os.write(fd, str(os.getpid()).encode())
+    os.close(fd)
+    try:
+        return _variant(setup, name, vdir)
+    finally:
+        busy.unlink()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return pid > 0
+
+
+def _variant(setup: Setup, name: str, vdir: Path) -> dict:
+    v = VARIANTS[name]
     if not (vdir / "maps.nc").exists():  # a private copy: its window index is built beside it
         shutil.copy2(setup.world / "maps.nc", vdir / "maps.nc")
     if name == "run_best":
@@ -272,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     with ThreadPoolExecutor(a.jobs) as pool:
         futures = [pool.submit(run_variant, setup, n) for n in names]
         try:
-            rows = [f.result() for f in futures]
+            rows = [r for f in futures if (r := f.result()) is not None]
         except BaseException:  # a failed variant stops the others, not only the table
             pool.shutdown(cancel_futures=True)
             raise
