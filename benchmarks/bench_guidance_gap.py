@@ -239,31 +239,31 @@ def _write_json(path: Path, obj) -> None:
 
 
 def table(rows: list[dict]) -> str:
-    """One line per scored checkpoint, the oracle's scores on the same inits first."""
-    lead = "   +1     +2     +3"
-    head = f"{'variant':<12} {'steps':>5}  BSS {lead}   share/oracle {lead}   AUC {lead}"
-    lines = [head + "   train_s  eval_s thr load"]
-
-    def fmt(xs):
-        return " ".join(f"{x:6.3f}" for x in xs)
-
+    """One line per scored checkpoint, the oracle's scores on the same inits first; then the
+    validation after each epoch of every run."""
+    leads = ("+1", "+2", "+3")
+    head = ["variant", "steps", *(f"BSS{k}" for k in leads), *(f"share{k}" for k in leads)]
+    head += [*(f"AUC{k}" for k in leads), "train_s", "eval_s", "thr", "load"]
+    cells = [head]
     if rows:
         o = rows[0]
-        lines.append(
-            f"{'oracle':<12} {'':>5}      {fmt(o['oracle_bss'])}{'':>35}{fmt(o['oracle_auc'])}"
-        )
+        cells.append(["oracle", "", *_f(o["oracle_bss"]), "", "", "", *_f(o["oracle_auc"])])
     for r in rows:
         train_s = "" if r["train_s"] is None else f"{r['train_s']:.0f}"
-        lines.append(
-            f"{r['variant']:<12} {r['steps']:>5}      {fmt(r['bss'])}{'':>15}{fmt(r['share'])}"
-            f"      {fmt(r['auc'])}   {train_s:>7} {r['eval_s']:7.0f} {r['threads']:>3} "
-            f"{r['load']:4.1f}"
+        cells.append(
+            [r["variant"], str(r["steps"]), *_f(r["bss"]), *_f(r["share"]), *_f(r["auc"])]
+            + [train_s, f"{r['eval_s']:.0f}", str(r["threads"]), f"{r['load']:.1f}"]
         )
+    lines = [f"{c[0]:<12}" + "".join(f"{x:>8}" for x in c[1:]) for c in cells]
     lines.append("\nvalidation after each epoch, all leads pooled: step BSS AUC")
     for r in rows:
         points = "  ".join(f"{s} {b:.3f} {a:.3f}" for s, b, a in r.get("curve", []))
         lines.append(f"{r['variant']:<12} {points}")
     return "\n".join(lines)
+
+
+def _f(xs) -> list[str]:
+    return [f"{x:.3f}" for x in xs]
 
 
 def quick_world(out: Path) -> Path:
