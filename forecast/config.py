@@ -75,6 +75,9 @@ class TrainConfig:
     session_steps: int = 0  # stop this session after N steps (--resume goes on); 0 = no limit
     checkpoint_every: int = 1000  # also write last.pt every N steps within an epoch; 0 = never
     threads: int = 0  # CPU torch threads; 0 = usable cores / processes (set 1 on a shared machine)
+    # train on an evenly spaced share of the training blocks only (learning curves in data);
+    # validation and test windows are unchanged; 1 = every training window
+    train_fraction: float = 1.0
 
 
 @dataclass
@@ -147,6 +150,7 @@ LIMITS[TrainConfig] = {
     "session_steps": NON_NEGATIVE,
     "checkpoint_every": NON_NEGATIVE,
     "threads": NON_NEGATIVE,
+    "train_fraction": Range(0, 1, open_low=True),
 }
 LIMITS[EvalConfig] = {
     "n_bins": Range(2),

@@ -9,6 +9,7 @@ climatology of the valid day.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +62,7 @@ def build_data(cfg, dist: Dist) -> TrainData:
     # built (and saved) once by the main process, not by every process at once
     index = on_main(dist, lambda: load_or_build_index(path, ds, cfg.data))
     _check_windows(path, ds, index, cfg.data.block_steps)
+    index = thinned_training(index, tc.train_fraction, cfg.data.block_steps)
     stats = on_main(dist, lambda: fit_stats(ds, index))
     thresholds = tuple(cfg.model.thresholds)
     guidance = gstats = None
@@ -98,6 +100,23 @@ def build_data(cfg, dist: Dist) -> TrainData:
         guide_channels=gstats.channels if gstats else 0,
         channels_last=tc.channels_last and dist.device.type == "cuda",
     )
+
+
+def thinned_training(index: WindowIndex, fraction: float, block_steps: int) -> WindowIndex:
+    """``index`` with the training windows of an evenly spaced ``fraction`` of its training
+    blocks (windows whose start falls in the same ``block_steps`` steps of the record, the
+    blocks of ``data.split``): the ``b``-th block holding training windows is kept when
+    ``floor((b + 1) f)`` exceeds ``floor(b f)``, so 1/2 keeps every second block, 1/4 every
+    fourth, spread over the whole record. Validation and test windows are unchanged; the feature
+    and guidance statistics are then fitted on the kept windows only."""
+    starts = index.starts["train"]
+    if fraction >= 1 or len(starts) == 0:
+        return index
+    _, block = np.unique(starts // block_steps, return_inverse=True)  # b of each window
+    keep = np.floor((block + 1) * fraction) > np.floor(block * fraction)
+    if not keep.any():  # fewer blocks than 1 / fraction: keep the last one
+        keep = block == block[-1]
+    return dataclasses.replace(index, starts={**index.starts, "train": starts[keep]})
 
 
 def _check_windows(path: Path, ds: xr.Dataset, index: WindowIndex, block_steps: int) -> None:
