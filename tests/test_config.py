@@ -142,3 +142,26 @@ def test_sub_daily_synth_step_in_yaml_gives_the_hourly_world_defaults(tmp_path):
     daily = load_experiment(str(p), ["synth.time_step=1D"])
     assert daily.synth.step_hours == SynthConfig().step_hours
     assert load_experiment(str(CONFIGS / "conus_hourly.yaml")).synth.step_hours == 1
+
+
+@pytest.mark.parametrize(
+    "step, hourly",
+    [
+        ("1h", True),
+        ("30min", True),
+        ("6H", True),
+        ("3600s", True),
+        ("2 hours", True),
+        ("1D", False),
+        ("1 day", False),
+        ("24h", False),
+        ("1W", False),
+        ("nonsense", False),
+    ],
+)
+def test_sub_daily_defaults_follow_the_step_length_in_every_spelling(step, hourly):
+    from data_prep.config import with_sub_daily_defaults
+
+    out = with_sub_daily_defaults({"time_step": step})
+    assert (out.get("step_hours") == SUB_DAILY_DEFAULTS["step_hours"]) is hourly
+    assert out["time_step"] == step
