@@ -267,12 +267,21 @@ def _f(xs) -> list[str]:
 
 
 def quick_world(out: Path) -> Path:
-    """A small finished world (the guidance quickstart), made once under ``out``."""
+    """A small finished world (the guidance quickstart on 400 days, 20 training steps), made
+    once under ``out``."""
     world = out / "quickworld"
     if not (world / "run" / "best.pt").exists():
         cfg = Path(__file__).resolve().parents[1] / "configs" / "quickstart_guidance.yaml"
         out.mkdir(parents=True, exist_ok=True)
-        run([*PY, "quickstart", "--out", str(world), "--config", str(cfg), "-q"], out / "log.txt")
+        small = [
+            "synth.days=400",
+            "train.max_steps=20",
+            "eval.bootstrap=10",
+        ]  # seconds, not minutes
+        run(
+            [*PY, "quickstart", "--out", str(world), "--config", str(cfg), "-q", *small],
+            out / "log.txt",
+        )
     return world
 
 
