@@ -3,6 +3,7 @@ spans covers (the coverage of feeds that observe spans of time rather than listi
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,3 +46,20 @@ def _union(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
         else:
             out.append((t0, t1))
     return out
+
+
+_STEP = re.compile(r"^\s*(\d+(?:\.\d+)?)?\s*([a-z]+)\s*$", re.I)
+_UNIT_SECONDS = {"s": 1, "sec": 1, "second": 1, "t": 60, "min": 60, "minute": 60}
+_UNIT_SECONDS |= {"h": 3600, "hr": 3600, "hour": 3600, "d": 86400, "day": 86400}
+_UNIT_SECONDS |= {"w": 604800, "week": 604800}
+
+
+def step_seconds(step: str) -> float | None:
+    """Seconds in a step such as ``1h``, ``30min`` or ``1 day``; None when it is not of that
+    shape (it is then refused, naming the key, where the world is made). No pandas here, so the
+    config loads on a machine that has only torch, numpy and PyYAML."""
+    match = _STEP.match(step)
+    unit = match and _UNIT_SECONDS.get(match[2].lower().removesuffix("s") or "s")
+    if not unit:
+        return None
+    return float(match[1] or 1) * unit

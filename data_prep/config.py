@@ -14,7 +14,6 @@ import dataclasses
 import datetime
 import math
 import os
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Any
 import yaml
 
 from data_prep.atomic import atomic_write_text
+from data_prep.clock import step_seconds
 from data_prep.errors import ConfigError, close_match, quote
 
 # --------------------------------------------------------------------------------------------
@@ -100,26 +100,9 @@ def with_sub_daily_defaults(section: dict) -> dict:
     """The ``synth`` section with :data:`SUB_DAILY_DEFAULTS` under it when its ``time_step`` is
     shorter than a day (keys the section sets win), so that a YAML saying ``time_step: 1h``
     makes the hourly world in ``quickstart`` as in ``strikecast synth --time-step 1h``."""
-    seconds = _step_seconds(str(section.get("time_step", "1D")))
+    seconds = step_seconds(str(section.get("time_step", "1D")))
     sub_daily = seconds is not None and seconds < 86400
     return {**SUB_DAILY_DEFAULTS, **section} if sub_daily else section
-
-
-_STEP = re.compile(r"^\s*(\d+(?:\.\d+)?)?\s*([a-z]+)\s*$", re.I)
-_UNIT_SECONDS = {"s": 1, "sec": 1, "second": 1, "t": 60, "min": 60, "minute": 60}
-_UNIT_SECONDS |= {"h": 3600, "hr": 3600, "hour": 3600, "d": 86400, "day": 86400}
-_UNIT_SECONDS |= {"w": 604800, "week": 604800}
-
-
-def _step_seconds(step: str) -> float | None:
-    """Seconds in a step such as ``1h``, ``30min`` or ``1 day``; None when it is not of that
-    shape (it is then refused, naming the key, where the world is made). No pandas here, so the
-    config loads on a machine that has only torch, numpy and PyYAML."""
-    match = _STEP.match(step)
-    unit = match and _UNIT_SECONDS.get(match[2].lower().removesuffix("s") or "s")
-    if not unit:
-        return None
-    return float(match[1] or 1) * unit
 
 
 @dataclass

@@ -158,8 +158,9 @@ def test_a_model_without_guidance_is_the_model_of_before():
         for p in m.head.parameters():
             p.add_(torch.randn_like(p) * 0.1)
         y = m.eval()(x).double()
-    assert float(y.sum()) == pytest.approx(-798.3771934937686, abs=1e-6)
-    assert float(y.abs().sum()) == pytest.approx(850.0276427473873, abs=1e-6)
+    # float32 convolutions sum in another order on another CPU (oneDNN's AVX-512 kernels)
+    assert float(y.sum()) == pytest.approx(-798.3771934937686, rel=1e-7)
+    assert float(y.abs().sum()) == pytest.approx(850.0276427473873, rel=1e-7)
     # with guidance: the same draws for every part the model without it has, then the fusion
     torch.manual_seed(0)
     guided = build_model(cfg, N_CHANNELS, 2, guide_channels=4).state_dict()
