@@ -154,3 +154,12 @@ def test_hourly_run_checkpoint_holds_the_table_training_read_and_resumes(tmp_pat
     torch.save(old, out / "last.pt")
     train(load_experiment(None, [*run, "train.max_steps=4"]), resume=True)
     assert load_checkpoint(out / "last.pt")["state"]["step"] == 4
+
+
+def test_packing_in_place_gives_the_same_table_in_the_same_buffer(diurnal_table):
+    table = diurnal_table.copy()
+    apart = pack_climatology(_stats(diurnal_table))
+    inside = pack_climatology(_stats(table), in_place=True)
+    assert inside.climatology is table
+    np.testing.assert_array_equal(inside.climatology, apart.climatology)
+    assert bytes(inside.packed["data"].numpy()) == bytes(apart.packed["data"].numpy())

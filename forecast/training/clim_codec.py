@@ -62,8 +62,9 @@ def pack_table(table: np.ndarray, step: float = STEP) -> dict:
     }
 
 
-def unpack_table(state: dict) -> np.ndarray:
-    """The float32 table (S, n_hours, H, W) of :func:`pack_table`'s ``state``.
+def unpack_table(state: dict, out: np.ndarray | None = None) -> np.ndarray:
+    """The float32 table (S, n_hours, H, W) of :func:`pack_table`'s ``state``, written into
+    ``out`` (float32 of that shape, e.g. the table just packed) when given.
 
     Raises
     ------
@@ -77,7 +78,11 @@ def unpack_table(state: dict) -> np.ndarray:
     raw = data.cpu().numpy().tobytes() if isinstance(data, torch.Tensor) else bytes(data)
     if len(shape) != 4 or min(shape) < 1 or not step > 0:
         raise ValueError(f"climatology table of shape {shape}, step {step}")
-    decoder, out = zlib.decompressobj(), np.empty(shape, np.float32)
+    if out is None:
+        out = np.empty(shape, np.float32)
+    elif out.shape != shape or out.dtype != np.float32:
+        raise ValueError(f"climatology table of shape {shape} into {out.dtype} {out.shape}")
+    decoder = zlib.decompressobj()
     plane = 2 * int(np.prod(shape[1:]))  # bytes of one season bin
     levels = _levels(step)  # p of every q, float32: a lookup instead of sin() per entry
     dh = np.zeros(shape[1:], np.int32)

@@ -125,14 +125,16 @@ class FeatureStats:
         return self.climatology.ndim == 4
 
 
-def pack_climatology(stats: FeatureStats) -> FeatureStats:
+def pack_climatology(stats: FeatureStats, in_place: bool = False) -> FeatureStats:
     """``stats`` with a sub-daily table replaced by its packed and unpacked self (within
     ``clim_codec.TOLERANCE``), so training reads the table its checkpoints hand to predict;
-    daily stats and stats packed already unchanged."""
+    daily stats and stats packed already unchanged. ``in_place`` unpacks into ``stats``' own
+    table (no second full-size table; for stats nothing else holds)."""
     if not stats.diurnal or stats.packed is not None:
         return stats
     state = pack_table(stats.climatology)
-    return FeatureStats(unpack_table(state), stats.count_scale, stats.lat, stats.lon, state)
+    table = unpack_table(state, out=stats.climatology if in_place else None)
+    return FeatureStats(table, stats.count_scale, stats.lat, stats.lon, state)
 
 
 def n_channels(stats: FeatureStats) -> int:
@@ -181,7 +183,7 @@ def fit_stats(ds: xr.Dataset, index: WindowIndex, **clim_kwargs) -> FeatureStats
     clim = sums.finish(**clim_kwargs)
     del sums
     lat, lon = ds[LAT].values.astype(np.float64), ds[LON].values.astype(np.float64)
-    return pack_climatology(FeatureStats(clim, _count_scale(hist), lat, lon))
+    return pack_climatology(FeatureStats(clim, _count_scale(hist), lat, lon), in_place=True)
 
 
 def _count_scale(hist: np.ndarray) -> float:
