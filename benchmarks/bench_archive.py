@@ -42,7 +42,9 @@ from data_prep.schema import get_grid
 DAY_NS = 86400 * 10**9
 T0 = np.datetime64("2023-06-01", "ns").astype(np.int64)  # a UTC midnight at the season's start
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = "configs/conus_hourly.yaml"  # windows (8 h in, 6 h out, weekly blocks) and model
+CONFIG = str(
+    REPO / "configs" / "conus_hourly.yaml"
+)  # windows (8 h in, 6 h out, weekly blocks), model
 STAGES = ("prep", "train", "predict", "evaluate")
 TEN_YEARS = 3652
 

@@ -112,7 +112,7 @@ class FeatureStats:
             clim = state["climatology"]
             clim = clim.cpu().numpy() if isinstance(clim, torch.Tensor) else np.asarray(clim)
         return cls(
-            climatology=clim.astype(np.float32),
+            climatology=np.asarray(clim, dtype=np.float32),  # no copy of a float32 table
             count_scale=float(state["count_scale"]),
             lat=np.asarray(state["lat"], dtype=np.float64),
             lon=np.asarray(state["lon"], dtype=np.float64),
