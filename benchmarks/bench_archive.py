@@ -154,7 +154,12 @@ def in_process(stage: str, args: dict, repo: Path) -> dict:
     done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, check=False)
     if done.returncode:
         raise SystemExit(f"{stage} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    res = json.loads(done.stdout.strip().splitlines()[-1])
+    print(
+        f"{stage} of {args['maps']}: {res['wall_s']:.1f} s, {res['peak_mb']:.0f} MB",
+        file=sys.stderr,
+    )
+    return res
 
 
 def measure(a, days: int, folder: Path) -> dict[str, dict]:
