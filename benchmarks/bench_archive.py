@@ -1,13 +1,23 @@
 """Memory and time of the archive pipeline against archive length, run by hand:
 ``python benchmarks/bench_archive.py`` (hourly conus-0.1, 1 and 3 months, about 10^8 strikes a
-year) or ``--quick`` (a few days on conus-0.5, seconds); ``--repo DIR`` measures another checkout's
-prep (e.g. the main branch, to compare).
+year; ``--days 30,91,365`` adds a year) or ``--quick`` (days of conus-0.5, a minute);
+``--repo DIR`` measures another checkout (e.g. the main branch, to compare).
 
-Stages so far: ``prep`` (strike records in daily Parquet files -> the maps file and its window
-index). Each stage of each size runs in its own process; the table gives its wall time, its
-peak resident memory (``getrusage`` of that process) and the growth of the peak per cell and step
-between the smallest and each larger size: flat memory in archive length reads as about 0.
-Later stages (training from disk, predict, evaluate) are to come.
+Stages, each of each size in its own process (its wall time, and its peak resident memory from
+``getrusage``; for training also the largest loader worker's):
+
+- ``prep``: strike records in daily Parquet files -> the maps file and its window index;
+- ``train``: 20 steps, batch 2, maps read from disk by 2 loader workers (``train.lazy_maps``),
+  with ``configs/conus_hourly.yaml``'s windows and model; the climatology and count scale fitted
+  first on every training step, and at the end validation and the calibration fit (two passes
+  over the validation windows, which grow with the archive);
+- ``predict``: forecasts of the last ``--span-days`` (default 30, a month) of inits, written;
+- ``evaluate``: the model and the baselines scored on the same span (a maps file of that span,
+  ``eval.split=all``; its climatology baseline is fitted on the span).
+
+The table gives each stage's wall time, peak, and the growth of its peak from the smallest size:
+flat memory in archive length reads as about 0 %. The last lines extrapolate each stage's peak
+and wall time linearly in days to ten years.
 """
 
 from __future__ import annotations
@@ -27,12 +37,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data_prep.config import PrepConfig, SequenceConfig
-from data_prep.prep import prep
 from data_prep.schema import get_grid
 
 DAY_NS = 86400 * 10**9
 T0 = np.datetime64("2023-06-01", "ns").astype(np.int64)  # a UTC midnight at the season's start
 REPO = Path(__file__).resolve().parents[1]
+CONFIG = str(
+    REPO / "configs" / "conus_hourly.yaml"
+)  # windows (8 h in, 6 h out, weekly blocks), model
+STAGES = ("prep", "train", "predict", "evaluate")
+TEN_YEARS = 3652
 
 
 def write_days(folder: Path, days: int, per_year: float, seed: int = 0) -> list[Path]:
@@ -55,13 +69,78 @@ def write_days(folder: Path, days: int, per_year: float, seed: int = 0) -> list[
     return files
 
 
-def run_prep(args: dict) -> dict:
-    """The prep stage in this process: wall seconds and peak resident MB."""
+def data_config(block_steps: int) -> SequenceConfig:
+    """The windows of ``CONFIG`` (``block_steps`` shorter for ``--quick``)."""
+    return SequenceConfig(n_in=8, n_out=6, block_steps=block_steps)
+
+
+def overrides(args: dict) -> list[str]:
+    """The experiment settings of the train and evaluate stages, over ``CONFIG``."""
+    return [
+        f"prep.grid={args['grid']}",
+        f"data.block_steps={args['block_steps']}",
+        f"train.maps={args['maps']}",
+        f"train.out={args['run']}",
+        f"train.max_steps={args['steps']}",
+        "train.batch_size=2",
+        "train.num_workers=2",
+        "train.lazy_maps=true",
+        "train.device=cpu",
+        "train.progress=false",
+        "eval.split=all",
+        "eval.bootstrap=20",
+    ]
+
+
+def run_stage(stage: str, args: dict) -> dict:
+    """``stage`` in this process: wall seconds, peak resident MB of this process and of its
+    largest child (the loader workers of training)."""
     t = time.perf_counter()
-    cfg = PrepConfig(grid=args["grid"], time_step="1h")
-    prep(args["files"], Path(args["out"]), cfg, SequenceConfig())
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB on Linux
-    return {"wall_s": time.perf_counter() - t, "peak_mb": rss}
+    if stage == "prep":
+        from data_prep.prep import prep
+
+        cfg = PrepConfig(grid=args["grid"], time_step="1h")
+        prep(args["files"], Path(args["maps"]), cfg, data_config(args["block_steps"]))
+    elif stage == "train":
+        from forecast.config import load_experiment
+        from forecast.training import train
+
+        train(load_experiment(CONFIG, overrides(args)))
+    elif stage == "predict":
+        from forecast.predict import predict_to_file
+
+        run = Path(args["run"])
+        predict_to_file(run / "best.pt", Path(args["maps"]), args["init"], run / "pred.nc", "cpu")
+    else:
+        from forecast.config import load_experiment
+        from forecast.evaluation.files import evaluate_to_files
+
+        run = Path(args["run"])
+        evaluate_to_files(
+            load_experiment(CONFIG, overrides(args)),
+            maps=Path(args["span"]),
+            out=run / "scores.nc",
+            checkpoint=run / "best.pt",
+            forecasts={},
+            baselines=True,
+            device="cpu",
+        )
+    kb = [resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return {"wall_s": time.perf_counter() - t, "peak_mb": kb[0] / 1024, "child_mb": kb[1] / 1024}
+
+
+def cut_span(maps: Path, out: Path, span_steps: int, n_in: int) -> str:
+    """The last ``span_steps`` steps of ``maps`` (and the ``n_in - 1`` before them) as maps file
+    ``out``; returns the init interval of that span, ``START/END``."""
+    import xarray as xr
+
+    with xr.open_dataset(maps) as ds:
+        n = ds.sizes["time"]
+        first = max(n - span_steps - (n_in - 1), 0)
+        ds.isel(time=slice(first, n)).to_netcdf(out)
+        times = ds["time"].values
+    start = times[max(n - span_steps, n_in - 1)]
+    return f"{np.datetime_as_string(start, 'm')}/{np.datetime_as_string(times[-1], 'm')}"
 
 
 def in_process(stage: str, args: dict, repo: Path) -> dict:
@@ -75,49 +154,108 @@ def in_process(stage: str, args: dict, repo: Path) -> dict:
     done = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, check=False)
     if done.returncode:
         raise SystemExit(f"{stage} failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    res = json.loads(done.stdout.strip().splitlines()[-1])
+    print(
+        f"{stage} of {args['maps']}: {res['wall_s']:.1f} s, {res['peak_mb']:.0f} MB",
+        file=sys.stderr,
+    )
+    return res
+
+
+def measure(a, days: int, folder: Path) -> dict[str, dict]:
+    """Every stage of one archive length, each in its own process."""
+    files = write_days(folder, days, a.strikes_per_year)
+    args = {
+        "grid": a.grid,
+        "block_steps": a.block_steps,
+        "steps": a.steps,
+        "maps": str(folder / "maps.nc"),
+        "run": str(folder / "run"),
+        "span": str(folder / "span.nc"),
+        "files": [str(f) for f in files],
+    }
+    out = {"prep": in_process("prep", args, a.repo)}
+    for f in files:
+        f.unlink()
+    args["files"] = []
+    out["train"] = in_process("train", args, a.repo)
+    span = min(a.span_days, days) * 24
+    args["init"] = cut_span(Path(args["maps"]), Path(args["span"]), span, n_in=8)
+    out["predict"] = in_process("predict", args, a.repo)
+    out["evaluate"] = in_process("evaluate", args, a.repo)
+    out["prep"]["file_mb"] = Path(args["maps"]).stat().st_size / 2**20
+    return out
+
+
+def table(rows: dict[int, dict[str, dict]]) -> list[str]:
+    """One line per stage and size (the peak's growth from the smallest size), then the
+    extrapolation to ten years."""
+    sizes = sorted(rows)
+    lines = [
+        f"{'stage':<9} {'days':>5} {'wall s':>8} {'peak MB':>8} {'workers MB':>10} {'growth':>7}"
+    ]
+    for stage in STAGES:
+        base = rows[sizes[0]][stage]["peak_mb"]
+        for days in sizes:
+            r = rows[days][stage]
+            workers = f"{r['child_mb']:>10.0f}" if stage == "train" else f"{'':>10}"
+            growth = 100 * (r["peak_mb"] - base) / base
+            lines.append(
+                f"{stage:<9} {days:>5} {r['wall_s']:>8.1f} {r['peak_mb']:>8.0f} {workers} "
+                f"{growth:>+6.1f}%"
+            )
+    if len(sizes) > 1:
+        lo, hi = sizes[0], sizes[-1]
+        lines.append(
+            f"ten years ({TEN_YEARS} days), linear in days through {lo} and {hi} days "
+            "(a fall read as flat):"
+        )
+        for stage in STAGES:
+            a, b = rows[lo][stage], rows[hi][stage]
+            peak, wall = (
+                a[k] + max(b[k] - a[k], 0.0) * (TEN_YEARS - lo) / (hi - lo)
+                for k in ("peak_mb", "wall_s")
+            )
+            lines.append(f"  {stage:<9} peak {peak:>7.0f} MB, wall {wall:>8.0f} s")
+    return lines
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grid", default="conus-0.1")
     ap.add_argument("--days", default="30,91", help="archive lengths, days (comma-separated)")
+    ap.add_argument("--span-days", type=int, default=30, help="days of inits predicted and scored")
     ap.add_argument("--strikes-per-year", type=float, default=1e8)
-    ap.add_argument("--quick", action="store_true", help="2 and 6 days of conus-0.5, 10^6/year")
+    ap.add_argument("--quick", action="store_true", help="9 and 18 days of conus-0.5, 10^6/year")
     ap.add_argument(
-        "--repo", type=Path, default=REPO, help="checkout whose prep runs (default: this one)"
+        "--repo", type=Path, default=REPO, help="checkout whose stages run (default: this one)"
     )
     ap.add_argument("--stage", help=argparse.SUPPRESS)  # internal: one stage in this process
     ap.add_argument("args", nargs="?", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.stage:
-        print(json.dumps(run_prep(json.loads(a.args))))
+        print(json.dumps(run_stage(a.stage, json.loads(a.args))))
         return
+    a.block_steps, a.steps = 168, 20
     if a.quick:
-        a.grid, a.days, a.strikes_per_year = "conus-0.5", "2,6", 1e6
-    cells = get_grid(a.grid).nlat * get_grid(a.grid).nlon
-    rows = []
+        a.grid, a.days, a.strikes_per_year = "conus-0.5", "9,18", 1e6
+        a.span_days, a.block_steps, a.steps = 1, 24, 2
+    grid = get_grid(a.grid)
+    rows = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for days in (int(d) for d in a.days.split(",")):
+        for days in sorted(int(d) for d in a.days.split(",")):
             folder = Path(tmp) / f"d{days}"
             folder.mkdir()
-            files = write_days(folder, days, a.strikes_per_year)
-            args = {"grid": a.grid, "files": [str(f) for f in files], "out": str(folder / "m.nc")}
-            res = in_process("prep", args, a.repo)
-            rows.append((days, days * 24 * cells, res, (folder / "m.nc").stat().st_size))
+            rows[days] = measure(a, days, folder)
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
     print(
-        f"prep of {a.repo}, hourly {a.grid} ({cells:,} cells), {a.strikes_per_year:.0e} strikes a year"
+        f"archive pipeline of {a.repo}, hourly {a.grid} ({grid.nlat} x {grid.nlon} cells), "
+        f"{a.strikes_per_year:.0e} strikes a year; train {a.steps} steps, batch 2, 2 workers; "
+        f"predict and evaluate {a.span_days} days; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"load {load} at the end"
     )
-    print(
-        f"{'days':>6} {'cell-steps':>14} {'wall s':>8} {'peak MB':>9} {'file MB':>9} {'B/cell-step':>12}"
-    )
-    _, base_cs, base, _ = rows[0]
-    for days, cs, res, size in rows:
-        growth = (res["peak_mb"] - base["peak_mb"]) * 2**20 / (cs - base_cs) if cs > base_cs else 0
-        print(
-            f"{days:>6} {cs:>14,} {res['wall_s']:>8.1f} {res['peak_mb']:>9.0f} "
-            f"{size / 2**20:>9.1f} {growth:>12.2f}"
-        )
+    print("\n".join(table(rows)))
+    print("maps file MB: " + ", ".join(f"{d} days {rows[d]['prep']['file_mb']:.0f}" for d in rows))
 
 
 if __name__ == "__main__":

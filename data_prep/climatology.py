@@ -48,6 +48,8 @@ DAY_BIN_DIURNAL = 6  # calendar days per season bin of a sub-daily table (366 = 
 # 1/3) keeps a diurnal peak a few hours wide while pooling three times the samples per bin.
 WINDOW_HOURS = 2
 _DAY = pd.Timedelta("1D")
+_COUNT_TYPES = (np.uint8, np.uint16, np.uint32, np.uint64)  # sums widen along this list
+BLOCK_BYTES = 1 << 26  # float64 sums of one band of latitude rows when finishing a table
 
 
 def steps_per_day(step: pd.Timedelta | str) -> int:
@@ -91,47 +93,76 @@ def doy_index(times: np.ndarray) -> np.ndarray:
     return doy + ((~t.is_leap_year) & (doy >= 59)).astype(np.int64)
 
 
-def doy_sums(
-    counts: np.ndarray,
-    times: np.ndarray,
-    use: np.ndarray,
-    observed: np.ndarray | None = None,
-    n_hours: int = 1,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Strike-occurrence and sample counts per calendar day (and hour of day) and cell.
+class ClimSums:
+    """Strike-occurrence and sample counts per climatology bin (calendar day, or season bin and
+    hour of day) and cell, added up block of steps by block of steps.
 
-    Parameters
+    The tables are unsigned integers of the narrowest width that holds them (uint8 up to 255
+    steps a bin, so an hourly record needs 16 bits only after 42 years; a daily one after 255).
+    The bound: an entry of bin ``d`` counts at most one for every used step labelled ``d``, so
+    no entry exceeds ``steps[d]``, the used steps of that bin added so far; :meth:`add` widens
+    both tables before that count could pass the largest value of their type.
+
+    Attributes
     ----------
-    counts : int (T, H, W) strike counts.
-    times : datetime64 (T,).
-    use : bool (T,) steps to count (the training steps).
-    observed : optional (T, H, W) coverage; cells with 0 are not counted.
-    n_hours : hour-of-day bins (:func:`steps_per_day` of the maps' step; 1 = daily table).
-
-    Returns
-    -------
-    hits, samples : float64 :func:`table_shape` ((366, H, W) daily). Sums from chunks of a long
-        record may be added up.
+    hits, samples : unsigned int (bins, H, W): steps with ``count >= 1`` and observed steps.
+    steps : int64 (bins,) used steps added per bin.
+    shape : :func:`table_shape` of the finished table.
     """
-    counts = np.asarray(counts)
-    if counts.ndim != 3 or len(times) != counts.shape[0] or len(use) != counts.shape[0]:
-        raise UserError(
-            f"climatology: counts {counts.shape}, times ({len(times)},) and use ({len(use)},) "
-            "must be (T, H, W), (T,) and (T,)"
+
+    def __init__(self, n_hours: int, h: int, w: int):
+        self.n_hours = int(n_hours)
+        self.shape = table_shape(self.n_hours, h, w)
+        bins = int(np.prod(self.shape[:-2]))
+        self.hits = np.zeros((bins, h, w), np.uint8)
+        self.samples = np.zeros_like(self.hits)
+        self.steps = np.zeros(bins, np.int64)
+
+    def add(
+        self,
+        counts: np.ndarray,
+        times: np.ndarray,
+        use: np.ndarray,
+        observed: np.ndarray | None = None,
+    ) -> None:
+        """Add the steps ``use`` (bool (T,)) of ``counts`` (int (T, H, W)) labelled ``times``
+        (datetime64 (T,)); cells where ``observed`` (optional (T, H, W)) is 0 are not counted."""
+        counts = np.asarray(counts)
+        if counts.ndim != 3 or len(times) != counts.shape[0] or len(use) != counts.shape[0]:
+            raise UserError(
+                f"climatology: counts {counts.shape}, times ({len(times)},) and use ({len(use)},) "
+                "must be (T, H, W), (T,) and (T,)"
+            )
+        if counts.shape[1:] != self.shape[-2:]:
+            raise UserError(f"climatology: maps {counts.shape[1:]}, table {self.shape[-2:]}")
+        use = np.asarray(use, dtype=bool)
+        days = bin_index(times, self.n_hours)
+        steps = self.steps + np.bincount(days[use], minlength=self.steps.size)
+        self._widen(int(steps.max(initial=0)))
+        self.steps = steps
+        kind = self.hits.dtype
+        for d in np.unique(days[use]):
+            sel = np.flatnonzero(use & (days == d))
+            struck = counts[sel] >= 1
+            if observed is None:
+                self.samples[d] += kind.type(sel.size)
+            else:
+                obs = np.asarray(observed[sel]) > 0
+                struck &= obs
+                self.samples[d] += obs.sum(axis=0, dtype=kind)
+            self.hits[d] += struck.sum(axis=0, dtype=kind)
+
+    def _widen(self, most: int) -> None:
+        """Both tables in the narrowest unsigned type holding ``most`` (never narrower)."""
+        kind = next(k for k in _COUNT_TYPES if np.iinfo(k).max >= most)
+        if np.dtype(kind).itemsize > self.hits.dtype.itemsize:
+            self.hits, self.samples = self.hits.astype(kind), self.samples.astype(kind)
+
+    def finish(self, **kwargs) -> np.ndarray:
+        """The climatology of these sums (:func:`finish_climatology`, ``kwargs`` passed on)."""
+        return finish_climatology(
+            self.hits.reshape(self.shape), self.samples.reshape(self.shape), **kwargs
         )
-    days = bin_index(times, n_hours)
-    shape = table_shape(n_hours, *counts.shape[1:])
-    hits = np.zeros((int(np.prod(shape[:-2])), *counts.shape[1:]))  # (bins, H, W)
-    samples = np.zeros_like(hits)
-    use = np.asarray(use, dtype=bool)
-    for d in np.unique(days[use]):
-        sel = use & (days == d)
-        obs = (
-            np.ones(counts[sel].shape, bool) if observed is None else np.asarray(observed[sel]) > 0
-        )
-        hits[d] += ((counts[sel] >= 1) & obs).sum(axis=0)
-        samples[d] += obs.sum(axis=0)
-    return hits.reshape(shape), samples.reshape(shape)
 
 
 def finish_climatology(
@@ -142,33 +173,61 @@ def finish_climatology(
     smooth_pixels: int = 1,
     prior_samples: float = 10.0,
     window_hours: int = WINDOW_HOURS,
+    block_bytes: int = BLOCK_BYTES,
 ) -> np.ndarray:
-    """Smoothed, shrunk frequency of occurrence float32 from :func:`doy_sums`, of their shape
-    ((366, H, W) daily, (61, n_hours, H, W) sub-daily)."""
+    """Smoothed, shrunk frequency of occurrence float32 from the sums of :class:`ClimSums` (any
+    numeric type), of their shape ((366, H, W) daily, (61, n_hours, H, W) sub-daily).
+
+    Worked in bands of latitude rows, about ``block_bytes`` of float64 sums each (plus the rows
+    the spatial smoothing reaches), so no float64 copy of the whole table is made: a first pass
+    adds up the domain-wide sums of the prior, a second smooths and shrinks each band. Every
+    entry is the whole-table arithmetic's, bit for bit, except that the domain-wide sums of a
+    table of several bands are added band by band (within a few ulp of one sum over the domain).
+    """
     if min(window_days, smooth_pixels, prior_samples, window_hours) < 0:
         raise UserError(
             f"climatology: window_days {window_days}, smooth_pixels {smooth_pixels}, "
             f"prior_samples {prior_samples} and window_hours {window_hours} must not be negative"
         )
-    hits_t, samples_t = hits, samples
-    if hits.ndim == 4:  # sub-daily: the season in bins of days, then the hour of day
-        n_hours = hits.shape[1]
-        half_bins = int(round(window_days / DAY_BIN_DIURNAL))
-        half_hours = int(window_hours * n_hours // 24)
-        hits_t = np.moveaxis(_seasonal(np.moveaxis(hits, 1, 0), half_hours), 0, 1)
-        samples_t = np.moveaxis(_seasonal(np.moveaxis(samples, 1, 0), half_hours), 0, 1)
-        window_days = half_bins
-    hits_t = _seasonal(hits_t, window_days)  # (366, H, W) or (61, n_hours, H, W)
-    samples_t = _seasonal(samples_t, window_days)
-    spatial = _binomial(smooth_pixels)
+    smooth = {"window_days": window_days, "window_hours": window_hours}
+    h = hits.shape[-2]
+    rows = max(1, int(block_bytes) // (8 * int(np.prod(hits.shape)) // h or 1))
+    bands = [(y, min(y + rows, h)) for y in range(0, h, rows)]
+    # pass 1: domain-wide sums of the season (and hour) smoothed sums, per bin and overall
+    bin_h = bin_n = 0.0
+    all_h = all_n = 0.0
+    for a, b in bands:
+        ht, nt = (_temporal(t[..., a:b, :], **smooth) for t in (hits, samples))
+        bin_h, bin_n = bin_h + ht.sum(axis=(-2, -1)), bin_n + nt.sum(axis=(-2, -1))
+        all_h, all_n = all_h + ht.sum(), all_n + nt.sum()
+    overall = all_h / all_n if all_n > 0 else 0.0
+    prior = ((bin_h + overall) / (bin_n + 1.0))[..., None, None]  # (366 | 61, n_hours, 1, 1)
+    # pass 2: each band with the rows its spatial smoothing reaches
+    out = np.empty(hits.shape, np.float32)
+    spatial, k = _binomial(smooth_pixels), float(prior_samples)
     y, x = hits.ndim - 2, hits.ndim - 1
-    hits_s = _smooth(_smooth(hits_t, spatial, axis=y), spatial, axis=x)
-    samples_s = _smooth(_smooth(samples_t, spatial, axis=y), spatial, axis=x)
-    prior = _domain_mean(hits_t, samples_t)[..., None, None]  # (366, 1, 1) or (61, n_hours, 1, 1)
-    k = float(prior_samples)
-    denom = samples_s + k
-    p = np.where(denom > 0, (hits_s + k * prior) / np.where(denom > 0, denom, 1.0), prior)
-    return np.clip(p, 0.0, 1.0).astype(np.float32)
+    for a, b in bands:
+        lo, hi = max(a - smooth_pixels, 0), min(b + smooth_pixels, h)
+        hs, ns = (
+            _smooth(
+                _smooth(_temporal(t[..., lo:hi, :], **smooth), spatial, axis=y), spatial, axis=x
+            )[..., a - lo : b - lo, :]
+            for t in (hits, samples)
+        )
+        denom = ns + k
+        p = np.where(denom > 0, (hs + k * prior) / np.where(denom > 0, denom, 1.0), prior)
+        out[..., a:b, :] = np.clip(p, 0.0, 1.0)
+    return out
+
+
+def _temporal(sums: np.ndarray, *, window_days: int, window_hours: int) -> np.ndarray:
+    """float64 ``sums`` smoothed along the season (and, sub-daily, first the hour of day)."""
+    t = np.asarray(sums, dtype=np.float64)
+    if t.ndim == 4:  # sub-daily: the season in bins of days, then the hour of day
+        half_hours = int(window_hours * t.shape[1] // 24)
+        t = np.moveaxis(_seasonal(np.moveaxis(t, 1, 0), half_hours), 0, 1)
+        window_days = int(round(window_days / DAY_BIN_DIURNAL))
+    return _seasonal(t, window_days)
 
 
 def fit_climatology(
@@ -203,10 +262,12 @@ def fit_climatology(
     np.ndarray float32 (366, H, W) (daily) or (61, n_hours, H, W) (sub-daily) in [0, 1]; look up
     times with :func:`climatology_at`.
     """
-    hits, samples = doy_sums(counts, times, use, observed, n_hours)
-    return finish_climatology(
-        hits,
-        samples,
+    counts = np.asarray(counts)
+    if counts.ndim != 3:
+        raise UserError(f"climatology: counts {counts.shape} must be (T, H, W)")
+    sums = ClimSums(n_hours, *counts.shape[1:])
+    sums.add(counts, times, use, observed)
+    return sums.finish(
         window_days=window_days,
         smooth_pixels=smooth_pixels,
         prior_samples=prior_samples,
@@ -267,11 +328,3 @@ def _smooth(a: np.ndarray, weights: np.ndarray, *, axis: int) -> np.ndarray:
             src[axis] = slice(max(-k, 0), n - max(k, 0))
             out[tuple(dst)] += w * a[tuple(src)]
     return out
-
-
-def _domain_mean(hits: np.ndarray, samples: np.ndarray) -> np.ndarray:
-    """Domain-wide frequency per day (366,) (or bin (61, n_hours)), leaning on the overall
-    frequency where thin."""
-    h, n = hits.sum(axis=(-2, -1)), samples.sum(axis=(-2, -1))
-    overall = hits.sum() / samples.sum() if samples.sum() > 0 else 0.0
-    return (h + overall) / (n + 1.0)

@@ -102,7 +102,7 @@ class EvalConfig:
     uncalibrated: bool = True  # also score the model before calibration, as `model_uncalibrated`
     reliability_bins: int = 10  # equal-width bins of the reliability table and of ECE
     reliability_min_share: float = 0.01  # populated reliability bin: >= this share of cases
-    batch_inits: int = 32  # inits forecast and scored at a time (streaming)
+    batch_inits: int = 32  # inits forecast and scored at a time (fewer on large grids)
     smoothing_window: int = 0  # smoothed persistence / lagrangian window (px); 0 = tune on val
     smoothing_candidates: tuple[int, ...] = (1, 3, 5, 7, 9, 13, 17, 25)  # windows tried (px)
     select_inits: int = 64  # validation inits used to tune the smoothing windows

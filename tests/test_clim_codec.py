@@ -16,7 +16,14 @@ from data_prep.mock import mock_maps
 from data_prep.sequences import load_or_build_index
 from forecast.config import load_experiment
 from forecast.training.checkpoint import load_checkpoint
-from forecast.training.clim_codec import STEP, TOLERANCE, pack_table, packed_nbytes, unpack_table
+from forecast.training.clim_codec import (
+    STEP,
+    TOLERANCE,
+    check_packed,
+    pack_table,
+    packed_nbytes,
+    unpack_table,
+)
 from forecast.training.features import FeatureStats, fit_stats, pack_climatology
 from forecast.training.loop import train
 
@@ -124,9 +131,19 @@ def test_old_float32_sub_daily_state_still_loads():
 )
 def test_damaged_packed_table_is_refused(damage, match):
     state = pack_table(np.random.default_rng(3).random((61, 24, 4, 4)))
+    assert check_packed(state) == (61, 24, 4, 4)
     damage(state)
     with pytest.raises(ValueError, match=match):
         unpack_table(state)
+    with pytest.raises(ValueError, match=match):  # checked season by season, the same refusal
+        check_packed(state)
+
+
+def test_float32_table_read_back_without_a_copy():
+    table = np.random.default_rng(4).random((366, 3, 4)).astype(np.float32)
+    state = _stats(table).to_state()
+    back = FeatureStats.from_state(state).climatology
+    assert np.shares_memory(back, state["climatology"].numpy())
 
 
 def test_hourly_run_checkpoint_holds_the_table_training_read_and_resumes(tmp_path):
@@ -154,3 +171,12 @@ def test_hourly_run_checkpoint_holds_the_table_training_read_and_resumes(tmp_pat
     torch.save(old, out / "last.pt")
     train(load_experiment(None, [*run, "train.max_steps=4"]), resume=True)
     assert load_checkpoint(out / "last.pt")["state"]["step"] == 4
+
+
+def test_packing_in_place_gives_the_same_table_in_the_same_buffer(diurnal_table):
+    table = diurnal_table.copy()
+    apart = pack_climatology(_stats(diurnal_table))
+    inside = pack_climatology(_stats(table), in_place=True)
+    assert inside.climatology is table
+    np.testing.assert_array_equal(inside.climatology, apart.climatology)
+    assert bytes(inside.packed["data"].numpy()) == bytes(apart.packed["data"].numpy())

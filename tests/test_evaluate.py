@@ -16,6 +16,7 @@ from forecast.config import ExperimentConfig
 from forecast.evaluation import evaluate, evaluate_to_files
 from forecast.evaluation.baselines import build_baseline, observations
 from forecast.evaluation.scorecard import format_score_table
+from forecast.evaluation.scoring import scoring_batch
 
 N_OUT = 3
 CONTRACT_VARS = (
@@ -373,3 +374,9 @@ def test_nothing_to_score_is_a_user_error(files):
             _cfg(), maps=files / "maps.nc", out=files / "x.nc", checkpoint=None,
             forecasts={}, baselines=False, device="cpu",
         )  # fmt: skip
+
+
+def test_scoring_batch_keeps_one_methods_forecasts_within_the_byte_cap():
+    assert scoring_batch(32, 6, 260, 590) == 9  # hourly conus-0.1: 3.7 MB an init
+    assert scoring_batch(32, 3, 16, 24) == 32  # small grids keep eval.batch_inits
+    assert scoring_batch(32, 6, 260, 590, limit=1) == 1

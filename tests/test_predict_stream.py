@@ -14,10 +14,12 @@ from forecast.config import load_experiment
 from forecast.predict import (
     Forecaster,
     forecast_dataset,
+    forecaster,
     load_forecaster,
     predict_to_file,
     select_inits,
 )
+from forecast.predict.forecaster import forward_batch
 from forecast.predict.output import WRITE_BYTES, write_batch
 from forecast.training import train
 
@@ -121,3 +123,22 @@ def test_default_batches_are_whole_model_batches_of_bounded_size(run):
     assert write_batch(fc, big) == fc.batch_size  # 2 leads of 1e6 cells: one model batch
     per = write_batch(fc, open_maps(maps))  # 2 leads of 12 x 16 cells: 1536 bytes an init
     assert per % fc.batch_size == 0 and per * 1536 <= WRITE_BYTES < (per + fc.batch_size) * 1536
+
+
+def test_forward_batch_keeps_inputs_within_the_byte_cap():
+    # hourly conus-0.1: 8 steps of 12 channels of 260 x 590 cells are 59 MB an init
+    assert forward_batch(8, 12, 260, 590) == 4
+    assert forward_batch(8, 12, 260, 590, limit=1) == 1  # never fewer than one
+    assert forward_batch(7, 10, 12, 16) == 4993
+
+
+def test_forecasts_in_capped_forward_batches_equal_those_of_one_batch(run, monkeypatch):
+    ckpt, maps = run
+    ds = open_maps(maps)
+    whole = load_forecaster(ckpt, device="cpu")
+    inits = select_inits(ds, SPAN, n_in=whole.n_in, min_coverage=whole.min_coverage, maps=maps)
+    per_init = 4 * whole.n_in * whole.model_args["in_channels"] * 12 * 16
+    monkeypatch.setattr(forecaster, "FORWARD_BYTES", 3 * per_init)
+    capped = load_forecaster(ckpt, device="cpu")
+    assert whole.batch_size == 32 and capped.batch_size == 3
+    np.testing.assert_array_equal(capped.forecast_all(ds, inits), whole.forecast_all(ds, inits))

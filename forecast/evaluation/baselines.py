@@ -29,9 +29,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import xarray as xr
 
-from data_prep.climatology import climatology_at, doy_sums, finish_climatology, steps_per_day
+from data_prep.climatology import ClimSums, climatology_at, steps_per_day
 from data_prep.errors import UserError
-from data_prep.schema import COUNT, COVERAGE, TIME
+from data_prep.schema import COUNT, COVERAGE, LAT, LON, TIME
 from data_prep.sequences import time_step
 from forecast.config import EvalConfig
 from forecast.evaluation.motion import advect, mean_motion, phase_correlation
@@ -220,18 +220,16 @@ def fit_climatology(ds: xr.Dataset, use: np.ndarray, n_out: int) -> Climatology:
     """The climatology baseline fitted on the steps where ``use`` (bool (T,)) holds."""
     steps = np.flatnonzero(use)
     n_hours = steps_per_day(time_step(ds)) if ds.sizes[TIME] > 1 else 1
-    hits = samples = 0.0
-    for lo in range(0, steps.size, CHUNK_STEPS):  # sums of chunks: a decade never sits in memory
+    sums = ClimSums(n_hours, ds.sizes[LAT], ds.sizes[LON])
+    for lo in range(0, steps.size, CHUNK_STEPS):  # a decade never sits in memory
         chunk = steps[lo : lo + CHUNK_STEPS]
-        h, s = doy_sums(
+        sums.add(
             read_steps(ds, COUNT, chunk),
             ds[TIME].values[chunk],
             np.ones(chunk.size, dtype=bool),
             observed=read_steps(ds, COVERAGE, chunk) > 0,
-            n_hours=n_hours,
         )
-        hits, samples = hits + h, samples + s
-    return Climatology(n_out, finish_climatology(hits, samples))
+    return Climatology(n_out, sums.finish())
 
 
 def _lagrangian(ds, index, cfg: EvalConfig) -> Lagrangian:

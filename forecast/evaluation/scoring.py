@@ -29,7 +29,7 @@ import xarray as xr
 
 from data_prep.errors import ConfigError, UserError
 from data_prep.progress import bar
-from data_prep.schema import TIME
+from data_prep.schema import LAT, LON, TIME
 from data_prep.sequences import WindowIndex, time_step
 from forecast.evaluation.baselines import build_baseline, observations, valid_steps
 from forecast.metrics import ContingencyState, best_threshold
@@ -37,6 +37,8 @@ from forecast.metrics.suite import REFERENCES, MethodState, scores_dataset
 from forecast.predict import day_label
 
 __all__ = ["all_steps_index", "evaluate", "stream"]
+
+SCORE_BYTES = 1 << 25  # one method's forecasts of a scoring batch of inits (float32)
 
 
 def scoring_threads() -> int:
@@ -48,6 +50,15 @@ def scoring_threads() -> int:
 
 # --------------------------------------------------------------------------------------------
 # the loop
+
+
+def scoring_batch(batch_inits: int, n_out: int, h: int, w: int, limit: int | None = None) -> int:
+    """Inits forecast and scored at a time: ``batch_inits``, fewer where one method's forecasts
+    of them would take more than ``limit`` bytes (default ``SCORE_BYTES``; every method's, the
+    observations and the scoring temporaries are held at once), at least one. Hourly conus-0.1
+    with 6 leads takes 3.7 MB an init: 9 inits, not 32."""
+    limit = SCORE_BYTES if limit is None else int(limit)
+    return max(1, min(int(batch_inits), limit // (4 * n_out * h * w)))
 
 
 def stream(
@@ -135,7 +146,8 @@ def evaluate(cfg, ds: xr.Dataset, index, methods: dict[str, object], split: str 
     if inits.size == 0:
         raise UserError(f"evaluate: no init of split {split!r} to score; {notes}")
     scored = _with_references(methods, ds, index, ecfg)
-    thresholds, how = _thresholds(ds, index, split, inits, scored, n_out, ecfg.batch_inits)
+    batch = scoring_batch(ecfg.batch_inits, n_out, ds.sizes[LAT], ds.sizes[LON])
+    thresholds, how = _thresholds(ds, index, split, inits, scored, n_out, batch)
     day_of, days = _days(ds, inits)
     states = {n: MethodState.init(n_out, days.size, ecfg, thresholds[n]) for n in scored}
     stream(
@@ -143,7 +155,7 @@ def evaluate(cfg, ds: xr.Dataset, index, methods: dict[str, object], split: str 
         inits,
         scored,
         n_out,
-        ecfg.batch_inits,
+        batch,
         lambda n, rows, p, e, m: states[n].add(p, e, m, day_of[rows]),
         desc=f"evaluate: scoring {split}",
     )

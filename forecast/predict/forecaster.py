@@ -31,9 +31,22 @@ from forecast.training.guided import (
     window_channels,
 )
 
+FORWARD_BYTES = 1 << 28  # float32 inputs of one forward pass (inits x n_in x channels x cells)
+
+
+def forward_batch(n_in: int, channels: int, h: int, w: int, limit: int | None = None) -> int:
+    """Inits per forward pass: as many as keep its float32 inputs (``n_in`` steps of ``channels``
+    maps of ``h`` x ``w`` each) within ``limit`` bytes (default ``FORWARD_BYTES``), at least one. A batch of 32 hourly
+    conus-0.1 inits (8 steps, 12 channels) would take 1.9 GB of inputs alone."""
+    limit = FORWARD_BYTES if limit is None else int(limit)
+    return max(1, limit // (4 * n_in * channels * h * w))
+
 
 class Forecaster:
     """A trained lightning forecaster: model, feature statistics and calibration, on a device.
+
+    ``batch_size`` inits are forecast in one forward pass, fewer where their inputs would take
+    more than ``FORWARD_BYTES`` (:func:`forward_batch`).
 
     Attributes ``n_in``, ``n_out``, ``thresholds``, ``min_coverage`` and ``source`` describe it.
     """
@@ -70,7 +83,9 @@ class Forecaster:
         self.calibrator = Calibrator.from_state(
             ckpt.get("calibration"), self.n_out, len(self.thresholds)
         )
-        self.device, self.batch_size, self.path = device, batch_size, Path(path)
+        self.device, self.path = device, Path(path)
+        grid = len(self.stats.lat), len(self.stats.lon)
+        self.batch_size = min(batch_size, forward_batch(self.n_in, args["in_channels"], *grid))
         self.source = f"strikecast {mcfg.cell} model, checkpoint {self.path}"
 
     def check_grid(self, ds: xr.Dataset, maps: Path | str = "maps") -> None:

@@ -35,8 +35,8 @@ from data_prep.config import from_dict, to_dict
 from data_prep.errors import UserError
 from forecast.config import ExperimentConfig, ModelConfig
 from forecast.model.network import build_model
+from forecast.training.clim_codec import check_packed
 from forecast.training.distributed import Dist
-from forecast.training.features import FeatureStats
 from forecast.training.guided import GuidanceStats
 from forecast.training.run_dir import same_run
 
@@ -93,7 +93,7 @@ def check_contents(state: dict, path: Path) -> None:
         guide = int(args.get("guide_channels", 0))
         net = build_model(mcfg, int(args["in_channels"]), int(args["n_out"]), guide)
         net.load_state_dict(state["model"])
-        stats = FeatureStats.from_state(state["stats"])
+        shape, lat, lon, scale = _stats_shape(state["stats"])
         gstats = GuidanceStats.from_state(state.get("guidance"))
         if (gstats.channels if gstats else 0) != guide:
             raise ValueError(f"{guide} guidance channels, guidance statistics of other fields")
@@ -102,14 +102,27 @@ def check_contents(state: dict, path: Path) -> None:
             f"checkpoint {path} does not fit its own model_args and statistics ({_why(e)}); "
             "it is damaged or not from strikecast: use the best.pt of a finished training run"
         ) from None
-    grid = (stats.lat.size, stats.lon.size)
-    scale = stats.count_scale
-    if stats.climatology.shape[-2:] != grid or not (np.isfinite(scale) and scale > 0):
+    grid = (lat.size, lon.size)
+    if shape[-2:] != grid or not (np.isfinite(scale) and scale > 0):
         raise UserError(
             f"checkpoint {path}: feature statistics are inconsistent (climatology "
-            f"{stats.climatology.shape} on a {grid[0]}x{grid[1]} grid, count scale {scale}); "
+            f"{shape} on a {grid[0]}x{grid[1]} grid, count scale {scale}); "
             "use the best.pt of a finished training run"
         )
+
+
+def _stats_shape(state: dict) -> tuple[tuple[int, ...], np.ndarray, np.ndarray, float]:
+    """(climatology shape, lat, lon, count scale) of the feature statistics ``state``, a packed
+    table decoded season by season to check it, never whole (a loading process keeps no
+    second copy of an hourly table)."""
+    packed = state.get("climatology_packed")
+    if packed is not None:
+        shape = check_packed(packed)
+    else:
+        shape = tuple(np.shape(state["climatology"]))
+    lat = np.asarray(state["lat"], dtype=np.float64)
+    lon = np.asarray(state["lon"], dtype=np.float64)
+    return shape, lat, lon, float(state["count_scale"])
 
 
 def _why(e: BaseException) -> str:

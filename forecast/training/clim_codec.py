@@ -62,39 +62,65 @@ def pack_table(table: np.ndarray, step: float = STEP) -> dict:
     }
 
 
-def unpack_table(state: dict) -> np.ndarray:
-    """The float32 table (S, n_hours, H, W) of :func:`pack_table`'s ``state``.
+def unpack_table(state: dict, out: np.ndarray | None = None) -> np.ndarray:
+    """The float32 table (S, n_hours, H, W) of :func:`pack_table`'s ``state``, written into
+    ``out`` (float32 of that shape, e.g. the table just packed) when given.
 
     Raises
     ------
     ValueError
         On another codec, or data that do not decode to the stated shape.
     """
+    shape = packed_shape(state)
+    if out is None:
+        out = np.empty(shape, np.float32)
+    elif out.shape != shape or out.dtype != np.float32:
+        raise ValueError(f"climatology table of shape {shape} into {out.dtype} {out.shape}")
+    for s, season in enumerate(_seasons(state)):
+        out[s] = season
+    return out
+
+
+def check_packed(state: dict) -> tuple[int, ...]:
+    """The shape of the table in ``state``, decoded one season bin at a time to check it (no
+    full-size table is made); raises ValueError as :func:`unpack_table` does."""
+    for _ in _seasons(state):
+        pass
+    return packed_shape(state)
+
+
+def packed_shape(state: dict) -> tuple[int, ...]:
+    """The stated shape of the table in ``state`` (codec and shape checked, not the data)."""
     if state.get("codec") != CODEC:
         raise ValueError(f"climatology codec {state.get('codec')!r} is not {CODEC!r}")
-    shape = tuple(int(n) for n in state["shape"])
-    step, data = float(state["step"]), state["data"]
-    raw = data.cpu().numpy().tobytes() if isinstance(data, torch.Tensor) else bytes(data)
+    shape, step = tuple(int(n) for n in state["shape"]), float(state["step"])
     if len(shape) != 4 or min(shape) < 1 or not step > 0:
         raise ValueError(f"climatology table of shape {shape}, step {step}")
-    decoder, out = zlib.decompressobj(), np.empty(shape, np.float32)
+    return shape
+
+
+def _seasons(state: dict):
+    """The float32 (n_hours, H, W) tables of the season bins of ``state``, one after another."""
+    shape = packed_shape(state)
+    step, data = float(state["step"]), state["data"]
+    raw = data.cpu().numpy().tobytes() if isinstance(data, torch.Tensor) else bytes(data)
+    decoder = zlib.decompressobj()
     plane = 2 * int(np.prod(shape[1:]))  # bytes of one season bin
     levels = _levels(step)  # p of every q, float32: a lookup instead of sin() per entry
     dh = np.zeros(shape[1:], np.int32)
-    try:
-        for s in range(shape[0]):
+    for s in range(shape[0]):
+        try:
             chunk = decoder.decompress(raw, plane)
-            raw = decoder.unconsumed_tail
-            if len(chunk) != plane:
-                raise ValueError(f"climatology data end in season bin {s} of {shape[0]}")
-            dh = dh + _unplanes(chunk, shape[1:])
-            q = np.cumsum(dh, axis=0)
-            if q.min() < 0 or q.max() >= len(levels):
-                raise ValueError(f"climatology data are damaged (season bin {s} out of range)")
-            out[s] = levels[q]
-    except zlib.error as e:
-        raise ValueError(f"climatology data are damaged ({e})") from None
-    return out
+        except zlib.error as e:
+            raise ValueError(f"climatology data are damaged ({e})") from None
+        raw = decoder.unconsumed_tail
+        if len(chunk) != plane:
+            raise ValueError(f"climatology data end in season bin {s} of {shape[0]}")
+        dh = dh + _unplanes(chunk, shape[1:])
+        q = np.cumsum(dh, axis=0)
+        if q.min() < 0 or q.max() >= len(levels):
+            raise ValueError(f"climatology data are damaged (season bin {s} out of range)")
+        yield levels[q]
 
 
 def packed_nbytes(state: dict) -> int:

@@ -51,7 +51,7 @@ import pandas as pd
 import torch
 import xarray as xr
 
-from data_prep.climatology import climatology_at, doy_sums, finish_climatology, steps_per_day
+from data_prep.climatology import ClimSums, climatology_at, steps_per_day
 from data_prep.errors import UserError
 from data_prep.schema import COUNT, COVERAGE, LAT, LON, TIME
 from data_prep.sequences import WindowIndex, time_step
@@ -112,7 +112,7 @@ class FeatureStats:
             clim = state["climatology"]
             clim = clim.cpu().numpy() if isinstance(clim, torch.Tensor) else np.asarray(clim)
         return cls(
-            climatology=clim.astype(np.float32),
+            climatology=np.asarray(clim, dtype=np.float32),  # no copy of a float32 table
             count_scale=float(state["count_scale"]),
             lat=np.asarray(state["lat"], dtype=np.float64),
             lon=np.asarray(state["lon"], dtype=np.float64),
@@ -125,14 +125,16 @@ class FeatureStats:
         return self.climatology.ndim == 4
 
 
-def pack_climatology(stats: FeatureStats) -> FeatureStats:
+def pack_climatology(stats: FeatureStats, in_place: bool = False) -> FeatureStats:
     """``stats`` with a sub-daily table replaced by its packed and unpacked self (within
     ``clim_codec.TOLERANCE``), so training reads the table its checkpoints hand to predict;
-    daily stats and stats packed already unchanged."""
+    daily stats and stats packed already unchanged. ``in_place`` unpacks into ``stats``' own
+    table (no second full-size table; for stats nothing else holds)."""
     if not stats.diurnal or stats.packed is not None:
         return stats
     state = pack_table(stats.climatology)
-    return FeatureStats(unpack_table(state), stats.count_scale, stats.lat, stats.lon, state)
+    table = unpack_table(state, out=stats.climatology if in_place else None)
+    return FeatureStats(table, stats.count_scale, stats.lat, stats.lon, state)
 
 
 def n_channels(stats: FeatureStats) -> int:
@@ -149,6 +151,10 @@ def fit_stats(ds: xr.Dataset, index: WindowIndex, **clim_kwargs) -> FeatureStats
     index : window index of ``ds``; only ``index.steps("train")`` are read for fitting.
     clim_kwargs : passed to :func:`data_prep.climatology.finish_climatology`.
 
+    The sums are added up in compact integer tables as the steps are read, and the table is
+    finished in bands of latitude rows (:class:`data_prep.climatology.ClimSums`), so memory does
+    not grow with the length of the record.
+
     A sub-daily table comes back through :func:`pack_climatology`: within
     ``clim_codec.TOLERANCE`` of the fitted one and exactly the table its checkpoints store.
     """
@@ -162,7 +168,7 @@ def fit_stats(ds: xr.Dataset, index: WindowIndex, **clim_kwargs) -> FeatureStats
         raise UserError("window index: no training window to fit feature statistics on")
     times = ds[TIME].values
     n_hours = steps_per_day(time_step(ds)) if n_steps > 1 else 1
-    hits = samples = None
+    sums = ClimSums(n_hours, ds.sizes[LAT], ds.sizes[LON])
     hist = np.zeros(_MAX_COUNT_BIN + 1, dtype=np.int64)
     for a in range(0, n_steps, _CHUNK_STEPS):
         use = train[a : a + _CHUNK_STEPS]
@@ -170,13 +176,14 @@ def fit_stats(ds: xr.Dataset, index: WindowIndex, **clim_kwargs) -> FeatureStats
             continue
         part = ds.isel({TIME: slice(a, a + _CHUNK_STEPS)})
         counts, cov = part[COUNT].values, part[COVERAGE].values  # (t, H, W)
-        h, n = doy_sums(counts, times[a : a + _CHUNK_STEPS], use, cov, n_hours)
-        hits, samples = (h, n) if hits is None else (hits + h, samples + n)
+        sums.add(counts, times[a : a + _CHUNK_STEPS], use, cov)
         positive = counts[use][(cov[use] > 0) & (counts[use] >= 1)]
         hist += np.bincount(np.minimum(positive, _MAX_COUNT_BIN), minlength=_MAX_COUNT_BIN + 1)
-    clim = finish_climatology(hits, samples, **clim_kwargs)
+        del counts, cov, positive
+    clim = sums.finish(**clim_kwargs)
+    del sums
     lat, lon = ds[LAT].values.astype(np.float64), ds[LON].values.astype(np.float64)
-    return pack_climatology(FeatureStats(clim, _count_scale(hist), lat, lon))
+    return pack_climatology(FeatureStats(clim, _count_scale(hist), lat, lon), in_place=True)
 
 
 def _count_scale(hist: np.ndarray) -> float:
