@@ -34,7 +34,7 @@ from data_prep.sequences import WindowIndex, time_step
 from forecast.evaluation.baselines import build_baseline, observations, valid_steps
 from forecast.metrics import ContingencyState, best_threshold
 from forecast.metrics.suite import REFERENCES, MethodState, scores_dataset
-from forecast.predict import day_label
+from forecast.predict import day_label, inits_within
 
 __all__ = ["all_steps_index", "evaluate", "stream"]
 
@@ -57,8 +57,8 @@ def scoring_batch(batch_inits: int, n_out: int, h: int, w: int, limit: int | Non
     of them would take more than ``limit`` bytes (default ``SCORE_BYTES``; every method's, the
     observations and the scoring temporaries are held at once), at least one. Hourly conus-0.1
     with 6 leads takes 3.7 MB an init: 9 inits, not 32."""
-    limit = SCORE_BYTES if limit is None else int(limit)
-    return max(1, min(int(batch_inits), limit // (4 * n_out * h * w)))
+    limit = SCORE_BYTES if limit is None else limit
+    return inits_within(4 * n_out * h * w, limit, most=batch_inits)
 
 
 def stream(

@@ -14,13 +14,14 @@ file also feeds the ``mos`` baseline). The forecast file records the guidance fi
 """
 
 from forecast.predict.forecaster import Forecaster, load_forecaster
-from forecast.predict.inits import day_label, select_inits
+from forecast.predict.inits import day_label, inits_within, select_inits
 from forecast.predict.output import forecast_dataset, predict_to_file, write_forecasts
 
 __all__ = [
     "Forecaster",
     "day_label",
     "forecast_dataset",
+    "inits_within",
     "load_forecaster",
     "predict_to_file",
     "select_inits",

@@ -19,6 +19,7 @@ from data_prep.progress import bar
 from data_prep.schema import LAT, LON
 from forecast.config import ModelConfig
 from forecast.model.network import build_model
+from forecast.predict.inits import inits_within
 from forecast.training.calibration import Calibrator, identity
 from forecast.training.checkpoint import load_checkpoint
 from forecast.training.distributed import inference_precision, resolve_device
@@ -36,10 +37,10 @@ FORWARD_BYTES = 1 << 28  # float32 inputs of one forward pass (inits x n_in x ch
 
 def forward_batch(n_in: int, channels: int, h: int, w: int, limit: int | None = None) -> int:
     """Inits per forward pass: as many as keep its float32 inputs (``n_in`` steps of ``channels``
-    maps of ``h`` x ``w`` each) within ``limit`` bytes (default ``FORWARD_BYTES``), at least one. A batch of 32 hourly
-    conus-0.1 inits (8 steps, 12 channels) would take 1.9 GB of inputs alone."""
-    limit = FORWARD_BYTES if limit is None else int(limit)
-    return max(1, limit // (4 * n_in * channels * h * w))
+    maps of ``h`` x ``w`` each) within ``limit`` bytes (default ``FORWARD_BYTES``), at least
+    one. A batch of 32 hourly conus-0.1 inits (8 steps, 12 channels) would take 1.9 GB of
+    inputs alone."""
+    return inits_within(4 * n_in * channels * h * w, FORWARD_BYTES if limit is None else limit)
 
 
 class Forecaster:

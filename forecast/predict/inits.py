@@ -113,3 +113,10 @@ def _span(times: pd.DatetimeIndex, ok: np.ndarray, n_in: int) -> str:
         return f"no window of {n_in} usable consecutive steps in the file ({first}..{last})"
     gaps = "" if ok.size == ok[-1] - ok[0] + 1 else ", with gaps"
     return f"valid inits: {day_label(times[ok[0]])}..{day_label(times[ok[-1]])}{gaps}"
+
+
+def inits_within(init_bytes: int, limit: int, most: int | None = None) -> int:
+    """Inits taken at a time so that arrays of ``init_bytes`` each stay within ``limit`` bytes:
+    at most ``most`` (None: no bound), at least one."""
+    n = int(limit) // max(1, int(init_bytes))
+    return max(1, n if most is None else min(int(most), n))
