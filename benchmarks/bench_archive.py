@@ -42,9 +42,8 @@ from data_prep.schema import get_grid
 DAY_NS = 86400 * 10**9
 T0 = np.datetime64("2023-06-01", "ns").astype(np.int64)  # a UTC midnight at the season's start
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = str(
-    REPO / "configs" / "conus_hourly.yaml"
-)  # windows (8 h in, 6 h out, weekly blocks), model
+# windows (8 h in, 6 h out, weekly blocks) and model of every stage
+CONFIG = str(REPO / "configs" / "conus_hourly.yaml")
 STAGES = ("prep", "train", "predict", "evaluate")
 TEN_YEARS = 3652
 
@@ -71,7 +70,9 @@ def write_days(folder: Path, days: int, per_year: float, seed: int = 0) -> list[
 
 def data_config(block_steps: int) -> SequenceConfig:
     """The windows of ``CONFIG`` (``block_steps`` shorter for ``--quick``)."""
-    return SequenceConfig(n_in=8, n_out=6, block_steps=block_steps)
+    from forecast.config import load_experiment
+
+    return load_experiment(CONFIG, [f"data.block_steps={block_steps}"]).data
 
 
 def overrides(args: dict) -> list[str]:
@@ -180,7 +181,8 @@ def measure(a, days: int, folder: Path) -> dict[str, dict]:
     args["files"] = []
     out["train"] = in_process("train", args, a.repo)
     span = min(a.span_days, days) * 24
-    args["init"] = cut_span(Path(args["maps"]), Path(args["span"]), span, n_in=8)
+    n_in = data_config(a.block_steps).n_in
+    args["init"] = cut_span(Path(args["maps"]), Path(args["span"]), span, n_in)
     out["predict"] = in_process("predict", args, a.repo)
     out["evaluate"] = in_process("evaluate", args, a.repo)
     out["prep"]["file_mb"] = Path(args["maps"]).stat().st_size / 2**20
