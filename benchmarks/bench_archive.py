@@ -3,8 +3,11 @@
 year; ``--days 30,91,365`` adds a year) or ``--quick`` (days of conus-0.5, a minute);
 ``--repo DIR`` measures another checkout (e.g. the main branch, to compare).
 
-Stages, each of each size in its own process (its wall time, and its peak resident memory from
-``getrusage``; for training also the largest loader worker's):
+Stages, each of each size in its own process. Of each: its wall time; the process's own peak
+resident memory (``VmHWM``, :mod:`peak_memory`: ``getrusage`` would report this script's peak
+for a smaller stage); the peak sum of proportional set sizes over the stage and its loader
+workers, sampled every 0.5 s (each shared page counted once: the memory the stage holds); and
+for training the largest loader worker's resident size (shared pages included):
 
 - ``prep``: strike records in daily Parquet files -> the maps file and its window index;
 - ``train``: 20 steps, batch 2, maps read from disk by 2 loader workers (``train.lazy_maps``),
@@ -15,7 +18,8 @@ Stages, each of each size in its own process (its wall time, and its peak reside
 - ``evaluate``: the model and the baselines scored on the same span (a maps file of that span,
   ``eval.split=all``; its climatology baseline is fitted on the span).
 
-The table gives each stage's wall time, peak, and the growth of its peak from the smallest size:
+The table gives each stage's wall time, peaks, and the growth from the smallest size of its
+larger peak (own or tree):
 flat memory in archive length reads as about 0 %. The last lines extrapolate each stage's peak
 and wall time linearly in days to ten years.
 """
@@ -35,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from peak_memory import TreePeak, own_peak_mb
 
 from data_prep.config import PrepConfig, SequenceConfig
 from data_prep.schema import get_grid
@@ -94,9 +99,21 @@ def overrides(args: dict) -> list[str]:
 
 
 def run_stage(stage: str, args: dict) -> dict:
-    """``stage`` in this process: wall seconds, peak resident MB of this process and of its
-    largest child (the loader workers of training)."""
+    """``stage`` in this process: wall seconds and peak MB (:mod:`peak_memory`): this process's
+    own, the PSS sum over it and its loader workers, and the largest worker's resident size."""
     t = time.perf_counter()
+    with TreePeak() as tree:
+        stage_work(stage, args)
+    return {
+        "wall_s": time.perf_counter() - t,
+        "peak_mb": own_peak_mb(),
+        "tree_mb": tree.peak_mb,
+        "child_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
+    }
+
+
+def stage_work(stage: str, args: dict) -> None:
+    """The work of ``stage``."""
     if stage == "prep":
         from data_prep.prep import prep
 
@@ -126,8 +143,6 @@ def run_stage(stage: str, args: dict) -> dict:
             baselines=True,
             device="cpu",
         )
-    kb = [resource.getrusage(w).ru_maxrss for w in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
-    return {"wall_s": time.perf_counter() - t, "peak_mb": kb[0] / 1024, "child_mb": kb[1] / 1024}
 
 
 def cut_span(maps: Path, out: Path, span_steps: int, n_in: int) -> str:
@@ -157,7 +172,8 @@ def in_process(stage: str, args: dict, repo: Path) -> dict:
         raise SystemExit(f"{stage} failed:\n{done.stderr[-2000:]}")
     res = json.loads(done.stdout.strip().splitlines()[-1])
     print(
-        f"{stage} of {args['maps']}: {res['wall_s']:.1f} s, {res['peak_mb']:.0f} MB",
+        f"{stage} of {args['maps']}: {res['wall_s']:.1f} s, own {res['peak_mb']:.0f} MB, "
+        f"tree PSS {res['tree_mb'] or 0:.0f} MB",
         file=sys.stderr,
     )
     return res
@@ -189,21 +205,28 @@ def measure(a, days: int, folder: Path) -> dict[str, dict]:
     return out
 
 
+def held_mb(r: dict) -> float:
+    """A stage's memory: the larger of its own peak and its tree's PSS peak."""
+    return max(r["peak_mb"], r.get("tree_mb") or 0.0)
+
+
 def table(rows: dict[int, dict[str, dict]]) -> list[str]:
-    """One line per stage and size (the peak's growth from the smallest size), then the
-    extrapolation to ten years."""
+    """One line per stage and size (the growth of its held memory from the smallest size),
+    then the extrapolation to ten years."""
     sizes = sorted(rows)
     lines = [
-        f"{'stage':<9} {'days':>5} {'wall s':>8} {'peak MB':>8} {'workers MB':>10} {'growth':>7}"
+        f"{'stage':<9} {'days':>5} {'wall s':>8} {'own MB':>7} {'tree PSS MB':>11} "
+        f"{'worker RSS MB':>13} {'growth':>7}"
     ]
     for stage in STAGES:
-        base = rows[sizes[0]][stage]["peak_mb"]
+        base = held_mb(rows[sizes[0]][stage])
         for days in sizes:
             r = rows[days][stage]
-            workers = f"{r['child_mb']:>10.0f}" if stage == "train" else f"{'':>10}"
-            growth = 100 * (r["peak_mb"] - base) / base
+            tree = f"{r['tree_mb']:>11.0f}" if r.get("tree_mb") is not None else f"{'-':>11}"
+            workers = f"{r['child_mb']:>13.0f}" if stage == "train" else f"{'':>13}"
+            growth = 100 * (held_mb(r) - base) / base
             lines.append(
-                f"{stage:<9} {days:>5} {r['wall_s']:>8.1f} {r['peak_mb']:>8.0f} {workers} "
+                f"{stage:<9} {days:>5} {r['wall_s']:>8.1f} {r['peak_mb']:>7.0f} {tree} {workers} "
                 f"{growth:>+6.1f}%"
             )
     if len(sizes) > 1:
@@ -215,10 +238,10 @@ def table(rows: dict[int, dict[str, dict]]) -> list[str]:
         for stage in STAGES:
             a, b = rows[lo][stage], rows[hi][stage]
             peak, wall = (
-                a[k] + max(b[k] - a[k], 0.0) * (TEN_YEARS - lo) / (hi - lo)
-                for k in ("peak_mb", "wall_s")
+                fa + max(fb - fa, 0.0) * (TEN_YEARS - lo) / (hi - lo)
+                for fa, fb in ((held_mb(a), held_mb(b)), (a["wall_s"], b["wall_s"]))
             )
-            lines.append(f"  {stage:<9} peak {peak:>7.0f} MB, wall {wall:>8.0f} s")
+            lines.append(f"  {stage:<9} held {peak:>7.0f} MB, wall {wall:>8.0f} s")
     return lines
 
 

@@ -15,7 +15,7 @@ fastest of ``--repeats`` (>= 3) rounds (a round's time is the median of its ``--
 another job on the cores then slows every variant alike and the ratios hold. The thread count
 comes from ``--threads`` or the usable cores (CPU affinity), never from the load; the load average
 is printed with the table. Peak memory on CPU is measured apart, each variant in a fresh
-subprocess (``ru_maxrss`` delta over a few training steps; CUDA: ``max_memory_allocated`` in
+subprocess (growth of its own ``VmHWM`` over a few training steps; CUDA: ``max_memory_allocated`` in
 this process), as it does not depend on the load.
 
     python benchmarks/bench_train.py --steps 10 --threads 2
@@ -31,12 +31,12 @@ import dataclasses
 import json
 import math
 import os
-import resource
 import subprocess
 import sys
 import time
 
 import torch
+from peak_memory import own_peak_mb
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -237,16 +237,17 @@ def cuda_peak_mb(v: Variant, args, device) -> float:
 
 
 def cpu_peak_mb(args) -> float:
-    """Growth of this process's ru_maxrss over the warm-up and one training step of
-    ``args.only`` (run in a fresh subprocess, so that the peak is this variant's own)."""
+    """Growth of this process's own peak resident memory (``VmHWM``, :mod:`peak_memory`) over
+    the warm-up and one training step of ``args.only`` (run in a fresh subprocess, so that the
+    peak is this variant's own)."""
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
     data = batch(args, device)
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss0 = own_peak_mb()
     v = Variant(args.only, args, device, data)
     for _ in range(args.warmup + 1):
         v.train_step()
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0) / 1024
+    return own_peak_mb() - rss0
 
 
 def pick_device(name: str) -> torch.device:
@@ -264,7 +265,7 @@ def model_config(args) -> ModelConfig:
 
 
 def cpu_peaks(args, argv: list[str]) -> dict[str, float]:
-    """Peak MB of each variant, each in its own subprocess (clean ru_maxrss)."""
+    """Peak MB of each variant, each in its own subprocess (its own ``VmHWM``)."""
     peaks = {}
     for variant in args.variants:
         cmd = [sys.executable, __file__, *argv, "--only", variant, "--threads", str(args.threads)]
