@@ -13,6 +13,9 @@ Variants (``--only`` picks some, by name):
 - ``full``: the config as run;
 - ``no_guidance``, ``cape_only``, ``tp_only``: data.guidance empty, or a copy of the guidance
   file holding that one field;
+- ``exact_guidance``: the world's guidance made again without its errors (every forecast lead
+  the truth valid then: no displacement, amplitude error, missed or false systems), the world
+  itself unchanged: how much of the gap the guidance's errors make;
 - ``data_1/2``, ``data_1/4``: train.train_fraction, every 2nd / 4th training block;
 - ``half_width`` (encoder [8, 16], hidden [16, 16]), ``wide`` (encoder [24, 48], hidden [48, 48]);
 - ``run_best``: the run's own ``best.pt`` (early stopping, calibrated) scored the same way
@@ -61,6 +64,7 @@ FAILED = threading.Event()  # a command failed: no variant starts another
 class Variant:
     overrides: tuple[str, ...] = ()
     fields: tuple[str, ...] | None = None  # guidance fields; None: the file as is; (): none
+    exact: bool = False  # the world's guidance without its errors
 
 
 VARIANTS = {
@@ -69,6 +73,7 @@ VARIANTS = {
     "no_guidance": Variant(fields=()),
     "cape_only": Variant(fields=("cape",)),
     "tp_only": Variant(fields=("tp",)),
+    "exact_guidance": Variant(exact=True),
     "data_1/2": Variant(("train.train_fraction=0.5",)),
     "half_width": Variant(("model.encoder_channels=[8,16]", "model.hidden_channels=[16,16]")),
     "data_1/4": Variant(("train.train_fraction=0.25",)),
@@ -87,6 +92,8 @@ class Setup:
 def guidance_for(setup: Setup, v: Variant) -> str:
     """The guidance file of a variant: the world's, none, or a copy holding some fields."""
     source = setup.world / "world" / "guidance.nc"
+    if v.exact:
+        return str(exact_guidance(setup.world / "world", setup.out / "guidance_exact.nc"))
     if v.fields is None:
         return str(source)
     if not v.fields:
@@ -160,6 +167,31 @@ def score(setup: Setup, vdir: Path, ckpt: Path, config: Path, guidance: str) -> 
         row["n_cases"] = int(s["n_cases"].sel(forecast=model).values[0])  # cells x inits
     row["share"] = (np.array(row["bss"]) / np.array(row["oracle_bss"])).round(3).tolist()
     return {**row, "eval_s": round(seconds, 1), "scored": model}
+
+
+def exact_guidance(world: Path, path: Path) -> Path:
+    """The guidance of the world in ``world`` made again with every error set to 0 (the world's
+    run is the same: its config and seed); checked against the file's analyses, which carry no
+    error."""
+    if path.exists():
+        return path
+    from data_prep.config import SynthConfig, from_dict
+    from data_prep.synthetic.world import hidden_state, write_guidance
+
+    data = json.loads((world / "world.json").read_text())["config"]
+    errors = ("displacement_deg", "amplitude_sd", "miss", "false")
+    cfg = from_dict(SynthConfig, {**data, **{f"guidance_{e}": 0.0 for e in errors}}, "synth.")
+    s, run, _ = hidden_state(cfg)
+    write_guidance(s, run, path)
+    with xr.open_dataset(path) as new, xr.open_dataset(world / "guidance.nc") as old:
+        same = [
+            np.array_equal(*(g[f].isel(lead_time=0).values for g in (new, old)), equal_nan=True)
+            for f in old.data_vars
+        ]
+    if not all(same):
+        path.unlink()
+        raise SystemExit(f"exact guidance: its analyses differ from {world}'s; another world?")
+    return path
 
 
 def run_variant(setup: Setup, name: str) -> dict | None:
