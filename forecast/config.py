@@ -67,7 +67,7 @@ class TrainConfig:
     tf32: bool = True  # CUDA: float32 matmuls and convolutions of training steps in TF32
     num_workers: int = 0
     lazy_maps: bool = False  # read maps from disk step by step even when they would fit in memory
-    step_cache_mb: int = 512  # each loader process's cache of read and featurised map steps
+    step_cache_mb: int = 512  # read and featurised map steps cached, all loader processes together
     patience: int = 5  # early stopping after this many validations without improvement
     calibration: str = "temperature"  # temperature | platt | isotonic | none
     log_every: int = 10

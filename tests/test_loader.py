@@ -145,3 +145,31 @@ def test_two_training_steps_with_two_workers_on_the_lazy_path_match_in_memory(tm
     assert a["state"]["step"] == b["state"]["step"] == 2
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
+
+
+@pytest.mark.parametrize(("workers", "each_mb"), [(0, 256), (1, 256), (2, 128), (4, 64)])
+def test_every_cache_of_a_run_together_stays_within_step_cache_mb(tmp_path, workers, each_mb):
+    """The training and validation loaders' workers persist side by side, so each process's
+    cache gets its share of ``train.step_cache_mb``: 2 x workers caches (2 without workers)."""
+    from forecast.training.data import build_data
+    from forecast.training.distributed import Dist
+
+    path = tmp_path / "maps.nc"
+    mock_maps(n_steps=100, shape=(6, 8), seed=3).to_netcdf(path)
+    cfg = load_experiment(
+        None,
+        [
+            f"train.maps={path}",
+            f"train.out={tmp_path}",
+            "train.lazy_maps=true",
+            "train.step_cache_mb=512",
+            f"train.num_workers={workers}",
+            "data.n_in=5",
+            "data.n_out=2",
+            "data.block_steps=20",
+        ],
+    )
+    data = build_data(cfg, Dist(0, 1, torch.device("cpu")))
+    budgets = [ld.dataset.steps._budget for ld in (data.train_loader, data.val_loader)]
+    assert budgets == [each_mb * 2**20] * 2
+    assert sum(budgets) * max(1, workers) <= 512 * 2**20

@@ -78,7 +78,7 @@ def build_data(cfg, dist: Dist) -> TrainData:
             stats=stats,
             thresholds=thresholds,
             in_memory=False if tc.lazy_maps else None,
-            cache_bytes=tc.step_cache_mb * 2**20,
+            cache_bytes=cache_share(tc),
         )
         return windows if guidance is None else GuidedWindows(windows, guidance, gstats)
 
@@ -129,6 +129,15 @@ def _check_windows(path: Path, ds: xr.Dataset, index: WindowIndex, block_steps: 
                 " use a longer record, a smaller data.block_steps, data.split=contiguous, or "
                 "a lower data.min_coverage"
             )
+
+
+def cache_share(tc) -> int:
+    """Bytes of step cache for each process that holds one: ``train.step_cache_mb`` split evenly
+    over the training and validation loaders' worker processes (both sets persist, so they live
+    at once), or over the main process's two datasets without workers: the run's caches together
+    stay within ``train.step_cache_mb``."""
+    holders = 2 * max(1, int(tc.num_workers))
+    return int(tc.step_cache_mb) * 2**20 // holders
 
 
 def _loading(tc, dist: Dist) -> dict:
