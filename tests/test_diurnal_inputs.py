@@ -42,6 +42,15 @@ def test_hourly_maps_get_a_climatology_by_hour_and_two_hour_channels(hourly):
     assert n_channels(stats) == N_CHANNELS + 2
 
 
+def test_an_hourly_item_states_the_bytes_of_its_tensors_clim_included(hourly):
+    ds, index, stats = hourly
+    data = WindowDataset(
+        ds, index.starts["train"], n_in=CFG.n_in, n_out=CFG.n_out, stats=stats, thresholds=(1, 3)
+    )
+    item = data[0]
+    assert "clim" in item and data.item_bytes() == sum(t.nbytes for t in item.values())
+
+
 def test_daily_maps_keep_ten_channels_and_no_lead_climatology():
     ds = mock_maps(n_steps=120, shape=(6, 8), seed=1)
     index = build_index(ds, SequenceConfig(n_in=5, n_out=3, block_steps=15, min_coverage=0.5))

@@ -21,7 +21,7 @@ from forecast.training.checkpoint import load_checkpoint
 from forecast.training.dataset import WindowDataset
 from forecast.training.distributed import ShardSampler
 from forecast.training.features import fit_stats
-from forecast.training.loader import make_loader
+from forecast.training.loader import PREFETCH_BATCHES, PREFETCH_BYTES, make_loader, prefetch_batches
 from forecast.training.loop import train
 
 CFG = SequenceConfig(n_in=5, n_out=2, block_steps=15, min_coverage=0.5)
@@ -173,3 +173,30 @@ def test_every_cache_of_a_run_together_stays_within_step_cache_mb(tmp_path, work
     budgets = [ld.dataset.steps._budget for ld in (data.train_loader, data.val_loader)]
     assert budgets == [each_mb * 2**20] * 2
     assert sum(budgets) * max(1, workers) <= 512 * 2**20
+
+
+def test_a_daily_item_states_the_bytes_of_its_tensors(maps):
+    data = windows(maps, in_memory=True)
+    assert data.item_bytes() == sum(t.nbytes for t in data[0].values())
+
+
+@pytest.mark.parametrize("workers", [1, 2, 4])
+def test_batches_held_ahead_stay_within_the_prefetch_budget(workers):
+    window = 70 * 2**20  # an hourly conus-0.1 window: 8 steps of 12 channels, 3 lead planes
+    for batch in (1, 2, 8):
+        ahead = prefetch_batches(window, batch, workers)
+        held = ahead * workers * batch * window
+        assert ahead == 1 or held <= PREFETCH_BYTES  # at least one batch ahead per worker
+        assert ahead == PREFETCH_BATCHES or (ahead + 1) * workers * batch * window > PREFETCH_BYTES
+    assert prefetch_batches(window, 2, 2) == 1
+    assert prefetch_batches(PREFETCH_BYTES // 16, 2, 2) == 4  # small windows: the full four
+    assert prefetch_batches(PREFETCH_BYTES // 12, 2, 2) == 3
+    assert prefetch_batches(0, 2, 2) == PREFETCH_BATCHES and prefetch_batches(1, 2, 0) is None
+
+
+def test_loader_prefetches_what_the_budget_allows_for_its_dataset(maps, monkeypatch):
+    data = windows(maps, in_memory=True)
+    sampler = ShardSampler(len(data))
+    assert make_loader(data, sampler, batch_size=4, num_workers=2).prefetch_factor == 4
+    monkeypatch.setattr("forecast.training.loader.PREFETCH_BYTES", 2 * 4 * 2 * data.item_bytes())
+    assert make_loader(data, sampler, batch_size=4, num_workers=2).prefetch_factor == 2

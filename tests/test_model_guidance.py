@@ -88,6 +88,13 @@ def test_inputs_gain_a_value_and_a_has_data_channel_per_field(files):
     torch.testing.assert_close(item["x"][:, :N_CHANNELS], base["x"], rtol=0, atol=0)
 
 
+def test_a_guided_item_states_the_bytes_of_its_tensors(files):
+    root, maps, guidance = files
+    data = build_data(_cfg(root, maps, f"data.guidance={guidance}"), CPU)
+    windows = data.train_loader.dataset
+    assert windows.item_bytes() == sum(t.nbytes for t in windows[0].values())
+
+
 def test_has_data_is_zero_exactly_where_guidance_is_missing_and_the_value_zero_there():
     stats = GuidanceStats(("a", "b"), ("1", "1"), (False, True), (5.0, 1.0), (2.0, 0.5))
     v = np.array([[[[7.0, np.nan]], [[np.expm1(2.0), 0.0]]]], np.float32)  # (1, F=2, H=1, W=2)

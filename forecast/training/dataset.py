@@ -89,6 +89,12 @@ class WindowDataset(Dataset):
     def __len__(self) -> int:
         return len(self.starts)
 
+    def item_bytes(self) -> int:
+        """Bytes of the tensors of one item (what a loader holds per window it prepares)."""
+        planes = self.n_in * n_channels(self.stats)  # x
+        planes += self.n_out * (len(self.thresholds) + 1 + int(self.stats.diurnal))  # y, mask, clim
+        return 4 * planes * len(self.lat) * len(self.lon) + 8  # float32 planes, int64 init
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         s = int(self.starts[i])
         e = s + self.n_in

@@ -160,6 +160,12 @@ class GuidedWindows(Dataset):
     def __len__(self) -> int:
         return len(self.windows)
 
+    def item_bytes(self) -> int:
+        """Bytes of one item: the window's, and its guidance planes, float32."""
+        w = self.windows
+        planes = (w.n_in + w.n_out) * self.stats.channels
+        return w.item_bytes() + 4 * planes * len(w.lat) * len(w.lon)
+
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         item = self.windows[i]
         past, target = window_channels(self.guidance, self.stats, [int(item["init"])])

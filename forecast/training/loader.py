@@ -3,7 +3,9 @@
 Each worker process reads maps through a handle of its own (see
 :class:`forecast.training.steps.MapSteps`: the handle is opened on the worker's first read), so no
 netCDF/HDF5 handle crosses a ``fork``. Workers persist across epochs, so each keeps its handle and
-its cache of featurised steps for the whole run.
+its cache of featurised steps for the whole run. Batches prepared ahead are bounded in bytes as
+well as in number: an hourly conus-0.1 window is about 70 MB, and four batches of two ahead in
+each of two workers would hold 1.1 GB per loader.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from forecast.training.signals import held_while_forking, ignore_in_worker, stop_workers_at_exit
 
-PREFETCH_BATCHES = 4  # batches each worker prepares ahead
+PREFETCH_BATCHES = 4  # most batches each worker prepares ahead
+PREFETCH_BYTES = 256 * 2**20  # the batches all workers hold ahead together stay within this
 
 
 def make_loader(
@@ -32,7 +35,7 @@ def make_loader(
     """Batches in ``sampler``'s order; worker processes and pinned memory keep the GPU fed.
 
     ``device`` only decides whether memory is pinned (on CUDA). Workers persist across epochs
-    and prefetch ``PREFETCH_BATCHES`` batches each. The loader gets its own seeded generator, so making an iterator
+    and prefetch :func:`prefetch_batches` batches each (``dataset.item_bytes()`` sizes them). The loader gets its own seeded generator, so making an iterator
     does not draw from the global random state (a resumed run draws what the uninterrupted one
     drew). ``drop_last``: leave out a last batch smaller than ``batch_size``.
     """
@@ -46,11 +49,29 @@ def make_loader(
         num_workers=workers,
         pin_memory=torch.device(device).type == "cuda",
         persistent_workers=workers > 0,
-        prefetch_factor=PREFETCH_BATCHES if workers > 0 else None,
+        prefetch_factor=prefetch_batches(_item_bytes(dataset), int(batch_size), workers),
         generator=torch.Generator().manual_seed(int(seed)),
         drop_last=drop_last,
         worker_init_fn=_seed_worker if workers > 0 else None,
     )
+
+
+def prefetch_batches(item_bytes: int, batch_size: int, workers: int) -> int | None:
+    """Batches each of ``workers`` prepares ahead: ``PREFETCH_BATCHES``, fewer where the
+    batches in flight would pass ``PREFETCH_BYTES``, at least one; None without workers.
+    ``item_bytes`` 0 (unknown) gives ``PREFETCH_BATCHES``."""
+    if workers <= 0:
+        return None
+    in_flight = int(item_bytes) * int(batch_size) * workers  # one batch ahead per worker
+    if in_flight <= 0:
+        return PREFETCH_BATCHES
+    return max(1, min(PREFETCH_BATCHES, PREFETCH_BYTES // in_flight))
+
+
+def _item_bytes(dataset: Dataset) -> int:
+    """Bytes of one item of ``dataset`` as it states them (``item_bytes()``), else 0."""
+    size = getattr(dataset, "item_bytes", None)
+    return int(size()) if callable(size) else 0
 
 
 class _Loader(DataLoader):
