@@ -195,12 +195,15 @@ def measure(a, days: int, folder: Path) -> dict[str, dict]:
     for f in files:
         f.unlink()
     args["files"] = []
-    out["train"] = in_process("train", args, a.repo)
-    span = min(a.span_days, days) * 24
-    n_in = data_config(a.block_steps).n_in
-    args["init"] = cut_span(Path(args["maps"]), Path(args["span"]), span, n_in)
-    out["predict"] = in_process("predict", args, a.repo)
-    out["evaluate"] = in_process("evaluate", args, a.repo)
+    if "train" in a.stages:
+        out["train"] = in_process("train", args, a.repo)
+    if {"predict", "evaluate"} & set(a.stages):
+        span = min(a.span_days, days) * 24
+        n_in = data_config(a.block_steps).n_in
+        args["init"] = cut_span(Path(args["maps"]), Path(args["span"]), span, n_in)
+    for stage in ("predict", "evaluate"):
+        if stage in a.stages:
+            out[stage] = in_process(stage, args, a.repo)
     out["prep"]["file_mb"] = Path(args["maps"]).stat().st_size / 2**20
     return out
 
@@ -218,7 +221,8 @@ def table(rows: dict[int, dict[str, dict]]) -> list[str]:
         f"{'stage':<9} {'days':>5} {'wall s':>8} {'own MB':>7} {'tree PSS MB':>11} "
         f"{'worker RSS MB':>13} {'growth':>7}"
     ]
-    for stage in STAGES:
+    stages = [st for st in STAGES if st in rows[sizes[0]]]
+    for stage in stages:
         base = held_mb(rows[sizes[0]][stage])
         for days in sizes:
             r = rows[days][stage]
@@ -235,7 +239,7 @@ def table(rows: dict[int, dict[str, dict]]) -> list[str]:
             f"ten years ({TEN_YEARS} days), linear in days through {lo} and {hi} days "
             "(a fall read as flat):"
         )
-        for stage in STAGES:
+        for stage in stages:
             a, b = rows[lo][stage], rows[hi][stage]
             peak, wall = (
                 fa + max(fb - fa, 0.0) * (TEN_YEARS - lo) / (hi - lo)
@@ -251,6 +255,11 @@ def main() -> None:
     ap.add_argument("--days", default="30,91", help="archive lengths, days (comma-separated)")
     ap.add_argument("--span-days", type=int, default=30, help="days of inits predicted and scored")
     ap.add_argument("--strikes-per-year", type=float, default=1e8)
+    ap.add_argument(
+        "--stages",
+        default=",".join(STAGES),
+        help="stages to measure after prep, which always runs (e.g. prep,train)",
+    )
     ap.add_argument("--quick", action="store_true", help="9 and 18 days of conus-0.5, 10^6/year")
     ap.add_argument(
         "--repo", type=Path, default=REPO, help="checkout whose stages run (default: this one)"
@@ -262,6 +271,7 @@ def main() -> None:
         print(json.dumps(run_stage(a.stage, json.loads(a.args))))
         return
     a.block_steps, a.steps = 168, 20
+    a.stages = [st for st in STAGES if st in a.stages.split(",")]
     if a.quick:
         a.grid, a.days, a.strikes_per_year = "conus-0.5", "9,18", 1e6
         a.span_days, a.block_steps, a.steps = 1, 24, 2

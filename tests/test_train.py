@@ -101,6 +101,48 @@ def test_sigterm_writes_last_pt_and_resume_matches_an_uninterrupted_run(
         assert torch.equal(value, b["model"][key]), key
 
 
+def test_sigterm_in_validation_ends_it_within_a_batch_and_resume_validates_first(
+    maps_file, tmp_path, monkeypatch
+):
+    import signal
+
+    import forecast.training.data as data_module
+    from forecast.training.signals import TrainingInterrupted
+
+    steps = ["train.max_steps=9", "train.epochs=100", "train.checkpoint_every=0"]
+    inputs, seen = data_module.model_inputs, []
+
+    def counted(batch, *args, **kwargs):  # the validation batches' inputs
+        seen.append(int(batch["init"][0]))
+        return inputs(batch, *args, **kwargs)
+
+    monkeypatch.setattr(data_module, "model_inputs", counted)
+    straight = train(tiny_cfg(maps_file, tmp_path / "a", *steps))
+    per_pass = len(seen) // 3  # validations at the epoch's end (step 6), step 9, calibration
+    assert per_pass >= 2 and len(seen) == 3 * per_pass
+
+    def preempted(batch, *args, **kwargs):  # a scheduler's SIGTERM in the first validation
+        if not seen:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return counted(batch, *args, **kwargs)
+
+    seen.clear()
+    monkeypatch.setattr(data_module, "model_inputs", preempted)
+    with pytest.raises(TrainingInterrupted, match=r"\(SIGTERM\) at step 6: .*--resume"):
+        train(tiny_cfg(maps_file, tmp_path / "b", *steps))
+    assert len(seen) == 1  # the batch in which it came, none after
+    state = load_checkpoint(tmp_path / "b" / "last.pt")["state"]
+    assert state["validation_due"] and (state["step"], state["epoch"]) == (6, 0)
+    assert not (tmp_path / "b" / "best.pt").exists()
+    resumed = train(tiny_cfg(maps_file, tmp_path / "b", *steps), resume=True)
+    for name in ("last.pt", "best.pt"):
+        wa, wb = load_checkpoint(straight / name)["model"], load_checkpoint(resumed / name)["model"]
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), name
+    rows = [_rows(d / "log.csv") for d in (straight, resumed)]
+    drop = [{k: v for k, v in r.items() if k != "seconds"} for r in rows[0]]
+    assert drop == [{k: v for k, v in r.items() if k != "seconds"} for r in rows[1]]
+
+
 def test_last_pt_is_written_every_checkpoint_every_steps_within_an_epoch(
     maps_file, tmp_path, monkeypatch
 ):

@@ -20,6 +20,7 @@ import xarray as xr
 
 from data_prep.climatology import climatology_at
 from data_prep.errors import UserError
+from data_prep.heap import trim_heap
 from data_prep.io import open_maps
 from data_prep.sequences import WindowIndex, load_or_build_index
 from forecast.metrics import ProbabilityState, roc_auc
@@ -27,7 +28,7 @@ from forecast.training.dataset import WindowDataset
 from forecast.training.distributed import Dist, ShardSampler, all_sum, inference_precision, on_main
 from forecast.training.features import FeatureStats, fit_stats, n_channels
 from forecast.training.guided import GuidanceStats, GuidedWindows, guidance_for_training
-from forecast.training.loader import make_loader
+from forecast.training.loader import make_loader, start_workers
 
 
 @dataclass
@@ -64,6 +65,7 @@ def build_data(cfg, dist: Dist) -> TrainData:
     _check_windows(path, ds, index, cfg.data.block_steps)
     index = thinned_training(index, tc.train_fraction, cfg.data.block_steps)
     stats = on_main(dist, lambda: fit_stats(ds, index))
+    trim_heap()  # the fit's freed tables, before loader workers fork from this process
     thresholds = tuple(cfg.model.thresholds)
     guidance = gstats = None
     if cfg.data.guidance:
@@ -85,12 +87,16 @@ def build_data(cfg, dist: Dist) -> TrainData:
     train_loader, sampler, n_batches = _training_batches(dataset("train"), tc, dist)
     val_set = dataset("val")
     val_sampler = ShardSampler(len(val_set), rank=dist.rank, world=dist.world, shuffle=False)
+    val_loader = make_loader(val_set, val_sampler, **_loading(tc, dist))
+    # validation workers fork now, with the training ones, from a process not yet grown by
+    # training steps: forked at the first validation, each copied 600 MB of that grown heap
+    start_workers(val_loader)
     return TrainData(
         ds=ds,
         index=index,
         stats=stats,
         train_loader=train_loader,
-        val_loader=make_loader(val_set, val_sampler, **_loading(tc, dist)),
+        val_loader=val_loader,
         train_sampler=sampler,
         steps_per_epoch=n_batches,
         in_channels=n_channels(stats) + (gstats.channels if gstats else 0),
@@ -197,7 +203,7 @@ def climatology_of_targets(data: TrainData, init: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def validate(net, data: TrainData, loss_fn, dist: Dist, hist=None) -> dict[str, float]:
+def validate(net, data: TrainData, loss_fn, dist: Dist, hist=None, stop=None) -> dict | None:
     """Scores over the validation windows, merged over processes, with the model in the
     precision of predict (:func:`forecast.training.distributed.inference_precision`).
 
@@ -205,13 +211,19 @@ def validate(net, data: TrainData, loss_fn, dist: Dist, hist=None) -> dict[str, 
     ``val_brier`` (Brier score of P(count >= 1) over observed target cells, all leads),
     ``val_bss`` (skill against the climatology of the valid day) and ``val_auc`` (ROC area).
     When ``hist`` (a :class:`forecast.training.calibration.LogitHistogram`) is given, the raw logits
-    stream into it.
+    stream into it. ``stop()`` (every process calls it at the same batches; it agrees across
+    them) is asked before each batch that every process has: when it says so, the pass is
+    abandoned and None returned, so a signal ends a long validation within a batch.
     """
     net.eval()
+    trim_heap()  # training's freed activations, before the validation workers fork and run
     loss_sum = torch.zeros(2, dtype=torch.float64)  # sum of loss * windows, windows
     model = ProbabilityState.init(data.n_out, n_bins=101)
     clim = ProbabilityState.init(data.n_out, n_bins=2)
-    for batch in data.val_loader:
+    common = _batches_on_every_process(data.val_loader, dist)
+    for k, batch in enumerate(data.val_loader):
+        if stop is not None and k < common and stop():
+            return None
         y, mask = (batch[k].to(dist.device, non_blocking=True) for k in ("y", "mask"))
         with inference_precision(dist.device):
             logits = net(**model_inputs(batch, dist.device, data.channels_last))
@@ -234,6 +246,12 @@ def validate(net, data: TrainData, loss_fn, dist: Dist, hist=None) -> dict[str, 
         "val_bss": float(1 - brier / brier_clim) if brier_clim > 0 else float("nan"),
         "val_auc": float(roc_auc(model.positives.sum(0), model.negatives.sum(0))),
     }
+
+
+def _batches_on_every_process(loader, dist: Dist) -> int:
+    """Validation batches that every process has (each takes ``range(rank, n, world)`` of the
+    windows, so the last process has the fewest: ``n // world``)."""
+    return math.ceil(len(loader.dataset) // dist.world / loader.batch_size)
 
 
 def _merged(state, dist: Dist):

@@ -54,6 +54,19 @@ class StepGuard:
         when they agreed so at a :meth:`look`, so that all of them stop after the same step."""
         return bool(interrupt.requested) if self.dist.world == 1 else self.agreed
 
+    def stop_agreed(self, interrupt: Interruption) -> bool:
+        """Whether any process was asked to stop, agreed now (one all-reduce of the flag with
+        several processes; every process must call it at the same point) and then kept as
+        :meth:`look` keeps it; for passes without training steps (validation)."""
+        if self.dist.world == 1:
+            return bool(interrupt.requested)
+        asked = torch.tensor([float(bool(interrupt.requested))])
+        stop = distributed.all_max(asked, self.dist).item() > 0
+        if stop and not interrupt.requested:
+            interrupt.requested = "another process"
+        self.agreed = self.agreed or stop
+        return stop
+
     def look(self, step: int, interrupt: Interruption, *, epoch: int, lr_at) -> bool:
         """Read the counts back (one all-reduce, one host read); raise a one-line
         :class:`UserError` when a loss of steps ``since + 1 .. step`` on any process was NaN or

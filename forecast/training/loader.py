@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from data_prep.heap import return_large_blocks
 from forecast.training.signals import held_while_forking, ignore_in_worker, stop_workers_at_exit
 
 PREFETCH_BATCHES = 4  # most batches each worker prepares ahead
@@ -56,6 +57,13 @@ def make_loader(
     )
 
 
+def start_workers(loader: DataLoader) -> None:
+    """Fork the persistent workers of ``loader`` now rather than at its first pass (they then
+    fetch their first batches; a pass begun later sets them back to its start)."""
+    if loader.num_workers > 0 and loader.persistent_workers:
+        iter(loader)
+
+
 def prefetch_batches(item_bytes: int, batch_size: int, workers: int) -> int | None:
     """Batches each of ``workers`` prepares ahead: ``PREFETCH_BATCHES``, fewer where the
     batches in flight would pass ``PREFETCH_BYTES``, at least one; None without workers.
@@ -84,11 +92,14 @@ class _Loader(DataLoader):
 
 
 def _seed_worker(worker_id: int) -> None:
-    """Seed numpy and random in each worker from torch's per-worker seed, and leave SIGTERM and
+    """Seed numpy and random in each worker from torch's per-worker seed, map its large arrays
+    (:func:`data_prep.heap.return_large_blocks`: a worker featurising hourly conus-0.1 steps
+    otherwise held 870 MB of heap beside a 128 MB step cache), and leave SIGTERM and
     Ctrl-C to the main process: a batch scheduler or a terminal signals the whole process group,
     and a worker killed first would abort training before it saves ``last.pt``. The main process
     stops its workers itself when it leaves."""
     ignore_in_worker()
+    return_large_blocks()  # featurised steps freed go back, not into a growing heap
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)  # noqa: NPY002 - code in workers may use the global numpy generator
     random.seed(seed)

@@ -16,6 +16,7 @@ Several GPUs: ``torchrun --nproc_per_node N -m forecast train ...`` (:mod:`forec
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 import time
@@ -62,6 +63,7 @@ class TrainState:
     bad_epochs: int = 0  # validations in a row without improvement
     seconds: float = 0.0  # training wall time so far, over all sessions
     stopped: bool = False  # early stopping fired
+    validation_due: bool = False  # a validation a signal cut short: done first on resume
 
 
 def lr_at(step: int, *, lr: float, min_lr: float, warmup: int, total: int) -> float:
@@ -118,9 +120,8 @@ class _Session:
         """Whether another pass over the training windows is due."""
         s = self.state
         return (
-            s.step < self.total
+            (s.validation_due or (s.step < self.total and s.step < self.session_end))
             and not s.stopped
-            and s.step < self.session_end
             and not self.guard.halted(interrupt)
         )
 
@@ -138,7 +139,7 @@ def train_loop(cfg: ExperimentConfig, dist: Dist, resume: bool = False) -> Path:
     with Interruption() as interrupt, run.steps:
         while run.going(interrupt):
             lr = _train_pass(run, tc, dist, interrupt)
-            _end_pass(run, cfg, dist, run_dir, lr)
+            _end_pass(run, cfg, dist, run_dir, lr, interrupt)
     if run.guard.halted(interrupt):
         run.log.close()
         raise TrainingInterrupted(
@@ -198,6 +199,9 @@ def _train_pass(run: _Session, tc: TrainConfig, dist: Dist, interrupt: Interrupt
     run.data.train_sampler.set_epoch(state.epoch, skip=state.batch_in_epoch * tc.batch_size)
     t0 = time.perf_counter()
     run.net.train()
+    if state.validation_due:  # the validation an interrupted session left comes first
+        last = max(state.step - 1, 0)  # its row logs the rate of the last step, as it would have
+        return lr_at(last, lr=tc.lr, min_lr=tc.min_lr, warmup=tc.warmup_steps, total=run.total)
     lr = lr_at(state.step, lr=tc.lr, min_lr=tc.min_lr, warmup=tc.warmup_steps, total=run.total)
     for batch in run.data.train_loader:
         lr, loss = _train_step(run, batch, tc, dist)
@@ -263,14 +267,22 @@ def _train_step(
     return lr, loss
 
 
-def _end_pass(run: _Session, cfg: ExperimentConfig, dist: Dist, run_dir: Path, lr: float) -> None:
+def _end_pass(
+    run: _Session, cfg: ExperimentConfig, dist: Dist, run_dir: Path, lr: float, interrupt
+) -> None:
     """After an epoch (or the last step): validate, ``best.pt`` on improvement, early stopping;
-    after every pass: ``last.pt``."""
+    after every pass: ``last.pt``. A signal during validation abandons it (a long one would
+    outlast a batch scheduler's grace time): ``last.pt`` then records it as due, and
+    ``--resume`` validates before it trains on."""
     state, tc = run.state, cfg.train
     epoch_done = state.batch_in_epoch >= run.data.steps_per_epoch
-    if epoch_done or state.step >= run.total:
+    scores = None
+    if epoch_done or state.step >= run.total or state.validation_due:
         # validate on the fixed set; checkpoint on improvement; early stopping
-        scores = validate(run.net, run.data, run.loss_fn, dist)
+        stop = functools.partial(run.guard.stop_agreed, interrupt)
+        scores = validate(run.net, run.data, run.loss_fn, dist, stop=stop)
+        state.validation_due = scores is None  # cut short by a signal: done again on resume
+    if scores is not None:
         improved = scores["val_loss"] < state.best_val
         state.best_val = min(state.best_val, scores["val_loss"])
         state.bad_epochs = 0 if improved else state.bad_epochs + 1
@@ -280,7 +292,7 @@ def _end_pass(run: _Session, cfg: ExperimentConfig, dist: Dist, run_dir: Path, l
             best = {**model_state(run.model, cfg, run.data, None), "trained": trained_record(state)}
             save_checkpoint(best, run_dir / "best.pt")
         note(validation_line(row, run.total, "; best.pt written" if improved else ""))
-    if epoch_done:
+    if epoch_done and not state.validation_due:
         state.epoch, state.batch_in_epoch = state.epoch + 1, 0
     if dist.is_main:
         ckpt = train_state(run.model, run.optimizer, run.scaler, state, cfg, run.data)
