@@ -21,7 +21,13 @@ from forecast.training.checkpoint import load_checkpoint
 from forecast.training.dataset import WindowDataset
 from forecast.training.distributed import ShardSampler
 from forecast.training.features import fit_stats
-from forecast.training.loader import PREFETCH_BATCHES, PREFETCH_BYTES, make_loader, prefetch_batches
+from forecast.training.loader import (
+    PREFETCH_BATCHES,
+    PREFETCH_BYTES,
+    make_loader,
+    prefetch_batches,
+    start_workers,
+)
 from forecast.training.loop import train
 
 CFG = SequenceConfig(n_in=5, n_out=2, block_steps=15, min_coverage=0.5)
@@ -200,3 +206,12 @@ def test_loader_prefetches_what_the_budget_allows_for_its_dataset(maps, monkeypa
     assert make_loader(data, sampler, batch_size=4, num_workers=2).prefetch_factor == 4
     monkeypatch.setattr("forecast.training.loader.PREFETCH_BYTES", 2 * 4 * 2 * data.item_bytes())
     assert make_loader(data, sampler, batch_size=4, num_workers=2).prefetch_factor == 2
+
+
+def test_workers_started_early_give_every_window_once_in_order_each_pass(maps):
+    data = windows(maps, in_memory=False)
+    expect = torch.from_numpy(data.starts + data.n_in - 1)  # each window's last input step
+    loader = make_loader(data, ShardSampler(len(data), shuffle=False), batch_size=4, num_workers=2)
+    start_workers(loader)  # its first batches are fetched now and set aside by the first pass
+    for _ in range(2):
+        assert torch.equal(torch.cat([b["init"] for b in loader]), expect)
