@@ -216,13 +216,13 @@ def validate(net, data: TrainData, loss_fn, dist: Dist, hist=None, stop=None) ->
     abandoned and None returned, so a signal ends a long validation within a batch.
     """
     net.eval()
-    trim_heap()  # training's freed activations, before the validation workers fork and run
+    trim_heap()  # training steps' freed activations go back while validation runs
     loss_sum = torch.zeros(2, dtype=torch.float64)  # sum of loss * windows, windows
     model = ProbabilityState.init(data.n_out, n_bins=101)
     clim = ProbabilityState.init(data.n_out, n_bins=2)
     common = _batches_on_every_process(data.val_loader, dist)
-    for k, batch in enumerate(data.val_loader):
-        if stop is not None and k < common and stop():
+    for b, batch in enumerate(data.val_loader):
+        if stop is not None and b < common and stop():
             return None
         y, mask = (batch[k].to(dist.device, non_blocking=True) for k in ("y", "mask"))
         with inference_precision(dist.device):
