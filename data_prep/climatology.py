@@ -277,15 +277,20 @@ def fit_climatology(
 
 def climatology_at(clim: np.ndarray, times: np.ndarray) -> np.ndarray:
     """The climatology of each time's calendar day (and hour of day): (366, H, W) or
-    (61, n_hours, H, W) -> (T, H, W)."""
-    clim = np.asarray(clim)
+    (61, n_hours, H, W) -> (T, H, W). ``clim`` is an array, or a table that reads its own flat
+    bins (``take_bins``, e.g. a coded sub-daily table kept at half the bytes)."""
+    if not hasattr(clim, "take_bins"):
+        clim = np.asarray(clim)
     n_hours = clim.shape[1] if clim.ndim == 4 else 1
     if clim.shape[:-2] != table_shape(n_hours, 1, 1)[:-2]:
         raise UserError(
             f"climatology: array of shape {clim.shape} is not ({N_DAYS}, H, W) or "
             f"({N_DAYS // DAY_BIN_DIURNAL}, hours, H, W)"
         )
-    return clim.reshape(-1, *clim.shape[-2:])[bin_index(times, n_hours)]
+    bins = bin_index(times, n_hours)
+    if hasattr(clim, "take_bins"):
+        return clim.take_bins(bins)
+    return clim.reshape(-1, *clim.shape[-2:])[bins]
 
 
 def _seasonal(a: np.ndarray, half: int) -> np.ndarray:

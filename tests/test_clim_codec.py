@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import torch
 
-from data_prep.climatology import fit_climatology
+from data_prep.climatology import climatology_at, fit_climatology
 from data_prep.io import open_maps
 from data_prep.mock import mock_maps
 from data_prep.sequences import load_or_build_index
@@ -22,6 +22,7 @@ from forecast.training.clim_codec import (
     check_packed,
     pack_table,
     packed_nbytes,
+    same_table,
     unpack_table,
 )
 from forecast.training.features import FeatureStats, fit_stats, pack_climatology
@@ -173,10 +174,18 @@ def test_hourly_run_checkpoint_holds_the_table_training_read_and_resumes(tmp_pat
     assert load_checkpoint(out / "last.pt")["state"]["step"] == 4
 
 
-def test_packing_in_place_gives_the_same_table_in_the_same_buffer(diurnal_table):
-    table = diurnal_table.copy()
-    apart = pack_climatology(_stats(diurnal_table))
-    inside = pack_climatology(_stats(table), in_place=True)
-    assert inside.climatology is table
-    np.testing.assert_array_equal(inside.climatology, apart.climatology)
-    assert bytes(inside.packed["data"].numpy()) == bytes(apart.packed["data"].numpy())
+def test_a_packed_table_is_held_in_half_the_bytes_and_reads_as_unpacked_bit_for_bit(
+    diurnal_table,
+):
+    stats = pack_climatology(_stats(diurnal_table))
+    table = stats.climatology
+    assert table.codes.dtype == np.uint16 and table.nbytes < diurnal_table.nbytes / 2 + 4096
+    unpacked = unpack_table(stats.packed)
+    np.testing.assert_array_equal(np.asarray(table), unpacked)
+    times = pd.date_range("2021-03-01", periods=50, freq="7h").values
+    assert np.array_equal(climatology_at(table, times), climatology_at(unpacked, times))
+    assert climatology_at(table, times).dtype == np.float32
+    np.testing.assert_array_equal(table[3, 5], unpacked[3, 5])
+    assert same_table(table, pack_climatology(_stats(diurnal_table)).climatology)
+    other = pack_climatology(_stats(np.clip(diurnal_table + 0.01, 0, 1))).climatology
+    assert not same_table(table, other)

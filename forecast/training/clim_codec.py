@@ -22,6 +22,11 @@ there: with 143 terms a cell (10 times fewer numbers) it misses those Gulf table
 0.013-0.023, and a global rank-64 SVD by 0.003-0.005; the table's own sampling noise is not
 band-limited.
 
+In memory a sub-daily table stays coded too, as a :class:`CodedTable`: its level numbers in
+uint16 (half the bytes of float32: 450 MB, not 900, at hourly conus-0.1, held by training, its
+loader workers and predict) and the float32 value of each level, so a read gives exactly the
+float32 values :func:`unpack_table` gives.
+
 Daily tables (366, H, W) stay float32 in checkpoints, so daily runs read the table they always
 read, to the bit (packed, the daily table of that conus-0.25 year would take 2.1 MB, not 36 MB).
 """
@@ -62,6 +67,51 @@ def pack_table(table: np.ndarray, step: float = STEP) -> dict:
     }
 
 
+class CodedTable:
+    """A sub-daily table (S, n_hours, H, W) as uint16 level numbers ``codes`` and the float32
+    ``levels`` they stand for: reads (:meth:`take_bins`, indexing, ``np.asarray``) give the
+    float32 values of :func:`unpack_table`, bit for bit."""
+
+    def __init__(self, codes: np.ndarray, levels: np.ndarray):
+        self.codes, self.levels = codes, levels
+
+    shape = property(lambda self: self.codes.shape)
+    ndim = property(lambda self: self.codes.ndim)
+    dtype = np.dtype(np.float32)
+
+    @property
+    def nbytes(self) -> int:
+        return self.codes.nbytes + self.levels.nbytes
+
+    def take_bins(self, bins: np.ndarray) -> np.ndarray:
+        """float32 (N, H, W) of the flat (season, hour) bins ``bins`` (N,)."""
+        return self.levels[self.codes.reshape(-1, *self.shape[-2:])[bins]]
+
+    def __getitem__(self, key) -> np.ndarray:
+        return self.levels[self.codes[key]]
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        table = self.levels[self.codes]  # the whole float32 table: for tests and small grids
+        return table if dtype is None else table.astype(dtype)
+
+
+def same_table(a, b) -> bool:
+    """Whether two tables (arrays or :class:`CodedTable`) hold the same values; two coded ones are
+    compared by codes and levels, without making either in float32."""
+    if isinstance(a, CodedTable) and isinstance(b, CodedTable):
+        return np.array_equal(a.codes, b.codes) and np.array_equal(a.levels, b.levels)
+    return np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def unpack_codes(state: dict) -> CodedTable:
+    """The table of :func:`pack_table`'s ``state`` kept coded (see :class:`CodedTable`)."""
+    shape, levels = packed_shape(state), _levels(float(state["step"]))
+    codes = np.empty(shape, np.uint16 if len(levels) <= 1 << 16 else np.uint32)  # 786 levels
+    for s, q in enumerate(_season_codes(state)):
+        codes[s] = q
+    return CodedTable(codes, levels)
+
+
 def unpack_table(state: dict, out: np.ndarray | None = None) -> np.ndarray:
     """The float32 table (S, n_hours, H, W) of :func:`pack_table`'s ``state``, written into
     ``out`` (float32 of that shape, e.g. the table just packed) when given.
@@ -76,15 +126,16 @@ def unpack_table(state: dict, out: np.ndarray | None = None) -> np.ndarray:
         out = np.empty(shape, np.float32)
     elif out.shape != shape or out.dtype != np.float32:
         raise ValueError(f"climatology table of shape {shape} into {out.dtype} {out.shape}")
-    for s, season in enumerate(_seasons(state)):
-        out[s] = season
+    levels = _levels(float(state["step"]))  # p of every q: a lookup instead of sin() per entry
+    for s, q in enumerate(_season_codes(state)):
+        out[s] = levels[q]
     return out
 
 
 def check_packed(state: dict) -> tuple[int, ...]:
     """The shape of the table in ``state``, decoded one season bin at a time to check it (no
     full-size table is made); raises ValueError as :func:`unpack_table` does."""
-    for _ in _seasons(state):
+    for _ in _season_codes(state):
         pass
     return packed_shape(state)
 
@@ -99,14 +150,14 @@ def packed_shape(state: dict) -> tuple[int, ...]:
     return shape
 
 
-def _seasons(state: dict):
-    """The float32 (n_hours, H, W) tables of the season bins of ``state``, one after another."""
+def _season_codes(state: dict):
+    """The level numbers (n_hours, H, W) of the season bins of ``state``, one after another."""
     shape = packed_shape(state)
     step, data = float(state["step"]), state["data"]
     raw = data.cpu().numpy().tobytes() if isinstance(data, torch.Tensor) else bytes(data)
     decoder = zlib.decompressobj()
     plane = 2 * int(np.prod(shape[1:]))  # bytes of one season bin
-    levels = _levels(step)  # p of every q, float32: a lookup instead of sin() per entry
+    n_levels = len(_levels(step))
     dh = np.zeros(shape[1:], np.int32)
     for s in range(shape[0]):
         try:
@@ -118,9 +169,9 @@ def _seasons(state: dict):
             raise ValueError(f"climatology data end in season bin {s} of {shape[0]}")
         dh = dh + _unplanes(chunk, shape[1:])
         q = np.cumsum(dh, axis=0)
-        if q.min() < 0 or q.max() >= len(levels):
+        if q.min() < 0 or q.max() >= n_levels:
             raise ValueError(f"climatology data are damaged (season bin {s} out of range)")
-        yield levels[q]
+        yield q
 
 
 def packed_nbytes(state: dict) -> int:

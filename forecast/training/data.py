@@ -194,9 +194,7 @@ def climatology_of_targets(data: TrainData, init: torch.Tensor) -> torch.Tensor:
     """Climatological P(count >= 1) on the valid day of every target, (B, n_out, H, W) float32."""
     times = data.ds["time"].values
     valid = init.cpu().numpy()[:, None] + np.arange(1, data.n_out + 1)  # (B, n_out)
-    clim = climatology_at(
-        np.asarray(data.stats.climatology), times[valid.ravel()]
-    )  # (B*n_out, H, W)
+    clim = climatology_at(data.stats.climatology, times[valid.ravel()])  # (B*n_out, H, W)
     return torch.from_numpy(
         np.asarray(clim, dtype=np.float32).reshape(*valid.shape, *clim.shape[1:])
     )

@@ -55,7 +55,7 @@ from data_prep.climatology import ClimSums, climatology_at, steps_per_day
 from data_prep.errors import UserError
 from data_prep.schema import COUNT, COVERAGE, LAT, LON, TIME
 from data_prep.sequences import WindowIndex, time_step
-from forecast.training.clim_codec import pack_table, unpack_table
+from forecast.training.clim_codec import pack_table, unpack_codes
 
 N_CHANNELS = 10  # channels of daily maps
 COVERAGE_CHANNEL = 9  # appended last: older channel numbers (clim_channel 2) keep their meaning
@@ -71,7 +71,8 @@ class FeatureStats:
     """What the input features need from the training split.
 
     climatology : float32 P(count >= 1), (366, H, W) by calendar day, or (61, n_hours, H, W)
-        by season bin and hour of day for sub-daily maps (see data_prep.climatology).
+        by season bin and hour of day for sub-daily maps (see data_prep.climatology); a
+        sub-daily table fitted or read back is a ``clim_codec.CodedTable`` (half the bytes).
     count_scale : log1p(count) is divided by this.
     lat, lon : float64 (H,), (W,) cell centres of the training grid.
     packed : the sub-daily table as a checkpoint stores it (:mod:`forecast.training.clim_codec`);
@@ -107,12 +108,13 @@ class FeatureStats:
         as float32."""
         packed = state.get("climatology_packed")
         if packed is not None:
-            clim = unpack_table(packed)
+            clim = unpack_codes(packed)
         else:
             clim = state["climatology"]
             clim = clim.cpu().numpy() if isinstance(clim, torch.Tensor) else np.asarray(clim)
+            clim = np.asarray(clim, dtype=np.float32)  # no copy of a float32 table
         return cls(
-            climatology=np.asarray(clim, dtype=np.float32),  # no copy of a float32 table
+            climatology=clim,
             count_scale=float(state["count_scale"]),
             lat=np.asarray(state["lat"], dtype=np.float64),
             lon=np.asarray(state["lon"], dtype=np.float64),
@@ -125,16 +127,14 @@ class FeatureStats:
         return self.climatology.ndim == 4
 
 
-def pack_climatology(stats: FeatureStats, in_place: bool = False) -> FeatureStats:
-    """``stats`` with a sub-daily table replaced by its packed and unpacked self (within
-    ``clim_codec.TOLERANCE``), so training reads the table its checkpoints hand to predict;
-    daily stats and stats packed already unchanged. ``in_place`` unpacks into ``stats``' own
-    table (no second full-size table; for stats nothing else holds)."""
+def pack_climatology(stats: FeatureStats) -> FeatureStats:
+    """``stats`` with a sub-daily table replaced by its packed self, kept coded
+    (``clim_codec.CodedTable``, within ``clim_codec.TOLERANCE``), so training reads the table its
+    checkpoints hand to predict; daily stats and stats packed already unchanged."""
     if not stats.diurnal or stats.packed is not None:
         return stats
-    state = pack_table(stats.climatology)
-    table = unpack_table(state, out=stats.climatology if in_place else None)
-    return FeatureStats(table, stats.count_scale, stats.lat, stats.lon, state)
+    state = pack_table(np.asarray(stats.climatology))
+    return FeatureStats(unpack_codes(state), stats.count_scale, stats.lat, stats.lon, state)
 
 
 def n_channels(stats: FeatureStats) -> int:
@@ -183,7 +183,7 @@ def fit_stats(ds: xr.Dataset, index: WindowIndex, **clim_kwargs) -> FeatureStats
     clim = sums.finish(**clim_kwargs)
     del sums
     lat, lon = ds[LAT].values.astype(np.float64), ds[LON].values.astype(np.float64)
-    return pack_climatology(FeatureStats(clim, _count_scale(hist), lat, lon), in_place=True)
+    return pack_climatology(FeatureStats(clim, _count_scale(hist), lat, lon))
 
 
 def _count_scale(hist: np.ndarray) -> float:

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from data_prep.atomic import check_output_path, check_outputs
 from data_prep.config import to_dict
 from data_prep.errors import UserError
 from data_prep.sequences import index_path
 from forecast.config import ExperimentConfig
+from forecast.training.clim_codec import same_table
 from forecast.training.features import FeatureStats, check_input_channels, pack_climatology
 from forecast.training.guided import GuidanceStats, check_guidance_given
 
@@ -72,7 +71,7 @@ def same_run(
     if not keys and data is not None:
         # a sub-daily table stored as float32 (before tables were packed) is packed as
         # fit_stats packs it
-        same = stats.count_scale == data.stats.count_scale and np.array_equal(
+        same = stats.count_scale == data.stats.count_scale and same_table(
             pack_climatology(stats).climatology, data.stats.climatology
         )
         keys = [] if same else ["the maps (feature statistics)"]
