@@ -36,9 +36,10 @@ def make_loader(
     """Batches in ``sampler``'s order; worker processes and pinned memory keep the GPU fed.
 
     ``device`` only decides whether memory is pinned (on CUDA). Workers persist across epochs
-    and prefetch :func:`prefetch_batches` batches each (``dataset.item_bytes()`` sizes them). The loader gets its own seeded generator, so making an iterator
-    does not draw from the global random state (a resumed run draws what the uninterrupted one
-    drew). ``drop_last``: leave out a last batch smaller than ``batch_size``.
+    and prefetch :func:`prefetch_batches` batches each (``dataset.item_bytes()`` sizes them).
+    The loader gets its own seeded generator, so making an iterator does not draw from the
+    global random state (a resumed run draws what the uninterrupted one drew). ``drop_last``:
+    leave out a last batch smaller than ``batch_size``.
     """
     workers = int(num_workers)
     if workers > 0:
