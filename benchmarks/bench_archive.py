@@ -286,7 +286,7 @@ def main() -> None:
     print(
         f"archive pipeline of {a.repo}, hourly {a.grid} ({grid.nlat} x {grid.nlon} cells), "
         f"{a.strikes_per_year:.0e} strikes a year; train {a.steps} steps, batch 2, 2 workers; "
-        f"predict and evaluate {a.span_days} days; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+        f"predict and evaluate {a.span_days} days; stages {','.join(a.stages)}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
         f"load {load} at the end"
     )
     print("\n".join(table(rows)))

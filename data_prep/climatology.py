@@ -279,7 +279,8 @@ def climatology_at(clim: np.ndarray, times: np.ndarray) -> np.ndarray:
     """The climatology of each time's calendar day (and hour of day): (366, H, W) or
     (61, n_hours, H, W) -> (T, H, W). ``clim`` is an array, or a table that reads its own flat
     bins (``take_bins``, e.g. a coded sub-daily table kept at half the bytes)."""
-    if not hasattr(clim, "take_bins"):
+    coded = hasattr(clim, "take_bins")
+    if not coded:
         clim = np.asarray(clim)
     n_hours = clim.shape[1] if clim.ndim == 4 else 1
     if clim.shape[:-2] != table_shape(n_hours, 1, 1)[:-2]:
@@ -288,7 +289,7 @@ def climatology_at(clim: np.ndarray, times: np.ndarray) -> np.ndarray:
             f"({N_DAYS // DAY_BIN_DIURNAL}, hours, H, W)"
         )
     bins = bin_index(times, n_hours)
-    if hasattr(clim, "take_bins"):
+    if coded:
         return clim.take_bins(bins)
     return clim.reshape(-1, *clim.shape[-2:])[bins]
 

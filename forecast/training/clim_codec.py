@@ -112,20 +112,15 @@ def unpack_codes(state: dict) -> CodedTable:
     return CodedTable(codes, levels)
 
 
-def unpack_table(state: dict, out: np.ndarray | None = None) -> np.ndarray:
-    """The float32 table (S, n_hours, H, W) of :func:`pack_table`'s ``state``, written into
-    ``out`` (float32 of that shape, e.g. the table just packed) when given.
+def unpack_table(state: dict) -> np.ndarray:
+    """The float32 table (S, n_hours, H, W) of :func:`pack_table`'s ``state``.
 
     Raises
     ------
     ValueError
         On another codec, or data that do not decode to the stated shape.
     """
-    shape = packed_shape(state)
-    if out is None:
-        out = np.empty(shape, np.float32)
-    elif out.shape != shape or out.dtype != np.float32:
-        raise ValueError(f"climatology table of shape {shape} into {out.dtype} {out.shape}")
+    out = np.empty(packed_shape(state), np.float32)
     levels = _levels(float(state["step"]))  # p of every q: a lookup instead of sin() per entry
     for s, q in enumerate(_season_codes(state)):
         out[s] = levels[q]

@@ -61,7 +61,10 @@ class StepGuard:
         if self.dist.world == 1:
             return bool(interrupt.requested)
         asked = torch.tensor([float(bool(interrupt.requested))])
-        stop = distributed.all_max(asked, self.dist).item() > 0
+        return self._agree(distributed.all_max(asked, self.dist).item() > 0, interrupt)
+
+    def _agree(self, stop: bool, interrupt: Interruption) -> bool:
+        """Keep an agreed stop: named on a process that was not asked itself, and held."""
         if stop and not interrupt.requested:
             interrupt.requested = "another process"
         self.agreed = self.agreed or stop
@@ -86,7 +89,5 @@ class StepGuard:
                 "lower train.lr, keep train.grad_clip > 0, or check the maps for bad values"
             )
         self._clear(step)
-        if stop and not interrupt.requested:
-            interrupt.requested = "another process"
-        self.agreed = self.agreed or stop > 0
+        self._agree(stop > 0, interrupt)
         return self.halted(interrupt)
