@@ -109,6 +109,7 @@ COVERAGE_ATTRS = {
 }
 
 
+EARTH_RADIUS_KM = 6371.0  # mean radius
 EDGE_SNAP = 1e-9  # cells: a point this close below a cell edge lies on it (decimal edges)
 
 
@@ -160,6 +161,11 @@ class Grid:
     @property
     def lon(self) -> np.ndarray:
         return self.lon_min + (np.arange(self.nlon) + 0.5) * self.res
+
+    def cell_area_km2(self) -> np.ndarray:
+        """(nlat,) area of one cell of each row, km^2, on a sphere of radius ``EARTH_RADIUS_KM``."""
+        edges = np.radians(self.lat_min + np.arange(self.nlat + 1) * self.res)
+        return EARTH_RADIUS_KM**2 * np.radians(self.res) * np.diff(np.sin(edges))
 
     def cell_index(
         self, lat: np.ndarray, lon: np.ndarray

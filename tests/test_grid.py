@@ -9,7 +9,7 @@ import pytest
 from data_prep.clock import StepClock, span_fraction
 from data_prep.grid import Accumulator, cell_index, numba_kernel
 from data_prep.records import Records, Tally
-from data_prep.schema import get_grid
+from data_prep.schema import EARTH_RADIUS_KM, Grid, get_grid
 
 DAY = 86400 * 10**9
 
@@ -182,3 +182,13 @@ def test_numba_and_numpy_kernels_agree(sort, weighted, grid):
 def test_unknown_kernel_is_rejected_listing_the_valid_ones():
     with pytest.raises(ValueError, match="unknown kernel 'cuda'; valid: auto, numba, numpy"):
         Accumulator(get_grid("plains-0.5"), StepClock(0, DAY), kernel="cuda")
+
+
+def test_cell_areas_of_a_whole_globe_sum_to_the_sphere_and_one_equator_degree_is_known():
+    globe = Grid(-90.0, 90.0, -180.0, 180.0, 2.0)
+    area = globe.cell_area_km2()  # (90,)
+    total = area.sum() * globe.nlon
+    assert total == pytest.approx(4 * np.pi * EARTH_RADIUS_KM**2, rel=1e-12)
+    equator = Grid(-0.5, 0.5, 0.0, 1.0, 1.0).cell_area_km2()
+    assert equator[0] == pytest.approx(12364.15, abs=0.01)  # R^2 * (pi / 180) * 2 sin(0.5 deg)
+    np.testing.assert_allclose(area, area[::-1])  # north and south alike

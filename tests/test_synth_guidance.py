@@ -140,3 +140,17 @@ def test_guidance_keys_are_checked_and_zero_leads_writes_no_guidance(tmp_path):
     cfg = from_dict(SynthConfig, {**CFG.__dict__, "guidance_leads": 0, "days": 5}, "synth.")
     paths = generate_world(cfg, tmp_path, progress=False)
     assert "guidance" not in paths and not (tmp_path / "guidance.nc").exists()
+
+
+def test_convective_rain_follows_strikes_per_area_not_per_cell(monkeypatch):
+    """Rain is a depth: with the stratiform rain off, a cell's rain squared, per
+    TP_CONVECTIVE, is its expected strikes per TP_AREA_KM2, whatever the cell's area (cells of
+    a row at 60 N hold half the area of one at the equator)."""
+    monkeypatch.setattr(gdn, "TP_STRATIFORM", 0.0)
+    cfg = from_dict(SynthConfig, {**CFG.__dict__, "grid": "30,62,-100,-88,1.0", "days": 12})
+    s, run, _ = hidden_state(cfg)
+    tp = gdn.truth_fields(s, run)[1]  # (T, H, W)
+    area = s.grid.cell_area_km2()[:, None]  # (H, 1)
+    density = run.cohorts.sum(1) / area * gdn.TP_AREA_KM2
+    assert run.cohorts.sum() > 0 and area[-1, 0] < 0.6 * area[0, 0]
+    np.testing.assert_allclose((tp / gdn.TP_CONVECTIVE) ** 2, density, rtol=1e-5, atol=1e-6)

@@ -5,8 +5,12 @@ Two fields describe each map day ``D`` (the analysis, lead 0, is the truth):
 - ``cape`` (J/kg), convective instability: the environment that makes storms, i.e. the
   activity and regime multipliers times the air-mass and system terms of the storm birth rate
   (:mod:`.dynamics`), averaged over the day's internal steps and saturated at ``CAPE_MAX``;
-- ``tp`` (mm per map step), precipitation: convective rain from the storms actually present
-  (``TP_CONVECTIVE * sqrt(expected strikes)``) plus stratiform rain along the systems' bands.
+- ``tp`` (mm per map step), precipitation: convective rain from the storms actually present,
+  ``TP_CONVECTIVE * sqrt(expected strikes per TP_AREA_KM2)``, plus stratiform rain along the
+  systems' bands. Rain is a depth, the same on any grid, so it follows the strike *density*: read
+  from the strikes per cell, 0.25-degree cells (a quarter of a 0.5-degree cell's strikes) would
+  get half the convective rain beside the same stratiform rain, and rain would tell less about
+  lightning the finer the grid.
 
 A forecast issued at the end of day ``d`` (init_time = day ``d + 1`` 00 UTC) with lead ``k`` days
 describes day ``d + k`` (valid at its end). Its fields are the truth of that day with errors that
@@ -40,7 +44,8 @@ from data_prep.synthetic.simulate import Run, steps_per_day
 
 CAPE_MAX = 5000.0  # J/kg reached by the strongest environments
 CAPE_HALF = 1.0  # environment (in summer air-mass units) giving half of CAPE_MAX
-TP_CONVECTIVE = 2.0  # mm per sqrt(expected detected strike) in a cell and day
+TP_CONVECTIVE = 2.0  # mm per sqrt(expected detected strike per TP_AREA_KM2) in a day
+TP_AREA_KM2 = 2500.0  # area the convective rain's strike density is counted over (0.5 deg ~ 38 N)
 TP_STRATIFORM = 8.0  # mm per day at the centre of a system's band at strength 1
 ERROR_CAP = 0.6  # most of the domain that missed or false systems may cover
 FALSE_QUANTILE = 0.9  # false systems bring the value of this quantile of the day's field
@@ -67,7 +72,8 @@ def truth_fields(s: dyn.Setting, run: Run) -> np.ndarray:
         env[k // spd] += _multiplier(s, run.activity[k], lat, lon) * (air + forced) / spd
         band[k // spd] += b / spd
     cape = CAPE_MAX * env / (env + CAPE_HALF)
-    tp = TP_CONVECTIVE * np.sqrt(run.cohorts.sum(1)) + TP_STRATIFORM * band
+    per_area = TP_AREA_KM2 / s.grid.cell_area_km2()[:, None]  # (H, 1)
+    tp = TP_CONVECTIVE * np.sqrt(run.cohorts.sum(1) * per_area) + TP_STRATIFORM * band
     return np.stack([cape, tp]).astype(np.float32)
 
 
