@@ -6,9 +6,11 @@ log1p tp) and the climatology's logit, on the first 70 % of the oracle's init da
 on the last 30 % by the Brier skill score against the climatology (per cell and day of year,
 +-15 days, counted on the fitting days). Prints lead, MOS BSS, oracle BSS and their ratio; the
 guidance errors (``synth.guidance_*``) are tuned so that the ratio is ~0.5-0.7 at lead 1 and
-falls with lead.
+falls with lead: 0.57, 0.54, 0.42 on plains-0.5 and 0.47, 0.45, 0.41 on conus-0.25 (two years,
+seed 1; 132 s on conus-0.25).
 
     python benchmarks/bench_guidance.py                       # plains-0.5, 730 days
+    python benchmarks/bench_guidance.py --grid conus-0.25     # the grid of the conus configs
     python benchmarks/bench_guidance.py --days 365 --n-out 5 synth.guidance_miss=0.2
 """
 
