@@ -144,8 +144,8 @@ def test_guidance_keys_are_checked_and_zero_leads_writes_no_guidance(tmp_path):
 
 def test_convective_rain_follows_strikes_per_area_not_per_cell(monkeypatch):
     """Rain is a depth: with the stratiform rain off, a cell's rain squared, per
-    TP_CONVECTIVE, is its expected strikes per TP_AREA_KM2, whatever the cell's area (cells of
-    a row at 60 N hold half the area of one at the equator)."""
+    TP_CONVECTIVE, is its expected strikes per TP_AREA_KM2, whatever the cell's area (the rows
+    of this 30-62 N grid differ almost twofold in area)."""
     monkeypatch.setattr(gdn, "TP_STRATIFORM", 0.0)
     cfg = from_dict(SynthConfig, {**CFG.__dict__, "grid": "30,62,-100,-88,1.0", "days": 12})
     s, run, _ = hidden_state(cfg)
