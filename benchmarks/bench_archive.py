@@ -283,11 +283,13 @@ def main() -> None:
             folder.mkdir()
             rows[days] = measure(a, days, folder)
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    spanned = " and ".join(st for st in ("predict", "evaluate") if st in a.stages)
     print(
         f"archive pipeline of {a.repo}, hourly {a.grid} ({grid.nlat} x {grid.nlon} cells), "
-        f"{a.strikes_per_year:.0e} strikes a year; train {a.steps} steps, batch 2, 2 workers; "
-        f"predict and evaluate {a.span_days} days; stages {','.join(a.stages)}; {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
-        f"load {load} at the end"
+        f"{a.strikes_per_year:.0e} strikes a year; stages {','.join(dict.fromkeys(['prep', *a.stages]))}; "
+        + (f"train {a.steps} steps, batch 2, 2 workers; " if "train" in a.stages else "")
+        + (f"{spanned} {a.span_days} days; " if spanned else "")
+        + f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load {load} at the end"
     )
     print("\n".join(table(rows)))
     print("maps file MB: " + ", ".join(f"{d} days {rows[d]['prep']['file_mb']:.0f}" for d in rows))
